@@ -1,0 +1,37 @@
+# The two commands of the README: `make demo` and `make test`. Both set up
+# everything they need (a virtualenv from requirements.txt) on a fresh machine.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell sha1sum requirements.txt | cut -c1-12)
+
+# The embedded default: SQLite in var/, no Redis, the offline template provider.
+DEMO_ENV := DATABASE_URL=sqlite:///var/demo.sqlite3 REDIS_URL= CELERY_BROKER_URL= LLM_PROVIDER=template
+
+.PHONY: demo test install migrate run clean
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -r requirements.txt
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+demo: install
+	mkdir -p var
+	$(DEMO_ENV) $(PY) manage.py migrate --verbosity 0
+	$(DEMO_ENV) $(PY) manage.py demo_memory
+
+test: install
+	$(PY) -m pytest
+
+migrate: install
+	$(PY) manage.py migrate
+
+run: install
+	$(PY) manage.py runserver
+
+clean:
+	rm -rf var .pytest_cache

@@ -1,0 +1,315 @@
+"""Hit, miss and token counters kept outside PostgreSQL, and their flush into the rows.
+
+A cache hit must not cost a synchronous PostgreSQL write, so each hit adds to a
+Redis hash (one pipelined round trip), or to a dict in the process when Redis
+is off. :func:`flush_counters` moves what was counted into
+``ProductMemoryEntry`` and ``DailyStats``; the scheduled job calls it.
+
+The flush never loses or doubles an increment: it first RENAMEs the live hash
+to a private one (RENAME is atomic), so hits that land during the
+flush go to a fresh live hash, and it deletes the private hash only after the
+PostgreSQL transaction committed. A flush that failed half-way leaves the
+private hash behind, and the next flush applies it.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone as dt_timezone
+
+from django.db import transaction
+from django.db.models import F
+from django.db.models.functions import Greatest
+from django.utils import timezone
+
+from redis.exceptions import ResponseError
+
+from .models import DailyStats, ProductMemoryEntry
+from .tiers import redis_errors, redis_guard
+
+logger = logging.getLogger("memory")
+
+LIVE_KEY = "counters:live"
+FLUSHING_PREFIX = "counters:flushing:"
+FLUSH_LOCK_KEY = "counters:flush-lock"
+SEP = "\x1f"
+DAILY_FIELDS = ("hits", "misses", "generations", "tokens_spent", "tokens_saved")
+
+
+
+@dataclass
+class Counts:
+    """Increments not yet in PostgreSQL: per entry, and per day."""
+
+    hits: Counter = field(default_factory=Counter)  # (product_id, kind) -> hits
+    saved: Counter = field(default_factory=Counter)  # (product_id, kind) -> tokens saved
+    last_hit: dict = field(default_factory=dict)  # (product_id, kind) -> epoch seconds
+    daily: Counter = field(default_factory=Counter)  # (iso date, field) -> amount
+
+    def merge(self, other: "Counts") -> None:
+        self.hits.update(other.hits)
+        self.saved.update(other.saved)
+        for key, ts in other.last_hit.items():
+            self.last_hit[key] = max(ts, self.last_hit.get(key, 0))
+        self.daily.update(other.daily)
+
+    def is_empty(self) -> bool:
+        return not (self.hits or self.saved or self.daily)
+
+    def to_fields(self) -> dict[str, float]:
+        fields: dict[str, float] = {}
+        for (pid, kind), n in self.hits.items():
+            fields[f"h{SEP}{kind}{SEP}{pid}"] = n
+        for (pid, kind), n in self.saved.items():
+            fields[f"s{SEP}{kind}{SEP}{pid}"] = n
+        for (pid, kind), ts in self.last_hit.items():
+            fields[f"t{SEP}{kind}{SEP}{pid}"] = ts
+        for (day, name), n in self.daily.items():
+            fields[f"d{SEP}{day}{SEP}{name}"] = n
+        return fields
+
+    @classmethod
+    def from_fields(cls, raw: dict) -> "Counts":
+        counts = cls()
+        for raw_key, raw_value in raw.items():
+            key = raw_key.decode() if isinstance(raw_key, bytes) else raw_key
+            value = float(raw_value)
+            tag, first, second = key.split(SEP, 2)
+            if tag == "h":
+                counts.hits[(second, first)] += int(value)
+            elif tag == "s":
+                counts.saved[(second, first)] += int(value)
+            elif tag == "t":
+                counts.last_hit[(second, first)] = max(value, counts.last_hit.get((second, first), 0))
+            elif tag == "d":
+                counts.daily[(first, second)] += int(value)
+        return counts
+
+
+def _today() -> str:
+    return timezone.localdate().isoformat()
+
+
+class LocalCounterStore:
+    """Counts kept in this process: used when there is no Redis, or while it is down."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._counts = Counts()
+        self._since = time.monotonic()
+
+    def add(self, counts: Counts) -> None:
+        with self._lock:
+            self._counts.merge(counts)
+
+    def drain(self) -> Counts:
+        with self._lock:
+            counts, self._counts = self._counts, Counts()
+            self._since = time.monotonic()
+        return counts
+
+    def age(self) -> float:
+        return time.monotonic() - self._since
+
+    def is_empty(self) -> bool:
+        return self._counts.is_empty()
+
+
+class RedisCounterStore:
+    """Counts in one Redis hash, added with HINCRBY in one pipelined round trip."""
+
+    def __init__(self, alias: str = "memory_l2"):
+        self.alias = alias
+
+    def _cache(self):
+        from django.core.cache import caches
+
+        return caches[self.alias]
+
+    def _key(self, name: str) -> str:
+        return self._cache().client.make_key(name)
+
+    def _client(self):
+        return self._cache().client.get_client(write=True)
+
+    def add(self, counts: Counts) -> None:
+        pipe = self._client().pipeline(transaction=False)
+        live = self._key(LIVE_KEY)
+        for name, value in counts.to_fields().items():
+            if name.startswith("t"):
+                pipe.hset(live, name, value)
+            else:
+                pipe.hincrby(live, name, int(value))
+        pipe.execute()
+
+    def snapshot(self) -> Counts:
+        """What is counted and not yet flushed, without moving it (for live stats)."""
+        client = self._client()
+        counts = Counts.from_fields(client.hgetall(self._key(LIVE_KEY)))
+        for key in client.scan_iter(match=self._key(FLUSHING_PREFIX) + "*"):
+            counts.merge(Counts.from_fields(client.hgetall(key)))
+        return counts
+
+    def flush(self, apply) -> int:
+        """Move live counts aside, ``apply`` them, then drop them; returns the hits applied."""
+        client = self._client()
+        lock = client.lock(self._key(FLUSH_LOCK_KEY), timeout=300, blocking_timeout=10)
+        if not lock.acquire():
+            logger.info("Outro processo está descarregando os contadores; ignorando")
+            return 0
+        try:
+            private = self._key(FLUSHING_PREFIX + uuid.uuid4().hex)
+            try:
+                client.rename(self._key(LIVE_KEY), private)  # atomic: later hits start a new hash
+            except ResponseError:
+                pass  # no live hash: nothing counted since the last flush
+            applied = 0
+            for key in list(client.scan_iter(match=self._key(FLUSHING_PREFIX) + "*")):
+                counts = Counts.from_fields(client.hgetall(key))
+                apply(counts)
+                client.delete(key)
+                applied += sum(counts.hits.values())
+            return applied
+        finally:
+            try:
+                lock.release()
+            except redis_errors():
+                pass
+
+
+def apply_counts(counts: Counts) -> None:
+    """Add counts to the rows and the daily table, in one transaction."""
+    if counts.is_empty():
+        return
+    with transaction.atomic():
+        for key in set(counts.hits) | set(counts.saved):
+            product_id, kind = key
+            updates = {
+                "hit_count": F("hit_count") + counts.hits.get(key, 0),
+                "tokens_saved": F("tokens_saved") + counts.saved.get(key, 0),
+            }
+            if key in counts.last_hit:
+                last = datetime.fromtimestamp(counts.last_hit[key], tz=dt_timezone.utc)
+                updates["last_hit_at"] = Greatest(F("last_hit_at"), last) if _has_greatest_null_safe() else last
+            ProductMemoryEntry.objects.filter(product_id=product_id, kind=kind).update(**updates)
+        by_day: dict[str, dict[str, int]] = {}
+        for (day, name), n in counts.daily.items():
+            if name in DAILY_FIELDS and n:
+                by_day.setdefault(day, {})[name] = n
+        for day, amounts in by_day.items():
+            stats, _ = DailyStats.objects.select_for_update().get_or_create(date=date.fromisoformat(day))
+            DailyStats.objects.filter(pk=stats.pk).update(**{k: F(k) + v for k, v in amounts.items()})
+
+
+def _has_greatest_null_safe() -> bool:
+    # GREATEST ignores NULL on PostgreSQL but returns NULL on SQLite, where the
+    # newest hit simply wins.
+    from django.db import connection
+
+    return connection.vendor == "postgresql"
+
+
+class HitCounter:
+    """Where ``ProductMemory`` records what happened; flushed by :func:`flush_counters`."""
+
+    def __init__(self):
+        self.local = LocalCounterStore()
+        self._redis = None
+
+    def redis_store(self) -> RedisCounterStore | None:
+        from django.conf import settings
+
+        if "memory_l2" not in settings.CACHES:
+            return None
+        if self._redis is None:
+            self._redis = RedisCounterStore()
+        return self._redis
+
+    def _add(self, counts: Counts) -> None:
+        store = self.redis_store()
+        if store is not None and redis_guard.available():
+            try:
+                store.add(counts)
+                redis_guard.succeeded()
+                return
+            except redis_errors() as exc:
+                redis_guard.failed(exc)
+        self.local.add(counts)
+        self._maybe_flush_local()
+
+    def _maybe_flush_local(self) -> None:
+        from django.conf import settings
+
+        if self.local.age() >= settings.MEMORY_LOCAL_COUNTER_FLUSH_INTERVAL and not self.local.is_empty():
+            self.flush_local()
+
+    def record_hit(self, product_id: str, kind: str, tokens_saved: int) -> None:
+        counts = Counts()
+        counts.hits[(product_id, kind)] = 1
+        counts.saved[(product_id, kind)] = tokens_saved
+        counts.last_hit[(product_id, kind)] = time.time()
+        day = _today()
+        counts.daily[(day, "hits")] = 1
+        counts.daily[(day, "tokens_saved")] = tokens_saved
+        self._add(counts)
+
+    def record_misses(self, n: int = 1) -> None:
+        if n:
+            counts = Counts()
+            counts.daily[(_today(), "misses")] = n
+            self._add(counts)
+
+    def record_generation(self, tokens_spent: int) -> None:
+        counts = Counts()
+        day = _today()
+        counts.daily[(day, "generations")] = 1
+        counts.daily[(day, "tokens_spent")] = tokens_spent
+        self._add(counts)
+
+    def flush_local(self) -> int:
+        counts = self.local.drain()
+        try:
+            apply_counts(counts)
+        except Exception:
+            self.local.add(counts)
+            raise
+        return sum(counts.hits.values())
+
+    def pending(self) -> Counts:
+        """Counted but not yet in PostgreSQL, from this process and from Redis."""
+        counts = Counts()
+        counts.merge(self.local._counts)
+        store = self.redis_store()
+        if store is not None and redis_guard.available():
+            try:
+                counts.merge(store.snapshot())
+            except redis_errors() as exc:
+                redis_guard.failed(exc)
+        return counts
+
+    def flush(self) -> int:
+        """Write every pending count to PostgreSQL; returns the number of hits moved."""
+        applied = self.flush_local()
+        store = self.redis_store()
+        if store is not None and redis_guard.available():
+            try:
+                applied += store.flush(apply_counts)
+                redis_guard.succeeded()
+            except redis_errors() as exc:
+                redis_guard.failed(exc)
+        return applied
+
+
+hit_counter = HitCounter()
+
+
+def flush_counters() -> int:
+    """Move the hit and token counts kept outside PostgreSQL into the rows (scheduled job)."""
+    moved = hit_counter.flush()
+    if moved:
+        logger.info("Contadores descarregados: %d acertos gravados no PostgreSQL", moved)
+    return moved

@@ -1,0 +1,31 @@
+"""The one prompt the generation uses, and the version that makes old content stale.
+
+Bump ``PROMPT_VERSION`` whenever the prompt or the content schema changes: every
+entry generated under another version is then regenerated on its next request.
+"""
+from django.conf import settings
+
+PROMPT_VERSION = "p1"
+
+SYSTEM_PROMPT = (
+    "Você é um redator sênior de e-commerce brasileiro. Escreva conteúdo de produto "
+    "em português do Brasil, claro, persuasivo e fiel aos dados informados, sem "
+    "inventar especificações. Responda apenas com um objeto JSON com as chaves: "
+    '"title" (até 120 caracteres), "description" (2 a 4 parágrafos curtos), '
+    '"bullet_points" (lista de 3 a 6 frases curtas) e "seo_keywords" (lista de 5 a 10 '
+    "termos de busca em minúsculas)."
+)
+
+USER_PROMPT_TEMPLATE = "Dados do produto (JSON):\n{product_json}\n\nGere o conteúdo agora."
+
+
+def current_model_name() -> str:
+    """The model part of the generator version: the template writer has its own."""
+    if settings.LLM_PROVIDER == "template":
+        return "template"
+    return settings.LLM_MODEL
+
+
+def current_generator_version() -> str:
+    """Provider + model + prompt version; an entry made under another one is stale."""
+    return f"{settings.LLM_PROVIDER}:{current_model_name()}:{PROMPT_VERSION}"

@@ -1,0 +1,83 @@
+import fakeredis
+import pytest
+from django.conf import settings
+from django.core.cache import caches
+from django.test import override_settings
+
+from memory import product_memory
+from memory.counters import hit_counter
+from memory.tiers import redis_guard
+
+
+def _redis_configured() -> bool:
+    return "memory_l2" in settings.CACHES
+
+
+@pytest.fixture(autouse=True)
+def clean_memory():
+    """Every test starts with empty L1 and L2, Redis reachable and no pending counts."""
+    redis_guard.reset()
+    caches["memory_l1"].clear()
+    if _redis_configured():
+        caches["memory_l2"].client.get_client(write=True).flushdb()
+    hit_counter.local.drain()
+    product_memory._redis_tier = None
+    yield
+    redis_guard.reset()
+    hit_counter.local.drain()
+    product_memory._redis_tier = None
+
+
+@pytest.fixture
+def redis_client():
+    if not _redis_configured():
+        pytest.skip("REDIS_URL is not set")
+    return caches["memory_l2"].client.get_client(write=True)
+
+
+def _l2_caches(options: dict, location: str) -> dict:
+    l2 = dict(settings.CACHES.get("memory_l2") or {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "KEY_PREFIX": "bcm",
+        "TIMEOUT": None,
+    })
+    l2["LOCATION"] = location
+    l2["OPTIONS"] = {
+        "CLIENT_CLASS": "django_redis.client.DefaultClient",
+        "SERIALIZER": "django_redis.serializers.json.JSONSerializer",
+        "COMPRESSOR": "django_redis.compressors.zstd.ZStdCompressor",
+        "SOCKET_CONNECT_TIMEOUT": 0.2,
+        "SOCKET_TIMEOUT": 0.2,
+        **options,
+    }
+    return {**settings.CACHES, "memory_l2": l2}
+
+
+@pytest.fixture
+def no_redis():
+    """The engine with no REDIS_URL at all: L1 + L3."""
+    cache_settings = {k: v for k, v in settings.CACHES.items() if k != "memory_l2"}
+    with override_settings(CACHES=cache_settings):
+        product_memory._redis_tier = None
+        yield
+    product_memory._redis_tier = None
+
+
+@pytest.fixture
+def dead_redis():
+    """REDIS_URL points at a port where nothing listens."""
+    with override_settings(CACHES=_l2_caches({}, "redis://127.0.0.1:1/0")):
+        product_memory._redis_tier = None
+        yield
+    product_memory._redis_tier = None
+
+
+@pytest.fixture
+def flaky_redis():
+    """A fake Redis server the test can take down (``server.connected = False``) and bring back."""
+    server = fakeredis.FakeServer()
+    options = {"CONNECTION_POOL_KWARGS": {"connection_class": fakeredis.FakeRedisConnection, "server": server}}
+    with override_settings(CACHES=_l2_caches(options, "redis://fake:6379/0"), MEMORY_REDIS_RETRY_AFTER=0.0):
+        product_memory._redis_tier = None
+        yield server
+    product_memory._redis_tier = None

@@ -1,0 +1,14 @@
+"""Test defaults: the suite runs against the local PostgreSQL and Redis unless told otherwise.
+
+``TEST_DATABASE_URL`` / ``TEST_REDIS_URL`` choose other servers; an explicit
+``DATABASE_URL`` / ``REDIS_URL`` in the environment wins over both.
+"""
+import os
+
+os.environ.setdefault(
+    "DATABASE_URL", os.environ.get("TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/beecatalog")
+)
+os.environ.setdefault("REDIS_URL", os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15"))
+os.environ.setdefault("SECRET_KEY", "test-secret-key")
+
+from beecatalog.settings import *  # noqa: E402,F401,F403

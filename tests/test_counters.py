@@ -1,0 +1,92 @@
+"""Hits cost no PostgreSQL write; the flush moves them into the rows exactly."""
+import threading
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from memory.counters import flush_counters, hit_counter
+from memory.models import DailyStats, ProductMemoryEntry
+from memory.product_memory import ProductMemory
+
+pytestmark = pytest.mark.django_db
+
+CONTENT = {"title": "Mochila Escolar", "description": "d", "bullet_points": [], "seo_keywords": []}
+
+
+@pytest.fixture
+def entry():
+    ProductMemory().save_product_data({"sku": "MOCH-1"}, CONTENT, tokens_prompt=300, tokens_completion=200)
+    flush_counters()
+
+
+def test_a_hit_writes_nothing_to_postgres(entry, redis_client):
+    ProductMemory().get_product_data("MOCH-1")  # fills L1 from L2
+    with CaptureQueriesContext(connection) as queries:
+        ProductMemory().get_product_data("MOCH-1")
+    assert len(queries) == 0
+    assert ProductMemoryEntry.objects.get().hit_count == 0
+
+
+@pytest.mark.parametrize("fixture", ["redis_client", "no_redis"])
+def test_flush_moves_hits_and_tokens_saved_into_the_row(entry, request, fixture):
+    request.getfixturevalue(fixture)
+    memory = ProductMemory()
+    for _ in range(3):
+        memory.get_product_data("MOCH-1")
+    memory.get_product_data("UNKNOWN")
+    assert flush_counters() == 3
+    row = ProductMemoryEntry.objects.get()
+    assert row.hit_count == 3
+    assert row.tokens_saved == 1500
+    assert row.last_hit_at is not None
+    day = DailyStats.objects.get()
+    assert (day.hits, day.misses, day.generations, day.tokens_spent, day.tokens_saved) == (3, 1, 1, 500, 1500)
+    # flushing again adds nothing
+    assert flush_counters() == 0
+    assert ProductMemoryEntry.objects.get().hit_count == 3
+
+
+def test_hits_during_a_flush_are_neither_lost_nor_doubled(entry, redis_client):
+    memory = ProductMemory()
+    stop = threading.Event()
+    done = []
+
+    def hitter():
+        n = 0
+        while not stop.is_set() or n < 50:
+            memory.get_product_data("MOCH-1")
+            n += 1
+        done.append(n)
+
+    threads = [threading.Thread(target=hitter) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for _ in range(5):
+        flush_counters()
+    stop.set()
+    for t in threads:
+        t.join()
+    flush_counters()
+    assert ProductMemoryEntry.objects.get().hit_count == sum(done)
+
+
+def test_failed_flush_keeps_the_counts_for_the_next_one(entry, redis_client, monkeypatch):
+    ProductMemory().get_product_data("MOCH-1")
+    import memory.counters as counters
+
+    def broken(counts):
+        raise RuntimeError("database went away")
+
+    monkeypatch.setattr(counters, "apply_counts", broken)
+    with pytest.raises(RuntimeError):
+        flush_counters()
+    monkeypatch.undo()
+    assert flush_counters() == 1
+    assert ProductMemoryEntry.objects.get().hit_count == 1
+
+
+def test_pending_counts_show_in_stats_before_the_flush(entry):
+    ProductMemory().get_product_data("MOCH-1")
+    assert ProductMemory().stats()["hits"] == 1
+    assert hit_counter.pending().hits[("MOCH-1", "main_content")] == 1
