@@ -122,12 +122,36 @@ MEMORY_REDIS_RETRY_AFTER = env.float("MEMORY_REDIS_RETRY_AFTER", default=5.0)
 # Hit counters kept in process (no Redis) are written to PostgreSQL at most this often.
 MEMORY_LOCAL_COUNTER_FLUSH_INTERVAL = env.float("MEMORY_LOCAL_COUNTER_FLUSH_INTERVAL", default=30.0)
 
+# --- Celery -------------------------------------------------------------------
+CELERY_BROKER_URL = env("CELERY_BROKER_URL", default=REDIS_URL)
+# No broker: tasks run eagerly in the calling process (the embedded default).
+CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=not CELERY_BROKER_URL)
+CELERY_TASK_EAGER_PROPAGATES = True
+CELERY_RESULT_BACKEND = env("CELERY_RESULT_BACKEND", default=CELERY_BROKER_URL or None)
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_ACKS_LATE = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_TIMEZONE = env("TIME_ZONE", default="America/Sao_Paulo")
+
 # --- Generation ---------------------------------------------------------------
 LLM_PROVIDER = env("LLM_PROVIDER", default="template")
 LLM_MODEL = env("LLM_MODEL", default="gpt-4o-mini")
 LLM_TIMEOUT = env.float("LLM_TIMEOUT", default=60.0)
 OPENAI_BASE_URL = env("OPENAI_BASE_URL", default="https://api.openai.com/v1")
 OPENAI_API_KEY = env("OPENAI_API_KEY", default="")
+# USD per 1M tokens (prompt, completion), used for the "estimated cost saved" figures.
+LLM_PRICES = {
+    "gpt-4o-mini": (0.15, 0.60),
+    "gpt-4o": (2.50, 10.00),
+    "gpt-4.1-mini": (0.40, 1.60),
+    "gpt-4.1": (2.00, 8.00),
+    "template": (0.15, 0.60),  # priced as the default model, so the demo shows a realistic figure
+}
+LLM_DEFAULT_PRICE = (0.15, 0.60)
 
 # --- Internationalization -----------------------------------------------------
 LANGUAGE_CODE = "pt-br"
