@@ -143,6 +143,12 @@ LLM_MODEL = env("LLM_MODEL", default="gpt-4o-mini")
 LLM_TIMEOUT = env.float("LLM_TIMEOUT", default=60.0)
 OPENAI_BASE_URL = env("OPENAI_BASE_URL", default="https://api.openai.com/v1")
 OPENAI_API_KEY = env("OPENAI_API_KEY", default="")
+LLM_MAX_ATTEMPTS = env.int("LLM_MAX_ATTEMPTS", default=3)
+LLM_RETRY_BACKOFF = env.float("LLM_RETRY_BACKOFF", default=1.0)
+# Generations of one batch chunk that may run at once (threads) against a remote provider.
+LLM_MAX_CONCURRENCY = env.int("LLM_MAX_CONCURRENCY", default=4)
+# Single flight: how long a generation may hold a product's lock, and others wait for it.
+MEMORY_GENERATION_LOCK_TIMEOUT = env.float("MEMORY_GENERATION_LOCK_TIMEOUT", default=180.0)
 # USD per 1M tokens (prompt, completion), used for the "estimated cost saved" figures.
 LLM_PRICES = {
     "gpt-4o-mini": (0.15, 0.60),

@@ -182,7 +182,7 @@ class ProductMemory:
             results[product_id] = Lookup(product_id, statuses[product_id])
         self._fill_upper_tiers(found_in)
         if count_hits:
-            self._count(results.values())
+            self.count_lookups(results.values())
         return results
 
     def _fill_upper_tiers(self, found_in: dict[str, list[Snapshot]]) -> None:
@@ -193,7 +193,8 @@ class ProductMemory:
         if from_l2 or from_l3:
             self.l1.set_many(from_l2 + from_l3)
 
-    def _count(self, lookups: Iterable[Lookup]) -> None:
+    def count_lookups(self, lookups: Iterable[Lookup]) -> None:
+        """Record hits (with their tokens saved) and misses, and log each hit."""
         misses = 0
         for lookup in lookups:
             if lookup.hit:

@@ -1,0 +1,31 @@
+"""Content providers, chosen by ``LLM_PROVIDER``: ``template`` (offline, default) or ``openai``."""
+from __future__ import annotations
+
+from django.conf import settings
+
+from .base import ContentProvider, GenerationError
+from .openai import OpenAIProvider
+from .template import TemplateProvider
+
+__all__ = ["ContentProvider", "GenerationError", "OpenAIProvider", "TemplateProvider", "get_provider"]
+
+PROVIDERS = ("template", "openai")
+
+
+def get_provider() -> ContentProvider:
+    """The provider the settings choose; ``ImproperlyConfigured`` for an unknown one."""
+    from django.core.exceptions import ImproperlyConfigured
+
+    name = settings.LLM_PROVIDER
+    if name == "template":
+        return TemplateProvider()
+    if name == "openai":
+        return OpenAIProvider(
+            base_url=settings.OPENAI_BASE_URL,
+            api_key=settings.OPENAI_API_KEY,
+            model=settings.LLM_MODEL,
+            timeout=settings.LLM_TIMEOUT,
+            max_attempts=settings.LLM_MAX_ATTEMPTS,
+            backoff=settings.LLM_RETRY_BACKOFF,
+        )
+    raise ImproperlyConfigured(f"LLM_PROVIDER desconhecido: {name!r} (use um de {', '.join(PROVIDERS)})")

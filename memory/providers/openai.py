@@ -1,0 +1,116 @@
+"""An OpenAI-compatible chat-completions client (OpenAI, Ollama, vLLM, LM Studio).
+
+It asks for a JSON object, checks it against the content schema, and records
+the token usage the server reports. 429, 5xx, timeouts and connection errors
+are retried with exponential back-off (honouring a short ``Retry-After``);
+other 4xx fail at once. Malformed output is asked for again, then fails.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+import httpx
+
+from ..content import GeneratedContent, validate_generated_content
+from ..prompts import SYSTEM_PROMPT, USER_PROMPT_TEMPLATE
+from .base import ContentProvider, GenerationError
+
+logger = logging.getLogger("memory")
+
+RETRYABLE_STATUS = {429, 500, 502, 503, 504}
+
+
+class OpenAIProvider(ContentProvider):
+    name = "openai"
+
+    def __init__(self, *, base_url: str, api_key: str, model: str, timeout: float,
+                 max_attempts: int = 3, backoff: float = 1.0, max_backoff: float = 20.0):
+        self.base_url = base_url.rstrip("/")
+        self.api_key = api_key
+        self.model = model
+        self.timeout = timeout
+        self.max_attempts = max(1, max_attempts)
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+
+    def _request_body(self, product_data: dict) -> dict:
+        return {
+            "model": self.model,
+            "messages": [
+                {"role": "system", "content": SYSTEM_PROMPT},
+                {"role": "user", "content": USER_PROMPT_TEMPLATE.format(
+                    product_json=json.dumps(product_data, ensure_ascii=False, default=str))},
+            ],
+            "response_format": {"type": "json_object"},
+            "temperature": 0.4,
+        }
+
+    def _headers(self) -> dict:
+        headers = {"Content-Type": "application/json"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        return headers
+
+    def _wait(self, attempt: int, retry_after: str | None = None) -> None:
+        delay = min(self.max_backoff, self.backoff * 2 ** (attempt - 1))
+        if retry_after:
+            try:
+                delay = min(self.max_backoff, max(delay, float(retry_after)))
+            except ValueError:
+                pass
+        time.sleep(delay)
+
+    def generate(self, product_data: dict) -> GeneratedContent:
+        body = self._request_body(product_data)
+        url = f"{self.base_url}/chat/completions"
+        last_problem = ""
+        with httpx.Client(timeout=self.timeout) as client:
+            for attempt in range(1, self.max_attempts + 1):
+                try:
+                    response = client.post(url, json=body, headers=self._headers())
+                except httpx.TimeoutException:
+                    last_problem = f"tempo esgotado após {self.timeout:g} s"
+                except httpx.TransportError as exc:
+                    last_problem = f"falha de conexão ({exc.__class__.__name__})"
+                else:
+                    if response.status_code in RETRYABLE_STATUS:
+                        last_problem = f"HTTP {response.status_code}"
+                        if attempt < self.max_attempts:
+                            logger.warning("Provedor respondeu %s; nova tentativa %d/%d",
+                                           last_problem, attempt + 1, self.max_attempts)
+                            self._wait(attempt, response.headers.get("Retry-After"))
+                        continue
+                    if response.status_code >= 400:
+                        raise GenerationError(
+                            f"Provedor recusou a requisição: HTTP {response.status_code} {response.text[:200]}"
+                        )
+                    try:
+                        return self._parse(response)
+                    except ValueError as exc:
+                        last_problem = f"resposta inválida ({exc})"
+                if attempt < self.max_attempts:
+                    logger.warning("Geração falhou: %s; nova tentativa %d/%d",
+                                   last_problem, attempt + 1, self.max_attempts)
+                    self._wait(attempt)
+        raise GenerationError(f"Geração falhou após {self.max_attempts} tentativas: {last_problem}")
+
+    def _parse(self, response: httpx.Response) -> GeneratedContent:
+        try:
+            data = response.json()
+            message = data["choices"][0]["message"]["content"]
+            usage = data.get("usage") or {}
+        except (ValueError, KeyError, IndexError, TypeError):
+            raise ValueError("corpo fora do formato chat-completions") from None
+        try:
+            content = json.loads(message)
+        except (TypeError, ValueError):
+            raise ValueError("o conteúdo não é JSON") from None
+        content = validate_generated_content(content)
+        return GeneratedContent(
+            content=content,
+            tokens_prompt=int(usage.get("prompt_tokens") or 0),
+            tokens_completion=int(usage.get("completion_tokens") or 0),
+            generator_version=self.generator_version,
+        )

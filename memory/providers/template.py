@@ -1,0 +1,118 @@
+"""An offline, deterministic writer of pt-BR product copy.
+
+It exists so that the demo and the tests run with no network and no API key.
+It is not an LLM: it fills fixed sentence patterns with the product's
+attributes. Its token counts are estimates (about four characters a token) of
+what the same prompt and answer would cost a real model.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+
+from ..content import GeneratedContent, validate_generated_content
+from ..prompts import SYSTEM_PROMPT, USER_PROMPT_TEMPLATE
+from .base import ContentProvider
+
+FIELD_ALIASES = {
+    "title": ("title", "name", "nome", "titulo"),
+    "brand": ("brand", "marca"),
+    "category": ("category", "categoria"),
+    "color": ("color", "cor"),
+    "material": ("material",),
+    "size": ("size", "tamanho"),
+    "price": ("price", "preco", "preço"),
+    "description": ("description", "descricao", "descrição"),
+}
+
+OPENINGS = (
+    "Descubra {title}: qualidade para quem não abre mão do melhor.",
+    "Conheça {title}: praticidade e bom gosto no seu dia a dia.",
+    "{title}: a escolha certa para facilitar a sua rotina com estilo.",
+    "Com {title}, você leva para casa desempenho e durabilidade.",
+)
+
+
+def estimate_tokens(text: str) -> int:
+    return max(1, math.ceil(len(text) / 4))
+
+
+def _pick(data: dict, field: str) -> str:
+    for key in FIELD_ALIASES[field]:
+        value = data.get(key)
+        if value not in (None, ""):
+            return str(value).strip()
+    return ""
+
+
+class TemplateProvider(ContentProvider):
+    name = "template"
+    model = "template"
+
+    def generate(self, product_data: dict) -> GeneratedContent:
+        fields = {f: _pick(product_data, f) for f in FIELD_ALIASES}
+        title = fields["title"] or str(product_data.get("sku") or product_data.get("gtin") or "Produto")
+        brand, category = fields["brand"], fields["category"]
+        seed = int(hashlib.sha256(json.dumps(product_data, sort_keys=True, default=str).encode()).hexdigest(), 16)
+
+        full_title = title if not brand or brand.lower() in title.lower() else f"{title} {brand}"
+        paragraphs = [OPENINGS[seed % len(OPENINGS)].format(title=full_title)]
+        details = []
+        if fields["material"]:
+            details.append(f"feito em {fields['material'].lower()}")
+        if fields["color"]:
+            details.append(f"na cor {fields['color'].lower()}")
+        if fields["size"]:
+            details.append(f"no tamanho {fields['size']}")
+        if details:
+            paragraphs.append("Produto " + ", ".join(details) + ", com acabamento cuidadoso.")
+        if fields["description"]:
+            paragraphs.append(fields["description"])
+        if category:
+            paragraphs.append(f"Uma escolha certeira na categoria {category.lower()}.")
+        if brand:
+            paragraphs.append(f"Qualidade {brand} com a confiança de quem entende do assunto.")
+
+        bullets = []
+        if brand:
+            bullets.append(f"Marca: {brand}")
+        if fields["material"]:
+            bullets.append(f"Material: {fields['material']}")
+        if fields["color"]:
+            bullets.append(f"Cor: {fields['color']}")
+        if fields["size"]:
+            bullets.append(f"Tamanho: {fields['size']}")
+        for key, value in (product_data.get("attributes") or {}).items() if isinstance(
+            product_data.get("attributes"), dict
+        ) else []:
+            bullets.append(f"{str(key).capitalize()}: {value}")
+        bullets.append("Envio rápido para todo o Brasil")
+        bullets = bullets[:6]
+
+        keywords = [title.lower()]
+        for value in (category, brand, fields["material"], fields["color"]):
+            if value:
+                keywords.append(value.lower())
+        if category and brand:
+            keywords.append(f"{category} {brand}".lower())
+        keywords.append(f"comprar {title}".lower())
+        keywords = list(dict.fromkeys(k[:80] for k in keywords))[:10]
+
+        content = validate_generated_content(
+            {
+                "title": full_title[:120],
+                "description": "\n\n".join(paragraphs),
+                "bullet_points": bullets,
+                "seo_keywords": keywords,
+            }
+        )
+        prompt = SYSTEM_PROMPT + USER_PROMPT_TEMPLATE.format(
+            product_json=json.dumps(product_data, ensure_ascii=False, default=str)
+        )
+        return GeneratedContent(
+            content=content,
+            tokens_prompt=estimate_tokens(prompt),
+            tokens_completion=estimate_tokens(json.dumps(content, ensure_ascii=False)),
+            generator_version=self.generator_version,
+        )

@@ -1,0 +1,20 @@
+"""Celery tasks the original design calls; each parses its input and calls one service."""
+from __future__ import annotations
+
+from celery import shared_task
+
+from .generation import generate_batch, generate_product
+
+
+@shared_task(name="memory.generate_main_content_task")
+def generate_main_content_task(product_data, force_regenerate=False):
+    """Content for one product, from memory when fresh; returns a JSON summary with the content."""
+    return generate_product(product_data, force_regenerate=bool(force_regenerate)).summary(with_content=True)
+
+
+@shared_task(name="memory.batch_generate_main_content_task")
+def batch_generate_main_content_task(products_list, batch_size=10, force_regenerate=False):
+    """Content for many products: one batch check, generation of the misses only."""
+    if not isinstance(products_list, list):
+        raise ValueError("products_list: deve ser uma lista de produtos")
+    return generate_batch(products_list, batch_size=batch_size, force_regenerate=bool(force_regenerate)).summary()
