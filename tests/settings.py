@@ -12,3 +12,9 @@ os.environ.setdefault("REDIS_URL", os.environ.get("TEST_REDIS_URL", "redis://127
 os.environ.setdefault("SECRET_KEY", "test-secret-key")
 
 from beecatalog.settings import *  # noqa: E402,F401,F403
+
+# Tests run Celery tasks eagerly in process; the one test that starts a real
+# worker gives the worker its own broker settings.
+CELERY_TASK_ALWAYS_EAGER = True
+CELERY_BROKER_URL = ""
+CELERY_RESULT_BACKEND = None
