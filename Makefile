@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha1sum requirements.txt | cut -c1-12)
 
 # The embedded default: SQLite in var/, no Redis, the offline template provider.
-DEMO_ENV := DATABASE_URL=sqlite:///var/demo.sqlite3 REDIS_URL= CELERY_BROKER_URL= LLM_PROVIDER=template
+DEMO_ENV := DATABASE_URL=sqlite:///var/demo.sqlite3 REDIS_URL= CELERY_BROKER_URL= LLM_PROVIDER=template MEMORY_LOG_LEVEL=WARNING
 
 .PHONY: demo test install migrate run clean
 
@@ -21,8 +21,12 @@ $(STAMP): requirements.txt
 
 demo: install
 	mkdir -p var
+	rm -f var/demo.sqlite3
 	$(DEMO_ENV) $(PY) manage.py migrate --verbosity 0
-	$(DEMO_ENV) $(PY) manage.py demo_memory
+	@echo "== 1st catalog run: a cold memory generates (almost) everything =="
+	$(DEMO_ENV) $(PY) manage.py generate_content samples/catalog.csv
+	@echo "== 2nd catalog run: the same catalog is served from memory =="
+	$(DEMO_ENV) $(PY) manage.py generate_content samples/catalog.csv
 
 test: install
 	$(PY) -m pytest

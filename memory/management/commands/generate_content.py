@@ -1,0 +1,141 @@
+"""The catalog run: content for every product of a catalog, reusing the memory."""
+from __future__ import annotations
+
+import json
+import sys
+from itertools import islice
+from pathlib import Path
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+from django.db import DatabaseError
+
+from memory.catalog import CATALOG_FORMATS, read_catalog
+from memory.generation import FAILED, REGENERATED, REUSED, BatchResult, generate_batch
+from memory.identifiers import extract_product_identifier
+from memory.pricing import estimate_saved_cost
+from memory.prompts import current_model_name
+from memory.providers import GenerationError
+from memory.selectors import prompt_share
+
+# Rows handed to one batch call: bounds memory on large catalogs.
+ROWS_PER_BATCH_CALL = 500
+
+
+class Command(BaseCommand):
+    help = "Gera conteúdo para os produtos de um catálogo (CSV, JSON ou JSONL), reaproveitando a memória."
+
+    def add_arguments(self, parser):
+        parser.add_argument("catalog", help="arquivo do catálogo")
+        parser.add_argument("--format", choices=CATALOG_FORMATS, help="formato (padrão: pela extensão)")
+        parser.add_argument("--batch-size", type=int, default=10, help="gerações por lote (padrão 10)")
+        parser.add_argument("--force", action="store_true", help="regenera mesmo o que está na memória")
+        parser.add_argument("--json", action="store_true", help="resumo em JSON")
+
+    def handle(self, *args, **options):
+        path = Path(options["catalog"])
+        if not path.is_file():
+            raise CommandError(f"Catálogo não encontrado: {path}")
+        if not 1 <= options["batch_size"] <= 1000:
+            raise CommandError("--batch-size deve estar entre 1 e 1000")
+        try:
+            return self._run(path, options)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise CommandError(f"Não foi possível ler o catálogo: {exc}") from None
+        except GenerationError as exc:
+            raise CommandError(f"Falha na geração: {exc}") from None
+        except DatabaseError as exc:
+            raise CommandError(f"Banco de dados indisponível: {exc.__class__.__name__}: {exc}") from None
+
+    def _run(self, path: Path, options):
+        bad_rows: list[tuple[int, str]] = []
+        valid: list[tuple[int, dict]] = []
+        for row in read_catalog(path, options["format"]):
+            if row.error is None:
+                try:
+                    extract_product_identifier(row.product)
+                except ValueError as exc:
+                    row = type(row)(row.number, error=str(exc))
+            if row.error:
+                bad_rows.append((row.number, row.error))
+            else:
+                valid.append((row.number, row.product))
+
+        result = BatchResult()
+        failed_rows: list[tuple[int, str]] = []
+        progress = self._progress(len(valid))
+        with progress:
+            task = progress.add_task("Gerando conteúdo", total=len(valid))
+            rows = iter(valid)
+            while chunk := list(islice(rows, ROWS_PER_BATCH_CALL)):
+                batch = generate_batch(
+                    [product for _, product in chunk],
+                    batch_size=options["batch_size"],
+                    force_regenerate=options["force"],
+                    on_outcome=lambda _: progress.advance(task),
+                )
+                for outcome in batch.outcomes:
+                    if outcome.status == FAILED:
+                        failed_rows.append((chunk[outcome.index][0], outcome.error or ""))
+                result.outcomes.extend(batch.outcomes)
+
+        summary = self._summary(result, bad_rows)
+        if options["json"]:
+            self.stdout.write(json.dumps(
+                {**summary, "bad_rows": bad_rows, "failed_rows": failed_rows}, ensure_ascii=False, indent=2
+            ))
+        else:
+            self._print(summary, bad_rows, failed_rows)
+        if bad_rows or failed_rows:
+            raise CommandError(
+                f"{len(bad_rows)} linha(s) inválida(s) ignorada(s) e {len(failed_rows)} falha(s) de geração"
+            )
+
+    def _summary(self, result: BatchResult, bad_rows) -> dict:
+        cost = estimate_saved_cost(
+            result.tokens_saved, prompt_share(), current_model_name(), settings.LLM_PRICES, settings.LLM_DEFAULT_PRICE
+        )
+        return {
+            "products": len(result.outcomes) + len(bad_rows),
+            "reused": result.count(REUSED),
+            "generated": result.summary()["generated"],
+            "stale_regenerated": result.count(REGENERATED),
+            "failed": result.count(FAILED) + len(bad_rows),
+            "tokens_spent": result.tokens_spent,
+            "tokens_saved": result.tokens_saved,
+            "estimated_cost_saved_usd": float(cost),
+        }
+
+    def _progress(self, total: int):
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        console = Console(file=sys.stderr)
+        return Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            console=console, disable=not console.is_terminal or total == 0, transient=True,
+        )
+
+    def _print(self, summary: dict, bad_rows, failed_rows) -> None:
+        from rich.console import Console
+        from rich.table import Table
+
+        for number, error in bad_rows:
+            self.stderr.write(f"linha {number}: {error}")
+        for number, error in failed_rows:
+            self.stderr.write(f"linha {number}: falha na geração: {error}")
+        table = Table(title="Resumo da execução do catálogo", show_header=False)
+        labels = {
+            "products": "Produtos",
+            "reused": "Reutilizados da memória",
+            "generated": "Gerados",
+            "stale_regenerated": "Regenerados (desatualizados)",
+            "failed": "Falhas",
+            "tokens_spent": "Tokens gastos",
+            "tokens_saved": "Tokens economizados",
+            "estimated_cost_saved_usd": "Custo estimado economizado (USD)",
+        }
+        for key, label in labels.items():
+            value = summary[key]
+            table.add_row(label, f"{value:.4f}" if isinstance(value, float) else f"{value:,}".replace(",", "."))
+        Console(file=self.stdout, width=80).print(table)
