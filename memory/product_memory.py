@@ -17,8 +17,10 @@ from django.conf import settings
 from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
+from . import metrics
 from .counters import hit_counter
 from .identifiers import extract_product_identifier, input_fingerprint
+from .invalidation import l1_is_trustworthy, publish_clear, publish_keys
 from .models import DEFAULT_KIND, DailyStats, ProductMemoryEntry
 from .prompts import current_generator_version
 from .tiers import L1, L2, L3, DatabaseTier, Key, LocalTier, RedisTier, Snapshot
@@ -143,7 +145,9 @@ class ProductMemory:
 
     @property
     def cache_tiers(self) -> list:
-        return [t for t in (self.l1, self.l2) if t is not None]
+        """The tiers to read before PostgreSQL. L1 only while this process hears invalidations."""
+        tiers = [self.l1] if l1_is_trustworthy() else []
+        return tiers + ([self.l2] if self.l2 is not None else [])
 
     def _key(self, product_id: str) -> Key:
         return (product_id, self.kind)
@@ -165,7 +169,9 @@ class ProductMemory:
         for tier in [*self.cache_tiers, self.l3]:
             if not pending:
                 break
+            started = time.perf_counter()
             found = tier.get_many(pending)
+            elapsed = time.perf_counter() - started
             still = []
             for key in pending:
                 snap = found.get(key)
@@ -177,6 +183,7 @@ class ProductMemory:
                 else:
                     statuses[ref.product_id] = status  # L3, asked last, has the final word
                     still.append(key)
+            metrics.observe_tier_lookup(tier.name, elapsed, hits=len(pending) - len(still), misses=len(still))
             pending = still
         for product_id, _ in pending:
             results[product_id] = Lookup(product_id, statuses[product_id])
@@ -200,6 +207,7 @@ class ProductMemory:
             if lookup.hit:
                 saved = lookup.hit.tokens_saved
                 self.counter.record_hit(lookup.product_id, self.kind, saved)
+                metrics.count_tokens_saved(saved)
                 logger.info("Produto %s encontrado na memória - economia de %d tokens", lookup.product_id, saved)
             else:
                 misses += 1
@@ -261,19 +269,22 @@ class ProductMemory:
         self.refresh_caches([snapshot])
         if count_generation:
             self.counter.record_generation(snapshot.tokens_spent)
+            metrics.count_generation_stored(snapshot.tokens_spent)
         return snapshot
 
     def refresh_caches(self, snapshots: list[Snapshot]) -> None:
-        """Put fresh copies of rows just written to L3 into L2 and L1."""
+        """Put fresh copies of rows just written to L3 into L2 and L1; other processes drop theirs."""
         if self.l2 is not None:
             self.l2.set_many(snapshots)
         self.l1.set_many(snapshots)
+        publish_keys([s.key for s in snapshots])
 
     def evict(self, keys: list[Key]) -> None:
         """Drop cached copies (L2, L1) of rows that changed or went in L3."""
         if self.l2 is not None:
             self.l2.delete_many(keys)
         self.l1.delete_many(keys)
+        publish_keys(keys)
 
     def delete_product(self, product: Any) -> bool:
         """Remove a product from every tier; True when PostgreSQL had it."""
@@ -291,6 +302,7 @@ class ProductMemory:
         if self.l2 is not None:
             self.l2.clear()
         self.l1.clear()
+        publish_clear()
         logger.info("Memória limpa: %d entradas removidas", count)
         return count
 

@@ -6,6 +6,7 @@ from django.test import override_settings
 
 from memory import product_memory
 from memory.counters import hit_counter
+from memory.invalidation import wait_until_subscribed
 from memory.tiers import redis_guard
 
 
@@ -17,6 +18,9 @@ def _redis_configured() -> bool:
 def clean_memory():
     """Every test starts with empty L1 and L2, Redis reachable and no pending counts."""
     redis_guard.reset()
+    if _redis_configured():
+        # L1 is read only while this process hears invalidations; subscribing empties it.
+        assert wait_until_subscribed(10), "the L1 invalidation listener could not subscribe"
     caches["memory_l1"].clear()
     if _redis_configured():
         caches["memory_l2"].client.get_client(write=True).flushdb()
@@ -81,3 +85,27 @@ def flaky_redis():
         product_memory._redis_tier = None
         yield server
     product_memory._redis_tier = None
+
+
+@pytest.fixture
+def process_env():
+    """Environment for a child process (``manage.py``, celery, a script) that must use this
+    run's test database and Redis db; pair it with ``transactional_db`` so it sees the rows."""
+    import os
+    from urllib.parse import quote
+
+    from django.db import connection
+
+    db = connection.settings_dict
+    auth = quote(db["USER"] or "", safe="")
+    if db["PASSWORD"]:
+        auth += ":" + quote(db["PASSWORD"], safe="")
+    env = dict(os.environ)
+    env.update({
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "DATABASE_URL": f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
+        "REDIS_URL": settings.CACHES["memory_l2"]["LOCATION"] if _redis_configured() else "",
+        "PYTHONPATH": str(settings.BASE_DIR),
+        "MEMORY_LOG_LEVEL": "WARNING",
+    })
+    return env

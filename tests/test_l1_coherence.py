@@ -1,0 +1,93 @@
+"""L1 coherence across processes: a change on one instance evicts the others' L1 copies within a second."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.core.cache import caches
+from django.db import connection
+
+from memory.invalidation import listener, wait_until_subscribed
+from memory.product_memory import ProductMemory
+
+ROOT = Path(__file__).resolve().parent.parent
+CONTENT = {"title": "Versão 1", "description": "d", "bullet_points": ["a"], "seo_keywords": ["b"]}
+
+
+class Peer:
+    def __init__(self, product_id, redis_url):
+        s = connection.settings_dict
+        env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "beecatalog.settings",
+            "DATABASE_URL": f"postgres://{s['USER']}:{s['PASSWORD'] or ''}@{s['HOST']}:{s['PORT']}/{s['NAME']}",
+            "REDIS_URL": redis_url,
+            "MEMORY_LOG_LEVEL": "WARNING",
+        }
+        self.proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "tests" / "peers" / "l1_peer.py"), product_id],
+            cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )
+        assert self.proc.stdout.readline().strip() == "ready"
+
+    def ask(self, command):
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+        return self.proc.stdout.readline().strip()
+
+    def close(self):
+        try:
+            self.ask("quit")
+        except BrokenPipeError:
+            pass
+        self.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def peer(transactional_db, redis_client):
+    kwargs = redis_client.connection_pool.connection_kwargs
+    url = f"redis://{kwargs.get('host', '127.0.0.1')}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"
+    ProductMemory().save_product_data({"sku": "COH-1"}, CONTENT)
+    p = Peer("COH-1", url)
+    yield p
+    p.close()
+
+
+@pytest.mark.slow
+def test_save_on_one_instance_evicts_the_other_instances_l1(peer):
+    assert peer.ask("get").startswith("l2")
+    assert peer.ask("get") == "l1 Versão 1"
+    ProductMemory().save_product_data({"sku": "COH-1"}, {**CONTENT, "title": "Versão 2"})
+    assert peer.ask("wait-evicted 1.0") == "evicted"
+    assert peer.ask("get") == "l2 Versão 2"
+
+
+@pytest.mark.slow
+def test_delete_and_clear_on_one_instance_evict_the_other_instances_l1(peer):
+    peer.ask("get")
+    assert peer.ask("get").startswith("l1")
+    ProductMemory().delete_product("COH-1")
+    assert peer.ask("wait-evicted 1.0") == "evicted"
+    assert peer.ask("get") == "miss"
+    ProductMemory().save_product_data({"sku": "COH-1"}, CONTENT)
+    peer.ask("get")
+    assert peer.ask("get").startswith("l1")
+    ProductMemory().clear()
+    assert peer.ask("wait-evicted 1.0") == "evicted"
+
+
+@pytest.mark.django_db
+def test_l1_is_not_read_while_invalidations_cannot_be_heard(redis_client):
+    memory = ProductMemory()
+    memory.save_product_data({"sku": "COH-2"}, CONTENT)
+    assert memory.get_product_data("COH-2").tier == "l1"
+    listener.stop()  # as when the pub/sub connection is lost
+    try:
+        assert memory.get_product_data("COH-2").tier == "l2"
+    finally:
+        assert wait_until_subscribed(10)
+    # resubscribing empties L1: whatever was missed meanwhile cannot be served
+    assert caches["memory_l1"].get("entry:main_content:COH-2") is None
+    assert memory.get_product_data("COH-2").tier == "l2"
+    assert memory.get_product_data("COH-2").tier == "l1"
