@@ -120,6 +120,8 @@ MEMORY_BACKUP_DIR = Path(env("MEMORY_BACKUP_DIR", default=str(BASE_DIR / "var" /
 # After a Redis failure, how long to wait before trying Redis again (seconds).
 MEMORY_REDIS_RETRY_AFTER = env.float("MEMORY_REDIS_RETRY_AFTER", default=5.0)
 # Hit counters kept in process (no Redis) are written to PostgreSQL at most this often.
+# Entry counts in stats need a full table scan: reuse them for this long (0: always fresh).
+MEMORY_STATS_CACHE_SECONDS = env.float("MEMORY_STATS_CACHE_SECONDS", default=15.0)
 MEMORY_LOCAL_COUNTER_FLUSH_INTERVAL = env.float("MEMORY_LOCAL_COUNTER_FLUSH_INTERVAL", default=30.0)
 
 # --- Celery -------------------------------------------------------------------

@@ -340,12 +340,17 @@ class ProductMemory:
 
     def stats(self) -> dict:
         """Entry counts and token figures, including counts not yet flushed to PostgreSQL."""
-        now = timezone.now()
-        entries = ProductMemoryEntry.objects.aggregate(
-            total=Count("id"),
-            active=Count("id", filter=Q(expires_at__gt=now)),
-            stale=Count("id", filter=Q(expires_at__gt=now) & ~Q(generator_version=self.generator_version)),
-        )
+        generator = self.generator_version
+
+        def count_entries():
+            now = timezone.now()
+            return ProductMemoryEntry.objects.aggregate(
+                total=Count("id"),
+                active=Count("id", filter=Q(expires_at__gt=now)),
+                stale=Count("id", filter=Q(expires_at__gt=now) & ~Q(generator_version=generator)),
+            )
+
+        entries = cached_for_stats(f"entries:{generator}", count_entries)
         daily = DailyStats.objects.aggregate(
             hits=Sum("hits"), misses=Sum("misses"), generations=Sum("generations"),
             tokens_spent=Sum("tokens_spent"), tokens_saved=Sum("tokens_saved"),
@@ -368,6 +373,22 @@ class ProductMemory:
             "tokens_saved": totals["tokens_saved"],
             "generator_version": self.generator_version,
         }
+
+
+def cached_for_stats(name: str, compute):
+    """Figures that need a full scan of the table, kept ``MEMORY_STATS_CACHE_SECONDS`` in the
+    process: at a million rows a scan costs hundreds of milliseconds, and stats are polled."""
+    seconds = settings.MEMORY_STATS_CACHE_SECONDS
+    if seconds <= 0:
+        return compute()
+    from django.core.cache import caches
+
+    key = f"memory-stats:{name}"
+    value = caches["default"].get(key)
+    if value is None:
+        value = compute()
+        caches["default"].set(key, value, timeout=seconds)
+    return value
 
 
 _redis_tier: RedisTier | None = None

@@ -9,7 +9,7 @@ from django.db.models import Sum
 
 from .models import ProductMemoryEntry
 from .pricing import estimate_saved_cost
-from .product_memory import ProductMemory
+from .product_memory import ProductMemory, cached_for_stats
 from .prompts import current_model_name
 from .tiers import redis_errors, redis_guard
 
@@ -54,7 +54,9 @@ def directory_bytes(path: Path) -> int:
 
 def prompt_share() -> float:
     """The share of prompt tokens in what the stored entries cost (0.5 when unknown)."""
-    sums = ProductMemoryEntry.objects.aggregate(p=Sum("tokens_prompt"), c=Sum("tokens_completion"))
+    sums = cached_for_stats(
+        "token-sums", lambda: ProductMemoryEntry.objects.aggregate(p=Sum("tokens_prompt"), c=Sum("tokens_completion"))
+    )
     total = (sums["p"] or 0) + (sums["c"] or 0)
     return (sums["p"] or 0) / total if total else 0.5
 

@@ -18,3 +18,6 @@ from beecatalog.settings import *  # noqa: E402,F401,F403
 CELERY_TASK_ALWAYS_EAGER = True
 CELERY_BROKER_URL = ""
 CELERY_RESULT_BACKEND = None
+
+# Stats must reflect each test's writes at once.
+MEMORY_STATS_CACHE_SECONDS = 0

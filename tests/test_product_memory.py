@@ -195,3 +195,19 @@ def test_hit_and_save_log_in_portuguese(caplog):
         ProductMemory().get_product_data(PRODUCT)
     assert "Salvando produto ABC123 na memória para reutilização futura" in caplog.text
     assert "Produto ABC123 encontrado na memória - economia de 1500 tokens" in caplog.text
+
+
+def test_entry_counts_in_stats_are_reused_for_the_configured_seconds(settings):
+    settings.MEMORY_STATS_CACHE_SECONDS = 60
+    from django.core.cache import caches as all_caches
+
+    all_caches["default"].clear()
+    save()
+    assert ProductMemory().stats()["total_entries"] == 1
+    save(product={"sku": "XYZ789", "title": "Caneca"})
+    ProductMemory().get_product_data(PRODUCT)
+    stats = ProductMemory().stats()
+    assert stats["total_entries"] == 1  # the table scan is not repeated within the window
+    assert stats["hits"] == 1  # counters are always current
+    all_caches["default"].clear()
+    assert ProductMemory().stats()["total_entries"] == 2
