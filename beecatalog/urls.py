@@ -1,6 +1,8 @@
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("memory/", include("memory.urls")),
+    path("i18n/", include("django.conf.urls.i18n")),
 ]

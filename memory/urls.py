@@ -1,0 +1,9 @@
+from django.urls import path
+
+from . import views
+
+app_name = "memory"
+
+urlpatterns = [
+    path("dashboard/", views.dashboard, name="dashboard"),
+]
