@@ -1,0 +1,330 @@
+"""The memory at 1M entries in PostgreSQL: admin, export, import, purge, stats, sizes.
+
+Run by hand from the repository root, after ``bench/fill_entries.py --rows 1000000``::
+
+    .venv/bin/python bench/at_scale.py                      # every step but the purge
+    .venv/bin/python bench/at_scale.py --only purge         # needs expired rows (fill --expired)
+    .venv/bin/python bench/at_scale.py --only sizes,admin   # some steps
+
+Steps (results in ``var/bench/at_scale-<steps>.json``):
+
+``sizes``   table, TOAST and index sizes (``pg_*_size``), row estimate.
+``admin``   the admin changelist (first page, a filter, sort by title) and its
+            search (by product_id prefix, by a word of the title, a miss) through
+            Django's test ``Client`` logged in as a superuser: server time, median
+            of 5 after one warm-up, and the SQL statements each page ran.
+``stats``   ``memory_stats()`` and ``GET /api/memory/stats/``: the first call
+            (cold stats cache) and the median of the next 5.
+``export``  ``GET /api/memory/export/?format=jsonl`` through gunicorn (1 sync
+            worker, curl to /dev/null): time, bytes, rows/s, the worker's peak RSS
+            (VmHWM); and ``manage.py manage_memory export --format jsonl``
+            into a file: time, rows/s, peak RSS of the command.
+``import``  ``manage_memory import`` of 100,000 exported rows as new products
+            (``IMP-*``; deleted afterwards) and as updates of existing ones.
+``purge``   ``memory.maintenance.purge_expired()`` over every expired row:
+            total time, batches, the longest batch and the longest single SQL
+            statement (a ``connection.execute_wrapper`` times each one).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.common import RESULTS_DIR, ROOT, machine, save_results, setup_django  # noqa: E402
+
+STEPS = ("sizes", "admin", "stats", "export", "import", "purge")
+IMPORT_ROWS = 100_000
+
+
+def median_ms(func, repeats: int = 5, warmup: int = 1) -> tuple[float, list[float]]:
+    for _ in range(warmup):
+        func()
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        func()
+        times.append((time.perf_counter() - started) * 1000)
+    return round(statistics.median(times), 1), [round(t, 1) for t in times]
+
+
+def step_sizes() -> dict:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_table_size(c.oid), pg_indexes_size(c.oid), pg_total_relation_size(c.oid),"
+            " coalesce(pg_total_relation_size(c.reltoastrelid), 0), c.reltuples::bigint"
+            " FROM pg_class c WHERE c.relname = 'memory_productmemoryentry'"
+        )
+        table, indexes, total, toast, estimate = cursor.fetchone()
+        cursor.execute(
+            "SELECT i.relname, pg_relation_size(i.oid) FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid"
+            " WHERE x.indrelid = 'memory_productmemoryentry'::regclass ORDER BY 2 DESC"
+        )
+        per_index = {name: size for name, size in cursor.fetchall()}
+        cursor.execute("SELECT count(*) FROM memory_productmemoryentry")
+        rows = cursor.fetchone()[0]
+    mb = lambda b: round(b / 1024 / 1024, 1)  # noqa: E731
+    return {
+        "rows": rows, "reltuples_estimate": estimate, "table_mb_with_toast": mb(table), "toast_mb": mb(toast),
+        "indexes_mb": mb(indexes), "total_mb": mb(total), "per_index_mb": {k: mb(v) for k, v in per_index.items()},
+        "bytes_per_row_total": round(total / rows) if rows else None,
+    }
+
+
+def step_admin() -> dict:
+    from django.contrib.auth import get_user_model
+    from django.db import connection
+    from django.test import Client
+    from django.test.utils import CaptureQueriesContext
+
+    user, _ = get_user_model().objects.get_or_create(
+        username="bench-admin", defaults={"is_staff": True, "is_superuser": True}
+    )
+    client = Client()
+    client.force_login(user)
+    base = "/admin/memory/productmemoryentry/"
+    pages = {
+        "changelist": base,
+        "changelist_page_100": base + "?p=100",
+        "filter_status_active": base + "?status=active",
+        "sort_by_title": base + "?o=2",
+        "search_product_id": base + "?q=FILL-0500",
+        "search_title_word": base + "?q=Garrafa",
+        "search_no_match": base + "?q=inexistente-xyz",
+    }
+    results = {}
+    for name, url in pages.items():
+        def get():
+            response = client.get(url)
+            assert response.status_code == 200, (url, response.status_code)
+        ms, times = median_ms(get)
+        with CaptureQueriesContext(connection) as queries:
+            get()
+        slowest = max(queries.captured_queries, key=lambda q: float(q["time"]))
+        results[name] = {"url": url, "median_ms": ms, "times_ms": times, "queries": len(queries),
+                         "slowest_query_ms": round(float(slowest["time"]) * 1000, 1),
+                         "slowest_query": slowest["sql"][:300]}
+        print(name, ms, "ms", file=sys.stderr)
+    return results
+
+
+def step_stats() -> dict:
+    from django.contrib.auth import get_user_model
+    from django.core.cache import caches
+    from django.test import override_settings
+    from rest_framework.authtoken.models import Token
+    from rest_framework.test import APIClient
+
+    from memory.selectors import memory_stats
+
+    user, _ = get_user_model().objects.get_or_create(username="bench", defaults={"is_staff": True})
+    token, _ = Token.objects.get_or_create(user=user)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+
+    def api():
+        assert client.get("/api/memory/stats/").status_code == 200
+
+    results = {}
+    for label, func in (("memory_stats", memory_stats), ("api_stats", api)):
+        caches["default"].clear()
+        started = time.perf_counter()
+        func()
+        first = round((time.perf_counter() - started) * 1000, 1)
+        ms, times = median_ms(func, warmup=0)
+        results[label] = {"first_call_ms": first, "next_calls_median_ms": ms, "times_ms": times}
+        with override_settings(MEMORY_STATS_CACHE_SECONDS=0):
+            ms, times = median_ms(func, repeats=3, warmup=0)
+        results[label]["without_cache_median_ms"] = ms
+        print(label, results[label], file=sys.stderr)
+    return results
+
+
+def vm_hwm_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def step_export(rows: int) -> dict:
+    from rest_framework.authtoken.models import Token
+    from django.contrib.auth import get_user_model
+
+    user, _ = get_user_model().objects.get_or_create(username="bench", defaults={"is_staff": True})
+    token, _ = Token.objects.get_or_create(user=user)
+    results = {}
+
+    # -- by API, through gunicorn -------------------------------------------------
+    port = free_port()
+    log = open(RESULTS_DIR / "gunicorn-export.log", "w")
+    server = subprocess.Popen(
+        [str(ROOT / ".venv" / "bin" / "gunicorn"), "beecatalog.wsgi:application", "-w", "1",
+         "-b", f"127.0.0.1:{port}", "--timeout", "900", "--log-level", "warning"],
+        cwd=ROOT, env={**os.environ, "DJANGO_SETTINGS_MODULE": "beecatalog.settings"},
+        stdout=subprocess.DEVNULL, stderr=log,
+    )
+    try:
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                time.sleep(0.2)
+        time.sleep(1.0)
+        worker = int(subprocess.run(["pgrep", "-P", str(server.pid)], capture_output=True, text=True).stdout.split()[0])
+        before = vm_hwm_mb(worker)
+        started = time.perf_counter()
+        curl = subprocess.run(
+            ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code} %{size_download}", "--max-time", "900",
+             "-H", f"Authorization: Token {token.key}", f"http://127.0.0.1:{port}/api/memory/export/?format=jsonl"],
+            capture_output=True, text=True, timeout=960,
+        )
+        seconds = time.perf_counter() - started
+        status, size = curl.stdout.split()
+        results["api_jsonl"] = {
+            "http_status": int(status), "seconds": round(seconds, 1), "mb": round(int(size) / 1024 / 1024, 1),
+            "rows_per_second": round(rows / seconds), "worker_rss_before_mb": before,
+            "worker_peak_rss_mb": vm_hwm_mb(worker),
+        }
+        print("api export", results["api_jsonl"], file=sys.stderr)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+    # -- by command -------------------------------------------------------------------
+    out = RESULTS_DIR / "export.jsonl"
+    started = time.perf_counter()
+    done = subprocess.run(
+        [str(ROOT / ".venv" / "bin" / "python"), "manage.py", "manage_memory", "export", "--format", "jsonl",
+         "--output-file", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=960,
+    )
+    seconds = time.perf_counter() - started
+    lines = sum(1 for _ in out.open("rb"))
+    results["command_jsonl"] = {
+        "exit_code": done.returncode, "seconds": round(seconds, 1), "rows_written": lines,
+        "mb": round(out.stat().st_size / 1024 / 1024, 1), "rows_per_second": round(lines / seconds),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
+        "stderr_tail": done.stderr[-300:],
+    }
+    print("command export", results["command_jsonl"], file=sys.stderr)
+    return results
+
+
+def step_import() -> dict:
+    from memory.models import ProductMemoryEntry
+
+    source = RESULTS_DIR / "export.jsonl"
+    if not source.exists():
+        raise SystemExit("import: rode o passo export antes (usa var/bench/export.jsonl)")
+    updates = RESULTS_DIR / "import-updates.jsonl"
+    inserts = RESULTS_DIR / "import-inserts.jsonl"
+    with source.open(encoding="utf-8") as src, updates.open("w", encoding="utf-8") as upd, \
+            inserts.open("w", encoding="utf-8") as ins:
+        for n, line in enumerate(src):
+            if n >= IMPORT_ROWS:
+                break
+            upd.write(line)
+            row = json.loads(line)
+            row["product_id"] = "IMP-" + row["product_id"]
+            ins.write(json.dumps(row, ensure_ascii=False) + "\n")
+    ProductMemoryEntry.objects.filter(product_id__startswith="IMP-").delete()
+    results = {}
+    for name, path in (("new_rows", inserts), ("existing_rows", updates)):
+        started = time.perf_counter()
+        done = subprocess.run(
+            [str(ROOT / ".venv" / "bin" / "python"), "manage.py", "manage_memory", "import", "--input-file", str(path),
+             "--json"],
+            cwd=ROOT, capture_output=True, text=True, timeout=1200,
+        )
+        seconds = time.perf_counter() - started
+        results[name] = {
+            "exit_code": done.returncode, "rows": IMPORT_ROWS, "seconds": round(seconds, 1),
+            "rows_per_second": round(IMPORT_ROWS / seconds),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
+            "output_tail": (done.stdout + done.stderr)[-400:],
+        }
+        print("import", name, results[name], file=sys.stderr)
+    started = time.perf_counter()
+    deleted, _ = ProductMemoryEntry.objects.filter(product_id__startswith="IMP-").delete()
+    results["cleanup_deleted"] = deleted
+    results["cleanup_seconds"] = round(time.perf_counter() - started, 1)
+    return results
+
+
+def step_purge() -> dict:
+    from django.db import connection
+    from django.utils import timezone
+
+    from memory.maintenance import purge_expired
+    from memory.models import ProductMemoryEntry
+
+    expired = ProductMemoryEntry.objects.filter(expires_at__lte=timezone.now()).count()
+    statements: list[tuple[float, str]] = []
+
+    def timer(execute, sql, params, many, context):
+        started = time.perf_counter()
+        try:
+            return execute(sql, params, many, context)
+        finally:
+            statements.append(((time.perf_counter() - started) * 1000, sql))
+
+    with connection.execute_wrapper(timer):
+        result = purge_expired()
+    longest = max(statements)
+    by_kind: dict[str, list[float]] = {}
+    for ms, sql in statements:
+        by_kind.setdefault(sql.split()[0].upper(), []).append(ms)
+    return {
+        "expired_before": expired, **result.as_dict(),
+        "statements": len(statements),
+        "longest_statement_ms": round(longest[0], 1), "longest_statement": longest[1][:200],
+        "median_ms_by_statement": {k: round(statistics.median(v), 1) for k, v in by_kind.items()},
+        "max_ms_by_statement": {k: round(max(v), 1) for k, v in by_kind.items()},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", help=f"comma-separated steps among {', '.join(STEPS)}")
+    args = parser.parse_args()
+    steps = args.only.split(",") if args.only else [s for s in STEPS if s != "purge"]
+    unknown = set(steps) - set(STEPS)
+    if unknown:
+        raise SystemExit(f"--only: passos desconhecidos {sorted(unknown)}; use {', '.join(STEPS)}")
+    setup_django()
+    from memory.models import ProductMemoryEntry
+
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    rows = ProductMemoryEntry.objects.count()
+    results: dict = {"machine": machine(), "rows_at_start": rows}
+    for step in steps:
+        started = time.perf_counter()
+        if step == "export":
+            results[step] = step_export(rows)
+        else:
+            results[step] = globals()[f"step_{step}"]()
+        results[step + "_step_seconds"] = round(time.perf_counter() - started, 1)
+        save_results("at_scale-" + "-".join(steps), results)
+    print(json.dumps({k: v for k, v in results.items() if k != "machine"}, indent=2, ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,150 @@
+"""The savings figure: tokens spent and saved, and the time of catalog runs, cold and warm.
+
+Run by hand from the repository root::
+
+    .venv/bin/python bench/savings.py                     # samples/catalog.csv, 300-800 ms per generation
+
+It starts ``bench/fake_openai_server.py`` on a free loopback port, forgets the
+sample catalog's products in the ``bench`` database and Redis db 8, and runs
+``manage.py generate_content ... --json`` four times, exactly as a person
+would, with ``LLM_PROVIDER=openai OPENAI_BASE_URL=http://127.0.0.1:PORT/v1``:
+
+1. ``cold``: the catalog with an empty memory;
+2. ``warm``: the same catalog again;
+3. ``changed``: a second import where 90% of the products are unchanged and
+   every tenth row has a new price (so its source data, and fingerprint,
+   changed and its content is regenerated);
+4. ``warm_again``: the changed catalog once more.
+
+For each run it records the wall time, the command's own summary (reused,
+generated, regenerated, tokens spent and saved) and what the fake server
+billed. Results go to ``var/bench/savings.json``.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.common import RESULTS_DIR, ROOT, machine, save_results, setup_django  # noqa: E402
+
+CATALOG = ROOT / "samples" / "catalog.csv"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def server_stats(port: int) -> dict:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/stats", timeout=5) as response:
+        return json.loads(response.read())
+
+
+def changed_catalog(path: Path) -> tuple[Path, int]:
+    """The catalog with a new price on every tenth row: 90% unchanged."""
+    with CATALOG.open(encoding="utf-8", newline="") as f:
+        reader = csv.DictReader(f)
+        fields, rows = reader.fieldnames, list(reader)
+    changed = 0
+    for number, row in enumerate(rows):
+        if number % 10 == 9:
+            row["price"] = f"{float(row['price']) * 0.9:.2f}"
+            changed += 1
+    with path.open("w", encoding="utf-8", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path, changed
+
+
+def main() -> None:
+    setup_django()
+    from django.db import connection
+
+    from memory.catalog import read_catalog
+    from memory.identifiers import extract_product_identifier
+    from memory.models import ProductMemoryEntry
+    from memory.product_memory import ProductMemory
+
+    ids = sorted({extract_product_identifier(r.product) for r in read_catalog(CATALOG) if r.product})
+    memory = ProductMemory()
+    ProductMemoryEntry.objects.filter(product_id__in=ids).delete()
+    memory.evict([(pid, memory.kind) for pid in ids])
+    connection.close()
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    changed_path, changed_rows = changed_catalog(RESULTS_DIR / "catalog_changed.csv")
+
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, str(ROOT / "bench" / "fake_openai_server.py"), "--port", str(port), "--max-seconds", "900"],
+        cwd=ROOT, stderr=subprocess.DEVNULL,
+    )
+    env = {**os.environ, "LLM_PROVIDER": "openai", "OPENAI_BASE_URL": f"http://127.0.0.1:{port}/v1",
+           "OPENAI_API_KEY": "bench", "MEMORY_LOG_LEVEL": "WARNING"}
+    results: dict = {"machine": machine(), "catalog": str(CATALOG.relative_to(ROOT)), "distinct_products": len(ids),
+                     "changed_rows": changed_rows, "llm_delay_s": [0.3, 0.8],
+                     "llm_max_concurrency": int(os.environ.get("LLM_MAX_CONCURRENCY", 4)), "runs": {}}
+    try:
+        for _ in range(50):
+            try:
+                server_stats(port)
+                break
+            except OSError:
+                time.sleep(0.1)
+        for name, path in (("cold", CATALOG), ("warm", CATALOG), ("changed", changed_path),
+                           ("warm_again", changed_path)):
+            before = server_stats(port)
+            started = time.perf_counter()
+            done = subprocess.run(
+                [str(ROOT / ".venv" / "bin" / "python"), "manage.py", "generate_content", str(path), "--json"],
+                cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+            )
+            seconds = time.perf_counter() - started
+            after = server_stats(port)
+            summary = json.loads(done.stdout[done.stdout.index("{"):])
+            summary.pop("products_detail", None)
+            run = {
+                "seconds": round(seconds, 2),
+                "exit_code": done.returncode,
+                **{k: summary[k] for k in ("products", "reused", "generated", "stale_regenerated", "failed",
+                                           "tokens_spent", "tokens_saved", "estimated_cost_saved_usd")},
+                "llm_calls": after["completions"] - before["completions"],
+                "llm_tokens_billed": (after["prompt_tokens"] + after["completion_tokens"])
+                - (before["prompt_tokens"] + before["completion_tokens"]),
+            }
+            asked = run["tokens_spent"] + run["tokens_saved"]
+            run["saving_rate"] = round(run["tokens_saved"] / asked, 3) if asked else 0.0
+            served = run["reused"] + run["generated"] + run["stale_regenerated"]
+            run["hit_rate"] = round(run["reused"] / served, 3) if served else 0.0
+            results["runs"][name] = run
+            print(name, run, file=sys.stderr)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+    runs = results["runs"]
+    two_imports = [runs["cold"], runs["changed"]]
+    spent = sum(r["tokens_spent"] for r in two_imports)
+    saved = sum(r["tokens_saved"] for r in two_imports)
+    results["first_import_then_90pct_unchanged"] = {
+        "tokens_spent": spent, "tokens_saved": saved,
+        "saving_rate": round(saved / (spent + saved), 3) if spent + saved else 0.0,
+        "tokens_without_memory": spent + saved,
+    }
+    results["warm_speedup"] = round(runs["cold"]["seconds"] / runs["warm"]["seconds"], 1)
+    path = save_results("savings", results)
+    print(json.dumps({k: v for k, v in results.items() if k != "machine"}, indent=2, ensure_ascii=False))
+    print(f"resultados em {path}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
