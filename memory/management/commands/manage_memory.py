@@ -1,0 +1,388 @@
+"""``manage_memory``: the memory from the terminal.
+
+Each subcommand parses its options, calls one service function and shapes the
+output: tables (rich) for people, ``--json`` for scripts. Every failure ends as
+one ``CommandError`` line in pt-BR and a non-zero exit, never a traceback.
+
+Exit codes: 0 success; 1 refused or failed (``clear``/``delete`` without
+``--confirm``, unknown product, bad file, database down, ``health`` down, or
+degraded with ``--strict``); 2 wrong usage (argparse).
+"""
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from datetime import datetime
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+from django.db import Error as DatabaseLibraryError, ProgrammingError
+from django.utils import timezone
+
+from memory.backup import RedisUnavailable, create_backup, restore_backup, warm_redis
+from memory.health import check_health
+from memory.maintenance import purge_expired
+from memory.models import DEFAULT_KIND, ProductMemoryEntry
+from memory.product_memory import ProductMemory
+from memory.selectors import memory_stats
+from memory.transfer import (
+    EXPORT_FORMATS, IMPORT_FORMATS, ImportReport, format_from_filename, import_entries, write_export,
+)
+
+STAGES = {
+    "export": "Exportando",
+    "validate": "Validando",
+    "write": "Gravando",
+    "warm": "Aquecendo o Redis",
+}
+MAX_ERRORS_SHOWN = 50
+
+
+def _number(value) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:,.4f}".replace(",", "X").replace(".", ",").replace("X", ".")
+    return f"{value:,}".replace(",", ".")
+
+
+def _size(value) -> str:
+    if value is None:
+        return "—"
+    size = float(value)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return str(value)
+
+
+def _when(value) -> str:
+    if not isinstance(value, datetime):
+        return "—"
+    return timezone.localtime(value).strftime("%d/%m/%Y %H:%M")
+
+
+def _json_default(value):
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else exc.__class__.__name__
+
+
+class Command(BaseCommand):
+    help = (
+        "Administração da memória de produtos: stats, list, export, import, health, "
+        "clear, delete, backup, restore, warm, purge."
+    )
+    # Nothing here needs the system checks, and they would slow every call.
+    requires_system_checks = []
+
+    def add_arguments(self, parser):
+        sub = parser.add_subparsers(dest="subcommand", required=True, metavar="SUBCOMANDO", title="subcomandos")
+
+        def add(name, help_text, *, json_flag=True):
+            p = sub.add_parser(name, help=help_text, description=help_text)
+            if json_flag:
+                p.add_argument("--json", action="store_true", help="saída em JSON, para scripts")
+            return p
+
+        add("stats", "estatísticas: entradas, acertos, tokens, custo economizado, Redis, PostgreSQL, backups")
+
+        p = add("list", "lista as entradas, as mais recentes primeiro")
+        p.add_argument("--limit", type=int, default=50, help="quantas (1 a 1000, padrão 50)")
+        p.add_argument("--offset", type=int, default=0, help="quantas pular (padrão 0)")
+        p.add_argument("--search", help="busca por product_id ou título")
+        p.add_argument("--kind", default=DEFAULT_KIND, help=f"tipo de conteúdo (padrão {DEFAULT_KIND})")
+
+        p = add("export", "exporta as entradas para um arquivo (json, jsonl ou csv)", json_flag=False)
+        p.add_argument("--output-file", default="-", help="arquivo de saída (padrão: a saída padrão)")
+        p.add_argument("--format", choices=EXPORT_FORMATS,
+                       help="formato (padrão: pela extensão do arquivo, senão json)")
+        p.add_argument("--limit", type=int, help="no máximo N entradas (as mais antigas primeiro)")
+
+        p = add("import", "importa um arquivo exportado (json, jsonl, csv ou xlsx); nada é gravado se houver erro")
+        p.add_argument("--input-file", required=True, help="arquivo a importar (.gz aceito)")
+        p.add_argument("--format", choices=IMPORT_FORMATS, help="formato (padrão: pela extensão)")
+        p.add_argument("--dry-run", action="store_true", help="só valida e mostra o que aconteceria")
+
+        p = add("health", "verifica PostgreSQL, Redis, pasta de backup e broker (sai com 1 se indisponível)")
+        p.add_argument("--strict", action="store_true", help="sai com 1 também quando degradado")
+
+        p = add("clear", "remove TODAS as entradas de todas as camadas", json_flag=False)
+        p.add_argument("--confirm", action="store_true", help="confirma a remoção")
+
+        p = add("delete", "remove um produto de todas as camadas", json_flag=False)
+        p.add_argument("--product-id", required=True, help="identificador do produto")
+        p.add_argument("--kind", default=DEFAULT_KIND, help=f"tipo de conteúdo (padrão {DEFAULT_KIND})")
+        p.add_argument("--confirm", action="store_true", help="confirma a remoção")
+
+        p = add("backup", "grava um snapshot JSONL gzip em MEMORY_BACKUP_DIR")
+        p.add_argument("--keep", type=int, help="quantos backups manter (padrão MEMORY_BACKUP_KEEP)")
+
+        p = add("restore", "carrega um backup (padrão: o mais recente); nada é gravado se houver erro")
+        p.add_argument("--input-file", help="arquivo de backup, ou nome dentro de MEMORY_BACKUP_DIR")
+        p.add_argument("--dry-run", action="store_true", help="só valida e mostra o que aconteceria")
+
+        p = add("warm", "recarrega o Redis a partir do PostgreSQL (entradas ativas)")
+        p.add_argument("--batch-size", type=int, default=1000, help="entradas por lote (padrão 1000)")
+
+        p = add("purge", "remove as entradas expiradas, em lotes, de todas as camadas")
+        p.add_argument("--batch-size", type=int,
+                       default=getattr(settings, "MEMORY_PURGE_BATCH_SIZE", 5000), help="entradas por lote")
+
+    # -- plumbing ---------------------------------------------------------------------
+
+    def handle(self, *args, **options):
+        subcommand = options["subcommand"]
+        handler = getattr(self, "handle_" + subcommand)
+        try:
+            handler(options)
+        except CommandError:
+            raise
+        except ProgrammingError as exc:
+            raise CommandError(
+                f"Erro no banco de dados ({_first_line(exc)}); as migrações foram aplicadas? "
+                "Rode: python manage.py migrate"
+            ) from None
+        except DatabaseLibraryError as exc:
+            raise CommandError(f"Banco de dados indisponível: {_first_line(exc)}") from None
+        except RedisUnavailable as exc:
+            raise CommandError(str(exc)) from None
+        except ValueError as exc:  # includes ImportFileError
+            raise CommandError(_first_line(exc)) from None
+        except OSError as exc:
+            where = f" ({exc.filename})" if exc.filename else ""
+            raise CommandError(f"Erro de arquivo{where}: {exc.strerror or exc}") from None
+        except KeyboardInterrupt:
+            raise CommandError("Interrompido.") from None
+
+    def _console(self):
+        from rich.console import Console
+
+        out = getattr(self.stdout, "_out", self.stdout)
+        terminal = hasattr(out, "isatty") and out.isatty()
+        return Console(file=out, width=None if terminal else 160, force_terminal=terminal or None)
+
+    def _print_json(self, data) -> None:
+        self.stdout.write(json.dumps(data, ensure_ascii=False, indent=2, default=_json_default))
+
+    @contextmanager
+    def _progress(self, enabled: bool = True):
+        """``on_progress(stage, done, total)`` drawing rich bars; off when stdout is not a terminal."""
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        console = self._console()
+        progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            console=console, disable=not (enabled and console.is_terminal), transient=True,
+        )
+        tasks: dict[str, int] = {}
+
+        def on_progress(stage: str, done: int, total: int | None) -> None:
+            if stage not in tasks:
+                tasks[stage] = progress.add_task(STAGES.get(stage, stage), total=total)
+            progress.update(tasks[stage], completed=done, total=total)
+
+        with progress:
+            yield on_progress
+
+    def _table(self, title: str, rows: list[tuple[str, str]]):
+        from rich.table import Table
+
+        table = Table(title=title, show_header=False)
+        table.add_column(style="bold")
+        table.add_column(justify="right")
+        for label, value in rows:
+            table.add_row(label, value)
+        self._console().print(table)
+
+    # -- read commands ---------------------------------------------------------------
+
+    def handle_stats(self, options):
+        stats = memory_stats()
+        if options["json"]:
+            return self._print_json(stats)
+        redis = stats["redis"]
+        self._table("Memória de produtos", [
+            ("Entradas", _number(stats["total_entries"])),
+            ("  ativas", _number(stats["active_entries"])),
+            ("  expiradas", _number(stats["expired_entries"])),
+            ("  desatualizadas", _number(stats["stale_entries"])),
+            ("Acertos", _number(stats["hits"])),
+            ("Faltas", _number(stats["misses"])),
+            ("Taxa de acerto", f"{stats['hit_rate'] * 100:.1f}%"),
+            ("Gerações", _number(stats.get("generations"))),
+            ("Tokens gastos", _number(stats["tokens_spent"])),
+            ("Tokens economizados", _number(stats["tokens_saved"])),
+            ("Custo estimado economizado", f"{stats['estimated_cost_saved']:.4f} {stats.get('currency', 'USD')}"),
+            ("Redis", "disponível" if redis["available"] else "indisponível"),
+            ("  memória usada", _size(redis["used_memory_bytes"])),
+            ("  chaves", _number(redis["keys"])),
+            ("Tabela no PostgreSQL", _size(stats["database"]["table_bytes"])),
+            ("Pasta de backup", f"{_size(stats['backup_dir']['bytes'])} ({stats['backup_dir']['path']})"),
+            ("Versão do gerador", str(stats.get("generator_version", "—"))),
+        ])
+
+    def handle_list(self, options):
+        page = ProductMemory(options["kind"]).list_products(
+            limit=options["limit"], offset=options["offset"], search=options["search"] or None,
+        )
+        if options["json"]:
+            return self._print_json(page)
+        from rich.table import Table
+
+        table = Table(title=f"Entradas ({options['kind']})")
+        for name, justify in (("Produto", "left"), ("Título", "left"), ("Status", "left"),
+                              ("Acertos", "right"), ("Tokens economizados", "right"), ("Expira em", "left")):
+            table.add_column(name, justify=justify)
+        statuses = {"active": "ativo", "expired": "expirado", "stale": "desatualizado"}
+        for row in page["results"]:
+            table.add_row(
+                row["product_id"], row["title"] or "—", statuses.get(row["status"], row["status"]),
+                _number(row["hit_count"]), _number(row["tokens_saved"]), _when(row["expires_at"]),
+            )
+        console = self._console()
+        console.print(table)
+        shown = len(page["results"])
+        first = options["offset"] + 1 if shown else 0
+        console.print(f"{first}–{options['offset'] + shown} de {_number(page['count'])} entradas")
+
+    def handle_health(self, options):
+        health = check_health()
+        status = health["status"]
+        if options["json"]:
+            self._print_json(health)
+        else:
+            from rich.table import Table
+
+            names = {"database": "PostgreSQL", "redis": "Redis", "backup_dir": "Pasta de backup", "broker": "Broker"}
+            labels = {"ok": "[green]ok[/]", "degraded": "[yellow]degradado[/]", "down": "[red]indisponível[/]"}
+            table = Table(title=f"Saúde da memória: {labels[status]}")
+            for column in ("Verificação", "Estado", "Latência", "Detalhe"):
+                table.add_column(column)
+            for key, check in health["checks"].items():
+                if check["ok"]:
+                    state = "[green]ok[/]"
+                    detail = ", ".join(f"{k}={v}" for k, v in check.items() if k not in ("ok", "latency_ms"))
+                else:
+                    state, detail = "[red]falha[/]", check.get("error", "")
+                table.add_row(names.get(key, key), state, f"{check['latency_ms']} ms", detail)
+            self._console().print(table)
+        if status == "down":
+            raise CommandError("Memória indisponível: o PostgreSQL não responde.")
+        if status == "degraded" and options["strict"]:
+            failed = ", ".join(k for k, c in health["checks"].items() if not c["ok"])
+            raise CommandError(f"Memória degradada ({failed}).")
+
+    # -- export and import --------------------------------------------------------------
+
+    def handle_export(self, options):
+        output = options["output_file"]
+        to_stdout = output == "-"
+        fmt = options["format"] or (None if to_stdout else format_from_filename(output)) or "json"
+        if fmt not in EXPORT_FORMATS:
+            raise CommandError(f"format: {fmt} não é exportado pelo comando; use --format {'|'.join(EXPORT_FORMATS)}")
+        if to_stdout:
+            count = write_export(fmt, getattr(self.stdout, "_out", self.stdout), limit=options["limit"])
+            self.stderr.write(f"{_number(count)} entradas exportadas ({fmt}).", style_func=lambda s: s)
+            return
+        with self._progress() as on_progress:
+            count = write_export(fmt, output, limit=options["limit"], on_progress=on_progress)
+        self.stdout.write(self.style.SUCCESS(f"{_number(count)} entradas exportadas para {output} ({fmt})."))
+
+    def _report(self, report: ImportReport, options, what: str) -> None:
+        if options["json"]:
+            self._print_json(report.as_dict())
+        if not report.ok:
+            if not options["json"]:
+                for number, message in report.errors[:MAX_ERRORS_SHOWN]:
+                    self.stderr.write(f"registro {number}: {message}")
+                hidden = report.error_count - min(len(report.errors), MAX_ERRORS_SHOWN)
+                if hidden > 0:
+                    self.stderr.write(f"… e mais {_number(hidden)} registro(s) inválido(s)")
+            raise CommandError(
+                f"{what} recusada: {_number(report.error_count)} de {_number(report.rows)} registro(s) "
+                "inválido(s); nada foi gravado."
+            )
+        if options["json"]:
+            return
+        summary = (f"{_number(report.rows)} registros lidos: {_number(report.created)} novos, "
+                   f"{_number(report.updated)} atualizados")
+        if report.dry_run:
+            self.stdout.write(f"Simulação ({what.lower()}): {summary}; nada foi gravado.")
+        else:
+            self.stdout.write(self.style.SUCCESS(f"{what} concluída: {summary}."))
+
+    def handle_import(self, options):
+        with self._progress(not options["json"]) as on_progress:
+            report = import_entries(options["input_file"], options["format"], dry_run=options["dry_run"],
+                                    on_progress=on_progress)
+        self._report(report, options, "Importação")
+
+    # -- writes ---------------------------------------------------------------------
+
+    def handle_clear(self, options):
+        if not options["confirm"]:
+            total = ProductMemoryEntry.objects.count()
+            raise CommandError(
+                f"Recusado: 'clear' apaga todas as {_number(total)} entradas da memória. "
+                "Repita com --confirm para confirmar."
+            )
+        count = ProductMemory().clear()
+        self.stdout.write(self.style.SUCCESS(
+            f"{_number(count)} entradas removidas da memória (PostgreSQL, Redis e cache local)."
+        ))
+
+    def handle_delete(self, options):
+        product_id, kind = options["product_id"], options["kind"]
+        if not options["confirm"]:
+            raise CommandError(
+                f"Recusado: 'delete' remove o produto {product_id!r} de todas as camadas. "
+                "Repita com --confirm para confirmar."
+            )
+        if not ProductMemory(kind).delete_product(product_id):
+            raise CommandError(f"Produto {product_id!r} não está na memória (tipo {kind}).")
+        self.stdout.write(self.style.SUCCESS(f"Produto {product_id!r} removido da memória."))
+
+    def handle_purge(self, options):
+        result = purge_expired(batch_size=options["batch_size"])
+        if options["json"]:
+            return self._print_json(result.as_dict())
+        self.stdout.write(self.style.SUCCESS(
+            f"{_number(result.deleted)} entradas expiradas removidas em {result.batches} lote(s) "
+            f"({result.seconds:.2f} s; lote mais longo {result.longest_batch_ms:.0f} ms)."
+        ))
+
+    # -- backup, restore, warm ---------------------------------------------------------
+
+    def handle_backup(self, options):
+        with self._progress(not options["json"]) as on_progress:
+            result = create_backup(keep=options["keep"], on_progress=on_progress)
+        if options["json"]:
+            return self._print_json(result.as_dict())
+        self.stdout.write(self.style.SUCCESS(
+            f"Backup criado: {result.path} ({_number(result.entries)} entradas, {_size(result.bytes)})."
+        ))
+        if result.removed:
+            self.stdout.write(f"{len(result.removed)} backup(s) antigo(s) removido(s): "
+                              + ", ".join(p.name for p in result.removed))
+
+    def handle_restore(self, options):
+        with self._progress(not options["json"]) as on_progress:
+            report = restore_backup(options["input_file"], dry_run=options["dry_run"], on_progress=on_progress)
+        self._report(report, options, "Restauração")
+
+    def handle_warm(self, options):
+        with self._progress(not options["json"]) as on_progress:
+            result = warm_redis(batch_size=options["batch_size"], on_progress=on_progress)
+        if options["json"]:
+            return self._print_json(result.as_dict())
+        self.stdout.write(self.style.SUCCESS(
+            f"Redis aquecido: {_number(result.entries)} entradas ativas em {result.batches} lote(s) "
+            f"({result.seconds:.2f} s)."
+        ))
