@@ -124,6 +124,16 @@ MEMORY_REDIS_RETRY_AFTER = env.float("MEMORY_REDIS_RETRY_AFTER", default=5.0)
 MEMORY_STATS_CACHE_SECONDS = env.float("MEMORY_STATS_CACHE_SECONDS", default=15.0)
 MEMORY_LOCAL_COUNTER_FLUSH_INTERVAL = env.float("MEMORY_LOCAL_COUNTER_FLUSH_INTERVAL", default=30.0)
 
+# --- Scheduled jobs (django-celery-beat; memory/schedules.py) -------------------
+# Intervals in seconds, applied to the periodic tasks on every `migrate`.
+MEMORY_PURGE_INTERVAL = env.int("MEMORY_PURGE_INTERVAL", default=3600)
+MEMORY_PURGE_BATCH_SIZE = env.int("MEMORY_PURGE_BATCH_SIZE", default=5000)
+MEMORY_COUNTER_FLUSH_INTERVAL = env.int("MEMORY_COUNTER_FLUSH_INTERVAL", default=60)
+MEMORY_ROLLUP_INTERVAL = env.int("MEMORY_ROLLUP_INTERVAL", default=600)
+MEMORY_BACKUP_INTERVAL = env.int("MEMORY_BACKUP_INTERVAL", default=86400)
+# How many backup snapshots the scheduled backup keeps (the oldest go first).
+MEMORY_BACKUP_KEEP = env.int("MEMORY_BACKUP_KEEP", default=7)
+
 # --- Celery -------------------------------------------------------------------
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", default=REDIS_URL)
 # No broker: tasks run eagerly in the calling process (the embedded default).

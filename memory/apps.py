@@ -2,6 +2,8 @@ import atexit
 import logging
 
 from django.apps import AppConfig
+from django.core import checks
+from django.db.models.signals import post_migrate
 from django.utils.translation import gettext_lazy as _
 
 
@@ -25,3 +27,11 @@ class MemoryConfig(AppConfig):
 
     def ready(self):
         atexit.register(_flush_local_counters_at_exit)
+        # The scheduled jobs: their Celery tasks (registered in every process that
+        # loads Django, the worker included), their settings check, and their
+        # django-celery-beat rows, kept in step on every migrate.
+        from . import periodic_tasks  # noqa: F401
+        from .schedules import check_job_settings, register_after_migrate
+
+        checks.register(check_job_settings)
+        post_migrate.connect(register_after_migrate, sender=self, dispatch_uid="memory.register_periodic_tasks")

@@ -2,10 +2,17 @@
 
 A cache hit must not cost a synchronous PostgreSQL write, so each hit adds to a
 Redis hash (one pipelined round trip), or to a dict in the process when Redis
-is off. :func:`flush_counters` moves what was counted into
-``ProductMemoryEntry`` and ``DailyStats``; the scheduled job calls it.
+is off. :func:`flush_counters` moves everything counted into
+``ProductMemoryEntry`` and ``DailyStats``.
 
-The flush never loses or doubles an increment: it first RENAMEs the live hash
+Redis keeps two hashes, flushed by two scheduled jobs: the per-entry counts
+(hits, tokens saved, last hit) that :func:`flush_entry_counters` writes into
+the rows every minute, and the per-day counts (hits, misses, generations,
+tokens spent and saved) that :func:`flush_daily_counters` writes into
+``DailyStats`` when the daily roll-up runs (``memory.rollup``). The two jobs
+never wait on each other.
+
+A flush never loses or doubles an increment: it first RENAMEs the live hash
 to a private one (RENAME is atomic), so hits that land during the
 flush go to a fresh live hash, and it deletes the private hash only after the
 PostgreSQL transaction committed. A flush that failed half-way leaves the
@@ -39,6 +46,18 @@ FLUSH_LOCK_KEY = "counters:flush-lock"
 SEP = "\x1f"
 DAILY_FIELDS = ("hits", "misses", "generations", "tokens_spent", "tokens_saved")
 
+
+@dataclass(frozen=True)
+class CounterHash:
+    """One Redis hash of counts, with the names its flush uses."""
+
+    live: str
+    flushing_prefix: str
+    lock: str
+
+
+ENTRY_COUNTS = CounterHash(LIVE_KEY, FLUSHING_PREFIX, FLUSH_LOCK_KEY)
+DAILY_COUNTS = CounterHash("counters:daily-live", "counters:daily-flushing:", "counters:daily-flush-lock")
 
 
 @dataclass
@@ -138,41 +157,44 @@ class RedisCounterStore:
 
     def add(self, counts: Counts) -> None:
         pipe = self._client().pipeline(transaction=False)
-        live = self._key(LIVE_KEY)
+        entry_live = self._key(ENTRY_COUNTS.live)
+        daily_live = self._key(DAILY_COUNTS.live)
         for name, value in counts.to_fields().items():
             if name.startswith("t"):
-                pipe.hset(live, name, value)
+                pipe.hset(entry_live, name, value)
             else:
-                pipe.hincrby(live, name, int(value))
+                pipe.hincrby(daily_live if name.startswith("d") else entry_live, name, int(value))
         pipe.execute()
 
     def snapshot(self) -> Counts:
         """What is counted and not yet flushed, without moving it (for live stats)."""
         client = self._client()
-        counts = Counts.from_fields(client.hgetall(self._key(LIVE_KEY)))
-        for key in client.scan_iter(match=self._key(FLUSHING_PREFIX) + "*"):
-            counts.merge(Counts.from_fields(client.hgetall(key)))
+        counts = Counts()
+        for part in (ENTRY_COUNTS, DAILY_COUNTS):
+            counts.merge(Counts.from_fields(client.hgetall(self._key(part.live))))
+            for key in client.scan_iter(match=self._key(part.flushing_prefix) + "*"):
+                counts.merge(Counts.from_fields(client.hgetall(key)))
         return counts
 
-    def flush(self, apply) -> int:
-        """Move live counts aside, ``apply`` them, then drop them; returns the hits applied."""
+    def flush(self, apply, part: CounterHash = ENTRY_COUNTS) -> Counts:
+        """Move one hash's live counts aside, ``apply`` them, then drop them; returns what was applied."""
         client = self._client()
-        lock = client.lock(self._key(FLUSH_LOCK_KEY), timeout=300, blocking_timeout=10)
+        applied = Counts()
+        lock = client.lock(self._key(part.lock), timeout=300, blocking_timeout=10)
         if not lock.acquire():
             logger.info("Outro processo está descarregando os contadores; ignorando")
-            return 0
+            return applied
         try:
-            private = self._key(FLUSHING_PREFIX + uuid.uuid4().hex)
+            private = self._key(part.flushing_prefix + uuid.uuid4().hex)
             try:
-                client.rename(self._key(LIVE_KEY), private)  # atomic: later hits start a new hash
+                client.rename(self._key(part.live), private)  # atomic: later hits start a new hash
             except ResponseError:
                 pass  # no live hash: nothing counted since the last flush
-            applied = 0
-            for key in list(client.scan_iter(match=self._key(FLUSHING_PREFIX) + "*")):
+            for key in list(client.scan_iter(match=self._key(part.flushing_prefix) + "*")):
                 counts = Counts.from_fields(client.hgetall(key))
                 apply(counts)
                 client.delete(key)
-                applied += sum(counts.hits.values())
+                applied.merge(counts)
             return applied
         finally:
             try:
@@ -271,13 +293,16 @@ class HitCounter:
         self._add(counts)
 
     def flush_local(self) -> int:
+        return sum(self._flush_local().hits.values())
+
+    def _flush_local(self) -> Counts:
         counts = self.local.drain()
         try:
             apply_counts(counts)
         except Exception:
             self.local.add(counts)
             raise
-        return sum(counts.hits.values())
+        return counts
 
     def pending(self) -> Counts:
         """Counted but not yet in PostgreSQL, from this process and from Redis."""
@@ -291,25 +316,44 @@ class HitCounter:
                 redis_guard.failed(exc)
         return counts
 
-    def flush(self) -> int:
-        """Write every pending count to PostgreSQL; returns the number of hits moved."""
-        applied = self.flush_local()
+    def flush_part(self, part: CounterHash) -> Counts:
+        """Write this process's counts and one Redis hash to PostgreSQL; returns what was written."""
+        applied = self._flush_local()
         store = self.redis_store()
         if store is not None and redis_guard.available():
             try:
-                applied += store.flush(apply_counts)
+                applied.merge(store.flush(apply_counts, part))
                 redis_guard.succeeded()
             except redis_errors() as exc:
                 redis_guard.failed(exc)
         return applied
+
+    def flush(self) -> int:
+        """Write every pending count to PostgreSQL; returns the number of hits moved into the rows."""
+        moved = self.flush_part(ENTRY_COUNTS)
+        self.flush_part(DAILY_COUNTS)
+        return sum(moved.hits.values())
 
 
 hit_counter = HitCounter()
 
 
 def flush_counters() -> int:
-    """Move the hit and token counts kept outside PostgreSQL into the rows (scheduled job)."""
+    """Move every count kept outside PostgreSQL into the rows and the daily table."""
     moved = hit_counter.flush()
     if moved:
         logger.info("Contadores descarregados: %d acertos gravados no PostgreSQL", moved)
     return moved
+
+
+def flush_entry_counters() -> int:
+    """Move the per-entry hit and tokens-saved counts into the rows (the every-minute job)."""
+    moved = sum(hit_counter.flush_part(ENTRY_COUNTS).hits.values())
+    if moved:
+        logger.info("Contadores descarregados: %d acertos gravados no PostgreSQL", moved)
+    return moved
+
+
+def flush_daily_counters() -> Counts:
+    """Move the per-day counts into ``DailyStats``; returns the counts written (see ``memory.rollup``)."""
+    return hit_counter.flush_part(DAILY_COUNTS)

@@ -1,0 +1,36 @@
+"""The Celery tasks behind the scheduled jobs (rows in django-celery-beat, see ``memory.schedules``).
+
+Each task calls one service function and returns its summary as JSON, which
+the worker logs and the result backend keeps. Imported by
+``MemoryConfig.ready()``, so every process that loads Django registers them.
+"""
+from __future__ import annotations
+
+from celery import shared_task
+from django.conf import settings
+
+from .counters import flush_entry_counters
+from .maintenance import purge_expired
+from .rollup import roll_up_daily_stats
+
+PURGE_TASK = "memory.purge_expired_entries"
+FLUSH_TASK = "memory.flush_hit_counters"
+ROLLUP_TASK = "memory.roll_up_daily_stats"
+
+
+@shared_task(name=PURGE_TASK)
+def purge_expired_entries() -> dict:
+    """Delete expired entries in batches of ``MEMORY_PURGE_BATCH_SIZE``, from every tier."""
+    return purge_expired(batch_size=settings.MEMORY_PURGE_BATCH_SIZE).as_dict()
+
+
+@shared_task(name=FLUSH_TASK)
+def flush_hit_counters() -> dict:
+    """Move the per-entry hit and tokens-saved counts into the rows."""
+    return {"hits": flush_entry_counters()}
+
+
+@shared_task(name=ROLLUP_TASK)
+def roll_up_daily_stats_task() -> dict:
+    """Write the pending per-day counts into ``DailyStats``."""
+    return roll_up_daily_stats().as_dict()
