@@ -7,6 +7,7 @@ Modules read ``django.conf.settings``, never ``os.environ``.
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -170,6 +171,44 @@ LLM_PRICES = {
     "template": (0.15, 0.60),  # priced as the default model, so the demo shows a realistic figure
 }
 LLM_DEFAULT_PRICE = (0.15, 0.60)
+
+# --- REST API (memory/api/) ------------------------------------------------------
+# Largest request body the API reads, in bytes (also Django's form limit).
+DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=1_048_576)
+# Deepest nesting of objects and lists accepted in a JSON body.
+MEMORY_API_MAX_JSON_DEPTH = env.int("MEMORY_API_MAX_JSON_DEPTH", default=32)
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "memory.api.authentication.StaffSessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PARSER_CLASSES": ["memory.api.parsers.SafeJSONParser"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "memory.api.exceptions.exception_handler",
+    # `?format=` is the export's own parameter, not DRF's renderer override.
+    "URL_FORMAT_OVERRIDE": None,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "BeeCatalog Memory API",
+    "DESCRIPTION": "Memória de conteúdo de produtos gerado por IA: consulta, remoção, exportação e regeneração.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+# Who may read GET /metrics: "staff" (a staff user, by token or session),
+# "token" (any authenticated user) or "anonymous" (anyone who reaches it).
+METRICS_ALLOW = env.str("METRICS_ALLOW", default="staff")
+if METRICS_ALLOW not in ("staff", "token", "anonymous"):
+    raise ImproperlyConfigured(f"METRICS_ALLOW: use staff, token ou anonymous, não {METRICS_ALLOW!r}")
+# Several gunicorn workers: an empty directory shared by them (prometheus_client
+# reads the same variable from the environment), wiped before each start.
+PROMETHEUS_MULTIPROC_DIR = env.str("PROMETHEUS_MULTIPROC_DIR", default="")
 
 # --- Internationalization -----------------------------------------------------
 LANGUAGE_CODE = "pt-br"

@@ -1,8 +1,15 @@
 from django.contrib import admin
 from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from memory.api.views import MetricsView
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("memory/", include("memory.urls")),
     path("i18n/", include("django.conf.urls.i18n")),
+    path("api/memory/", include("memory.api.urls")),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path("metrics", MetricsView.as_view(), name="metrics"),
 ]

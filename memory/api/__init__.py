@@ -1,0 +1,1 @@
+"""The REST API under ``/api/memory/`` (Django REST framework), and ``/metrics``."""

@@ -1,0 +1,42 @@
+"""Errors of the API, all in DRF's usual shape (``{"detail": ...}`` or ``{"field": [...]}``)."""
+from __future__ import annotations
+
+import re
+
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
+from rest_framework import status
+from rest_framework.exceptions import APIException, ValidationError
+from rest_framework.views import exception_handler as drf_exception_handler
+
+_FIELD_PREFIX = re.compile(r"^([a-z_][a-z0-9_]{0,63}): (.+)$", re.DOTALL)
+
+
+class RequestTooLarge(APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_detail = "O corpo da requisição excede o limite."
+    default_code = "request_too_large"
+
+
+class ServiceUnavailable(APIException):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = "Serviço temporariamente indisponível."
+    default_code = "service_unavailable"
+
+
+def validation_error_from(exc: ValueError, default_field: str = "non_field_errors") -> ValidationError:
+    """The engine's ``ValueError("field: message")`` as DRF's ``{"field": ["message"]}``."""
+    match = _FIELD_PREFIX.match(str(exc))
+    if match:
+        return ValidationError({match.group(1): [match.group(2)]})
+    return ValidationError({default_field: [str(exc)]})
+
+
+def exception_handler(exc, context):
+    """DRF's handler, plus a body over ``DATA_UPLOAD_MAX_MEMORY_SIZE`` as a 413 and the
+    engine's ``ValueError`` (bad input that reached a service) as a 400."""
+    if isinstance(exc, RequestDataTooBig):
+        exc = RequestTooLarge(f"O corpo da requisição excede o limite de {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes.")
+    elif isinstance(exc, ValueError):
+        exc = validation_error_from(exc)
+    return drf_exception_handler(exc, context)

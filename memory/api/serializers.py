@@ -1,0 +1,185 @@
+"""Request validation and response shapes of the API (the response shapes document the schema)."""
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from ..models import DEFAULT_KIND, EntryStatus
+from ..product_memory import resolve_product
+
+MAX_LIST_LIMIT = 1000
+EXPORT_FORMATS = ("json", "jsonl", "csv")
+
+
+class KindField(serializers.CharField):
+    def __init__(self, **kwargs):
+        kwargs.setdefault("required", False)
+        kwargs.setdefault("default", DEFAULT_KIND)
+        kwargs.setdefault("help_text", f"Tipo de conteúdo (padrão: {DEFAULT_KIND}).")
+        super().__init__(min_length=1, max_length=64, **kwargs)
+
+
+# --- requests -----------------------------------------------------------------------
+
+
+class ProductRequestSerializer(serializers.Serializer):
+    """``{"product_data": {...}}`` or ``{"product_id": "..."}``: exactly one of them."""
+
+    product_data = serializers.DictField(
+        required=False,
+        help_text="Dados do produto; o identificador sai de sku, gtin/ean ou title (nesta ordem).",
+    )
+    product_id = serializers.CharField(required=False, max_length=255, help_text="Identificador já normalizado.")
+
+    def validate(self, attrs):
+        given = [name for name in ("product_data", "product_id") if name in attrs]
+        if len(given) != 1:
+            raise serializers.ValidationError(
+                {"non_field_errors": ["Informe product_data (objeto) ou product_id (texto), um dos dois."]}
+            )
+        field = given[0]
+        try:
+            attrs["ref"] = resolve_product(attrs[field])
+        except ValueError as exc:
+            message = str(exc).removeprefix(f"{field}: ")
+            raise serializers.ValidationError({field: [message]}) from None
+        attrs["product"] = attrs[field]
+        return attrs
+
+
+class KindProductRequestSerializer(ProductRequestSerializer):
+    kind = KindField()
+
+
+class ListQuerySerializer(serializers.Serializer):
+    limit = serializers.IntegerField(required=False, default=50, min_value=1, max_value=MAX_LIST_LIMIT)
+    offset = serializers.IntegerField(required=False, default=0, min_value=0)
+    search = serializers.CharField(
+        required=False, allow_blank=True, max_length=255, help_text="Trecho do product_id ou do título."
+    )
+    kind = KindField()
+
+
+class ExportQuerySerializer(serializers.Serializer):
+    format = serializers.ChoiceField(choices=EXPORT_FORMATS, required=False, default="json")
+    limit = serializers.IntegerField(
+        required=False, min_value=1, max_value=2_000_000_000, help_text="No máximo N entradas (padrão: todas)."
+    )
+
+
+# --- responses ----------------------------------------------------------------------
+
+
+class RedisStatsSerializer(serializers.Serializer):
+    available = serializers.BooleanField()
+    used_memory_bytes = serializers.IntegerField(allow_null=True)
+    keys = serializers.IntegerField(allow_null=True)
+
+
+class DatabaseStatsSerializer(serializers.Serializer):
+    vendor = serializers.CharField()
+    table_bytes = serializers.IntegerField()
+
+
+class BackupDirStatsSerializer(serializers.Serializer):
+    path = serializers.CharField()
+    bytes = serializers.IntegerField()
+
+
+class StatsSerializer(serializers.Serializer):
+    total_entries = serializers.IntegerField()
+    active_entries = serializers.IntegerField()
+    expired_entries = serializers.IntegerField()
+    stale_entries = serializers.IntegerField()
+    hits = serializers.IntegerField()
+    misses = serializers.IntegerField()
+    hit_rate = serializers.FloatField()
+    generations = serializers.IntegerField()
+    tokens_spent = serializers.IntegerField()
+    tokens_saved = serializers.IntegerField()
+    estimated_cost_saved = serializers.FloatField()
+    currency = serializers.CharField()
+    generator_version = serializers.CharField()
+    redis = RedisStatsSerializer()
+    database = DatabaseStatsSerializer()
+    backup_dir = BackupDirStatsSerializer()
+
+
+class EntrySummarySerializer(serializers.Serializer):
+    product_id = serializers.CharField()
+    kind = serializers.CharField()
+    title = serializers.CharField(allow_null=True)
+    hit_count = serializers.IntegerField()
+    tokens_saved = serializers.IntegerField()
+    expires_at = serializers.DateTimeField()
+    status = serializers.ChoiceField(choices=EntryStatus.values)
+
+
+class EntryListSerializer(serializers.Serializer):
+    count = serializers.IntegerField()
+    results = EntrySummarySerializer(many=True)
+
+
+class FoundSerializer(serializers.Serializer):
+    found = serializers.BooleanField(default=True)
+    product_id = serializers.CharField()
+    kind = serializers.CharField()
+    content = serializers.DictField()
+    tier = serializers.ChoiceField(choices=("l1", "l2", "l3"), help_text="Camada que respondeu.")
+    created_at = serializers.DateTimeField()
+    expires_at = serializers.DateTimeField()
+    tokens_prompt = serializers.IntegerField()
+    tokens_completion = serializers.IntegerField()
+    tokens_saved = serializers.IntegerField(help_text="Tokens que esta consulta economizou (o custo da geração).")
+
+    @staticmethod
+    def from_hit(hit) -> dict:
+        snap = hit.snapshot
+        return {
+            "found": True,
+            "product_id": hit.product_id,
+            "kind": hit.kind,
+            "content": hit.content,
+            "tier": hit.tier,
+            "created_at": hit.created_at,
+            "expires_at": hit.expires_at,
+            "tokens_prompt": snap.tokens_prompt,
+            "tokens_completion": snap.tokens_completion,
+            "tokens_saved": hit.tokens_saved,
+        }
+
+
+class NotFoundSerializer(serializers.Serializer):
+    found = serializers.BooleanField(default=False)
+    product_id = serializers.CharField()
+    status = serializers.ChoiceField(
+        choices=("missing", "expired", "stale"),
+        help_text="missing: nunca gerado ou removido; expired: passou de expires_at; stale: outro gerador ou outros dados.",
+    )
+
+
+class DeletedSerializer(serializers.Serializer):
+    deleted = serializers.BooleanField()
+    product_id = serializers.CharField()
+
+
+class ClearedSerializer(serializers.Serializer):
+    cleared = serializers.IntegerField()
+
+
+class RegenerationSerializer(serializers.Serializer):
+    task_id = serializers.CharField()
+    product_id = serializers.CharField()
+
+
+class ProductErrorSerializer(serializers.Serializer):
+    detail = serializers.CharField()
+    product_id = serializers.CharField()
+
+
+class HealthSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=("ok", "degraded", "down"))
+    checks = serializers.DictField(child=serializers.DictField(), help_text="database, redis, backup_dir, broker")
+
+
+class DetailSerializer(serializers.Serializer):
+    detail = serializers.CharField()

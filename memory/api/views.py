@@ -1,0 +1,198 @@
+"""The eight ``/api/memory/`` endpoints of the original design, and ``/metrics``.
+
+Each view validates its input with a serializer, calls one service function
+and shapes the response; the memory itself lives in ``memory.product_memory``.
+"""
+from __future__ import annotations
+
+from django.http import HttpResponse, StreamingHttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import status
+from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.permissions import AllowAny
+from rest_framework.renderers import BaseRenderer
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from .. import metrics
+from ..health import check_health
+from ..product_memory import ProductMemory
+from ..selectors import memory_stats
+from . import serializers as s
+from .permissions import CanChangeEntries, CanDeleteEntries, MetricsAccess
+from .services import QueueUnavailable, UnknownProduct, enqueue_regeneration
+
+TAG = ["memória"]
+ERRORS = {
+    401: OpenApiResponse(s.DetailSerializer, description="Sem credenciais válidas (token ou sessão de staff)."),
+    403: OpenApiResponse(s.DetailSerializer, description="Sem a permissão exigida, ou CSRF ausente na sessão."),
+}
+BODY_ERRORS = {
+    **ERRORS,
+    400: OpenApiResponse(OpenApiTypes.OBJECT, description="Entrada inválida (JSON, tipos, identificador)."),
+    413: OpenApiResponse(s.DetailSerializer, description="Corpo acima de DATA_UPLOAD_MAX_MEMORY_SIZE."),
+    415: OpenApiResponse(s.DetailSerializer, description="Content-Type que não é application/json."),
+}
+QUERY_ERRORS = {**ERRORS, 400: OpenApiResponse(OpenApiTypes.OBJECT, description="Parâmetro inválido.")}
+
+
+def _validated(serializer_class, data) -> dict:
+    serializer = serializer_class(data=data)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
+class StatsView(APIView):
+    @extend_schema(tags=TAG, summary="Estatísticas da memória", responses={200: s.StatsSerializer, **ERRORS})
+    def get(self, request):
+        return Response(s.StatsSerializer(memory_stats()).data)
+
+
+class ListView(APIView):
+    @extend_schema(
+        tags=TAG, summary="Listar produtos na memória", parameters=[s.ListQuerySerializer],
+        responses={200: s.EntryListSerializer, **QUERY_ERRORS},
+    )
+    def get(self, request):
+        query = _validated(s.ListQuerySerializer, request.query_params)
+        page = ProductMemory(query["kind"]).list_products(
+            limit=query["limit"], offset=query["offset"], search=query.get("search") or None
+        )
+        return Response(s.EntryListSerializer(page).data)
+
+
+class GetView(APIView):
+    @extend_schema(
+        tags=TAG, summary="Obter o conteúdo de um produto", request=s.KindProductRequestSerializer,
+        responses={200: s.FoundSerializer, 404: s.NotFoundSerializer, **BODY_ERRORS},
+    )
+    def post(self, request):
+        body = _validated(s.KindProductRequestSerializer, request.data)
+        lookup = ProductMemory(body["kind"]).lookup(body["product"])
+        if lookup.hit is None:
+            data = {"found": False, "product_id": lookup.product_id, "status": lookup.status}
+            return Response(s.NotFoundSerializer(data).data, status=status.HTTP_404_NOT_FOUND)
+        return Response(s.FoundSerializer(s.FoundSerializer.from_hit(lookup.hit)).data)
+
+
+class DeleteView(APIView):
+    permission_classes = [CanDeleteEntries]
+
+    @extend_schema(
+        tags=TAG, summary="Remover um produto", request=s.KindProductRequestSerializer,
+        responses={200: s.DeletedSerializer, 404: s.DeletedSerializer, **BODY_ERRORS},
+    )
+    def post(self, request):
+        body = _validated(s.KindProductRequestSerializer, request.data)
+        deleted = ProductMemory(body["kind"]).delete_product(body["product"])
+        data = {"deleted": deleted, "product_id": body["ref"].product_id}
+        return Response(s.DeletedSerializer(data).data, status=status.HTTP_200_OK if deleted else status.HTTP_404_NOT_FOUND)
+
+
+class ClearView(APIView):
+    permission_classes = [CanDeleteEntries]
+
+    @extend_schema(
+        tags=TAG, summary="Limpar toda a memória", request=None, responses={200: s.ClearedSerializer, **ERRORS},
+    )
+    def post(self, request):
+        return Response(s.ClearedSerializer({"cleared": ProductMemory().clear()}).data)
+
+
+class ExportView(APIView):
+    @extend_schema(
+        tags=TAG, summary="Exportar as entradas (download em streaming)", parameters=[s.ExportQuerySerializer],
+        responses={
+            (200, "application/json"): OpenApiResponse(
+                {"type": "array", "items": {"type": "object"}}, description="Um array JSON de entradas."
+            ),
+            (200, "application/x-ndjson"): OpenApiTypes.BINARY,
+            (200, "text/csv"): OpenApiTypes.BINARY,
+            **QUERY_ERRORS,
+        },
+    )
+    def get(self, request):
+        from ..transfer import content_type, export_filename, iter_export
+
+        query = _validated(s.ExportQuerySerializer, request.query_params)
+        fmt = query["format"]
+        response = StreamingHttpResponse(iter_export(fmt, limit=query.get("limit")), content_type=content_type(fmt))
+        response["Content-Disposition"] = f'attachment; filename="{export_filename(fmt)}"'
+        response["Cache-Control"] = "no-store"
+        return response
+
+
+class ForceRegenerateView(APIView):
+    permission_classes = [CanChangeEntries]
+
+    @extend_schema(
+        tags=TAG, summary="Forçar a regeneração de um produto", request=s.ProductRequestSerializer,
+        responses={
+            202: s.RegenerationSerializer,
+            404: OpenApiResponse(s.ProductErrorSerializer, description="Produto desconhecido e dados insuficientes."),
+            503: OpenApiResponse(s.DetailSerializer, description="A fila de tarefas não respondeu."),
+            **BODY_ERRORS,
+        },
+    )
+    def post(self, request):
+        body = _validated(s.ProductRequestSerializer, request.data)
+        try:
+            queued = enqueue_regeneration(body["product"])
+        except UnknownProduct as exc:
+            data = {"detail": str(exc), "product_id": exc.product_id}
+            return Response(s.ProductErrorSerializer(data).data, status=status.HTTP_404_NOT_FOUND)
+        except QueueUnavailable as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
+        data = {"task_id": queued.task_id, "product_id": queued.product_id}
+        return Response(s.RegenerationSerializer(data).data, status=status.HTTP_202_ACCEPTED)
+
+
+class HealthView(APIView):
+    authentication_classes = []
+    permission_classes = [AllowAny]
+
+    @extend_schema(
+        tags=TAG, summary="Health check", auth=[],
+        responses={200: s.HealthSerializer, 503: OpenApiResponse(s.HealthSerializer, description="PostgreSQL fora do ar.")},
+    )
+    def get(self, request):
+        health = check_health()
+        code = status.HTTP_503_SERVICE_UNAVAILABLE if health["status"] == "down" else status.HTTP_200_OK
+        return Response(s.HealthSerializer(health).data, status=code)
+
+
+class PrometheusRenderer(BaseRenderer):
+    media_type = "text/plain"
+    format = "prometheus"
+    charset = "utf-8"
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        if isinstance(data, bytes):
+            return data
+        if isinstance(data, dict) and "detail" in data:
+            return f"{data['detail']}\n".encode()
+        return str(data).encode()
+
+
+class FirstRenderer(BaseContentNegotiation):
+    """Scrapers ask for several exposition formats; /metrics always answers the text format."""
+
+    def select_parser(self, request, parsers):
+        return parsers[0] if parsers else None
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type
+
+
+@extend_schema(exclude=True)
+class MetricsView(APIView):
+    """Prometheus exposition; who may read it is ``METRICS_ALLOW``."""
+
+    permission_classes = [MetricsAccess]
+    renderer_classes = [PrometheusRenderer]
+    content_negotiation_class = FirstRenderer
+
+    def get(self, request):
+        body, content_type = metrics.render_latest()
+        return HttpResponse(body, content_type=content_type)
