@@ -9,6 +9,7 @@ from __future__ import annotations
 from celery import shared_task
 from django.conf import settings
 
+from .backup import create_backup
 from .counters import flush_entry_counters
 from .maintenance import purge_expired
 from .rollup import roll_up_daily_stats
@@ -16,6 +17,7 @@ from .rollup import roll_up_daily_stats
 PURGE_TASK = "memory.purge_expired_entries"
 FLUSH_TASK = "memory.flush_hit_counters"
 ROLLUP_TASK = "memory.roll_up_daily_stats"
+BACKUP_TASK = "memory.backup_snapshot"
 
 
 @shared_task(name=PURGE_TASK)
@@ -34,3 +36,9 @@ def flush_hit_counters() -> dict:
 def roll_up_daily_stats_task() -> dict:
     """Write the pending per-day counts into ``DailyStats``."""
     return roll_up_daily_stats().as_dict()
+
+
+@shared_task(name=BACKUP_TASK)
+def backup_snapshot() -> dict:
+    """Write a backup snapshot (as ``manage_memory backup``), keeping the newest ``MEMORY_BACKUP_KEEP``."""
+    return create_backup(keep=settings.MEMORY_BACKUP_KEEP).as_dict()

@@ -29,7 +29,7 @@ from django.core.checks import Error
 from django.core.exceptions import ImproperlyConfigured
 from django.db import DEFAULT_DB_ALIAS, router, transaction
 
-from .periodic_tasks import FLUSH_TASK, PURGE_TASK, ROLLUP_TASK
+from .periodic_tasks import BACKUP_TASK, FLUSH_TASK, PURGE_TASK, ROLLUP_TASK
 
 logger = logging.getLogger("memory")
 
@@ -63,10 +63,17 @@ JOBS = (
         "MEMORY_ROLLUP_INTERVAL",
         "Grava na tabela de estatísticas diárias (o painel) acertos, faltas, gerações e tokens de cada dia.",
     ),
+    Job(
+        "memória: snapshot de backup",
+        BACKUP_TASK,
+        "MEMORY_BACKUP_INTERVAL",
+        "Grava um snapshot JSONL compactado em MEMORY_BACKUP_DIR (como manage_memory backup) "
+        "e mantém os MEMORY_BACKUP_KEEP mais recentes.",
+    ),
 )
 
 # Positive integers the jobs read from settings.
-JOB_SETTINGS = tuple(job.interval_setting for job in JOBS) + ("MEMORY_PURGE_BATCH_SIZE",)
+JOB_SETTINGS = tuple(job.interval_setting for job in JOBS) + ("MEMORY_PURGE_BATCH_SIZE", "MEMORY_BACKUP_KEEP")
 
 SECONDS_PER = (("days", 86400), ("hours", 3600), ("minutes", 60))
 

@@ -1,5 +1,6 @@
 """Real ``celery beat`` and ``celery worker`` processes run the scheduled jobs from the
-django-celery-beat rows: an expired entry is purged and pending counts are flushed and rolled up."""
+django-celery-beat rows: an expired entry is purged, pending counts are flushed and rolled up,
+and backup snapshots are written with retention."""
 import subprocess
 import sys
 import time
@@ -54,8 +55,11 @@ def test_beat_and_worker_run_the_jobs_on_their_schedule(redis_client, process_en
     ProductMemoryEntry.objects.filter(product_id="OLD-1").update(expires_at=timezone.now() - timedelta(seconds=1))
     for _ in range(3):
         memory.get_product_data("LIVE-1")
-    with override_settings(MEMORY_PURGE_INTERVAL=1, MEMORY_COUNTER_FLUSH_INTERVAL=1, MEMORY_ROLLUP_INTERVAL=1):
+    with override_settings(
+        MEMORY_PURGE_INTERVAL=1, MEMORY_COUNTER_FLUSH_INTERVAL=1, MEMORY_ROLLUP_INTERVAL=1, MEMORY_BACKUP_INTERVAL=1,
+    ):
         register_periodic_tasks()
+    backups = tmp_path / "backups"
 
     broker = settings.CACHES["memory_l2"]["LOCATION"]
     env = {
@@ -64,6 +68,8 @@ def test_beat_and_worker_run_the_jobs_on_their_schedule(redis_client, process_en
         "CELERY_BROKER_URL": broker,
         "CELERY_RESULT_BACKEND": broker,
         "CELERY_TASK_ALWAYS_EAGER": "false",
+        "MEMORY_BACKUP_DIR": str(backups),
+        "MEMORY_BACKUP_KEEP": "2",
     }
     worker, worker_log = start(
         ["worker", "--pool=solo", "--loglevel=INFO", "--without-gossip", "--without-mingle",
@@ -81,7 +87,10 @@ def test_beat_and_worker_run_the_jobs_on_their_schedule(redis_client, process_en
         return not ProductMemoryEntry.objects.filter(product_id="OLD-1").exists() and live == 3 and today == 3
 
     def later_hits_flushed():
-        return ProductMemoryEntry.objects.get(product_id="LIVE-1").hit_count == 5
+        return ProductMemoryEntry.objects.get(product_id="LIVE-1").hit_count == 5 and len(snapshots()) == 2
+
+    def snapshots():
+        return sorted(backups.glob("memory-*.jsonl.gz"))
 
     try:
         first_round = wait_for(first_round_done)
@@ -97,9 +106,11 @@ def test_beat_and_worker_run_the_jobs_on_their_schedule(redis_client, process_en
     beat_text, worker_text = (tmp_path / "beat.log").read_text(), (tmp_path / "worker.log").read_text()
     logs = f"beat:\n{beat_text}\nworker:\n{worker_text}"
     assert first_round and second_round, logs
-    for task in ("memory.purge_expired_entries", "memory.flush_hit_counters", "memory.roll_up_daily_stats"):
+    for task in ("memory.purge_expired_entries", "memory.flush_hit_counters", "memory.roll_up_daily_stats",
+                 "memory.backup_snapshot"):
         assert "Sending due task" in beat_text and f"({task})" in beat_text, logs
         assert f"Task {task}[" in worker_text, logs
     assert worker_text.count("Task memory.flush_hit_counters[") >= 2 * 2  # received + succeeded, twice or more
     live = ProductMemoryEntry.objects.get(product_id="LIVE-1")
     assert (live.hit_count, live.tokens_saved) == (5, 2500)
+    assert len(snapshots()) == 2

@@ -14,7 +14,9 @@ from django.utils import timezone
 
 from memory.counters import Counts, hit_counter
 from memory.models import DailyStats, ProductMemoryEntry
-from memory.periodic_tasks import flush_hit_counters, purge_expired_entries, roll_up_daily_stats_task
+from memory.periodic_tasks import (
+    backup_snapshot, flush_hit_counters, purge_expired_entries, roll_up_daily_stats_task,
+)
 from memory.product_memory import ProductMemory
 from memory.tiers import cache_key
 
@@ -232,3 +234,25 @@ def test_failed_roll_up_keeps_the_counts_for_the_next_one(redis_client, monkeypa
     monkeypatch.undo()
     roll_up_daily_stats_task.apply()
     assert day_row()["misses"] == 1
+
+
+# -- backup snapshot -----------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_backup_job_writes_a_snapshot_of_every_entry_and_keeps_the_newest(redis_client, tmp_path):
+    import gzip
+    import json
+
+    save("BKP-1")
+    save("BKP-2")
+    with override_settings(MEMORY_BACKUP_DIR=tmp_path, MEMORY_BACKUP_KEEP=2):
+        results = [backup_snapshot.apply().get() for _ in range(3)]
+    snapshots = sorted(tmp_path.glob("memory-*.jsonl.gz"))
+    assert [str(p) for p in snapshots] == sorted(r["path"] for r in results[1:])
+    assert results[2]["removed"] == [results[0]["path"]]
+    assert results[2]["entries"] == 2
+    with gzip.open(results[2]["path"], "rt", encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    assert sorted(r["product_id"] for r in rows) == ["BKP-1", "BKP-2"]
+    assert rows[0]["payload"] == CONTENT

@@ -100,13 +100,22 @@ def test_a_job_renamed_in_the_admin_is_not_made_again():
     ]
 
 
-@pytest.mark.parametrize("value", [0, -5, "60", None, True])
-def test_a_bad_interval_setting_is_refused_by_name_and_changes_nothing(value):
+@pytest.mark.parametrize("name, value", [
+    ("MEMORY_COUNTER_FLUSH_INTERVAL", 0),
+    ("MEMORY_COUNTER_FLUSH_INTERVAL", -5),
+    ("MEMORY_COUNTER_FLUSH_INTERVAL", "60"),
+    ("MEMORY_COUNTER_FLUSH_INTERVAL", None),
+    ("MEMORY_COUNTER_FLUSH_INTERVAL", True),
+    ("MEMORY_BACKUP_INTERVAL", 0),
+    ("MEMORY_PURGE_BATCH_SIZE", 0),
+    ("MEMORY_BACKUP_KEEP", -1),
+])
+def test_a_bad_job_setting_is_refused_by_name_and_changes_nothing(name, value):
     before = list(memory_tasks().values_list("name", "interval_id", "expire_seconds"))
-    with override_settings(MEMORY_COUNTER_FLUSH_INTERVAL=value):
-        with pytest.raises(ImproperlyConfigured, match="MEMORY_COUNTER_FLUSH_INTERVAL"):
+    with override_settings(**{name: value}):
+        with pytest.raises(ImproperlyConfigured, match=name):
             register_periodic_tasks()
-        with pytest.raises(SystemCheckError, match="MEMORY_COUNTER_FLUSH_INTERVAL"):
+        with pytest.raises(SystemCheckError, match=name):
             call_command("check")
     assert list(memory_tasks().values_list("name", "interval_id", "expire_seconds")) == before
 
