@@ -50,6 +50,15 @@ def test_the_post_migrate_handler_twice_creates_no_duplicates():
     assert IntervalSchedule.objects.count() == intervals_before
 
 
+def test_the_handler_waits_for_django_celery_beat_tables():
+    """``migrate memory`` alone, before django-celery-beat's migrations: nothing to register into yet."""
+    from django.apps.registry import Apps
+
+    PeriodicTask.objects.filter(task__startswith="memory.").delete()
+    register_after_migrate(sender=None, verbosity=0, using="default", apps=Apps(installed_apps=[]))
+    assert not memory_tasks().exists()
+
+
 def test_a_deleted_job_comes_back_on_the_next_migrate():
     PeriodicTask.objects.get(name=PURGE.name).delete()
     assert register_periodic_tasks()[PURGE.name] == "created"
