@@ -14,7 +14,7 @@ from django.contrib import admin, messages
 from django.contrib.admin.actions import delete_selected as confirm_and_delete_selected
 from django.contrib.admin.views.main import ChangeList
 from django.core.paginator import Paginator
-from django.db import connection
+from django.db import OperationalError, connection, transaction
 from django.urls import reverse
 from django.utils.functional import cached_property
 from django.utils.html import format_html
@@ -29,22 +29,24 @@ from .models import EntryStatus, ProductMemoryEntry
 from .prompts import current_generator_version
 from .resources import ProductMemoryEntryResource
 
-EXACT_COUNT_LIMIT = 10_000
+EXACT_COUNT_LIMIT = 1000
+COUNT_TIMEOUT_MS = 150
 
 
 def estimated_count(queryset, exact_limit: int = EXACT_COUNT_LIMIT) -> int:
     """The row count of ``queryset``: exact up to ``exact_limit``, estimated by PostgreSQL beyond.
 
     An exact COUNT(*) over a million rows costs a full scan on every page
-    load; past the limit the admin shows the planner's estimate instead
+    load. Here at most ``exact_limit + 1`` rows are counted, within
+    ``COUNT_TIMEOUT_MS``; past that the admin shows the planner's estimate
     (``pg_class.reltuples`` for the whole table, the query plan's row
     estimate for a filtered list).
     """
     if connection.vendor != "postgresql":
         return queryset.count()
     queryset = queryset.order_by()
-    capped = queryset[: exact_limit + 1].count()
-    if capped <= exact_limit:
+    capped = _bounded_count(queryset, exact_limit + 1)
+    if capped is not None and capped <= exact_limit:
         return capped
     if queryset.query.has_filters():
         sql, params = queryset.values("pk").query.sql_with_params()
@@ -59,7 +61,24 @@ def estimated_count(queryset, exact_limit: int = EXACT_COUNT_LIMIT) -> int:
             cursor.execute("SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass",
                            [queryset.model._meta.db_table])
             estimate = int(cursor.fetchone()[0])
-    return max(estimate, capped)
+    return max(estimate, capped or 0)
+
+
+def _bounded_count(queryset, limit: int) -> int | None:
+    """``COUNT`` of at most ``limit`` rows, or None when that takes longer than ``COUNT_TIMEOUT_MS``."""
+    with transaction.atomic(using=queryset.db):
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT current_setting('statement_timeout')")
+            previous = cursor.fetchone()[0]
+            cursor.execute("SELECT set_config('statement_timeout', %s, true)", [str(COUNT_TIMEOUT_MS)])
+        try:
+            with transaction.atomic(using=queryset.db):
+                return queryset[:limit].count()
+        except OperationalError:  # canceled by the timeout: the rows are sparse, estimate instead
+            return None
+        finally:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT set_config('statement_timeout', %s, true)", [previous])
 
 
 class EstimatedCountPaginator(Paginator):

@@ -134,6 +134,33 @@ def test_estimated_count_is_exact_below_the_limit_and_an_estimate_above():
     assert estimated_count(queryset.filter(product_id__startswith="CNT"), exact_limit=3) >= 4
 
 
+def test_a_slow_count_gives_way_to_the_estimate_and_restores_the_timeout():
+    save("SLOW-1", "Produto lento")
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW statement_timeout")
+        before = cursor.fetchone()[0]
+    slow = ProductMemoryEntry.objects.extra(where=["pg_sleep(5) IS NOT NULL"])
+    assert estimated_count(slow) >= 0  # canceled after COUNT_TIMEOUT_MS, then estimated by the planner
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW statement_timeout")
+        assert cursor.fetchone()[0] == before
+    assert ProductMemoryEntry.objects.filter(product_id="SLOW-1").exists()  # the connection is usable
+
+
+def test_filter_choices_of_a_large_table_come_from_planner_statistics(entries):
+    from memory.admin_filters import column_values
+
+    save("XYZ-2", "Perguntas", kind="faq")
+    save("OLD-9", "Antigo", generator_version="template:template:p0")
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE memory_productmemoryentry")
+    with CaptureQueriesContext(connection) as queries:
+        assert column_values("kind", exact_below=0) == ["faq", "main_content"]
+        assert column_values("generator_version", exact_below=0) == sorted(
+            {current_generator_version(), "template:template:p0"})
+    assert not [q for q in queries.captured_queries if "DISTINCT" in q["sql"]]
+
+
 @pytest.mark.parametrize("term, expected", [
     ("abc-1", {"ABC-1"}),          # product_id, any case
     ("caneca", {"XYZ-2"}),         # title, part of a word
