@@ -100,6 +100,12 @@ def test_admin_login_search_and_dashboard(live_server, browser, catalog):
     browser.save_screenshot(str(ARTIFACTS / "admin-search.png"))
     assert severe_errors(browser) == []
 
+    rows[0].find_element(By.LINK_TEXT, "XYZ-2").click()
+    content = browser.find_element(By.CSS_SELECTOR, ".field-payload_pretty pre.memory-json")
+    assert '"title": "Caneca Térmica Inox"' in content.text
+    browser.save_screenshot(str(ARTIFACTS / "admin-detail.png"))
+    browser.back()
+
     browser.find_element(By.CSS_SELECTOR, ".object-tools a[href='/memory/dashboard/']").click()
     WebDriverWait(browser, 10).until(lambda d: d.current_url.endswith("/memory/dashboard/"))
     assert browser.find_element(By.CSS_SELECTOR, "#content h1").text == "Painel da memória"
