@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 from django.conf import settings
 from rest_framework.exceptions import ParseError
@@ -15,7 +16,7 @@ def _reject_constant(name: str):
 
 
 def check_json_value(data, max_depth: int) -> None:
-    """Walk a parsed body without recursion; ``ParseError`` when too deep or holding text PostgreSQL refuses."""
+    """Walk a parsed body without recursion; ``ParseError`` when too deep or holding what PostgreSQL refuses."""
     stack = [(data, 1)]
     while stack:
         value, depth = stack.pop()
@@ -30,6 +31,8 @@ def check_json_value(data, max_depth: int) -> None:
                 stack.extend((item, depth + 1) for item in value)
         elif isinstance(value, str):
             _check_text(value)
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise ParseError("JSON inválido: número fora do intervalo de um double (ex.: 1e400).")
 
 
 def _check_text(text: str) -> None:

@@ -7,6 +7,8 @@ from ..models import DEFAULT_KIND, EntryStatus
 from ..product_memory import resolve_product
 
 MAX_LIST_LIMIT = 1000
+# Far beyond any table, well within PostgreSQL's bigint OFFSET.
+MAX_LIST_OFFSET = 10**12
 EXPORT_FORMATS = ("json", "jsonl", "csv")
 
 
@@ -52,7 +54,7 @@ class KindProductRequestSerializer(ProductRequestSerializer):
 
 class ListQuerySerializer(serializers.Serializer):
     limit = serializers.IntegerField(required=False, default=50, min_value=1, max_value=MAX_LIST_LIMIT)
-    offset = serializers.IntegerField(required=False, default=0, min_value=0)
+    offset = serializers.IntegerField(required=False, default=0, min_value=0, max_value=MAX_LIST_OFFSET)
     search = serializers.CharField(
         required=False, allow_blank=True, max_length=255, help_text="Trecho do product_id ou do título."
     )
