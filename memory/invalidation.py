@@ -95,7 +95,7 @@ class InvalidationListener:
                 last_ping = time.monotonic()
                 while not self._stop.is_set():
                     message = pubsub.get_message(timeout=0.2)
-                    if message is not None:
+                    if message is not None and message.get("type") == "message":  # not the pings' pongs
                         self._apply(l1, message.get("data"))
                     elif time.monotonic() - last_ping >= 1.0:
                         pubsub.ping()  # finds a connection that died without closing
@@ -115,11 +115,13 @@ class InvalidationListener:
             backoff = min(backoff * 2, settings.MEMORY_REDIS_RETRY_AFTER or 1.0)
 
     def _apply(self, l1: LocalTier, data) -> None:
-        if isinstance(data, (bytes, bytearray)):
-            data = data.decode()
-        if not isinstance(data, str):
-            return  # pong and other control replies
-        message = json.loads(data)
+        try:
+            message = json.loads(data)
+        except (TypeError, ValueError):  # UnicodeDecodeError included
+            logger.warning("Mensagem de invalidação ilegível ignorada: %r", repr(data)[:100])
+            return
+        if not isinstance(message, dict):
+            return
         if message.get("origin") == self.origin:
             return
         if message.get("clear"):
