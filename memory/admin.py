@@ -206,6 +206,12 @@ class ProductMemoryEntryAdmin(ImportExportMixin, ExportActionMixin, admin.ModelA
                 "%(count)d entries have no source data to regenerate from.",
                 result.without_source_data,
             ) % {"count": result.without_source_data}, messages.WARNING)
+        if result.not_queued:
+            self.message_user(request, ngettext(
+                "The task queue is unreachable: %(count)d product was not queued. Try again later.",
+                "The task queue is unreachable: %(count)d products were not queued. Try again later.",
+                result.not_queued,
+            ) % {"count": result.not_queued}, messages.ERROR)
         if result.other_kind:
             self.message_user(request, ngettext(
                 "%(count)d entry is not main content and cannot be regenerated here.",

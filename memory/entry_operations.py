@@ -17,9 +17,10 @@ from django.db.models import F, QuerySet
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
+from .identifiers import extract_product_identifier
 from .models import DEFAULT_KIND, ProductMemoryEntry
 from .product_memory import ProductMemory, validate_ttl
-from .tiers import Key
+from .tiers import Key, redis_errors
 
 logger = logging.getLogger("memory")
 
@@ -88,26 +89,53 @@ class RegenerationResult:
     queued: int
     without_source_data: int
     other_kind: int
+    not_queued: int = 0  # the broker could not be reached
+
+
+def _broker_errors() -> tuple[type[BaseException], ...]:
+    from kombu.exceptions import OperationalError as KombuOperationalError
+
+    return (KombuOperationalError, *redis_errors())
+
+
+def _identifies_a_product(source_data) -> bool:
+    if not isinstance(source_data, dict) or not source_data:
+        return False
+    try:
+        extract_product_identifier(source_data)
+    except ValueError:
+        return False
+    return True
 
 
 def enqueue_regeneration(queryset: QuerySet) -> RegenerationResult:
     """Queue a forced regeneration for each selected main-content entry that kept its product data.
 
     Only ``main_content`` entries have a generation task, and only the stored
-    source data can be sent to it: entries lacking either are counted, not queued.
+    source data can be sent to it: entries lacking either (or whose source
+    data names no product) are counted, not queued. When the broker cannot be reached, nothing more is tried and the
+    rest is counted as ``not_queued``.
     """
     from .tasks import generate_main_content_task  # the task module imports the providers
 
-    queued = without_source = other_kind = 0
+    queued = without_source = other_kind = not_queued = 0
+    broker_down = False
     rows = queryset.order_by().values_list("kind", "source_data")
     for kind, source_data in rows.iterator(chunk_size=CHUNK):
         if kind != DEFAULT_KIND:
             other_kind += 1
-        elif not isinstance(source_data, dict) or not source_data:
+        elif not _identifies_a_product(source_data):
             without_source += 1
+        elif broker_down:
+            not_queued += 1
         else:
-            generate_main_content_task.delay(source_data, force_regenerate=True)
-            queued += 1
+            try:
+                generate_main_content_task.delay(source_data, force_regenerate=True)
+                queued += 1
+            except _broker_errors() as exc:
+                logger.warning("Fila de tarefas indisponível (%s); regeneração não enviada", exc.__class__.__name__)
+                broker_down = True
+                not_queued += 1
     if queued:
         logger.info("%d produtos enviados para regeneração forçada", queued)
-    return RegenerationResult(queued, without_source, other_kind)
+    return RegenerationResult(queued, without_source, other_kind, not_queued)

@@ -325,14 +325,33 @@ def test_regenerate_action_regenerates_with_the_current_generator(staff, entries
 
 def test_regenerate_action_skips_entries_it_cannot_regenerate(staff, entries, eager_celery):
     ProductMemoryEntry.objects.filter(pk=entries["other"].pk).update(source_data={})
+    ProductMemoryEntry.objects.filter(pk=entries["active"].pk).update(source_data={"cor": "azul"})  # no identifier
     before = ProductMemoryEntry.objects.get(pk=entries["faq"].pk).updated_at
     response = staff.post(reverse(CHANGELIST), {
-        "action": "regenerate_selected", "_selected_action": [entries["other"].pk, entries["faq"].pk],
+        "action": "regenerate_selected",
+        "_selected_action": [entries["other"].pk, entries["active"].pk, entries["faq"].pk],
     }, follow=True)
+    assert response.status_code == 200
     html = response.content.decode()
-    assert "1 entrada não tem dados de origem para regenerar." in html
+    assert "2 entradas não têm dados de origem para regenerar." in html
     assert "1 entrada não é conteúdo principal" in html
     assert ProductMemoryEntry.objects.get(pk=entries["faq"].pk).updated_at == before
+
+
+def test_regenerate_action_with_the_broker_down_says_so_and_changes_nothing(staff, entries, monkeypatch):
+    from kombu.exceptions import OperationalError
+
+    from memory.tasks import generate_main_content_task
+
+    def unreachable(*args, **kwargs):
+        raise OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    monkeypatch.setattr(generate_main_content_task, "delay", unreachable)
+    before = {e.pk: e.updated_at for e in ProductMemoryEntry.objects.all()}
+    response = post_action(staff, "regenerate_selected", [entries["stale"], entries["other"]], follow=True)
+    assert response.status_code == 200
+    assert "A fila de tarefas está inacessível: 2 produtos não foram enviados." in response.content.decode()
+    assert {e.pk: e.updated_at for e in ProductMemoryEntry.objects.all()} == before
 
 
 def test_extend_expiry_action(staff, expired_entries, redis_client, django_capture_on_commit_callbacks):
