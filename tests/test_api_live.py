@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote
 
@@ -56,18 +57,14 @@ def child_env(**extra) -> dict:
     return env
 
 
-@pytest.fixture
-def live_server_url(transactional_db, tmp_path):
-    """gunicorn, two workers sharing their metrics through PROMETHEUS_MULTIPROC_DIR."""
-    if shutil.which("curl") is None:
-        pytest.fail("curl is needed to run the README's examples")
+@contextmanager
+def gunicorn(env: dict, tmp_path: Path, workers: int = 2):
+    """gunicorn on a free port; yields its URL once it answers HTTP at all."""
     port = free_port()
-    multiproc = tmp_path / "prometheus"
-    multiproc.mkdir()
-    env = child_env(PROMETHEUS_MULTIPROC_DIR=str(multiproc))
-    log = (tmp_path / "gunicorn.log").open("w")
+    log_path = tmp_path / f"gunicorn-{port}.log"
+    log = log_path.open("w")
     server = subprocess.Popen(
-        [str(VENV_BIN / "gunicorn"), "beecatalog.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "2",
+        [str(VENV_BIN / "gunicorn"), "beecatalog.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
          "--timeout", "60"],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
     )
@@ -76,12 +73,12 @@ def live_server_url(transactional_db, tmp_path):
         deadline = time.monotonic() + 60
         while True:
             try:
-                if httpx.get(f"{url}/api/memory/health/", timeout=2).status_code == 200:
-                    break
+                httpx.get(f"{url}/api/memory/health/", timeout=5)
+                break
             except httpx.TransportError:
                 pass
             if server.poll() is not None or time.monotonic() > deadline:
-                pytest.fail("gunicorn did not start:\n" + (tmp_path / "gunicorn.log").read_text()[-3000:])
+                pytest.fail("gunicorn did not start:\n" + log_path.read_text()[-3000:])
             time.sleep(0.3)
         yield url
     finally:
@@ -92,6 +89,17 @@ def live_server_url(transactional_db, tmp_path):
             server.kill()
             server.wait()
         log.close()
+
+
+@pytest.fixture
+def live_server_url(transactional_db, tmp_path):
+    """gunicorn, two workers sharing their metrics through PROMETHEUS_MULTIPROC_DIR."""
+    if shutil.which("curl") is None:
+        pytest.fail("curl is needed to run the README's examples")
+    multiproc = tmp_path / "prometheus"
+    multiproc.mkdir()
+    with gunicorn(child_env(PROMETHEUS_MULTIPROC_DIR=str(multiproc)), tmp_path) as url:
+        yield url
 
 
 def create_token(username: str) -> str:
@@ -159,3 +167,15 @@ def test_readme_curl_examples_work_against_gunicorn(make_user, live_server_url, 
     assert metric_sum(text, "beecatalog_memory_generations") == 1
     assert metric_sum(text, "beecatalog_memory_generation_seconds") == 1
     assert httpx.get(f"{live_server_url}/metrics").status_code == 401
+
+
+@pytest.mark.slow
+def test_health_is_503_and_reads_fail_cleanly_with_postgresql_unreachable(db, tmp_path):
+    """A server whose PostgreSQL does not answer (nothing listens on its port) says so, and stays up."""
+    env = child_env(DATABASE_URL="postgres://postgres@127.0.0.1:1/beecatalog_gone", DB_CONNECT_TIMEOUT="1")
+    with gunicorn(env, tmp_path, workers=1) as url:
+        health = httpx.get(f"{url}/api/memory/health/", timeout=10)
+        assert health.status_code == 503
+        assert health.json()["status"] == "down" and health.json()["checks"]["database"]["ok"] is False
+        assert health.json()["checks"]["redis"]["ok"] is True
+        assert httpx.get(f"{url}/api/memory/health/", timeout=10).status_code == 503  # the worker is still there
