@@ -168,3 +168,12 @@ def test_admin_index_links_to_the_dashboard(admin_client):
     assert f'href="{reverse(DASHBOARD)}"' in html
     changelist = admin_client.get(reverse("admin:memory_productmemoryentry_changelist")).content.decode()
     assert f'href="{reverse(DASHBOARD)}"' in changelist
+
+
+def test_language_menu_switches_the_admin_to_english_and_back(admin_client):
+    html = admin_client.get(reverse(DASHBOARD)).content.decode()
+    assert 'name="language"' in html and "Painel da memória" in html
+    admin_client.post(reverse("set_language"), {"language": "en", "next": reverse(DASHBOARD)})
+    assert "Memory dashboard" in admin_client.get(reverse(DASHBOARD)).content.decode()
+    admin_client.post(reverse("set_language"), {"language": "pt-br", "next": reverse(DASHBOARD)})
+    assert "Painel da memória" in admin_client.get(reverse(DASHBOARD)).content.decode()
