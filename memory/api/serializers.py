@@ -78,12 +78,12 @@ class RedisStatsSerializer(serializers.Serializer):
 
 
 class DatabaseStatsSerializer(serializers.Serializer):
-    vendor = serializers.CharField()
+    vendor = serializers.CharField(required=False)
     table_bytes = serializers.IntegerField()
 
 
 class BackupDirStatsSerializer(serializers.Serializer):
-    path = serializers.CharField()
+    path = serializers.CharField(required=False)
     bytes = serializers.IntegerField()
 
 
@@ -95,12 +95,13 @@ class StatsSerializer(serializers.Serializer):
     hits = serializers.IntegerField()
     misses = serializers.IntegerField()
     hit_rate = serializers.FloatField()
-    generations = serializers.IntegerField()
     tokens_spent = serializers.IntegerField()
     tokens_saved = serializers.IntegerField()
     estimated_cost_saved = serializers.FloatField()
-    currency = serializers.CharField()
-    generator_version = serializers.CharField()
+    # Beyond the documented figures: shown when the selector gives them.
+    generations = serializers.IntegerField(required=False)
+    currency = serializers.CharField(required=False)
+    generator_version = serializers.CharField(required=False)
     redis = RedisStatsSerializer()
     database = DatabaseStatsSerializer()
     backup_dir = BackupDirStatsSerializer()
