@@ -31,6 +31,8 @@ from .resources import ProductMemoryEntryResource
 
 EXACT_COUNT_LIMIT = 1000
 COUNT_TIMEOUT_MS = 150
+# A write action runs inside one request; past this many entries ``manage_memory`` is the tool.
+MAX_ACTION_ENTRIES = 10_000
 
 
 def estimated_count(queryset, exact_limit: int = EXACT_COUNT_LIMIT) -> int:
@@ -187,12 +189,25 @@ class ProductMemoryEntryAdmin(ImportExportMixin, ExportActionMixin, admin.ModelA
     @admin.action(permissions=["delete"], description=_("Delete selected entries from every tier (PostgreSQL, Redis, local)"))
     def delete_selected(self, request, queryset):
         """Django's confirmation page, whose confirmed POST calls :meth:`delete_queryset`."""
+        if self._too_many(request, queryset):
+            return None
         return confirm_and_delete_selected(self, request, queryset)
+
+    def _too_many(self, request, queryset) -> bool:
+        if queryset.order_by()[: MAX_ACTION_ENTRIES + 1].count() <= MAX_ACTION_ENTRIES:
+            return False
+        self.message_user(request, _(
+            "More than %(max)d entries are selected: act on at most %(max)d at a time, "
+            "or use manage_memory (delete, purge, clear) for larger sets."
+        ) % {"max": MAX_ACTION_ENTRIES}, messages.ERROR)
+        return True
 
     # -- other actions ----------------------------------------------------------------
 
     @admin.action(permissions=["change"], description=_("Regenerate selected entries (forced, in the background)"))
     def regenerate_selected(self, request, queryset):
+        if self._too_many(request, queryset):
+            return
         result = enqueue_regeneration(queryset)
         if result.queued:
             self.message_user(request, ngettext(
@@ -221,6 +236,8 @@ class ProductMemoryEntryAdmin(ImportExportMixin, ExportActionMixin, admin.ModelA
 
     @admin.action(permissions=["change"], description=_("Extend expiry of selected entries by the default TTL"))
     def extend_expiry_selected(self, request, queryset):
+        if self._too_many(request, queryset):
+            return
         changed = extend_expiry(queryset)
         self.message_user(request, ngettext(
             "Expiry extended for %(count)d entry.",

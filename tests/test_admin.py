@@ -371,6 +371,19 @@ def test_extend_expiry_action(staff, expired_entries, redis_client, django_captu
     assert hit is not None and hit.tier == "l3"
 
 
+@pytest.mark.parametrize("action", ["delete_selected", "regenerate_selected", "extend_expiry_selected"])
+def test_actions_refuse_selections_too_large_for_one_request(staff, entries, action, monkeypatch, eager_celery):
+    import memory.admin
+
+    monkeypatch.setattr(memory.admin, "MAX_ACTION_ENTRIES", 2)
+    before = {e.pk: (e.expires_at, e.updated_at) for e in ProductMemoryEntry.objects.all()}
+    response = post_action(staff, action, [entries["active"], entries["other"], entries["stale"]],
+                           follow=True, post="yes")
+    assert response.status_code == 200
+    assert "Mais de 2 entradas selecionadas" in response.content.decode()
+    assert {e.pk: (e.expires_at, e.updated_at) for e in ProductMemoryEntry.objects.all()} == before
+
+
 def test_actions_need_change_permission(client, entries, django_user_model):
     from django.contrib.auth.models import Permission
 
