@@ -24,13 +24,14 @@ Steps (results in ``var/bench/at_scale-<steps>.json``):
 ``purge``   ``memory.maintenance.purge_expired()`` over every expired row:
             total time, batches, the longest batch and the longest single SQL
             statement (a ``connection.execute_wrapper`` times each one).
+``purge_keyset``  the same with ``bench.what_if.purge_expired_keyset`` (the
+            proposal: each batch's SELECT starts at the last expires_at).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import resource
 import socket
 import statistics
 import subprocess
@@ -41,7 +42,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import RESULTS_DIR, ROOT, machine, save_results, setup_django  # noqa: E402
 
-STEPS = ("sizes", "admin", "stats", "export", "import", "purge")
+STEPS = ("sizes", "admin", "stats", "export", "import", "purge", "purge_keyset")
 IMPORT_ROWS = 100_000
 
 
@@ -163,6 +164,24 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def run_measured(args: list[str], timeout: float) -> tuple[subprocess.CompletedProcess, float, float]:
+    """Run a command; return it, its wall time and its own peak RSS in MB.
+
+    A fresh Python parent whose only child is the command reports the
+    command's ``ru_maxrss``, not that of anything else this script started.
+    """
+    probe = (
+        "import resource, subprocess, sys; done = subprocess.run(sys.argv[1:]); "
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); sys.exit(done.returncode)"
+    )
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", probe, *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout)
+    seconds = time.perf_counter() - started
+    peak_kb = int(done.stderr.strip().splitlines()[-1])
+    return done, seconds, round(peak_kb / 1024, 1)
+
+
 def step_export(rows: int) -> dict:
     from rest_framework.authtoken.models import Token
     from django.contrib.auth import get_user_model
@@ -210,19 +229,15 @@ def step_export(rows: int) -> dict:
 
     # -- by command -------------------------------------------------------------------
     out = RESULTS_DIR / "export.jsonl"
-    started = time.perf_counter()
-    done = subprocess.run(
+    done, seconds, peak = run_measured(
         [str(ROOT / ".venv" / "bin" / "python"), "manage.py", "manage_memory", "export", "--format", "jsonl",
-         "--output-file", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=960,
+         "--output-file", str(out)], timeout=960,
     )
-    seconds = time.perf_counter() - started
     lines = sum(1 for _ in out.open("rb"))
     results["command_jsonl"] = {
         "exit_code": done.returncode, "seconds": round(seconds, 1), "rows_written": lines,
         "mb": round(out.stat().st_size / 1024 / 1024, 1), "rows_per_second": round(lines / seconds),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
-        "stderr_tail": done.stderr[-300:],
+        "peak_rss_mb": peak, "stderr_tail": done.stderr[-300:],
     }
     print("command export", results["command_jsonl"], file=sys.stderr)
     return results
@@ -248,17 +263,13 @@ def step_import() -> dict:
     ProductMemoryEntry.objects.filter(product_id__startswith="IMP-").delete()
     results = {}
     for name, path in (("new_rows", inserts), ("existing_rows", updates)):
-        started = time.perf_counter()
-        done = subprocess.run(
-            [str(ROOT / ".venv" / "bin" / "python"), "manage.py", "manage_memory", "import", "--input-file", str(path),
-             "--json"],
-            cwd=ROOT, capture_output=True, text=True, timeout=1200,
+        done, seconds, peak = run_measured(
+            [str(ROOT / ".venv" / "bin" / "python"), "manage.py", "manage_memory", "import", "--input-file",
+             str(path), "--json"], timeout=1200,
         )
-        seconds = time.perf_counter() - started
         results[name] = {
             "exit_code": done.returncode, "rows": IMPORT_ROWS, "seconds": round(seconds, 1),
-            "rows_per_second": round(IMPORT_ROWS / seconds),
-            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
+            "rows_per_second": round(IMPORT_ROWS / seconds), "peak_rss_mb": peak,
             "output_tail": (done.stdout + done.stderr)[-400:],
         }
         print("import", name, results[name], file=sys.stderr)
@@ -269,7 +280,7 @@ def step_import() -> dict:
     return results
 
 
-def step_purge() -> dict:
+def step_purge(batch_size: int, keyset: bool = False) -> dict:
     from django.db import connection
     from django.utils import timezone
 
@@ -286,16 +297,24 @@ def step_purge() -> dict:
         finally:
             statements.append(((time.perf_counter() - started) * 1000, sql))
 
+    if keyset:
+        from bench.what_if import purge_expired_keyset as purge_expired
     with connection.execute_wrapper(timer):
-        result = purge_expired()
+        result = purge_expired(batch_size=batch_size)
     longest = max(statements)
+    slowest = sorted(range(len(statements)), key=lambda i: statements[i][0], reverse=True)[:5]
     by_kind: dict[str, list[float]] = {}
     for ms, sql in statements:
         by_kind.setdefault(sql.split()[0].upper(), []).append(ms)
     return {
         "expired_before": expired, **result.as_dict(),
         "statements": len(statements),
+        "batch_size": batch_size,
         "longest_statement_ms": round(longest[0], 1), "longest_statement": longest[1][:200],
+        "slowest_statements": [
+            {"position": i, "ms": round(statements[i][0], 1), "sql": statements[i][1][:40]} for i in slowest
+        ],
+        "statements_over_1s": sum(1 for ms, _ in statements if ms >= 1000),
         "median_ms_by_statement": {k: round(statistics.median(v), 1) for k, v in by_kind.items()},
         "max_ms_by_statement": {k: round(max(v), 1) for k, v in by_kind.items()},
     }
@@ -304,6 +323,7 @@ def step_purge() -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", help=f"comma-separated steps among {', '.join(STEPS)}")
+    parser.add_argument("--purge-batch-size", type=int, default=5000, help="batch_size of purge_expired")
     args = parser.parse_args()
     steps = args.only.split(",") if args.only else [s for s in STEPS if s != "purge"]
     unknown = set(steps) - set(STEPS)
@@ -319,6 +339,8 @@ def main() -> None:
         started = time.perf_counter()
         if step == "export":
             results[step] = step_export(rows)
+        elif step in ("purge", "purge_keyset"):
+            results[step] = step_purge(args.purge_batch_size, keyset=step == "purge_keyset")
         else:
             results[step] = globals()[f"step_{step}"]()
         results[step + "_step_seconds"] = round(time.perf_counter() - started, 1)

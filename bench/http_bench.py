@@ -69,6 +69,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--what-if", action="store_true",
+                        help="also run the API with BENCH_WHAT_IF=1 (bench/settings.py): no per-request health "
+                             "check, cached token lookup")
     args = parser.parse_args()
 
     os.environ["DJANGO_SETTINGS_MODULE"] = "bench.settings"
@@ -96,39 +99,44 @@ def main() -> None:
     (RESULTS_DIR / "get_response.json").write_bytes(response.content)
     connection.close()
 
-    port = free_port()
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "bench.settings", "BENCH_TOKEN": token.key,
            "BENCH_PRODUCTS": str(PRODUCTS)}
-    server = subprocess.Popen(
-        [str(ROOT / ".venv" / "bin" / "gunicorn"), "beecatalog.wsgi:application", "-w", str(args.workers),
-         "-b", f"127.0.0.1:{port}", "--log-level", "warning"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=open(RESULTS_DIR / "gunicorn.log", "w"),
-    )
     results: dict = {"machine": machine(), "workers": args.workers, "connections": args.connections,
                      "seconds": args.seconds, "products": PRODUCTS, "response_bytes": len(response.content)}
-    try:
-        wait_for(port)
-        api = f"http://127.0.0.1:{port}/api/memory/get/"
-        bare = f"http://127.0.0.1:{port}/bench/bare/"
-        # Warm-up: every product through both workers (L1 fills, connections open).
-        run_wrk(api, 5, args.connections, 1, env)
-        run_wrk(bare, 2, args.connections, 1, env)
-        rounds = {"api": [], "bare": []}
-        for _ in range(args.rounds):
-            for name, url in (("api", api), ("bare", bare)):
-                rounds[name].append(run_wrk(url, args.seconds, args.connections, 1, env))
-                print(name, rounds[name][-1], file=sys.stderr)
-        results["rounds"] = rounds
+    variants = [("project", {})] + ([("what_if", {"BENCH_WHAT_IF": "1"})] if args.what_if else [])
+    for variant, extra in variants:
+        port = free_port()
+        server = subprocess.Popen(
+            [str(ROOT / ".venv" / "bin" / "gunicorn"), "beecatalog.wsgi:application", "-w", str(args.workers),
+             "-b", f"127.0.0.1:{port}", "--log-level", "warning"],
+            cwd=ROOT, env={**env, **extra}, stdout=subprocess.DEVNULL,
+            stderr=open(RESULTS_DIR / f"gunicorn-{variant}.log", "w"),
+        )
+        try:
+            wait_for(port)
+            api = f"http://127.0.0.1:{port}/api/memory/get/"
+            bare = f"http://127.0.0.1:{port}/bench/bare/"
+            # Warm-up: every product through both workers (L1 fills, connections open).
+            run_wrk(api, 5, args.connections, 1, env)
+            run_wrk(bare, 2, args.connections, 1, env)
+            rounds = {"api": [], "bare": []}
+            for _ in range(args.rounds):
+                for name, url in (("api", api), ("bare", bare)):
+                    rounds[name].append(run_wrk(url, args.seconds, args.connections, 1, env))
+                    print(variant, name, rounds[name][-1], file=sys.stderr)
+        finally:
+            server.terminate()
+            server.wait(timeout=20)
+        row = {"rounds": rounds}
         for name in rounds:
-            results[f"{name}_rps_median"] = statistics.median(r["rps"] for r in rounds[name])
-            results[f"{name}_p50_ms_median"] = statistics.median(r["p50_us"] for r in rounds[name]) / 1000
-        results["ratio"] = round(results["api_rps_median"] / results["bare_rps_median"], 2)
-        results["errors"] = sum(r["errors_status"] + r["errors_other"] for rs in rounds.values() for r in rs)
-    finally:
-        server.terminate()
-        server.wait(timeout=20)
+            row[f"{name}_rps_median"] = statistics.median(r["rps"] for r in rounds[name])
+            row[f"{name}_p50_ms_median"] = statistics.median(r["p50_us"] for r in rounds[name]) / 1000
+        row["ratio"] = round(row["api_rps_median"] / row["bare_rps_median"], 2)
+        row["errors"] = sum(r["errors_status"] + r["errors_other"] for rs in rounds.values() for r in rs)
+        results[variant] = row
     path = save_results("http", results)
-    print(json.dumps({k: v for k, v in results.items() if k not in ("machine", "rounds")}, indent=2))
+    print(json.dumps({k: ({kk: vv for kk, vv in v.items() if kk != "rounds"} if isinstance(v, dict) else v)
+                      for k, v in results.items() if k != "machine"}, indent=2))
     print(f"resultados em {path}", file=sys.stderr)
 
 
