@@ -19,13 +19,14 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.utils.translation import gettext as _
 from import_export import fields, resources, widgets
+from import_export.results import Error
 
 from .entry_operations import evict_on_commit
 from .identifiers import input_fingerprint
 from .models import DEFAULT_KIND, ProductMemoryEntry
 from .product_memory import validate_content
 from .prompts import current_generator_version
-from .transfer import EXPORT_FIELDS
+from .transfer import EXPORT_FIELDS, ImportFileError, _check_header
 
 
 class JSONObjectWidget(widgets.Widget):
@@ -44,6 +45,8 @@ class JSONObjectWidget(widgets.Widget):
                     value = json.loads(value)
                 except json.JSONDecodeError as exc:
                     raise ValueError(_("not valid JSON (%(error)s)") % {"error": exc.msg}) from None
+                except RecursionError:
+                    raise ValueError(_("not valid JSON (%(error)s)") % {"error": "nesting too deep"}) from None
         if value in (None, ""):
             if self.required:
                 raise ValueError(_("required: a JSON object"))
@@ -154,6 +157,14 @@ def _datetime(name, *, default=None):
     return field
 
 
+class FileError(Error):
+    """A whole-file error: the admin shows its message; a traceback would say nothing more."""
+
+    @property
+    def traceback(self):
+        return "" if isinstance(self.error, ImportFileError) else super().traceback
+
+
 class ProductMemoryEntryResource(resources.ModelResource):
     product_id = _text("product_id")
     kind = _text("kind", DEFAULT_KIND)
@@ -186,6 +197,17 @@ class ProductMemoryEntryResource(resources.ModelResource):
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self._written_keys: list[tuple[str, str]] = []
+
+    def get_error_result_class(self):
+        return FileError
+
+    def before_import(self, dataset, **kwargs):
+        """The header rule of ``manage_memory import``: ``product_id`` and ``payload`` are
+        required (``ImportFileError`` naming them), a missing ``kind`` column means the default kind."""
+        super().before_import(dataset, **kwargs)
+        _check_header(list(dataset.headers or []))
+        if "kind" not in dataset.headers:
+            dataset.append_col([DEFAULT_KIND] * dataset.height, header="kind")
 
     def import_instance(self, instance, row, **kwargs):
         """Set the row's values, then the defaults ``manage_memory import`` gives empty cells."""

@@ -433,6 +433,8 @@ def _read_jsonl(binary: IO[bytes]) -> RawRows:
             yield number, json.loads(line)
         except json.JSONDecodeError as exc:
             yield number, _RowError(f"JSON inválido ({exc.msg}, coluna {exc.colno})")
+        except RecursionError:
+            yield number, _RowError("JSON inválido (aninhado demais)")
 
 
 def _read_json(binary: IO[bytes]) -> RawRows:
@@ -545,12 +547,16 @@ def _json_object(name: str, value: Any, max_bytes: int) -> dict:
             value = json.loads(value)
         except json.JSONDecodeError as exc:
             raise _RowError(f"{name}: JSON inválido ({exc.msg})") from None
+        except RecursionError:
+            raise _RowError(f"{name}: JSON aninhado demais") from None
     if not isinstance(value, dict):
         raise _RowError(f"{name}: deve ser um objeto JSON, recebido {type(value).__name__}")
     try:
         encoded = json.dumps(value, ensure_ascii=False, allow_nan=False)
     except ValueError:
         raise _RowError(f"{name}: contém NaN ou Infinity, que o JSON não admite") from None
+    except RecursionError:
+        raise _RowError(f"{name}: JSON aninhado demais") from None
     if "\\u0000" in encoded:
         raise _RowError(f"{name}: contém o caractere nulo (\\u0000), que o PostgreSQL não aceita")
     size = len(encoded.encode())
