@@ -92,7 +92,6 @@ EXPORT_CHUNK_ROWS = 500           # rows fetched per round trip to PostgreSQL
 EXPORT_YIELD_BYTES = 256 * 1024   # text gathered before a chunk is yielded
 IMPORT_BATCH_ROWS = 500           # rows per INSERT … ON CONFLICT
 IMPORT_BATCH_BYTES = 8 * 1024 * 1024
-EVICT_KEYS_LIMIT = 100_000        # above this, an import clears the caches instead of evicting key by key
 MAX_REPORTED_ERRORS = 1000
 
 Progress = Callable[[str, int, "int | None"], None]
@@ -772,32 +771,37 @@ def _write(src: _Source, fmt: str, report: ImportReport, now: datetime, on_progr
     memory = ProductMemory()
     total = report.rows
     done = 0
-    keys: list[tuple[str, str]] | None = []
 
     def rows() -> Iterator[dict]:
         for _, raw in _read_rows(src, fmt):
             yield clean_row(raw, now=now)
 
-    with transaction.atomic():
-        for batch in _batches(rows()):
-            done += len(batch)
-            batch = _dedupe(batch)
-            existing = _upsert(batch)
-            report.updated += existing
-            report.created += len(batch) - existing
-            batch_keys = [(r["product_id"], r["kind"]) for r in batch]
-            # Evicted now and again after the commit: a reader may refill a cache
-            # from the old row until the transaction commits.
-            memory.evict(batch_keys)
-            if keys is not None:
-                keys.extend(batch_keys)
-                if len(keys) > EVICT_KEYS_LIMIT:
-                    keys = None
-            if on_progress:
-                on_progress("write", done, total)
-    if keys is None:
-        for tier in memory.cache_tiers:
-            tier.clear()
-    else:
-        for start in range(0, len(keys), IMPORT_BATCH_ROWS):
-            memory.evict(keys[start:start + IMPORT_BATCH_ROWS])
+    # The keys written are spilled to a temporary file, to evict them again
+    # after the commit without holding a million keys in memory.
+    with tempfile.TemporaryFile("w+", encoding="utf-8") as written:
+        with transaction.atomic():
+            for batch in _batches(rows()):
+                done += len(batch)
+                batch = _dedupe(batch)
+                existing = _upsert(batch)
+                report.updated += existing
+                report.created += len(batch) - existing
+                batch_keys = [(r["product_id"], r["kind"]) for r in batch]
+                # Dropped from this process's tiers now, and evicted everywhere after
+                # the commit (until then a reader may refill a cache from the old row).
+                # Not memory.evict() here: it queues a broadcast per call until commit.
+                if memory.l2 is not None:
+                    memory.l2.delete_many(batch_keys)
+                memory.l1.delete_many(batch_keys)
+                written.writelines(json.dumps(key) + "\n" for key in batch_keys)
+                if on_progress:
+                    on_progress("write", done, total)
+        written.seek(0)
+        keys: list[tuple[str, str]] = []
+        for line in written:
+            keys.append(tuple(json.loads(line)))
+            if len(keys) >= IMPORT_BATCH_ROWS:
+                memory.evict(keys)
+                keys = []
+        if keys:
+            memory.evict(keys)
