@@ -48,6 +48,7 @@ def side_by_side(d: dict) -> None:
         ("what-if: from L1, hits buffered", r["what_if_l1_buffered_count"]["engine"], r["what_if_l1_buffered_count"]["raw_get_json"], "(proposal)", None),
         ("`save_product_data`, insert", d["write_insert"]["engine"], d["write_insert"]["raw"], "≤ 1.5× upsert + SET", 1.5),
         ("`save_product_data`, update", d["write_update"]["engine"], d["write_update"]["raw"], "≤ 1.5× upsert + SET", 1.5),
+        ("what-if: update, generation counted buffered (3,000 products)", d["what_if_write_update_buffered_count"]["engine"], d["what_if_write_update_buffered_count"]["raw"], "(proposal)", None),
     ]
     for label, engine, raw, target, limit in rows:
         ratio = engine["median_us"] / raw["median_us"]

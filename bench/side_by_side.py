@@ -135,7 +135,15 @@ def main() -> None:
     changed = [dict(c, description=c["description"] + " Nova versão.") for c in contents]
     e, r = alternate(lambda i: engine_write(i, changed[i]), lambda i: raw_write(i, changed[i]), everything)
     results["write_update"] = {"engine": summary(e), "raw": summary(r)}
-    for name in ("write_insert", "write_update"):
+    # What-if: the generation counter buffered (bench/what_if.py), on the first 3,000 products.
+    from bench.what_if import BufferedHitCounter
+
+    real_counter, memory.counter = memory.counter, BufferedHitCounter()
+    e, r = alternate(lambda i: engine_write(i, contents[i]), lambda i: raw_write(i, contents[i]), range(min(n, 3000)))
+    memory.counter.push()
+    memory.counter = real_counter
+    results["what_if_write_update_buffered_count"] = {"engine": summary(e), "raw": summary(r)}
+    for name in ("write_insert", "write_update", "what_if_write_update_buffered_count"):
         results[name]["ratio"] = ratio(results[name]["engine"], results[name]["raw"])
     # The raw keys of the reads hold exactly what the engine's keys hold, as plain JSON.
     for snap in memory.l3.get_many([(pid, memory.kind) for pid in ids]).values():
@@ -219,8 +227,6 @@ def main() -> None:
         measured = row.get("engine") or row["raw_get_zstd_json"]
         row["ratio"] = ratio(measured, row.get("raw_select") or row["raw_get_json"])
     # What-if: hits counted through bench.what_if.BufferedHitCounter (the proposal for memory/counters.py).
-    from bench.what_if import BufferedHitCounter
-
     real_counter, memory.counter = memory.counter, BufferedHitCounter()
     e, r = alternate_with(l2_drop, engine_read("l2_buffered"), raw_get, everything, "l2")
     reads["what_if_l2_buffered_count"] = {"engine": summary(e), "raw_get_json": summary(r)}
