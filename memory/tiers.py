@@ -248,6 +248,7 @@ class RedisTier(Tier):
                 on_failure()
             return default
         try:
+            self._apply_pending()  # first, or a read right after an outage could serve a removed copy
             result = operation()
         except redis_errors() as exc:
             self.guard.failed(exc)
@@ -266,19 +267,29 @@ class RedisTier(Tier):
             self._pending_clear = True
             self._pending_deletes.clear()
 
-    def _replay_pending(self) -> None:
+    def _apply_pending(self) -> None:
+        """Delete what Redis missed during an outage; on failure keep it for the next call."""
+        if not (self._pending_deletes or self._pending_clear):
+            return
         with self._pending_lock:
             deletes, self._pending_deletes = self._pending_deletes, set()
             clear, self._pending_clear = self._pending_clear, False
         try:
             if clear:
-                self.cache.delete_pattern("entry:*")
+                self._delete_all_entries()
             if deletes:
                 self.cache.delete_many(list(deletes))
-        except redis_errors() as exc:
+        except redis_errors():
             with self._pending_lock:
                 self._pending_deletes |= deletes
                 self._pending_clear = self._pending_clear or clear
+            raise
+
+    def _replay_pending(self) -> None:
+        """Recovery callback: another Redis user found Redis back first."""
+        try:
+            self._apply_pending()
+        except redis_errors() as exc:
             self.guard.failed(exc)
 
     def get_many(self, keys):
@@ -311,7 +322,23 @@ class RedisTier(Tier):
             )
 
     def clear(self):
-        self._run(lambda: self.cache.delete_pattern("entry:*"), on_failure=self._remember_clear)
+        self._run(self._delete_all_entries, on_failure=self._remember_clear)
+
+    DELETE_BATCH = 1000
+
+    def _delete_all_entries(self) -> None:
+        """SCAN and UNLINK entry keys a batch at a time: django-redis' ``delete_pattern``
+        queues every key in one pipeline, hundreds of MB at a million keys."""
+        client = self.cache.client
+        redis = client.get_client(write=True)
+        batch = []
+        for key in redis.scan_iter(match=client.make_pattern("entry:*"), count=self.DELETE_BATCH):
+            batch.append(key)
+            if len(batch) >= self.DELETE_BATCH:
+                redis.unlink(*batch)
+                batch = []
+        if batch:
+            redis.unlink(*batch)
 
 
 @contextmanager

@@ -1,3 +1,5 @@
+import uuid
+
 import fakeredis
 import pytest
 from django.conf import settings
@@ -79,9 +81,11 @@ def dead_redis():
 @pytest.fixture
 def flaky_redis():
     """A fake Redis server the test can take down (``server.connected = False``) and bring back."""
+    # A URL of its own: django-redis keeps one connection pool per URL, which would
+    # otherwise bind every later test to the first test's server.
     server = fakeredis.FakeServer()
     options = {"CONNECTION_POOL_KWARGS": {"connection_class": fakeredis.FakeRedisConnection, "server": server}}
-    with override_settings(CACHES=_l2_caches(options, "redis://fake:6379/0"), MEMORY_REDIS_RETRY_AFTER=0.0):
+    with override_settings(CACHES=_l2_caches(options, f"redis://fake-{uuid.uuid4().hex[:8]}:6379/0"), MEMORY_REDIS_RETRY_AFTER=0.0):
         product_memory._redis_tier = None
         yield server
     product_memory._redis_tier = None

@@ -211,3 +211,15 @@ def test_entry_counts_in_stats_are_reused_for_the_configured_seconds(settings):
     assert stats["hits"] == 1  # counters are always current
     all_caches["default"].clear()
     assert ProductMemory().stats()["total_entries"] == 2
+
+
+def test_clear_deletes_redis_copies_in_batches(redis_client, monkeypatch):
+    from memory.tiers import RedisTier
+
+    monkeypatch.setattr(RedisTier, "DELETE_BATCH", 2)
+    for i in range(5):
+        save(product={"sku": f"BATCH{i}"})
+    redis_client.set("not-an-entry", "kept")  # other keys in the database are left alone
+    assert ProductMemory().clear() == 5
+    assert not [k for k in redis_client.keys("*") if b"entry:" in k]
+    assert redis_client.get("not-an-entry") == b"kept"
