@@ -120,9 +120,11 @@ MEMORY_MAX_PAYLOAD_BYTES = env.int("MEMORY_MAX_PAYLOAD_BYTES", default=262_144)
 MEMORY_BACKUP_DIR = Path(env("MEMORY_BACKUP_DIR", default=str(BASE_DIR / "var" / "backups")))
 # After a Redis failure, how long to wait before trying Redis again (seconds).
 MEMORY_REDIS_RETRY_AFTER = env.float("MEMORY_REDIS_RETRY_AFTER", default=5.0)
-# Hit counters kept in process (no Redis) are written to PostgreSQL at most this often.
+# Hits are buffered in the process and sent to Redis this often (seconds).
+MEMORY_HIT_BUFFER_SECONDS = env.float("MEMORY_HIT_BUFFER_SECONDS", default=1.0)
 # Entry counts in stats need a full table scan: reuse them for this long (0: always fresh).
 MEMORY_STATS_CACHE_SECONDS = env.float("MEMORY_STATS_CACHE_SECONDS", default=15.0)
+# Hit counters kept in process (no Redis) are written to PostgreSQL at most this often.
 MEMORY_LOCAL_COUNTER_FLUSH_INTERVAL = env.float("MEMORY_LOCAL_COUNTER_FLUSH_INTERVAL", default=30.0)
 
 # --- Scheduled jobs (django-celery-beat; memory/schedules.py) -------------------

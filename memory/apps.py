@@ -8,14 +8,16 @@ from django.utils.translation import gettext_lazy as _
 
 
 def _flush_local_counters_at_exit():
-    """A short-lived process (a command, a test run) keeps its counts in process when
-    there is no Redis: write them before it goes."""
+    """Counts still buffered in this process (the last second of hits, or all of them
+    without Redis) must not leave with it."""
     from .counters import hit_counter
 
     if hit_counter.local.is_empty():
         return
     try:
-        hit_counter.flush_local()
+        hit_counter.push()  # to Redis when it answers, where the scheduled flush takes them
+        if not hit_counter.local.is_empty():
+            hit_counter.flush_local()
     except Exception:  # at exit nothing can be done but say so
         logging.getLogger("memory").exception("Falha ao gravar contadores ao encerrar o processo")
 

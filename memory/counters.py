@@ -208,7 +208,9 @@ def apply_counts(counts: Counts) -> None:
     if counts.is_empty():
         return
     with transaction.atomic():
-        for key in set(counts.hits) | set(counts.saved):
+        # Rows in one order in every process: concurrent flushes then wait for each other
+        # instead of deadlocking (a deadlocked flush at process exit would lose its counts).
+        for key in sorted(set(counts.hits) | set(counts.saved)):
             product_id, kind = key
             updates = {
                 "hit_count": F("hit_count") + counts.hits.get(key, 0),
@@ -236,11 +238,22 @@ def _has_greatest_null_safe() -> bool:
 
 
 class HitCounter:
-    """Where ``ProductMemory`` records what happened; flushed by :func:`flush_counters`."""
+    """Where ``ProductMemory`` records what happened; flushed by :func:`flush_counters`.
+
+    A hit only adds to a dict in the process (microseconds): a Redis round trip
+    per hit cost more than the L1 read it counted (``docs/benchmarks.md``). A
+    daemon thread moves the buffered counts to Redis every
+    ``MEMORY_HIT_BUFFER_SECONDS``, where the flush of any process finds them;
+    without Redis, or while it is down, they go to PostgreSQL from the process
+    itself. A process killed with SIGKILL loses at most that last second of
+    counts, never content.
+    """
 
     def __init__(self):
         self.local = LocalCounterStore()
         self._redis = None
+        self._push_lock = threading.RLock()
+        self._pusher_pid = None
 
     def redis_store(self) -> RedisCounterStore | None:
         from django.conf import settings
@@ -252,16 +265,61 @@ class HitCounter:
         return self._redis
 
     def _add(self, counts: Counts) -> None:
+        self.local.add(counts)
+        if self.redis_store() is not None:
+            self._ensure_pusher()
+            if redis_guard.available():
+                return
+        self._maybe_flush_local()
+
+    def _ensure_pusher(self) -> None:
+        import os
+
+        if self._pusher_pid == os.getpid():
+            return
+        with self._push_lock:
+            if self._pusher_pid != os.getpid():  # first use, or a forked child (no threads copied)
+                self._pusher_pid = os.getpid()
+                threading.Thread(target=self._push_forever, name="memory-hit-counts", daemon=True).start()
+
+    def _push_forever(self) -> None:
+        from django.conf import settings
+
+        while True:
+            time.sleep(settings.MEMORY_HIT_BUFFER_SECONDS)
+            try:
+                self._probe_redis()
+                self.push()
+            except Exception:  # the pusher must outlive a bad moment: the counts stay buffered
+                logger.exception("Falha ao enviar contadores ao Redis")
+
+    def _probe_redis(self) -> None:
+        """After an outage, find Redis back within a tick even if no request touches it, so
+        that the deletions it missed are replayed (the guard's recovery callbacks) at once."""
         store = self.redis_store()
-        if store is not None and redis_guard.available():
+        if store is None or not redis_guard.in_outage or not redis_guard.available():
+            return
+        try:
+            store._client().ping()
+        except redis_errors() as exc:
+            redis_guard.failed(exc)
+            return
+        redis_guard.succeeded()
+
+    def push(self) -> None:
+        """Move this process's buffered counts to Redis (Redis only: this runs off-request)."""
+        store = self.redis_store()
+        if store is None or self.local.is_empty() or not redis_guard.available():
+            return
+        with self._push_lock:
+            counts = self.local.drain()
             try:
                 store.add(counts)
-                redis_guard.succeeded()
-                return
             except redis_errors() as exc:
+                self.local.add(counts)
                 redis_guard.failed(exc)
-        self.local.add(counts)
-        self._maybe_flush_local()
+                return
+        redis_guard.succeeded()
 
     def _maybe_flush_local(self) -> None:
         from django.conf import settings
@@ -307,19 +365,21 @@ class HitCounter:
     def pending(self) -> Counts:
         """Counted but not yet in PostgreSQL, from this process and from Redis."""
         counts = Counts()
-        counts.merge(self.local._counts)
-        store = self.redis_store()
-        if store is not None and redis_guard.available():
-            try:
-                counts.merge(store.snapshot())
-            except redis_errors() as exc:
-                redis_guard.failed(exc)
+        with self._push_lock:  # counts on their way to Redis are seen once, not twice or never
+            counts.merge(self.local._counts)
+            store = self.redis_store()
+            if store is not None and redis_guard.available():
+                try:
+                    counts.merge(store.snapshot())
+                except redis_errors() as exc:
+                    redis_guard.failed(exc)
         return counts
 
     def flush_part(self, part: CounterHash) -> Counts:
         """Write this process's counts and one Redis hash to PostgreSQL; returns what was written."""
-        applied = self._flush_local()
         store = self.redis_store()
+        self.push()  # with Redis up, this process's counts join the hashes and flush with their part
+        applied = self._flush_local()
         if store is not None and redis_guard.available():
             try:
                 applied.merge(store.flush(apply_counts, part))

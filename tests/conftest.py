@@ -85,7 +85,8 @@ def flaky_redis():
     # otherwise bind every later test to the first test's server.
     server = fakeredis.FakeServer()
     options = {"CONNECTION_POOL_KWARGS": {"connection_class": fakeredis.FakeRedisConnection, "server": server}}
-    with override_settings(CACHES=_l2_caches(options, f"redis://fake-{uuid.uuid4().hex[:8]}:6379/0"), MEMORY_REDIS_RETRY_AFTER=0.0):
+    with override_settings(CACHES=_l2_caches(options, f"redis://fake-{uuid.uuid4().hex[:8]}:6379/0"),
+                           MEMORY_REDIS_RETRY_AFTER=0.0, MEMORY_HIT_BUFFER_SECONDS=0.05):
         product_memory._redis_tier = None
         yield server
     product_memory._redis_tier = None

@@ -90,3 +90,30 @@ def test_pending_counts_show_in_stats_before_the_flush(entry):
     ProductMemory().get_product_data("MOCH-1")
     assert ProductMemory().stats()["hits"] == 1
     assert hit_counter.pending().hits[("MOCH-1", "main_content")] == 1
+
+
+def test_an_l1_hit_costs_no_redis_round_trip(entry, redis_client, monkeypatch):
+    import redis
+
+    ProductMemory().get_product_data("MOCH-1")  # fills L1
+    calls = []
+    original = redis.Redis.execute_command
+    monkeypatch.setattr(redis.Redis, "execute_command", lambda self, *a, **k: calls.append(a[0]) or original(self, *a, **k))
+    monkeypatch.setattr(redis.client.Pipeline, "execute", lambda self, *a, **k: calls.append("PIPELINE"))
+    monkeypatch.setattr(hit_counter, "push", lambda: None)  # keep the background pusher out of the count
+    monkeypatch.setattr(hit_counter, "_probe_redis", lambda: None)
+    assert ProductMemory().get_product_data("MOCH-1").tier == "l1"
+    assert calls == []
+
+
+def test_buffered_hits_reach_redis_within_a_tick(entry, redis_client, settings):
+    settings.MEMORY_HIT_BUFFER_SECONDS = 0.05
+    import time
+
+    ProductMemory().get_product_data("MOCH-1")
+    deadline = time.monotonic() + 5
+    while not hit_counter.local.is_empty():
+        assert time.monotonic() < deadline, "the pusher did not move the counts to Redis"
+        time.sleep(0.02)
+    assert hit_counter.redis_store().snapshot().hits[("MOCH-1", "main_content")] == 1
+    assert flush_counters() == 1

@@ -14,6 +14,7 @@ from django.urls import reverse
 from rest_framework.test import APIClient
 
 from memory.models import DailyStats, ProductMemoryEntry
+from memory.counters import hit_counter
 from memory.product_memory import ProductMemory
 
 from .test_api import eager_tasks, make_user, token_client  # noqa: F401 (fixtures)
@@ -30,6 +31,7 @@ def state(db, redis_client):
     """Seeds two entries and returns a function giving everything the memory holds, to compare."""
     for sku in ("SAFE-1", "SAFE-2"):
         ProductMemory().save_product_data({"sku": sku, "title": f"Produto {sku}"}, CONTENT, tokens_prompt=10)
+    hit_counter.push()  # the seeding's counts, which the background pusher would otherwise move mid-test
 
     def snapshot():
         rows = sorted(ProductMemoryEntry.objects.values_list(
