@@ -51,6 +51,9 @@ class InvalidationListener:
         self._subscribed = threading.Event()
         self._stop = threading.Event()
         self._lock = threading.Lock()
+        # Bumped whenever L1 may have lost an entry (an eviction heard, a (re)subscription):
+        # a read that began before the bump must not fill L1 with what it read.
+        self.epoch = 0
 
     @property
     def subscribed(self) -> bool:
@@ -90,6 +93,7 @@ class InvalidationListener:
                 pubsub.subscribe(_channel())
                 # Messages sent while we were away are lost: start from an empty L1.
                 l1.clear()
+                self.epoch += 1
                 self._subscribed.set()
                 backoff = 0.1
                 last_ping = time.monotonic()
@@ -106,6 +110,7 @@ class InvalidationListener:
                 logger.exception("Falha no ouvinte de invalidação do L1")
             finally:
                 self._subscribed.clear()
+                self.epoch += 1
                 if pubsub is not None:
                     try:
                         pubsub.close()
@@ -124,6 +129,7 @@ class InvalidationListener:
             return
         if message.get("origin") == self.origin:
             return
+        self.epoch += 1
         if message.get("clear"):
             l1.clear()
         else:
@@ -131,6 +137,11 @@ class InvalidationListener:
 
 
 listener = InvalidationListener()
+
+
+def l1_epoch() -> int:
+    """Compare before and after a read: unchanged means no eviction was heard meanwhile."""
+    return listener.epoch if redis_configured() else 0
 
 
 def l1_is_trustworthy() -> bool:

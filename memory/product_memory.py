@@ -20,7 +20,7 @@ from django.utils import timezone
 from . import metrics
 from .counters import hit_counter
 from .identifiers import extract_product_identifier, input_fingerprint
-from .invalidation import l1_is_trustworthy, publish_clear, publish_keys
+from .invalidation import l1_epoch, l1_is_trustworthy, publish_clear, publish_keys
 from .models import DEFAULT_KIND, DailyStats, ProductMemoryEntry
 from .prompts import current_generator_version
 from .tiers import L1, L2, L3, DatabaseTier, Key, LocalTier, RedisTier, Snapshot
@@ -160,6 +160,7 @@ class ProductMemory:
         for product in products:
             ref = resolve_product(product)
             refs[ref.product_id] = ref
+        epoch = l1_epoch()
         now = time.time()
         generator = self.generator_version
         results: dict[str, Lookup] = {}
@@ -187,17 +188,23 @@ class ProductMemory:
             pending = still
         for product_id, _ in pending:
             results[product_id] = Lookup(product_id, statuses[product_id])
-        self._fill_upper_tiers(found_in)
+        self._fill_upper_tiers(found_in, epoch)
         if count_hits:
             self.count_lookups(results.values())
         return results
 
-    def _fill_upper_tiers(self, found_in: dict[str, list[Snapshot]]) -> None:
+    def _fill_upper_tiers(self, found_in: dict[str, list[Snapshot]], epoch: int) -> None:
+        """Copy what a lower tier served into the tiers above, unless it may be outdated already.
+
+        Redis is filled only where it holds nothing (``SET NX``): a concurrent save
+        or delete in another process wrote its newer value or tombstone first. L1 is
+        filled only if no eviction was heard since the read began.
+        """
         from_l2 = found_in.get(L2, [])
         from_l3 = found_in.get(L3, [])
         if from_l3 and self.l2 is not None:
-            self.l2.set_many(from_l3)
-        if from_l2 or from_l3:
+            self.l2.set_many(from_l3, only_if_absent=True)
+        if (from_l2 or from_l3) and l1_is_trustworthy() and l1_epoch() == epoch:
             self.l1.set_many(from_l2 + from_l3)
 
     def count_lookups(self, lookups: Iterable[Lookup]) -> None:

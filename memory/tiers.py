@@ -297,7 +297,9 @@ class RedisTier(Tier):
         found = self._run(lambda: self.cache.get_many(list(by_cache_key)), default={})
         return {by_cache_key[ck]: Snapshot.from_dict(v) for ck, v in found.items()}
 
-    def set_many(self, snapshots):
+    def set_many(self, snapshots, only_if_absent: bool = False):
+        """Write copies with a TTL equal to their time left; ``only_if_absent`` for fills from
+        L3, so that a fill never overwrites the newer copy a concurrent save just wrote."""
         now = time.time()
         items = [(cache_key(s.key), s, s.seconds_left(now)) for s in snapshots]
         items = [(ck, s, ttl) for ck, s, ttl in items if ttl > 0]
@@ -308,7 +310,8 @@ class RedisTier(Tier):
             client = self.cache.client
             pipe = client.get_client(write=True).pipeline(transaction=False)
             for ck, snap, ttl in items:
-                pipe.set(client.make_key(ck), client.encode(snap.to_dict()), px=max(1, int(ttl * 1000)))
+                pipe.set(client.make_key(ck), client.encode(snap.to_dict()), px=max(1, int(ttl * 1000)),
+                         nx=only_if_absent)
             pipe.execute()
 
         self._run(write, on_failure=lambda: self._remember_deletes([ck for ck, _, _ in items]))

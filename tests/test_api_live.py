@@ -52,6 +52,7 @@ def child_env(**extra) -> dict:
         "CELERY_BROKER_URL": "",  # no worker here: tasks run in the request, as in the embedded default
         "SECRET_KEY": "live-test-secret",
         "MEMORY_LOG_LEVEL": "WARNING",
+        "MEMORY_HIT_BUFFER_SECONDS": "0.1",  # each worker sends its buffered hits to Redis this often
         **extra,
     })
     return env
@@ -139,6 +140,7 @@ def test_readme_curl_examples_work_against_gunicorn(make_user, live_server_url, 
     for _ in range(10):
         response = httpx.post(f"{live_server_url}/api/memory/get/", json={"product_id": "XYZ789"}, headers=auth)
         assert response.status_code == 200
+    time.sleep(1.0)  # stats count what the workers have sent to Redis: wait out their hit buffers
 
     outputs = {}
     for block in examples:

@@ -89,14 +89,44 @@ def test_l1_is_not_read_while_invalidations_cannot_be_heard(redis_client):
     memory.save_product_data({"sku": "COH-2"}, CONTENT)
     assert memory.get_product_data("COH-2").tier == "l1"
     listener.stop()  # as when the pub/sub connection is lost
+    started = listener.ensure_started
+    listener.ensure_started = lambda: None  # and has not come back yet
     try:
         assert memory.get_product_data("COH-2").tier == "l2"
     finally:
-        assert wait_until_subscribed(10)
-    # resubscribing empties L1: whatever was missed meanwhile cannot be served
+        listener.ensure_started = started
+    # a read made while deaf does not fill L1, and resubscribing empties it
+    assert wait_until_subscribed(10)
     assert caches["memory_l1"].get("entry:main_content:COH-2") is None
     assert memory.get_product_data("COH-2").tier == "l2"
     assert memory.get_product_data("COH-2").tier == "l1"
+
+
+@pytest.mark.django_db
+def test_a_read_that_overlaps_an_eviction_does_not_fill_l1(redis_client, monkeypatch):
+    memory = ProductMemory()
+    memory.save_product_data({"sku": "COH-5"}, CONTENT)
+    caches["memory_l1"].clear()
+    real_get_many = memory.l2.get_many
+
+    def get_many_then_heard_eviction(keys):
+        found = real_get_many(keys)
+        listener.epoch += 1  # another instance's eviction arrives while this read is under way
+        return found
+
+    monkeypatch.setattr(memory.l2, "get_many", get_many_then_heard_eviction)
+    assert memory.get_product_data("COH-5").tier == "l2"
+    assert caches["memory_l1"].get("entry:main_content:COH-5") is None
+
+
+@pytest.mark.django_db
+def test_a_fill_from_postgres_never_overwrites_a_newer_redis_copy(redis_client):
+    memory = ProductMemory()
+    old = memory.save_product_data({"sku": "COH-6"}, CONTENT)
+    newer = memory.save_product_data({"sku": "COH-6"}, {**CONTENT, "title": "Versão 2"})
+    memory.l2.set_many([old], only_if_absent=True)  # a slow reader's fill arriving late
+    caches["memory_l1"].clear()
+    assert memory.get_product_data("COH-6").content["title"] == newer.payload["title"]
 
 
 @pytest.mark.django_db
