@@ -18,7 +18,7 @@ from django.db import OperationalError, connection, transaction
 from django.urls import reverse
 from django.utils.functional import cached_property
 from django.utils.html import format_html
-from django.utils.translation import gettext_lazy as _, ngettext
+from django.utils.translation import gettext_lazy as _, ngettext, ngettext_lazy
 from import_export.admin import ExportActionMixin, ImportExportMixin
 from import_export.formats.base_formats import CSV, JSON, XLSX
 from import_export.forms import ExportForm
@@ -209,30 +209,23 @@ class ProductMemoryEntryAdmin(ImportExportMixin, ExportActionMixin, admin.ModelA
         if self._too_many(request, queryset):
             return
         result = enqueue_regeneration(queryset)
-        if result.queued:
-            self.message_user(request, ngettext(
+        notices = (
+            (result.queued, messages.SUCCESS, ngettext_lazy(
                 "%(count)d product queued for regeneration.",
-                "%(count)d products queued for regeneration.",
-                result.queued,
-            ) % {"count": result.queued}, messages.SUCCESS)
-        if result.without_source_data:
-            self.message_user(request, ngettext(
+                "%(count)d products queued for regeneration.", "count")),
+            (result.without_source_data, messages.WARNING, ngettext_lazy(
                 "%(count)d entry has no source data to regenerate from.",
-                "%(count)d entries have no source data to regenerate from.",
-                result.without_source_data,
-            ) % {"count": result.without_source_data}, messages.WARNING)
-        if result.not_queued:
-            self.message_user(request, ngettext(
+                "%(count)d entries have no source data to regenerate from.", "count")),
+            (result.not_queued, messages.ERROR, ngettext_lazy(
                 "The task queue is unreachable: %(count)d product was not queued. Try again later.",
-                "The task queue is unreachable: %(count)d products were not queued. Try again later.",
-                result.not_queued,
-            ) % {"count": result.not_queued}, messages.ERROR)
-        if result.other_kind:
-            self.message_user(request, ngettext(
+                "The task queue is unreachable: %(count)d products were not queued. Try again later.", "count")),
+            (result.other_kind, messages.WARNING, ngettext_lazy(
                 "%(count)d entry is not main content and cannot be regenerated here.",
-                "%(count)d entries are not main content and cannot be regenerated here.",
-                result.other_kind,
-            ) % {"count": result.other_kind}, messages.WARNING)
+                "%(count)d entries are not main content and cannot be regenerated here.", "count")),
+        )
+        for count, level, message in notices:
+            if count:
+                self.message_user(request, message % {"count": count}, level)
 
     @admin.action(permissions=["change"], description=_("Extend expiry of selected entries by the default TTL"))
     def extend_expiry_selected(self, request, queryset):
