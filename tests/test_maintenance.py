@@ -57,3 +57,13 @@ def test_health_degraded_when_redis_is_down(dead_redis, tmp_path):
     assert health["status"] == "degraded"
     assert health["checks"]["redis"]["ok"] is False
     assert "Redis" in health["checks"]["redis"]["error"]
+
+
+def test_purge_batches_with_equal_expiry_times_all_go(redis_client):
+    memory = ProductMemory()
+    for i in range(7):
+        memory.save_product_data({"sku": f"SAME{i}"}, CONTENT)
+    ProductMemoryEntry.objects.update(expires_at=timezone.now() - timedelta(hours=1))  # one instant for all
+    result = purge_expired(batch_size=2)
+    assert result.deleted == 7
+    assert not ProductMemoryEntry.objects.exists()
