@@ -17,7 +17,8 @@ from typing import Any, Callable, Iterable
 from django.conf import settings
 from django.db import connections
 
-from .product_memory import Lookup, ProductMemory, resolve_product
+from .models import DEFAULT_KIND
+from .product_memory import Lookup, ProductMemory, ProductRef, resolve_product
 from .providers import ContentProvider, GenerationError, get_provider
 
 logger = logging.getLogger("memory")
@@ -100,6 +101,7 @@ def generate_product(
     *,
     provider: ContentProvider | None = None,
     known_status: str | None = None,
+    kind: str = DEFAULT_KIND,
 ) -> ProductOutcome:
     """Serve the product from memory, or generate it once (single flight) and store it.
 
@@ -107,14 +109,14 @@ def generate_product(
     the first lookup. A failed generation saves nothing and counts no savings.
     """
     provider = provider or get_provider()
-    memory = ProductMemory(generator_version=provider.generator_version)
+    memory = ProductMemory(kind, generator_version=provider.generator_version)
     ref = resolve_product(product_data)
     if not isinstance(product_data, dict):
         raise ValueError("product_data: para gerar conteúdo é preciso um objeto com os dados do produto")
 
     status = known_status
     if not force_regenerate and status is None:
-        lookup = memory.lookup(product_data, count_hit=False)
+        lookup = memory.lookup(ref, count_hit=False)
         if lookup.hit:
             memory.count_lookups([lookup])
             return _reused(lookup)
@@ -127,7 +129,7 @@ def generate_product(
             logger.warning("Produto %s: tempo de espera pela trava esgotado; gerando mesmo assim", ref.product_id)
         if not force_regenerate:
             # Whoever held the lock may have just generated it.
-            lookup = memory.lookup(product_data, count_hit=False)
+            lookup = memory.lookup(ref, count_hit=False)
             memory.count_lookups([lookup])
             if lookup.hit:
                 return _reused(lookup)
@@ -140,7 +142,7 @@ def generate_product(
             return ProductOutcome(ref.product_id, FAILED, error=str(exc))
         elapsed = time.perf_counter() - started
         memory.save_product_data(
-            product_data,
+            ref,
             generated.content,
             tokens_prompt=generated.tokens_prompt,
             tokens_completion=generated.tokens_completion,
@@ -198,25 +200,26 @@ def generate_batch(
         if on_outcome:
             on_outcome(outcome)
 
-    valid: list[tuple[int, dict, str]] = []
+    valid: list[tuple[int, dict, ProductRef]] = []
     for index, product in enumerate(products):
         try:
             if not isinstance(product, dict):
                 raise ValueError(f"product_data: deve ser um objeto, recebido {type(product).__name__}")
-            valid.append((index, product, resolve_product(product).product_id))
+            valid.append((index, product, resolve_product(product)))
         except ValueError as exc:
             done(index, ProductOutcome(None, FAILED, error=str(exc)))
 
     lookups: dict[str, Lookup] = {}
     if not force_regenerate and valid:
-        lookups = memory.lookup_many([p for _, p, _ in valid], count_hits=False)
+        lookups = memory.lookup_many([ref for _, _, ref in valid], count_hits=False)
     misses: list[tuple[int, dict, str | None]] = []
     seen: set[str] = set()
-    for index, product, product_id in valid:
+    for index, product, ref in valid:
+        product_id = ref.product_id
         lookup = lookups.get(product_id)
         # A product listed twice goes through generation again, where it finds the first copy.
         if lookup and lookup.hit and product_id not in seen and lookup.hit.snapshot.status(
-            resolve_product(product).fingerprint, provider.generator_version
+            ref.fingerprint, provider.generator_version
         ) == "active":
             memory.count_lookups([lookup])
             done(index, _reused(lookup))

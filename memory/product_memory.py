@@ -80,7 +80,10 @@ class Lookup:
 
 
 def resolve_product(product: Any) -> ProductRef:
-    """Accept product data (a dict) or a product_id string; ``ValueError`` otherwise."""
+    """Accept product data (a dict), a product_id string, or an already resolved ``ProductRef``;
+    ``ValueError`` otherwise."""
+    if isinstance(product, ProductRef):
+        return product
     if isinstance(product, str):
         product_id = product.strip()
         if not product_id:
@@ -221,8 +224,8 @@ class ProductMemory:
         self.counter.record_misses(misses)
 
     def lookup(self, product: Any, *, count_hit: bool = True) -> Lookup:
-        ref = resolve_product(product)
-        return self.lookup_many([product], count_hits=count_hit)[ref.product_id]
+        ref = resolve_product(product)  # once: fingerprinting hashes the whole product data
+        return self.lookup_many([ref], count_hits=count_hit)[ref.product_id]
 
     def get_product_data(self, product: Any, *, count_hit: bool = True) -> MemoryHit | None:
         """The fresh content of a product and the tier that served it, or None."""
