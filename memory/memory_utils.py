@@ -4,9 +4,12 @@ from __future__ import annotations
 from typing import Any, Callable, Iterable
 
 from .content import GeneratedContent
+from .generation import FAILED, generate_product
 from .identifiers import extract_product_identifier
 from .models import DEFAULT_KIND
 from .product_memory import ProductMemory
+from .prompts import current_generator_version
+from .providers import ContentProvider
 from .tiers import Snapshot
 
 __all__ = [
@@ -44,6 +47,28 @@ def save_generated_content_to_memory(
     )
 
 
+class _CallerProvider(ContentProvider):
+    """A caller's ``generate(product_data)`` seen as a provider, so that this function shares
+    the tasks' single flight; it keeps what the caller raised, to raise it unchanged."""
+
+    name = "caller"
+
+    def __init__(self, generate: Callable[[dict], GeneratedContent | dict]):
+        self._generate = generate
+        self.error: BaseException | None = None
+
+    @property
+    def generator_version(self) -> str:
+        return current_generator_version()
+
+    def generate(self, product_data: dict) -> GeneratedContent:
+        try:
+            return GeneratedContent.coerce(self._generate(product_data))
+        except Exception as exc:
+            self.error = exc
+            raise
+
+
 def get_cached_content_or_generate(
     product_data: dict,
     generate: Callable[[dict], GeneratedContent | dict],
@@ -51,21 +76,15 @@ def get_cached_content_or_generate(
     *,
     kind: str = DEFAULT_KIND,
 ) -> tuple[dict, bool]:
-    """Return ``(content, from_cache)``: the stored content, or ``generate``'s, saved first."""
-    memory = ProductMemory(kind)
-    if not force_regenerate:
-        hit = memory.get_product_data(product_data)
-        if hit is not None:
-            return hit.content, True
-    generated = GeneratedContent.coerce(generate(product_data))
-    memory.save_product_data(
-        product_data,
-        generated.content,
-        tokens_prompt=generated.tokens_prompt,
-        tokens_completion=generated.tokens_completion,
-        generator_version=generated.generator_version,
-    )
-    return generated.content, False
+    """Return ``(content, from_cache)``: the stored content, or ``generate``'s, saved first.
+
+    Concurrent callers for one uncached product run ``generate`` once (single flight).
+    """
+    provider = _CallerProvider(generate)
+    outcome = generate_product(product_data, force_regenerate, provider=provider, kind=kind)
+    if outcome.status == FAILED:
+        raise provider.error
+    return outcome.content, outcome.from_cache
 
 
 def batch_check_products_in_memory(products: Iterable[Any], kind: str = DEFAULT_KIND) -> dict[str, bool]:
