@@ -388,21 +388,14 @@ class HitCounter:
                 redis_guard.failed(exc)
         return applied
 
-    def flush(self) -> int:
-        """Write every pending count to PostgreSQL; returns the number of hits moved into the rows."""
-        moved = self.flush_part(ENTRY_COUNTS)
-        self.flush_part(DAILY_COUNTS)
-        return sum(moved.hits.values())
-
 
 hit_counter = HitCounter()
 
 
 def flush_counters() -> int:
     """Move every count kept outside PostgreSQL into the rows and the daily table."""
-    moved = hit_counter.flush()
-    if moved:
-        logger.info("Contadores descarregados: %d acertos gravados no PostgreSQL", moved)
+    moved = flush_entry_counters()
+    flush_daily_counters()
     return moved
 
 
