@@ -26,6 +26,9 @@ FIELD_ALIASES = {
     "description": ("description", "descricao", "descrição"),
 }
 
+DETAIL_PHRASES = (("material", "feito em {}", True), ("color", "na cor {}", True), ("size", "no tamanho {}", False))
+BULLET_LABELS = (("brand", "Marca"), ("material", "Material"), ("color", "Cor"), ("size", "Tamanho"))
+
 OPENINGS = (
     "Descubra {title}: qualidade para quem não abre mão do melhor.",
     "Conheça {title}: praticidade e bom gosto no seu dia a dia.",
@@ -58,13 +61,8 @@ class TemplateProvider(ContentProvider):
 
         full_title = title if not brand or brand.lower() in title.lower() else f"{title} {brand}"
         paragraphs = [OPENINGS[seed % len(OPENINGS)].format(title=full_title)]
-        details = []
-        if fields["material"]:
-            details.append(f"feito em {fields['material'].lower()}")
-        if fields["color"]:
-            details.append(f"na cor {fields['color'].lower()}")
-        if fields["size"]:
-            details.append(f"no tamanho {fields['size']}")
+        details = [phrase.format(fields[f].lower() if lower else fields[f])
+                   for f, phrase, lower in DETAIL_PHRASES if fields[f]]
         if details:
             paragraphs.append("Produto " + ", ".join(details) + ", com acabamento cuidadoso.")
         if fields["description"]:
@@ -74,19 +72,10 @@ class TemplateProvider(ContentProvider):
         if brand:
             paragraphs.append(f"Qualidade {brand} com a confiança de quem entende do assunto.")
 
-        bullets = []
-        if brand:
-            bullets.append(f"Marca: {brand}")
-        if fields["material"]:
-            bullets.append(f"Material: {fields['material']}")
-        if fields["color"]:
-            bullets.append(f"Cor: {fields['color']}")
-        if fields["size"]:
-            bullets.append(f"Tamanho: {fields['size']}")
-        for key, value in (product_data.get("attributes") or {}).items() if isinstance(
-            product_data.get("attributes"), dict
-        ) else []:
-            bullets.append(f"{str(key).capitalize()}: {value}")
+        bullets = [f"{label}: {fields[f]}" for f, label in BULLET_LABELS if fields[f]]
+        attributes = product_data.get("attributes")
+        if isinstance(attributes, dict):
+            bullets.extend(f"{str(key).capitalize()}: {value}" for key, value in attributes.items())
         bullets.append("Envio rápido para todo o Brasil")
         bullets = bullets[:6]
 
