@@ -179,9 +179,12 @@ LLM_DEFAULT_PRICE = (0.15, 0.60)
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=1_048_576)
 # Deepest nesting of objects and lists accepted in a JSON body.
 MEMORY_API_MAX_JSON_DEPTH = env.int("MEMORY_API_MAX_JSON_DEPTH", default=32)
+# How long a process keeps a token's user without asking PostgreSQL again; a change
+# made through Django (token revoked, user deactivated) empties it everywhere at once.
+API_TOKEN_CACHE_SECONDS = env.int("API_TOKEN_CACHE_SECONDS", default=60)
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "memory.api.authentication.CachedTokenAuthentication",
         "memory.api.authentication.StaffSessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],

@@ -29,6 +29,9 @@ class MemoryConfig(AppConfig):
 
     def ready(self):
         atexit.register(_flush_local_counters_at_exit)
+        from .api import signals as api_signals
+
+        api_signals.connect()
         # The scheduled jobs: their Celery tasks (registered in every process that
         # loads Django, the worker included), their settings check, and their
         # django-celery-beat rows, kept in step on every migrate.

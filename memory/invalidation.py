@@ -93,6 +93,7 @@ class InvalidationListener:
                 pubsub.subscribe(_channel())
                 # Messages sent while we were away are lost: start from an empty L1.
                 l1.clear()
+                _clear_token_cache()
                 self.epoch += 1
                 self._subscribed.set()
                 backoff = 0.1
@@ -128,6 +129,9 @@ class InvalidationListener:
         if not isinstance(message, dict):
             return
         if message.get("origin") == self.origin:
+            return
+        if message.get("auth"):
+            _clear_token_cache()
             return
         self.epoch += 1
         if message.get("clear"):
@@ -176,6 +180,20 @@ def publish_keys(keys: list[Key]) -> None:
 def publish_clear() -> None:
     if redis_configured():
         transaction.on_commit(lambda: _publish({"clear": True}))
+
+
+def publish_auth_change() -> None:
+    """A token or a user changed: every process drops the token users it cached (after the commit)."""
+    _clear_token_cache()
+    if redis_configured():
+        transaction.on_commit(lambda: _publish({"auth": True}))
+    transaction.on_commit(_clear_token_cache)  # a request between the change and the commit cached the old row
+
+
+def _clear_token_cache() -> None:
+    from .api.authentication import token_users
+
+    token_users.clear()
 
 
 def wait_until_subscribed(timeout: float = 5.0) -> bool:

@@ -159,7 +159,9 @@ def test_postgres_unreachable_api_answers_503_fast_changes_nothing_and_recovers(
 ):
     auth = api_token()
     ProductMemory().save_product_data({"sku": "PG-1", "title": "Produto"}, CONTENT)
-    api = start_api(redis_url=own_redis.url, database_url=database_url_through(pg_proxy))
+    # Without the token cache every request needs PostgreSQL; with it, a worker that already
+    # knows the token serves cached entries (test_cached_token_serves_cached_entries_while_postgres_is_down).
+    api = start_api(redis_url=own_redis.url, database_url=database_url_through(pg_proxy), API_TOKEN_CACHE_SECONDS="0")
     with httpx.Client(base_url=api.url, headers=auth, timeout=30) as client:
         assert client.post("/api/memory/get/", json={"product_id": "PG-1"}).status_code == 200
         before = table_state()

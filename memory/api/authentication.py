@@ -1,6 +1,80 @@
 """How API clients prove who they are: a token, or the session of a staff user."""
+from __future__ import annotations
+
+import threading
+import time
+
+from django.conf import settings
 from drf_spectacular.authentication import SessionScheme
-from rest_framework.authentication import SessionAuthentication
+from rest_framework.authentication import SessionAuthentication, TokenAuthentication
+
+from ..invalidation import l1_is_trustworthy
+
+# Per-instance caches of ``has_perm``: dropped from every cached user handed out, so that a
+# permission granted or revoked counts from the next request on.
+_PERMISSION_CACHES = ("_perm_cache", "_user_perm_cache", "_group_perm_cache")
+
+
+class TokenUserCache:
+    """Token key -> user, kept ``API_TOKEN_CACHE_SECONDS`` in the process.
+
+    DRF's ``TokenAuthentication`` reads PostgreSQL on every request: more than half
+    the CPU of a ``POST /api/memory/get/`` served from L1 (see docs/benchmarks.md).
+    A change to a token or a user empties this cache in every process at once
+    (signals in ``memory/api/signals.py``, relayed by the L1 invalidation channel);
+    the TTL bounds what a change made outside Django (raw SQL) can outlive. Like L1,
+    the cache is read only while this process hears invalidations.
+    """
+
+    MAX_TOKENS = 10_000
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._users: dict[str, tuple[float, object]] = {}
+
+    @staticmethod
+    def seconds() -> float:
+        return settings.API_TOKEN_CACHE_SECONDS
+
+    def get(self, key: str):
+        found = self._users.get(key)
+        if found is None:
+            return None
+        expires, user = found
+        if time.monotonic() >= expires:
+            self._users.pop(key, None)
+            return None
+        fresh = user.__class__.__new__(user.__class__)
+        fresh.__dict__ = {k: v for k, v in user.__dict__.items() if k not in _PERMISSION_CACHES}
+        return fresh
+
+    def put(self, key: str, user) -> None:
+        with self._lock:
+            if len(self._users) >= self.MAX_TOKENS:
+                self._users.clear()
+            self._users[key] = (time.monotonic() + self.seconds(), user)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._users.clear()
+
+
+token_users = TokenUserCache()
+
+
+class CachedTokenAuthentication(TokenAuthentication):
+    """DRF's ``Authorization: Token <key>``, with the token's user cached (see ``TokenUserCache``)."""
+
+    def authenticate_credentials(self, key):
+        usable = token_users.seconds() > 0 and l1_is_trustworthy()
+        if usable:
+            user = token_users.get(key)
+            if user is not None:
+                return (user, None)
+        user, token = super().authenticate_credentials(key)
+        if usable:
+            token_users.put(key, user)
+        return (user, token)
 
 
 class StaffSessionAuthentication(SessionAuthentication):
