@@ -42,18 +42,21 @@ REDIS_UP = Gauge(
     multiprocess_mode="mostrecent",
 )
 
-for _tier in TIERS:  # so that every series exists, at 0, before the first lookup
-    TIER_HITS.labels(_tier)
-    TIER_MISSES.labels(_tier)
+# Each tier's series, resolved once (``labels()`` on every read cost more than the L1 read),
+# and so that every series exists, at 0, before the first lookup.
+_TIER_SERIES = {
+    tier: (LOOKUP_SECONDS.labels(tier), TIER_HITS.labels(tier), TIER_MISSES.labels(tier)) for tier in TIERS
+}
 
 
 def observe_tier_lookup(tier: str, seconds: float, *, hits: int, misses: int) -> None:
     """Record one batched read of a tier: its latency, and how many products it had or lacked."""
-    LOOKUP_SECONDS.labels(tier).observe(seconds)
+    latency, tier_hits, tier_misses = _TIER_SERIES[tier]
+    latency.observe(seconds)
     if hits:
-        TIER_HITS.labels(tier).inc(hits)
+        tier_hits.inc(hits)
     if misses:
-        TIER_MISSES.labels(tier).inc(misses)
+        tier_misses.inc(misses)
 
 
 def count_tokens_saved(tokens: int) -> None:

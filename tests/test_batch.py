@@ -1,4 +1,6 @@
 """batch_check_products_in_memory: a constant number of round trips, whatever the size."""
+import threading
+
 import pytest
 import redis
 from django.core.cache import caches
@@ -15,17 +17,20 @@ CONTENT = {"title": "Produto", "description": "d", "bullet_points": [], "seo_key
 
 @pytest.fixture
 def redis_round_trips(monkeypatch):
+    """Redis round trips of this thread (the hit-count pusher's pipelines run in another)."""
     calls = []
+    test_thread = threading.get_ident()
     original_command = redis.Redis.execute_command
     original_pipeline = redis.client.Pipeline.execute
 
     def command(self, *args, **kwargs):
-        if not isinstance(self, redis.client.Pipeline):
+        if not isinstance(self, redis.client.Pipeline) and threading.get_ident() == test_thread:
             calls.append(args[0])
         return original_command(self, *args, **kwargs)
 
     def pipeline(self, *args, **kwargs):
-        calls.append("PIPELINE")
+        if threading.get_ident() == test_thread:
+            calls.append("PIPELINE")
         return original_pipeline(self, *args, **kwargs)
 
     monkeypatch.setattr(redis.Redis, "execute_command", command)
