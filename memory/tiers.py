@@ -24,6 +24,7 @@ from django.conf import settings
 from django.core.cache import caches
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
+from django_redis.exceptions import CompressorError
 
 from .models import ProductMemoryEntry
 
@@ -217,7 +218,7 @@ def redis_errors() -> tuple[type[BaseException], ...]:
 
 
 class RedisTier(Tier):
-    """L2: Redis through django-redis (JSON serializer, zstd compressor from settings).
+    """L2: Redis through django-redis (JSON serializer, LZ4 compressor from settings).
 
     Entries carry a Redis TTL equal to the time left to ``expires_at``. Writes
     and deletes that fail during an outage are remembered and replayed as
@@ -293,9 +294,31 @@ class RedisTier(Tier):
             self.guard.failed(exc)
 
     def get_many(self, keys):
-        by_cache_key = {cache_key(k): k for k in keys}
-        found = self._run(lambda: self.cache.get_many(list(by_cache_key)), default={})
-        return {by_cache_key[ck]: Snapshot.from_dict(v) for ck, v in found.items()}
+        """One GET (one product) or one MGET; a value that cannot be decoded is a miss, and deleted."""
+        cache = self.cache
+        by_redis_key = {cache.client.make_key(cache_key(k)): k for k in keys}
+        if not by_redis_key:
+            return {}
+
+        def read():
+            redis = cache.client.get_client(write=True)
+            if len(by_redis_key) == 1:  # GET: MGET's array reply costs ~30 µs more to parse
+                (redis_key,) = by_redis_key
+                return [(redis_key, redis.get(redis_key))]
+            return list(zip(by_redis_key, redis.mget(list(by_redis_key))))
+
+        found, undecodable = {}, []
+        for redis_key, value in self._run(read, default=[]):
+            if value is None:
+                continue
+            try:
+                found[by_redis_key[redis_key]] = Snapshot.from_dict(cache.client.decode(value))
+            except (CompressorError, ValueError, TypeError):  # UnicodeDecodeError is a ValueError
+                undecodable.append(redis_key)
+        if undecodable:
+            logger.warning("Redis: %d valor(es) ilegível(is) descartado(s), lidos do PostgreSQL", len(undecodable))
+            self._run(lambda: cache.client.get_client(write=True).unlink(*undecodable))
+        return found
 
     def set_many(self, snapshots, only_if_absent: bool = False):
         """Write copies with a TTL equal to their time left; ``only_if_absent`` for fills from

@@ -51,7 +51,7 @@ def _l2_caches(options: dict, location: str) -> dict:
     l2["OPTIONS"] = {
         "CLIENT_CLASS": "django_redis.client.DefaultClient",
         "SERIALIZER": "django_redis.serializers.json.JSONSerializer",
-        "COMPRESSOR": "django_redis.compressors.zstd.ZStdCompressor",
+        "COMPRESSOR": "memory.compressors.Lz4ReadingZstdCompressor",
         "SOCKET_CONNECT_TIMEOUT": 0.2,
         "SOCKET_TIMEOUT": 0.2,
         **options,

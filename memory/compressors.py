@@ -1,0 +1,26 @@
+"""The compressor of L2 values (django-redis ``COMPRESSOR``)."""
+from __future__ import annotations
+
+from backports import zstd
+from django_redis.compressors.lz4 import Lz4Compressor
+from django_redis.exceptions import CompressorError
+
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+class Lz4ReadingZstdCompressor(Lz4Compressor):
+    """LZ4 frames, which also reads the zstd frames that earlier releases wrote.
+
+    On a ~3.5 KB content, LZ4 decompresses in ~2 µs where zstd took ~15-20 µs, on
+    every L2 read, and compresses in ~4 µs instead of ~30 µs; its values are
+    ~1.1 KB instead of ~0.75 KB (docs/benchmarks.md). Values already in Redis
+    stay readable until their TTL ends or they are rewritten.
+    """
+
+    def decompress(self, value: bytes) -> bytes:
+        if value[:4] == ZSTD_MAGIC:
+            try:
+                return zstd.decompress(value)
+            except zstd.ZstdError as exc:
+                raise CompressorError from exc
+        return super().decompress(value)
