@@ -172,6 +172,11 @@ def l1_is_trustworthy() -> bool:
     return listener.subscribed
 
 
+def invalidation_message(keys: list[Key]) -> tuple[str, str]:
+    """The channel and the message that make the other processes drop ``keys`` from their L1."""
+    return _channel(), json.dumps({"origin": listener.origin, "keys": [list(k) for k in keys]})
+
+
 def _publish(message: dict) -> None:
     from .tiers import redis_guard
 

@@ -14,13 +14,14 @@ from datetime import datetime, timedelta
 from typing import Any, Iterable
 
 from django.conf import settings
+from django.db import connection
 from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
 from . import metrics
 from .counters import hit_counter
 from .identifiers import extract_product_identifier, input_fingerprint
-from .invalidation import l1_epoch, l1_is_trustworthy, publish_clear, publish_keys
+from .invalidation import invalidation_message, l1_epoch, l1_is_trustworthy, publish_clear, publish_keys
 from .models import DEFAULT_KIND, DailyStats, ProductMemoryEntry
 from .prompts import current_generator_version
 from .tiers import L1, L2, L3, DatabaseTier, Key, LocalTier, RedisTier, Snapshot
@@ -163,14 +164,16 @@ class ProductMemory:
         for product in products:
             ref = resolve_product(product)
             refs[ref.product_id] = ref
-        epoch = l1_epoch()
+        return self._look_up(refs, self.cache_tiers, l1_epoch(), count_hits)
+
+    def _look_up(self, refs: dict[str, ProductRef], cache_tiers: list, epoch: int, count_hits: bool):
         now = time.time()
         generator = self.generator_version
         results: dict[str, Lookup] = {}
         statuses: dict[str, str] = {}
         pending = [self._key(pid) for pid in refs]
         found_in: dict[str, list[Snapshot]] = {}
-        for tier in [*self.cache_tiers, self.l3]:
+        for tier in [*cache_tiers, self.l3]:
             if not pending:
                 break
             started = time.perf_counter()
@@ -224,8 +227,24 @@ class ProductMemory:
         self.counter.record_misses(misses)
 
     def lookup(self, product: Any, *, count_hit: bool = True) -> Lookup:
+        """One product. A fresh L1 copy is answered here, without the batch bookkeeping of
+        ``lookup_many``: it is the hot path of the API, and the batch's lists and dicts were
+        a third of an L1 hit (docs/benchmarks.md)."""
         ref = resolve_product(product)  # once: fingerprinting hashes the whole product data
-        return self.lookup_many([ref], count_hits=count_hit)[ref.product_id]
+        epoch = l1_epoch()
+        cache_tiers = self.cache_tiers
+        if cache_tiers and cache_tiers[0] is self.l1:
+            started = time.perf_counter()
+            snap = self.l1.get(self._key(ref.product_id))
+            fresh = snap is not None and snap.status(ref.fingerprint, self.generator_version) == "active"
+            metrics.observe_tier_lookup(L1, time.perf_counter() - started, hits=int(fresh), misses=int(not fresh))
+            if fresh:
+                lookup = Lookup(ref.product_id, "active", MemoryHit(snap, L1))
+                if count_hit:
+                    self.count_lookups([lookup])
+                return lookup
+            cache_tiers = cache_tiers[1:]
+        return self._look_up({ref.product_id: ref}, cache_tiers, epoch, count_hit)[ref.product_id]
 
     def get_product_data(self, product: Any, *, count_hit: bool = True) -> MemoryHit | None:
         """The fresh content of a product and the tier that served it, or None."""
@@ -283,11 +302,21 @@ class ProductMemory:
         return snapshot
 
     def refresh_caches(self, snapshots: list[Snapshot]) -> None:
-        """Put fresh copies of rows just written to L3 into L2 and L1; other processes drop theirs."""
+        """Put fresh copies of rows just written to L3 into L2 and L1; other processes drop theirs.
+
+        Outside a transaction the rows are committed already, so the invalidation rides in
+        the L2 pipeline; inside one it waits for the commit.
+        """
+        keys = [s.key for s in snapshots]
+        published = False
         if self.l2 is not None:
-            self.l2.set_many(snapshots)
+            if connection.in_atomic_block:
+                self.l2.set_many(snapshots)
+            else:
+                published = self.l2.set_many(snapshots, publish=invalidation_message(keys))
         self.l1.set_many(snapshots)
-        publish_keys([s.key for s in snapshots])
+        if not published:
+            publish_keys(keys)
 
     def evict(self, keys: list[Key]) -> None:
         """Drop cached copies (L2, L1) of rows that changed or went in L3."""

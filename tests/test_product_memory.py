@@ -1,4 +1,5 @@
 """The three tiers: fall-through, fill, expiry, staleness, delete and clear."""
+import dataclasses
 from datetime import timedelta
 
 import pytest
@@ -25,7 +26,8 @@ def l2_value(redis_client, product_id="ABC123", kind="main_content"):
 
 
 def l1_value(product_id="ABC123", kind="main_content"):
-    return caches["memory_l1"].get(cache_key((product_id, kind)))
+    snap = caches["memory_l1"].get(cache_key((product_id, kind)))
+    return snap and snap.to_dict()
 
 
 def save(memory=None, product=PRODUCT, **kwargs):
@@ -58,6 +60,17 @@ def test_l1_hit():
     assert hit.tier == "l1"
     assert hit.content == CONTENT
     assert hit.tokens_saved == 1500
+
+
+def test_a_caller_changing_the_content_it_got_changes_nothing_stored():
+    save()
+    memory = ProductMemory()
+    first = memory.get_product_data("ABC123")
+    first.content["title"] = "alterado pelo chamador"
+    first.content["bullet_points"].append("extra")
+    again = memory.get_product_data("ABC123")
+    assert again.tier == first.tier
+    assert again.content == CONTENT
 
 
 def test_l2_hit_fills_l1(redis_client):
@@ -95,10 +108,10 @@ def test_expired_entry_is_never_served_from_any_tier(redis_client):
     save()
     ProductMemoryEntry.objects.update(expires_at=timezone.now() - timedelta(seconds=1))
     # The cached copies still say "valid for 90 days": make them expired too.
-    for alias in ("memory_l1", "memory_l2"):
-        value = caches[alias].get(cache_key(("ABC123", "main_content")))
-        value["expires_at"] = timezone.now().timestamp() - 1
-        caches[alias].set(cache_key(("ABC123", "main_content")), value, timeout=60)
+    key = cache_key(("ABC123", "main_content"))
+    past = timezone.now().timestamp() - 1
+    caches["memory_l1"].set(key, dataclasses.replace(caches["memory_l1"].get(key), expires_at=past), timeout=60)
+    caches["memory_l2"].set(key, {**caches["memory_l2"].get(key), "expires_at": past}, timeout=60)
     lookup = ProductMemory().lookup(PRODUCT)
     assert lookup.hit is None
     assert lookup.status == "expired"
