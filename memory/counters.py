@@ -24,7 +24,7 @@ import logging
 import threading
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from datetime import date, datetime, time as dt_time, timedelta, timezone as dt_timezone
 
@@ -129,11 +129,16 @@ def _today() -> str:
 
 
 class LocalCounterStore:
-    """Counts kept in this process: used when there is no Redis, or while it is down."""
+    """Counts kept in this process: used when there is no Redis, or while it is down.
+
+    A hit is only appended to a deque (thread-safe, no lock: it runs on every hit);
+    the hits are folded into the counts whenever the counts are read or drained.
+    """
 
     def __init__(self):
         self._lock = threading.Lock()
         self._counts = Counts()
+        self._hits: deque[tuple[tuple[str, str], int, float, str]] = deque()
         self._since = time.monotonic()
 
     def add(self, counts: Counts) -> None:
@@ -141,9 +146,16 @@ class LocalCounterStore:
             self._counts.merge(counts)
 
     def add_hit(self, key: tuple[str, str], tokens_saved: int, at: float, day: str) -> None:
-        """``add`` of one hit, without building a ``Counts`` for it: this runs on every hit."""
-        with self._lock:
-            counts = self._counts
+        self._hits.append((key, tokens_saved, at, day))
+
+    def _fold_hits(self) -> None:
+        """Move the appended hits into the counts; the caller holds the lock."""
+        counts, hits = self._counts, self._hits
+        while True:
+            try:
+                key, tokens_saved, at, day = hits.popleft()
+            except IndexError:
+                return
             counts.hits[key] += 1
             counts.saved[key] += tokens_saved
             if at > counts.last_hit.get(key, 0):
@@ -151,8 +163,17 @@ class LocalCounterStore:
             counts.daily[(day, "hits")] += 1
             counts.daily[(day, "tokens_saved")] += tokens_saved
 
+    def counts(self) -> Counts:
+        """A copy of what is counted so far."""
+        copy = Counts()
+        with self._lock:
+            self._fold_hits()
+            copy.merge(self._counts)
+        return copy
+
     def drain(self) -> Counts:
         with self._lock:
+            self._fold_hits()
             counts, self._counts = self._counts, Counts()
             self._since = time.monotonic()
         return counts
@@ -161,7 +182,7 @@ class LocalCounterStore:
         return time.monotonic() - self._since
 
     def is_empty(self) -> bool:
-        return self._counts.is_empty()
+        return not self._hits and self._counts.is_empty()
 
 
 class RedisCounterStore:
@@ -389,7 +410,7 @@ class HitCounter:
         """Counted but not yet in PostgreSQL, from this process and from Redis."""
         counts = Counts()
         with self._push_lock:  # counts on their way to Redis are seen once, not twice or never
-            counts.merge(self.local._counts)
+            counts.merge(self.local.counts())
             store = self.redis_store()
             if store is not None and redis_guard.available():
                 try:
