@@ -22,7 +22,9 @@ from typing import Callable, Iterable
 
 from django.conf import settings
 from django.core.cache import caches
+from django.core.signals import setting_changed
 from django.db import DatabaseError, connection, transaction
+from django.dispatch import receiver
 from django.utils import timezone
 from django_redis.exceptions import CompressorError
 
@@ -222,6 +224,16 @@ def redis_errors() -> tuple[type[BaseException], ...]:
     return (ConnectionInterrupted, RedisError, OSError)
 
 
+_caches_generation = 0
+
+
+@receiver(setting_changed)
+def _caches_changed(setting, **kwargs):
+    global _caches_generation
+    if setting == "CACHES":
+        _caches_generation += 1
+
+
 class RedisTier(Tier):
     """L2: Redis through django-redis (JSON serializer, LZ4 compressor from settings).
 
@@ -239,11 +251,18 @@ class RedisTier(Tier):
         self._pending_lock = threading.Lock()
         self._pending_deletes: set[str] = set()
         self._pending_clear = False
+        self._cache: tuple[int, object] | None = None
         guard.on_recovery(self._replay_pending)
 
     @property
     def cache(self):
-        return caches[self.alias]
+        """The django-redis cache, looked up once per ``CACHES``: ``caches[alias]`` goes
+        through a context-local lookup on every call (3% of an L2 read). django-redis
+        clients are thread-safe (one connection pool), so one object serves every thread."""
+        found = self._cache
+        if found is None or found[0] != _caches_generation:
+            found = self._cache = (_caches_generation, caches[self.alias])
+        return found[1]
 
     def client(self):
         return self.cache.client.get_client(write=True)
@@ -312,12 +331,14 @@ class RedisTier(Tier):
                 return [(redis_key, redis.get(redis_key))]
             return list(zip(by_redis_key, redis.mget(list(by_redis_key))))
 
+        # What ``cache.client.decode`` does, minus its attempt to read every value as an integer.
+        decompress, loads = cache.client._compressor.decompress, cache.client._serializer.loads
         found, undecodable = {}, []
         for redis_key, value in self._run(read, default=[]):
             if value is None:
                 continue
             try:
-                found[by_redis_key[redis_key]] = Snapshot.from_dict(cache.client.decode(value))
+                found[by_redis_key[redis_key]] = Snapshot.from_dict(loads(decompress(value)))
             except (CompressorError, ValueError, TypeError):  # UnicodeDecodeError is a ValueError
                 undecodable.append(redis_key)
         if undecodable:
