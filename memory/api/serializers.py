@@ -122,6 +122,9 @@ class EntryListSerializer(serializers.Serializer):
     results = EntrySummarySerializer(many=True)
 
 
+_DATETIME = serializers.DateTimeField()
+
+
 class FoundSerializer(serializers.Serializer):
     found = serializers.BooleanField(default=True)
     product_id = serializers.CharField()
@@ -149,6 +152,16 @@ class FoundSerializer(serializers.Serializer):
             "tokens_completion": snap.tokens_completion,
             "tokens_saved": hit.tokens_saved,
         }
+
+    @classmethod
+    def represent_hit(cls, hit) -> dict:
+        """``FoundSerializer(FoundSerializer.from_hit(hit)).data``, built directly: on a get served
+        from L1, running every field's ``to_representation`` was a tenth of the request. Only the
+        dates need a field, for DRF's date format and time zone."""
+        data = cls.from_hit(hit)
+        data["created_at"] = _DATETIME.to_representation(data["created_at"])
+        data["expires_at"] = _DATETIME.to_representation(data["expires_at"])
+        return data
 
 
 class NotFoundSerializer(serializers.Serializer):

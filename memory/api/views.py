@@ -93,7 +93,7 @@ class GetView(APIView):
         if lookup.hit is None:
             data = {"found": False, "product_id": lookup.product_id, "status": lookup.status}
             return Response(_shaped(s.NotFoundSerializer, data), status=status.HTTP_404_NOT_FOUND)
-        return Response(_shaped(s.FoundSerializer, s.FoundSerializer.from_hit(lookup.hit)))
+        return Response(s.FoundSerializer.represent_hit(lookup.hit))
 
 
 class DeleteView(APIView):
