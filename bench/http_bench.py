@@ -69,9 +69,6 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--what-if", action="store_true",
-                        help="also run the API with BENCH_WHAT_IF=1 (bench/settings.py): no per-request health "
-                             "check, cached token lookup")
     args = parser.parse_args()
 
     os.environ["DJANGO_SETTINGS_MODULE"] = "bench.settings"
@@ -103,7 +100,7 @@ def main() -> None:
            "BENCH_PRODUCTS": str(PRODUCTS)}
     results: dict = {"machine": machine(), "workers": args.workers, "connections": args.connections,
                      "seconds": args.seconds, "products": PRODUCTS, "response_bytes": len(response.content)}
-    variants = [("project", {})] + ([("what_if", {"BENCH_WHAT_IF": "1"})] if args.what_if else [])
+    variants = [("project", {})]
     for variant, extra in variants:
         port = free_port()
         server = subprocess.Popen(

@@ -21,9 +21,8 @@ Redis db 8, then:
    ``MGET`` of every key plus one raw ``= ANY(%s)`` query.
 
 Diagnostic rows (``count_hit=False``, no Redis configured, the compressed
-raw value) and the what-if of ``bench/what_if.py`` (hits buffered in the
-process) explain where the time goes; only the rows named by the targets
-decide them.
+raw value, a raw cache-aside read beside the L3 read) explain where the time
+goes; only the rows named by the targets decide them.
 
 Results go to ``var/bench/side_by_side.json`` and to stdout.
 """
@@ -135,15 +134,7 @@ def main() -> None:
     changed = [dict(c, description=c["description"] + " Nova versão.") for c in contents]
     e, r = alternate(lambda i: engine_write(i, changed[i]), lambda i: raw_write(i, changed[i]), everything)
     results["write_update"] = {"engine": summary(e), "raw": summary(r)}
-    # What-if: the generation counter buffered (bench/what_if.py), on the first 3,000 products.
-    from bench.what_if import BufferedHitCounter
-
-    real_counter, memory.counter = memory.counter, BufferedHitCounter()
-    e, r = alternate(lambda i: engine_write(i, contents[i]), lambda i: raw_write(i, contents[i]), range(min(n, 3000)))
-    memory.counter.push()
-    memory.counter = real_counter
-    results["what_if_write_update_buffered_count"] = {"engine": summary(e), "raw": summary(r)}
-    for name in ("write_insert", "write_update", "what_if_write_update_buffered_count"):
+    for name in ("write_insert", "write_update"):
         results[name]["ratio"] = ratio(results[name]["engine"], results[name]["raw"])
     # The raw keys of the reads hold exactly what the engine's keys hold, as plain JSON.
     for snap in memory.l3.get_many([(pid, memory.kind) for pid in ids]).values():
@@ -174,6 +165,12 @@ def main() -> None:
 
     def raw_select(i: int) -> None:
         raw_db.execute(select_sql, (ids[i], "main_content"), prepare=True).fetchone()
+
+    def raw_cache_aside(i: int) -> None:
+        """What any cache in front of PostgreSQL does on a miss: GET (nil), SELECT, SET NX."""
+        raw_redis.get("raw-miss:" + ids[i])
+        row = raw_db.execute(select_sql, (ids[i], "main_content"), prepare=True).fetchone()
+        raw_redis.set("raw-fill:" + ids[i], json.dumps(row[2], ensure_ascii=False), nx=True, px=60_000)
 
     def drop(levels):
         def before(i: int) -> None:
@@ -214,6 +211,8 @@ def main() -> None:
     reads["l3"] = {"engine": summary(e), "raw_select": summary(r)}
     e, r = alternate_with(l3_drop, engine_read("l3_nocount", count_hit=False), raw_select, everything, "l3")
     reads["l3_no_hit_count"] = {"engine": summary(e), "raw_select": summary(r)}
+    e, r = alternate_with(l3_drop, engine_read("l3_vs_cache_aside"), raw_cache_aside, everything, "l3")
+    reads["l3_vs_raw_cache_aside"] = {"engine": summary(e), "raw_cache_aside": summary(r)}
     l2, memory.l2 = memory.l2, None  # L3 alone: no Redis miss before, no Redis fill after
     e, r = alternate_with(drop([memory.l1]), engine_read("l3_only"), raw_select, everything, "l3")
     reads["l3_without_redis"] = {"engine": summary(e), "raw_select": summary(r)}
@@ -225,21 +224,7 @@ def main() -> None:
     reads["l1_no_hit_count"] = {"engine": summary(e), "raw_get_json": summary(r)}
     for name, row in reads.items():
         measured = row.get("engine") or row["raw_get_decompress_json"]
-        row["ratio"] = ratio(measured, row.get("raw_select") or row["raw_get_json"])
-    # What-if: hits counted through bench.what_if.BufferedHitCounter (the proposal for memory/counters.py).
-    real_counter, memory.counter = memory.counter, BufferedHitCounter()
-    e, r = alternate_with(l2_drop, engine_read("l2_buffered"), raw_get, everything, "l2")
-    reads["what_if_l2_buffered_count"] = {"engine": summary(e), "raw_get_json": summary(r)}
-    e, r = alternate_with(warm, engine_read("l1_buffered"), raw_get, everything, "l1")
-    reads["what_if_l1_buffered_count"] = {"engine": summary(e), "raw_get_json": summary(r)}
-    memory.counter.push()
-    memory.counter = real_counter
-    for name in ("what_if_l2_buffered_count", "what_if_l1_buffered_count"):
-        reads[name]["ratio"] = ratio(reads[name]["engine"], reads[name]["raw_get_json"])
-    reads["what_if_l1_speedup_over_l2_buffered"] = round(
-        reads["what_if_l2_buffered_count"]["engine"]["median_us"]
-        / reads["what_if_l1_buffered_count"]["engine"]["median_us"], 1
-    )
+        row["ratio"] = ratio(measured, row.get("raw_select") or row.get("raw_cache_aside") or row["raw_get_json"])
     reads["l1_speedup_over_l2"] = round(reads["l2"]["engine"]["median_us"] / reads["l1"]["engine"]["median_us"], 1)
     reads["l1_speedup_over_l2_no_hit_count"] = round(
         reads["l2_no_hit_count"]["engine"]["median_us"] / reads["l1_no_hit_count"]["engine"]["median_us"], 1

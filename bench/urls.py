@@ -6,7 +6,6 @@ else: no DRF, no authentication, no lookup. It answers the bytes that
 ``bench/http_bench.py`` in ``var/bench/get_response.json`` before the server
 starts), so both sides send the same JSON.
 """
-import os
 from pathlib import Path
 
 from django.http import HttpResponse
@@ -25,10 +24,3 @@ def bare(request):
 
 
 urlpatterns = [path("bench/bare/", bare), *project_urlpatterns]
-
-if os.environ.get("BENCH_WHAT_IF") == "1":
-    import memory.product_memory
-
-    from bench.what_if import BufferedHitCounter
-
-    memory.product_memory.hit_counter = BufferedHitCounter()

@@ -1,45 +1,12 @@
-"""What-ifs of the bench: changes the project does not ship, measured to price a proposal.
+"""What-ifs of the bench: changes measured to price a proposal before they were made.
 
-:class:`BufferedHitCounter` is the proposal for ``memory/counters.py``: a hit
-adds its counts to a buffer in the process, and the buffer goes to Redis in
-one pipeline when it is a second old or holds 500 hits, so that a hit costs
-no I/O. ``bench/side_by_side.py`` measures reads with it beside the real
-counter, and ``BENCH_WHAT_IF=1`` installs it in the HTTP bench's workers
-(``bench/urls.py``). What it gives up: up to a second of counts if the
-process dies without running its exit hooks, and live stats that lag by that
-second. Not thread-safe beyond what the GIL gives a dict merge; a real
-version would take a lock and flush from a daemon thread.
+:func:`purge_expired_keyset` is the keyset purge as ``bench/at_scale.py``'s
+``purge_keyset`` step measured it; ``memory.maintenance.purge_expired`` has
+worked this way since. (The buffered hit counter and the cached token lookup
+that were priced here are shipped too, in ``memory/counters.py`` and
+``memory/api/authentication.py``.)
 """
 import time
-
-from memory.counters import Counts, HitCounter
-
-PUSH_AFTER_SECONDS = 1.0
-PUSH_AFTER_HITS = 500
-
-
-class BufferedHitCounter(HitCounter):
-    def __init__(self):
-        super().__init__()
-        self._buffer = Counts()
-        self._hits = 0
-        self._since = time.monotonic()
-
-    def _add(self, counts: Counts) -> None:
-        self._buffer.merge(counts)
-        self._hits += 1
-        if self._hits >= PUSH_AFTER_HITS or time.monotonic() - self._since >= PUSH_AFTER_SECONDS:
-            self.push()
-
-    def push(self) -> None:
-        buffer, self._buffer = self._buffer, Counts()
-        self._hits, self._since = 0, time.monotonic()
-        if not buffer.is_empty():
-            super()._add(buffer)
-
-    def flush(self) -> int:
-        self.push()
-        return super().flush()
 
 
 def purge_expired_keyset(batch_size: int = 5000):
