@@ -15,6 +15,7 @@ from django.contrib.admin.actions import delete_selected as confirm_and_delete_s
 from django.contrib.admin.views.main import ChangeList
 from django.core.paginator import Paginator
 from django.db import OperationalError, connection, transaction
+from django.db.models.functions import Left
 from django.urls import reverse
 from django.utils.functional import cached_property
 from django.utils.html import format_html
@@ -25,7 +26,7 @@ from import_export.forms import ExportForm
 
 from .admin_filters import ExpiringSoonFilter, GeneratorVersionFilter, KindFilter, StatusFilter
 from .entry_operations import delete_entries, enqueue_regeneration, extend_expiry
-from .models import EntryStatus, ProductMemoryEntry
+from .models import TITLE_SORT_CHARS, EntryStatus, ProductMemoryEntry
 from .prompts import current_generator_version
 from .resources import ProductMemoryEntryResource
 
@@ -105,7 +106,7 @@ class ProductMemoryEntryAdmin(ImportExportMixin, ExportActionMixin, admin.ModelA
     show_change_form_export = False  # the detail page is read-only: export from the list
 
     list_display = (
-        "product_id", "title", "kind", "status_badge", "hit_count", "tokens_saved", "expires_at", "updated_at",
+        "product_id", "title_column", "kind", "status_badge", "hit_count", "tokens_saved", "expires_at", "updated_at",
     )
     list_display_links = ("product_id",)
     search_fields = ("product_id", "title")
@@ -158,6 +159,12 @@ class ProductMemoryEntryAdmin(ImportExportMixin, ExportActionMixin, admin.ModelA
 
     def get_export_queryset(self, request):
         return super().get_export_queryset(request).defer(None)
+
+    @admin.display(description=ProductMemoryEntry._meta.get_field("title").verbose_name,
+                   ordering=Left("title", TITLE_SORT_CHARS))
+    def title_column(self, obj):
+        """The title, sorted by the expression its index holds (``memory_entry_title_sort_idx``)."""
+        return obj.title
 
     @admin.display(description=_("status"))
     def status_badge(self, obj):

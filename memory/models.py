@@ -1,10 +1,13 @@
 """L3, the source of truth: one row per generated content, and the daily counters."""
 from django.db import models
 from django.db.models.fields.json import KT
+from django.db.models.functions import Left
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 DEFAULT_KIND = "main_content"
+# Titles sort by their first characters: see the index in ProductMemoryEntry.Meta.
+TITLE_SORT_CHARS = 100
 
 
 class EntryStatus(models.TextChoices):
@@ -57,6 +60,9 @@ class ProductMemoryEntry(models.Model):
             models.Index(fields=["expires_at"], name="memory_entry_expires_idx"),
             models.Index(fields=["-updated_at"], name="memory_entry_updated_idx"),
             models.Index(fields=["-hit_count"], name="memory_entry_hits_idx"),
+            # Sorting by title (the admin column). On its first characters only: a btree
+            # entry has a size limit (~2.7 KB) and an imported title has none.
+            models.Index(Left("title", TITLE_SORT_CHARS), name="memory_entry_title_sort_idx"),
         ]
         # The trigram index on title is PostgreSQL-only: see migration 0002.
 

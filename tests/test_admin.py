@@ -107,6 +107,23 @@ def test_list_shows_columns_and_status_badges(staff, expired_entries):
     assert "Caneca Térmica Inox" in html and "Descrição de" not in html  # the payload is not shown
 
 
+@pytest.mark.parametrize("order, expected", [("2", ["Boné Aba Curva", "Caneca Térmica Inox", "Garrafa Antiga",
+                                                        "Mochila Escolar", "Perguntas frequentes", "Tênis de Corrida Leve"]),
+                                              ("-2", None)])
+def test_list_sorts_by_title_on_the_indexed_expression(staff, entries, order, expected):
+    with CaptureQueriesContext(connection) as queries:
+        response = staff.get(reverse(CHANGELIST), {"o": order})
+    titles = [row.title for row in response.context["cl"].result_list]
+    assert titles == (expected or sorted(titles, reverse=True))
+    if not expected:
+        assert titles[0] == "Tênis de Corrida Leve"
+    orderings = [q["sql"].rsplit("ORDER BY", 1)[1] for q in queries.captured_queries
+                 if "ORDER BY" in q["sql"] and "DISTINCT" not in q["sql"]]
+    # the expression of memory_entry_title_sort_idx, so that PostgreSQL reads the index instead of sorting
+    assert [o for o in orderings if 'LEFT("memory_productmemoryentry"."title", 100)' in o
+            or 'SUBSTR("memory_productmemoryentry"."title", 1, 100)' in o], orderings
+
+
 def test_list_does_not_load_json_columns(staff, entries):
     with CaptureQueriesContext(connection) as queries:
         response = staff.get(reverse(CHANGELIST))
