@@ -54,10 +54,13 @@ class CounterHash:
     live: str
     flushing_prefix: str
     lock: str
+    flushing_set: str  # the names of the hashes being flushed: found without a SCAN of every key
 
 
-ENTRY_COUNTS = CounterHash(LIVE_KEY, FLUSHING_PREFIX, FLUSH_LOCK_KEY)
-DAILY_COUNTS = CounterHash("counters:daily-live", "counters:daily-flushing:", "counters:daily-flush-lock")
+ENTRY_COUNTS = CounterHash(LIVE_KEY, FLUSHING_PREFIX, FLUSH_LOCK_KEY, "counters:flushing-set")
+DAILY_COUNTS = CounterHash(
+    "counters:daily-live", "counters:daily-flushing:", "counters:daily-flush-lock", "counters:daily-flushing-set"
+)
 
 
 @dataclass
@@ -219,7 +222,7 @@ class RedisCounterStore:
         counts = Counts()
         for part in (ENTRY_COUNTS, DAILY_COUNTS):
             counts.merge(Counts.from_fields(client.hgetall(self._key(part.live))))
-            for key in client.scan_iter(match=self._key(part.flushing_prefix) + "*"):
+            for key in client.smembers(self._key(part.flushing_set)):
                 counts.merge(Counts.from_fields(client.hgetall(key)))
         return counts
 
@@ -233,14 +236,19 @@ class RedisCounterStore:
             return applied
         try:
             private = self._key(part.flushing_prefix + uuid.uuid4().hex)
+            flushing_set = self._key(part.flushing_set)
+            # Listed before it exists: a crash between the two leaves a name without a hash
+            # (read as empty), never a hash that no flush would find.
+            client.sadd(flushing_set, private)
             try:
                 client.rename(self._key(part.live), private)  # atomic: later hits start a new hash
             except ResponseError:
-                pass  # no live hash: nothing counted since the last flush
-            for key in list(client.scan_iter(match=self._key(part.flushing_prefix) + "*")):
+                client.srem(flushing_set, private)  # no live hash: nothing counted since the last flush
+            # A hash that an earlier flush failed to apply is still listed: it is applied now.
+            for key in client.smembers(flushing_set):
                 counts = Counts.from_fields(client.hgetall(key))
                 apply(counts)
-                client.delete(key)
+                client.pipeline(transaction=True).delete(key).srem(flushing_set, key).execute()
                 applied.merge(counts)
             return applied
         finally:

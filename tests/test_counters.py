@@ -86,6 +86,33 @@ def test_failed_flush_keeps_the_counts_for_the_next_one(entry, redis_client, mon
     assert ProductMemoryEntry.objects.get().hit_count == 1
 
 
+def test_counts_of_a_failed_flush_show_in_stats_and_neither_stats_nor_flush_scans_redis(
+    entry, redis_client, monkeypatch
+):
+    """A SCAN walks every key, and Redis holds one key per cached entry: at a million entries
+    that was thousands of round trips on every stats call and every flush."""
+    import redis
+
+    import memory.counters as counters
+
+    ProductMemory().get_product_data("MOCH-1")
+    hit_counter.push()
+    monkeypatch.setattr(counters, "apply_counts", lambda counts: (_ for _ in ()).throw(RuntimeError("down")))
+    with pytest.raises(RuntimeError):
+        flush_counters()  # the counts now sit in a private hash
+    monkeypatch.undo()
+
+    def no_scan(self, *args, **kwargs):
+        raise AssertionError("SCAN of the whole keyspace")
+
+    monkeypatch.setattr(redis.Redis, "scan_iter", no_scan)
+    monkeypatch.setattr(redis.Redis, "scan", no_scan)
+    assert ProductMemory().stats()["hits"] == 1
+    assert flush_counters() == 1
+    assert ProductMemoryEntry.objects.get().hit_count == 1
+    assert ProductMemory().stats()["hits"] == 1  # once, from the row: the private hash is gone
+
+
 def test_pending_counts_show_in_stats_before_the_flush(entry):
     ProductMemory().get_product_data("MOCH-1")
     assert ProductMemory().stats()["hits"] == 1
