@@ -216,11 +216,11 @@ class RedisCounterStore:
                 pipe.hincrby(daily_live if name.startswith("d") else entry_live, name, int(value))
         pipe.execute()
 
-    def snapshot(self) -> Counts:
+    def snapshot(self, parts: tuple[CounterHash, ...] = (ENTRY_COUNTS, DAILY_COUNTS)) -> Counts:
         """What is counted and not yet flushed, without moving it (for live stats)."""
         client = self._client()
         counts = Counts()
-        for part in (ENTRY_COUNTS, DAILY_COUNTS):
+        for part in parts:
             counts.merge(Counts.from_fields(client.hgetall(self._key(part.live))))
             for key in client.smembers(self._key(part.flushing_set)):
                 counts.merge(Counts.from_fields(client.hgetall(key)))
@@ -414,15 +414,19 @@ class HitCounter:
             raise
         return counts
 
-    def pending(self) -> Counts:
-        """Counted but not yet in PostgreSQL, from this process and from Redis."""
+    def pending(self, parts: tuple[CounterHash, ...] = (ENTRY_COUNTS, DAILY_COUNTS)) -> Counts:
+        """Counted but not yet in PostgreSQL, from this process and from Redis.
+
+        Stats need only ``parts=(DAILY_COUNTS,)``: a few fields a day, where the entry hash
+        holds three fields for every product hit since the last flush.
+        """
         counts = Counts()
         with self._push_lock:  # counts on their way to Redis are seen once, not twice or never
             counts.merge(self.local.counts())
             store = self.redis_store()
             if store is not None and redis_guard.available():
                 try:
-                    counts.merge(store.snapshot())
+                    counts.merge(store.snapshot(parts))
                 except redis_errors() as exc:
                     redis_guard.failed(exc)
         return counts

@@ -8,7 +8,7 @@ from datetime import date, timedelta
 
 from django.utils import timezone
 
-from .counters import DAILY_FIELDS, hit_counter
+from .counters import DAILY_COUNTS, DAILY_FIELDS, hit_counter
 from .models import DailyStats, ProductMemoryEntry
 from .selectors import memory_stats
 
@@ -28,7 +28,7 @@ def daily_series(days: int = 30, today: date | None = None) -> list[dict]:
         row["date"]: row
         for row in DailyStats.objects.filter(date__gte=first, date__lte=today).values("date", *DAILY_FIELDS)
     }
-    pending = hit_counter.pending().daily
+    pending = hit_counter.pending((DAILY_COUNTS,)).daily
     series = []
     for offset in range(days):
         day = first + timedelta(days=offset)

@@ -19,7 +19,7 @@ from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
 from . import metrics
-from .counters import hit_counter
+from .counters import DAILY_COUNTS, hit_counter
 from .identifiers import extract_product_identifier, input_fingerprint
 from .invalidation import invalidation_message, l1_epoch, l1_is_trustworthy, publish_clear, publish_keys
 from .models import DEFAULT_KIND, DailyStats, ProductMemoryEntry
@@ -395,7 +395,7 @@ class ProductMemory:
             tokens_spent=Sum("tokens_spent"), tokens_saved=Sum("tokens_saved"),
         )
         pending: dict[str, int] = {}
-        for (_, name), n in self.counter.pending().daily.items():
+        for (_, name), n in self.counter.pending((DAILY_COUNTS,)).daily.items():
             pending[name] = pending.get(name, 0) + n
         totals = {name: (daily[name] or 0) + pending.get(name, 0) for name in daily}
         lookups = totals["hits"] + totals["misses"]
