@@ -1,6 +1,7 @@
 """How API clients prove who they are: a token, or the session of a staff user."""
 from __future__ import annotations
 
+import copy
 import threading
 import time
 
@@ -44,8 +45,9 @@ class TokenUserCache:
         if time.monotonic() >= expires:
             self._users.pop(key, None)
             return None
-        fresh = user.__class__.__new__(user.__class__)
-        fresh.__dict__ = {k: v for k, v in user.__dict__.items() if k not in _PERMISSION_CACHES}
+        fresh = copy.copy(user)  # Django's own copy: model state and related caches included
+        for name in _PERMISSION_CACHES:
+            fresh.__dict__.pop(name, None)
         return fresh
 
     def put(self, key: str, user) -> None:
