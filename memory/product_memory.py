@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any, Iterable
 
 from django.conf import settings
+from django.core.cache import caches
 from django.db import connection
 from django.db.models import Count, Q, Sum
 from django.utils import timezone
@@ -24,7 +25,7 @@ from .identifiers import extract_product_identifier, input_fingerprint
 from .invalidation import invalidation_message, l1_epoch, l1_is_trustworthy, publish_clear, publish_keys
 from .models import DEFAULT_KIND, DailyStats, ProductMemoryEntry
 from .prompts import current_generator_version
-from .tiers import L1, L2, L3, DatabaseTier, Key, LocalTier, RedisTier, Snapshot
+from .tiers import L1, L2, L3, DatabaseTier, Key, LocalTier, RedisTier, Snapshot, redis_errors, redis_guard
 
 logger = logging.getLogger("memory")
 
@@ -415,19 +416,45 @@ class ProductMemory:
 
 
 def cached_for_stats(name: str, compute):
-    """Figures that need a full scan of the table, kept ``MEMORY_STATS_CACHE_SECONDS`` in the
-    process: at a million rows a scan costs hundreds of milliseconds, and stats are polled."""
+    """Figures that need a full scan of the table, kept ``MEMORY_STATS_CACHE_SECONDS``: at a
+    million rows a scan costs a second or two, and stats are polled.
+
+    Kept in Redis when there is one, so that one scan per period serves every process (each
+    gunicorn worker and the dashboard would otherwise scan on its own); in the process while
+    Redis is away or not configured.
+    """
     seconds = settings.MEMORY_STATS_CACHE_SECONDS
     if seconds <= 0:
         return compute()
-    from django.core.cache import caches
-
     key = f"memory-stats:{name}"
-    value = caches["default"].get(key)
+    shared = _shared_redis_tier()
+    if shared is not None and redis_guard.available():
+        try:
+            value = shared.cache.get(key)
+            if value is None:
+                value = compute()
+                shared.cache.set(key, value, timeout=seconds)
+            redis_guard.succeeded()
+            return value
+        except redis_errors() as exc:
+            redis_guard.failed(exc)
+    local = caches["default"]
+    value = local.get(key)
     if value is None:
         value = compute()
-        caches["default"].set(key, value, timeout=seconds)
+        local.set(key, value, timeout=seconds)
     return value
+
+
+def forget_cached_stats() -> None:
+    """Drop the figures kept by ``cached_for_stats`` (wherever they are kept)."""
+    shared = _shared_redis_tier()
+    if shared is not None and redis_guard.available():
+        try:
+            shared.cache.delete_pattern("memory-stats:*")
+        except redis_errors() as exc:
+            redis_guard.failed(exc)
+    caches["default"].clear()
 
 
 _redis_tier: RedisTier | None = None

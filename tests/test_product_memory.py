@@ -4,10 +4,11 @@ from datetime import timedelta
 
 import pytest
 from django.core.cache import caches
+from django.test import override_settings
 from django.utils import timezone
 
 from memory.models import ProductMemoryEntry
-from memory.product_memory import ProductMemory
+from memory.product_memory import ProductMemory, forget_cached_stats
 from memory.tiers import cache_key
 
 pytestmark = pytest.mark.django_db
@@ -210,20 +211,33 @@ def test_hit_and_save_log_in_portuguese(caplog):
     assert "Produto ABC123 encontrado na memória - economia de 1500 tokens" in caplog.text
 
 
-def test_entry_counts_in_stats_are_reused_for_the_configured_seconds(settings):
-    settings.MEMORY_STATS_CACHE_SECONDS = 60
-    from django.core.cache import caches as all_caches
+@pytest.mark.parametrize("fixture", ["redis_client", "no_redis", "dead_redis"])
+def test_entry_counts_in_stats_are_reused_for_the_configured_seconds(request, fixture):
+    request.getfixturevalue(fixture)
+    # Inside the test, not pytest-django's ``settings``: that one would be restored after the
+    # fixture's own override of CACHES, and put the fixture's CACHES back for later tests.
+    with override_settings(MEMORY_STATS_CACHE_SECONDS=60):
+        forget_cached_stats()
+        save()
+        assert ProductMemory().stats()["total_entries"] == 1
+        save(product={"sku": "XYZ789", "title": "Caneca"})
+        ProductMemory().get_product_data(PRODUCT)
+        stats = ProductMemory().stats()
+        assert stats["total_entries"] == 1  # the table scan is not repeated within the window
+        assert stats["hits"] == 1  # counters are always current
+        forget_cached_stats()
+        assert ProductMemory().stats()["total_entries"] == 2
 
-    all_caches["default"].clear()
+
+def test_with_redis_one_scan_serves_every_process(settings, redis_client):
+    """Another process has an empty process cache: it finds the figures in Redis."""
+    settings.MEMORY_STATS_CACHE_SECONDS = 60
+    forget_cached_stats()
     save()
     assert ProductMemory().stats()["total_entries"] == 1
     save(product={"sku": "XYZ789", "title": "Caneca"})
-    ProductMemory().get_product_data(PRODUCT)
-    stats = ProductMemory().stats()
-    assert stats["total_entries"] == 1  # the table scan is not repeated within the window
-    assert stats["hits"] == 1  # counters are always current
-    all_caches["default"].clear()
-    assert ProductMemory().stats()["total_entries"] == 2
+    caches["default"].clear()  # what another process starts with
+    assert ProductMemory().stats()["total_entries"] == 1
 
 
 def test_clear_deletes_redis_copies_in_batches(redis_client, monkeypatch):
