@@ -41,6 +41,20 @@ def test_a_known_token_costs_no_query(make_user):
     assert [q["sql"] for q in queries.captured_queries] == []
 
 
+def test_a_cached_request_carries_the_token_as_drf_does(make_user):
+    from rest_framework.test import APIRequestFactory
+
+    from memory.api.authentication import CachedTokenAuthentication
+
+    user = make_user("reader")
+    token = Token.objects.create(user=user)
+    request = APIRequestFactory().get("/", HTTP_AUTHORIZATION=f"Token {token.key}")
+    first = CachedTokenAuthentication().authenticate(request)
+    again = CachedTokenAuthentication().authenticate(request)
+    assert first == (user, token) and again == (user, token)
+    assert again[0] is not first[0]  # each request gets its own copy of the user
+
+
 def test_a_revoked_token_is_refused_on_the_next_request(make_user):
     client = token_client(make_user("reader"))
     assert get(client).status_code == 200

@@ -17,7 +17,7 @@ _PERMISSION_CACHES = ("_perm_cache", "_user_perm_cache", "_group_perm_cache")
 
 
 class TokenUserCache:
-    """Token key -> user, kept ``API_TOKEN_CACHE_SECONDS`` in the process.
+    """Token key -> (user, token), kept ``API_TOKEN_CACHE_SECONDS`` in the process.
 
     DRF's ``TokenAuthentication`` reads PostgreSQL on every request: more than half
     the CPU of a ``POST /api/memory/get/`` served from L1 (see docs/benchmarks.md).
@@ -31,30 +31,32 @@ class TokenUserCache:
 
     def __init__(self):
         self._lock = threading.Lock()
-        self._users: dict[str, tuple[float, object]] = {}
+        self._users: dict[str, tuple[float, object, object]] = {}
 
     @staticmethod
     def seconds() -> float:
         return settings.API_TOKEN_CACHE_SECONDS
 
-    def get(self, key: str):
+    def get(self, key: str) -> tuple | None:
+        """``(user, token)`` as ``authenticate_credentials`` returns them, or None; the user is a
+        copy for this request."""
         found = self._users.get(key)
         if found is None:
             return None
-        expires, user = found
+        expires, user, token = found
         if time.monotonic() >= expires:
             self._users.pop(key, None)
             return None
         fresh = copy.copy(user)  # Django's own copy: model state and related caches included
         for name in _PERMISSION_CACHES:
             fresh.__dict__.pop(name, None)
-        return fresh
+        return (fresh, token)
 
-    def put(self, key: str, user) -> None:
+    def put(self, key: str, user, token) -> None:
         with self._lock:
             if len(self._users) >= self.MAX_TOKENS:
                 self._users.clear()
-            self._users[key] = (time.monotonic() + self.seconds(), user)
+            self._users[key] = (time.monotonic() + self.seconds(), user, token)
 
     def clear(self) -> None:
         with self._lock:
@@ -70,12 +72,12 @@ class CachedTokenAuthentication(TokenAuthentication):
     def authenticate_credentials(self, key):
         usable = token_users.seconds() > 0 and l1_is_trustworthy()
         if usable:
-            user = token_users.get(key)
-            if user is not None:
-                return (user, None)
+            cached = token_users.get(key)
+            if cached is not None:
+                return cached
         user, token = super().authenticate_credentials(key)
         if usable:
-            token_users.put(key, user)
+            token_users.put(key, user, token)
         return (user, token)
 
 
