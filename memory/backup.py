@@ -26,7 +26,7 @@ from django.conf import settings
 
 from .models import ProductMemoryEntry
 from .prompts import current_generator_version
-from .tiers import Snapshot, redis_errors, redis_guard
+from .tiers import Snapshot, redis_configured, redis_errors, redis_guard
 from .transfer import ImportFileError, ImportReport, Progress, export_count, import_entries, iter_export_batches
 
 logger = logging.getLogger("memory")
@@ -183,7 +183,7 @@ def restore_backup(path: str | os.PathLike | None = None, *, dry_run: bool = Fal
 def _redis_tier():
     from .product_memory import _shared_redis_tier
 
-    if "memory_l2" not in settings.CACHES:
+    if not redis_configured():
         raise RedisUnavailable("Redis não configurado (REDIS_URL vazio): não há o que aquecer")
     tier = _shared_redis_tier()
     try:

@@ -36,7 +36,7 @@ from django.utils import timezone
 from redis.exceptions import ResponseError
 
 from .models import DailyStats, ProductMemoryEntry
-from .tiers import redis_errors, redis_guard
+from .tiers import redis_configured, redis_errors, redis_guard
 
 logger = logging.getLogger("memory")
 
@@ -311,8 +311,6 @@ class HitCounter:
         self._pusher_pid = None
 
     def redis_store(self) -> RedisCounterStore | None:
-        from .invalidation import redis_configured
-
         if not redis_configured():
             return None
         if self._redis is None:

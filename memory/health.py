@@ -12,7 +12,7 @@ import time
 from django.conf import settings
 from django.db import connection
 
-from .tiers import redis_errors
+from .tiers import redis_configured, redis_errors
 
 
 def _timed(check) -> dict:
@@ -33,7 +33,7 @@ def check_database() -> dict:
 
 
 def check_redis() -> dict:
-    if "memory_l2" not in settings.CACHES:
+    if not redis_configured():
         return {"configured": False}
     from django.core.cache import caches
 

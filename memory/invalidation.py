@@ -20,33 +20,13 @@ import uuid
 
 from django.conf import settings
 from django.core.cache import caches
-from django.core.signals import setting_changed
 from django.db import transaction
-from django.dispatch import receiver
 
-from .tiers import Key, LocalTier, cache_key, redis_errors
+from .tiers import Key, LocalTier, cache_key, redis_configured, redis_errors
 
 logger = logging.getLogger("memory")
 
 CHANNEL = "invalidate"
-
-
-_redis_configured: bool | None = None
-
-
-def redis_configured() -> bool:
-    """Is there an L2? Asked several times on every read, hence kept until CACHES changes."""
-    global _redis_configured
-    if _redis_configured is None:
-        _redis_configured = "memory_l2" in settings.CACHES
-    return _redis_configured
-
-
-@receiver(setting_changed)
-def _forget_redis_configured(setting, **kwargs):
-    global _redis_configured
-    if setting == "CACHES":
-        _redis_configured = None
 
 
 def _channel() -> str:

@@ -17,7 +17,7 @@ from typing import Iterator
 from django.conf import settings
 from django.db import connection
 
-from .tiers import redis_errors, redis_guard
+from .tiers import redis_configured, redis_errors, redis_guard
 
 logger = logging.getLogger("memory")
 
@@ -95,7 +95,7 @@ def product_lock(product_id: str, kind: str, timeout: float | None = None) -> It
     timeout = settings.MEMORY_GENERATION_LOCK_TIMEOUT if timeout is None else timeout
     name = _lock_name(product_id, kind)
     redis_lock = None
-    if "memory_l2" in settings.CACHES and redis_guard.available():
+    if redis_configured() and redis_guard.available():
         try:
             redis_lock = _RedisLock(name, timeout)
             acquired = redis_lock.acquire()

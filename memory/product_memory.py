@@ -25,7 +25,7 @@ from .identifiers import extract_product_identifier, input_fingerprint
 from .invalidation import invalidation_message, l1_epoch, l1_is_trustworthy, publish_clear, publish_keys
 from .models import DEFAULT_KIND, DailyStats, ProductMemoryEntry
 from .prompts import current_generator_version
-from .tiers import L1, L2, L3, DatabaseTier, Key, LocalTier, RedisTier, Snapshot, redis_errors, redis_guard
+from .tiers import L1, L2, L3, DatabaseTier, Key, LocalTier, RedisTier, Snapshot, redis_configured
 
 logger = logging.getLogger("memory")
 
@@ -427,33 +427,24 @@ def cached_for_stats(name: str, compute):
     if seconds <= 0:
         return compute()
     key = f"memory-stats:{name}"
+
+    def get_or_compute(cache):
+        value = cache.get(key)
+        if value is None:
+            value = compute()
+            cache.set(key, value, timeout=seconds)
+        return value
+
     shared = _shared_redis_tier()
-    if shared is not None and redis_guard.available():
-        try:
-            value = shared.cache.get(key)
-            if value is None:
-                value = compute()
-                shared.cache.set(key, value, timeout=seconds)
-            redis_guard.succeeded()
-            return value
-        except redis_errors() as exc:
-            redis_guard.failed(exc)
-    local = caches["default"]
-    value = local.get(key)
-    if value is None:
-        value = compute()
-        local.set(key, value, timeout=seconds)
-    return value
+    value = shared.run_guarded(lambda: get_or_compute(shared.cache)) if shared is not None else None
+    return value if value is not None else get_or_compute(caches["default"])
 
 
 def forget_cached_stats() -> None:
     """Drop the figures kept by ``cached_for_stats`` (wherever they are kept)."""
     shared = _shared_redis_tier()
-    if shared is not None and redis_guard.available():
-        try:
-            shared.cache.delete_pattern("memory-stats:*")
-        except redis_errors() as exc:
-            redis_guard.failed(exc)
+    if shared is not None:
+        shared.run_guarded(lambda: shared.cache.delete_pattern("memory-stats:*"))
     caches["default"].clear()
 
 
@@ -463,7 +454,7 @@ _redis_tier: RedisTier | None = None
 def _shared_redis_tier() -> RedisTier | None:
     """One L2 per process, so that its outage state and pending deletes are shared."""
     global _redis_tier
-    if "memory_l2" not in settings.CACHES:
+    if not redis_configured():
         return None
     if _redis_tier is None:
         _redis_tier = RedisTier()

@@ -11,13 +11,13 @@ from .models import ProductMemoryEntry
 from .pricing import estimate_saved_cost
 from .product_memory import ProductMemory, cached_for_stats
 from .prompts import current_model_name
-from .tiers import redis_errors, redis_guard
+from .tiers import redis_configured, redis_errors, redis_guard
 
 
 def redis_info() -> dict:
     """``{"available", "used_memory_bytes", "keys"}``; ``available`` is False without Redis."""
     info = {"available": False, "used_memory_bytes": None, "keys": None}
-    if "memory_l2" not in settings.CACHES:
+    if not redis_configured():
         return info
     from django.core.cache import caches
 

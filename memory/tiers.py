@@ -224,14 +224,24 @@ def redis_errors() -> tuple[type[BaseException], ...]:
     return (ConnectionInterrupted, RedisError, OSError)
 
 
-_caches_generation = 0
+_caches_generation = 0  # bumped when CACHES changes (tests): what is derived from it is looked up again
+_redis_configured: bool | None = None
 
 
 @receiver(setting_changed)
 def _caches_changed(setting, **kwargs):
-    global _caches_generation
+    global _caches_generation, _redis_configured
     if setting == "CACHES":
         _caches_generation += 1
+        _redis_configured = None
+
+
+def redis_configured() -> bool:
+    """Is there an L2? Asked several times on every read, hence kept until CACHES changes."""
+    global _redis_configured
+    if _redis_configured is None:
+        _redis_configured = "memory_l2" in settings.CACHES
+    return _redis_configured
 
 
 class RedisTier(Tier):
@@ -267,7 +277,8 @@ class RedisTier(Tier):
     def client(self):
         return self.cache.client.get_client(write=True)
 
-    def _run(self, operation: Callable, default=None, on_failure: Callable[[], None] | None = None):
+    def run_guarded(self, operation: Callable, default=None, on_failure: Callable[[], None] | None = None):
+        """``operation()`` against Redis, or ``default`` (after ``on_failure``) when Redis is off or fails."""
         if not self.guard.available():
             if on_failure:
                 on_failure()
@@ -334,7 +345,7 @@ class RedisTier(Tier):
         # What ``cache.client.decode`` does, minus its attempt to read every value as an integer.
         decompress, loads = cache.client._compressor.decompress, cache.client._serializer.loads
         found, undecodable = {}, []
-        for redis_key, value in self._run(read, default=[]):
+        for redis_key, value in self.run_guarded(read, default=[]):
             if value is None:
                 continue
             try:
@@ -343,7 +354,7 @@ class RedisTier(Tier):
                 undecodable.append(redis_key)
         if undecodable:
             logger.warning("Redis: %d valor(es) ilegível(is) descartado(s), lidos do PostgreSQL", len(undecodable))
-            self._run(lambda: cache.client.get_client(write=True).unlink(*undecodable))
+            self.run_guarded(lambda: cache.client.get_client(write=True).unlink(*undecodable))
         return found
 
     def set_many(self, snapshots, only_if_absent: bool = False, publish: tuple[str, str] | None = None) -> bool:
@@ -370,20 +381,20 @@ class RedisTier(Tier):
             pipe.execute()
             return True
 
-        return self._run(
+        return self.run_guarded(
             write, default=False, on_failure=lambda: self._remember_deletes([ck for ck, _, _ in items])
         )
 
     def delete_many(self, keys):
         cache_keys = [cache_key(k) for k in keys]
         if cache_keys:
-            self._run(
+            self.run_guarded(
                 lambda: self.cache.delete_many(cache_keys),
                 on_failure=lambda: self._remember_deletes(cache_keys),
             )
 
     def clear(self):
-        self._run(self._delete_all_entries, on_failure=self._remember_clear)
+        self.run_guarded(self._delete_all_entries, on_failure=self._remember_clear)
 
     DELETE_BATCH = 1000
 
