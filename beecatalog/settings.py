@@ -92,7 +92,7 @@ MEMORY_REDIS_TIMEOUT = env.float("MEMORY_REDIS_TIMEOUT", default=0.25)
 CACHES = {
     "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "default"},
     "memory_l1": {
-        "BACKEND": "memory.cache_backends.LocalMemoryCache",
+        "BACKEND": "memory.infra.cache_backends.LocalMemoryCache",
         "LOCATION": "memory-l1",
         "TIMEOUT": MEMORY_L1_TTL,
         "OPTIONS": {"MAX_ENTRIES": env.int("MEMORY_L1_MAX_ENTRIES", default=10000)},
@@ -107,7 +107,7 @@ if REDIS_URL:
         "OPTIONS": {
             "CLIENT_CLASS": "django_redis.client.DefaultClient",
             "SERIALIZER": "django_redis.serializers.json.JSONSerializer",
-            "COMPRESSOR": "memory.compressors.Lz4ReadingZstdCompressor",
+            "COMPRESSOR": "memory.infra.compressors.Lz4ReadingZstdCompressor",
             "SOCKET_CONNECT_TIMEOUT": MEMORY_REDIS_TIMEOUT,
             "SOCKET_TIMEOUT": MEMORY_REDIS_TIMEOUT,
             "CONNECTION_POOL_KWARGS": {"health_check_interval": 30},

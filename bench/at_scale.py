@@ -21,7 +21,7 @@ Steps (results in ``var/bench/at_scale-<steps>.json``):
             into a file: time, rows/s, peak RSS of the command.
 ``import``  ``manage_memory import`` of 100,000 exported rows as new products
             (``IMP-*``; deleted afterwards) and as updates of existing ones.
-``purge``   ``memory.maintenance.purge_expired()`` over every expired row:
+``purge``   ``memory.services.purge.purge_expired()`` over every expired row:
             total time, batches, the longest batch and the longest single SQL
             statement (a ``connection.execute_wrapper`` times each one).
 ``purge_keyset``  the same with ``bench.what_if.purge_expired_keyset`` (the
@@ -126,7 +126,7 @@ def step_stats() -> dict:
     from rest_framework.authtoken.models import Token
     from rest_framework.test import APIClient
 
-    from memory.selectors import memory_stats
+    from memory.services.stats import memory_stats
 
     user, _ = get_user_model().objects.get_or_create(username="bench", defaults={"is_staff": True})
     token, _ = Token.objects.get_or_create(user=user)
@@ -284,7 +284,7 @@ def step_purge(batch_size: int, keyset: bool = False) -> dict:
     from django.db import connection
     from django.utils import timezone
 
-    from memory.maintenance import purge_expired
+    from memory.services.purge import purge_expired
     from memory.models import ProductMemoryEntry
 
     expired = ProductMemoryEntry.objects.filter(expires_at__lte=timezone.now()).count()

@@ -50,9 +50,9 @@ def main() -> None:
     from django.conf import settings
     from django.db import connection
 
-    from memory.identifiers import input_fingerprint
+    from memory.engine.identifiers import input_fingerprint
     from memory.models import ProductMemoryEntry
-    from memory.prompts import current_generator_version
+    from memory.providers.prompts import current_generator_version
 
     table = ProductMemoryEntry._meta.db_table
     db = settings.DATABASES["default"]

@@ -78,7 +78,7 @@ def main() -> None:
     from rest_framework.authtoken.models import Token
     from rest_framework.test import APIClient
 
-    from memory.product_memory import ProductMemory
+    from memory.engine.memory import ProductMemory
 
     memory = ProductMemory()
     ids = [product(i)["sku"] for i in range(PRODUCTS)]

@@ -32,7 +32,7 @@ def main() -> None:
     args = parser.parse_args()
 
     setup_django()
-    from memory.product_memory import ProductMemory
+    from memory.engine.memory import ProductMemory
 
     memory = ProductMemory()
     ids = [product(i)["sku"] for i in range(args.products)]

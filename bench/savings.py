@@ -70,10 +70,10 @@ def main() -> None:
     setup_django()
     from django.db import connection
 
-    from memory.catalog import read_catalog
-    from memory.identifiers import extract_product_identifier
+    from memory.io.catalog import read_catalog
+    from memory.engine.identifiers import extract_product_identifier
     from memory.models import ProductMemoryEntry
-    from memory.product_memory import ProductMemory
+    from memory.engine.memory import ProductMemory
 
     ids = sorted({extract_product_identifier(r.product) for r in read_catalog(CATALOG) if r.product})
     memory = ProductMemory()

@@ -64,8 +64,8 @@ def main() -> None:
 
     from memory.memory_utils import batch_check_products_in_memory
     from memory.models import DailyStats, ProductMemoryEntry
-    from memory.product_memory import ProductMemory
-    from memory.tiers import cache_key
+    from memory.engine.memory import ProductMemory
+    from memory.engine.tiers import cache_key
 
     n = args.products
     db = settings.DATABASES["default"]

@@ -1,7 +1,7 @@
 """What-ifs of the bench: changes measured to price a proposal before they were made.
 
 :func:`purge_expired_keyset` is the keyset purge as ``bench/at_scale.py``'s
-``purge_keyset`` step measured it; ``memory.maintenance.purge_expired`` has
+``purge_keyset`` step measured it; ``memory.services.purge.purge_expired`` has
 worked this way since. (The buffered hit counter and the cached token lookup
 that were priced here are shipped too, in ``memory/counters.py`` and
 ``memory/api/authentication.py``.)
@@ -10,7 +10,7 @@ import time
 
 
 def purge_expired_keyset(batch_size: int = 5000):
-    """The proposal for ``memory.maintenance.purge_expired``: the same batches, but each
+    """The proposal for ``memory.services.purge.purge_expired``: the same batches, but each
     ``SELECT`` starts where the previous batch ended (``expires_at >= last``).
 
     ``purge_expired`` asks every batch for the oldest expired rows from the start
@@ -23,9 +23,9 @@ def purge_expired_keyset(batch_size: int = 5000):
     from django.db import transaction
     from django.utils import timezone
 
-    from memory.maintenance import PurgeResult
+    from memory.services.purge import PurgeResult
     from memory.models import ProductMemoryEntry
-    from memory.product_memory import ProductMemory
+    from memory.engine.memory import ProductMemory
 
     now = timezone.now()
     memory = ProductMemory()

@@ -10,7 +10,7 @@ from django.utils.translation import gettext_lazy as _
 def _flush_local_counters_at_exit():
     """Counts still buffered in this process (the last second of hits, or all of them
     without Redis) must not leave with it."""
-    from .counters import hit_counter
+    from memory.engine.counters import hit_counter
 
     if hit_counter.local.is_empty():
         return
@@ -29,14 +29,14 @@ class MemoryConfig(AppConfig):
 
     def ready(self):
         atexit.register(_flush_local_counters_at_exit)
-        from .api import signals as api_signals
+        from memory.api import signals as api_signals
 
         api_signals.connect()
         # The scheduled jobs: their Celery tasks (registered in every process that
         # loads Django, the worker included), their settings check, and their
         # django-celery-beat rows, kept in step on every migrate.
-        from . import periodic_tasks  # noqa: F401
-        from .schedules import check_job_settings, register_after_migrate
+        from memory import periodic_tasks  # noqa: F401
+        from memory.schedules import check_job_settings, register_after_migrate
 
         checks.register(check_job_settings)
         post_migrate.connect(register_after_migrate, sender=self, dispatch_uid="memory.register_periodic_tasks")

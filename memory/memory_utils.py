@@ -3,14 +3,14 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable
 
-from .content import GeneratedContent
-from .generation import FAILED, generate_product
-from .identifiers import extract_product_identifier
-from .models import DEFAULT_KIND
-from .product_memory import ProductMemory
-from .prompts import current_generator_version
-from .providers import ContentProvider
-from .tiers import Snapshot
+from memory.providers.content import GeneratedContent
+from memory.services.generation import FAILED, generate_product
+from memory.engine.identifiers import extract_product_identifier
+from memory.models import DEFAULT_KIND
+from memory.engine.memory import ProductMemory
+from memory.providers.prompts import current_generator_version
+from memory.providers import ContentProvider
+from memory.engine.tiers import Snapshot
 
 __all__ = [
     "extract_product_identifier",

@@ -9,10 +9,10 @@ from __future__ import annotations
 from celery import shared_task
 from django.conf import settings
 
-from .backup import create_backup
-from .counters import flush_entry_counters
-from .maintenance import purge_expired
-from .rollup import roll_up_daily_stats
+from memory.services.backup import create_backup
+from memory.engine.counters import flush_entry_counters
+from memory.services.purge import purge_expired
+from memory.services.rollup import roll_up_daily_stats
 
 PURGE_TASK = "memory.purge_expired_entries"
 FLUSH_TASK = "memory.flush_hit_counters"

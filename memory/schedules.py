@@ -29,7 +29,7 @@ from django.core.checks import Error
 from django.core.exceptions import ImproperlyConfigured
 from django.db import DEFAULT_DB_ALIAS, router, transaction
 
-from .periodic_tasks import BACKUP_TASK, FLUSH_TASK, PURGE_TASK, ROLLUP_TASK
+from memory.periodic_tasks import BACKUP_TASK, FLUSH_TASK, PURGE_TASK, ROLLUP_TASK
 
 logger = logging.getLogger("memory")
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from .generation import generate_batch, generate_product
+from memory.services.generation import generate_batch, generate_product
 
 
 @shared_task(name="memory.generate_main_content_task")

@@ -4,7 +4,7 @@ from django.contrib.admin.views.decorators import staff_member_required
 from django.shortcuts import render
 from django.utils.translation import gettext as _
 
-from .dashboard import dashboard_data
+from memory.services.dashboard import dashboard_data
 
 
 @staff_member_required

@@ -6,10 +6,10 @@ from django.conf import settings
 from django.core.cache import caches
 from django.test import override_settings
 
-from memory import product_memory
-from memory.counters import hit_counter
-from memory.invalidation import wait_until_subscribed
-from memory.tiers import redis_guard
+from memory.engine import memory as product_memory
+from memory.engine.counters import hit_counter
+from memory.engine.coherence import wait_until_subscribed
+from memory.engine.tiers import redis_guard
 
 
 def _redis_configured() -> bool:
@@ -51,7 +51,7 @@ def _l2_caches(options: dict, location: str) -> dict:
     l2["OPTIONS"] = {
         "CLIENT_CLASS": "django_redis.client.DefaultClient",
         "SERIALIZER": "django_redis.serializers.json.JSONSerializer",
-        "COMPRESSOR": "memory.compressors.Lz4ReadingZstdCompressor",
+        "COMPRESSOR": "memory.infra.compressors.Lz4ReadingZstdCompressor",
         "SOCKET_CONNECT_TIMEOUT": 0.2,
         "SOCKET_TIMEOUT": 0.2,
         **options,
@@ -106,10 +106,15 @@ def process_env():
     if db["PASSWORD"]:
         auth += ":" + quote(db["PASSWORD"], safe="")
     env = dict(os.environ)
+    database_url = f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+    redis_url = settings.CACHES["memory_l2"]["LOCATION"] if _redis_configured() else ""
     env.update({
+        # tests.settings reads only the TEST_ variables; the others serve beecatalog.settings
         "DJANGO_SETTINGS_MODULE": "tests.settings",
-        "DATABASE_URL": f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
-        "REDIS_URL": settings.CACHES["memory_l2"]["LOCATION"] if _redis_configured() else "",
+        "TEST_DATABASE_URL": database_url,
+        "TEST_REDIS_URL": redis_url,
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
         "PYTHONPATH": str(settings.BASE_DIR),
         "MEMORY_LOG_LEVEL": "WARNING",
     })

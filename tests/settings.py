@@ -1,14 +1,13 @@
 """Test defaults: the suite runs against the local PostgreSQL and Redis unless told otherwise.
 
-``TEST_DATABASE_URL`` / ``TEST_REDIS_URL`` choose other servers; an explicit
-``DATABASE_URL`` / ``REDIS_URL`` in the environment wins over both.
+``TEST_DATABASE_URL`` / ``TEST_REDIS_URL`` choose other servers. They are the only say: an
+exported ``DATABASE_URL`` / ``REDIS_URL`` (a developer's own data) is never used, because the
+tests flush the Redis database and create and drop the test database.
 """
 import os
 
-os.environ.setdefault(
-    "DATABASE_URL", os.environ.get("TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/beecatalog")
-)
-os.environ.setdefault("REDIS_URL", os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15"))
+os.environ["DATABASE_URL"] = os.environ.get("TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/beecatalog")
+os.environ["REDIS_URL"] = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 os.environ.setdefault("SECRET_KEY", "test-secret-key")
 
 from beecatalog.settings import *  # noqa: E402,F401,F403

@@ -14,10 +14,10 @@ from django.urls import reverse
 from rest_framework.test import APIClient
 
 from memory.models import DailyStats, ProductMemoryEntry
-from memory.counters import hit_counter
-from memory.product_memory import ProductMemory
+from memory.engine.counters import hit_counter
+from memory.engine.memory import ProductMemory
 
-from .test_api import eager_tasks, make_user, token_client  # noqa: F401 (fixtures)
+from tests.api.test_api import eager_tasks, make_user, token_client  # noqa: F401 (fixtures)
 
 CONTENT = {"title": "Produto", "description": "d", "bullet_points": ["a"], "seo_keywords": ["b"]}
 SQL = "'; DROP TABLE memory_productmemoryentry; --"

@@ -5,7 +5,7 @@ import pytest
 from django.core.cache import caches
 from django.test import override_settings
 
-from memory.content import GeneratedContent
+from memory.providers.content import GeneratedContent
 from memory.memory_utils import (
     batch_check_products_in_memory,
     check_product_in_memory,
@@ -14,7 +14,7 @@ from memory.memory_utils import (
     save_generated_content_to_memory,
 )
 from memory.models import ProductMemoryEntry
-from memory.product_memory import ProductMemory
+from memory.engine.memory import ProductMemory
 
 pytestmark = pytest.mark.django_db
 
@@ -24,7 +24,7 @@ CONTENT = {"title": "Fone Bluetooth JBL", "description": "d", "bullet_points": [
 
 def test_public_names_import_from_the_documented_paths():
     from memory.models import ProductMemoryEntry as Model  # noqa: F401
-    from memory.product_memory import ProductMemory as PM  # noqa: F401
+    from memory.engine.memory import ProductMemory as PM  # noqa: F401
 
     assert extract_product_identifier({"sku": "ABC123"}) == "ABC123"
 

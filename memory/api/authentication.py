@@ -9,7 +9,7 @@ from django.conf import settings
 from drf_spectacular.authentication import SessionScheme
 from rest_framework.authentication import SessionAuthentication, TokenAuthentication
 
-from ..invalidation import l1_is_trustworthy
+from memory.engine.coherence import l1_is_trustworthy
 
 # Per-instance caches of ``has_perm``: dropped from every cached user handed out, so that a
 # permission granted or revoked counts from the next request on.

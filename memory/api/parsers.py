@@ -8,7 +8,7 @@ from django.conf import settings
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import JSONParser
 
-from .exceptions import RequestTooLarge
+from memory.api.exceptions import RequestTooLarge
 
 
 def _reject_constant(name: str):

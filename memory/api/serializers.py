@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from ..models import DEFAULT_KIND, EntryStatus
-from ..product_memory import resolve_product
+from memory.models import DEFAULT_KIND, EntryStatus
+from memory.engine.memory import resolve_product
 
 MAX_LIST_LIMIT = 1000
 # Far beyond any table, well within PostgreSQL's bigint OFFSET.

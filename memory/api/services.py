@@ -6,9 +6,9 @@ from typing import Any
 
 from kombu.exceptions import OperationalError
 
-from ..identifiers import extract_product_identifier
-from ..models import DEFAULT_KIND, ProductMemoryEntry
-from ..product_memory import resolve_product
+from memory.engine.identifiers import extract_product_identifier
+from memory.models import DEFAULT_KIND, ProductMemoryEntry
+from memory.engine.memory import resolve_product
 
 # What a generation needs beyond an identifier: the product's name, under any
 # of the names the providers read it from.
@@ -72,7 +72,7 @@ def enqueue_regeneration(product: Any) -> Regeneration:
             f"product_data: os dados guardados identificam o produto {merged_id}, não {ref.product_id}"
         )
 
-    from ..tasks import generate_main_content_task  # Celery app and providers load on first use
+    from memory.tasks import generate_main_content_task  # Celery app and providers load on first use
 
     try:
         result = generate_main_content_task.delay(merged, force_regenerate=True)

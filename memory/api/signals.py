@@ -7,7 +7,7 @@ from django.contrib.auth import get_user_model
 from django.db.models.signals import post_delete, post_save
 from rest_framework.authtoken.models import Token
 
-from ..invalidation import publish_auth_change
+from memory.engine.coherence import publish_auth_change
 
 
 def _auth_changed(sender, **kwargs):

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views
+from memory.api import views
 
 app_name = "memory_api"
 

@@ -1,7 +1,7 @@
 """The eight ``/api/memory/`` endpoints of the original design, and ``/metrics``.
 
 Each view validates its input with a serializer, calls one service function
-and shapes the response; the memory itself lives in ``memory.product_memory``.
+and shapes the response; the memory itself lives in ``memory.engine.memory``.
 """
 from __future__ import annotations
 
@@ -17,13 +17,13 @@ from rest_framework.renderers import BaseRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from .. import metrics
-from ..health import check_health
-from ..product_memory import ProductMemory
-from ..selectors import memory_stats
-from . import serializers as s
-from .permissions import CanChangeEntries, CanDeleteEntries, MetricsAccess
-from .services import QueueUnavailable, UnknownProduct, enqueue_regeneration
+from memory.infra import metrics
+from memory.infra.health import check_health
+from memory.engine.memory import ProductMemory
+from memory.services.stats import memory_stats
+from memory.api import serializers as s
+from memory.api.permissions import CanChangeEntries, CanDeleteEntries, MetricsAccess
+from memory.api.services import QueueUnavailable, UnknownProduct, enqueue_regeneration
 
 TAG = ["memória"]
 ERRORS = {
@@ -133,7 +133,7 @@ class ExportView(APIView):
         },
     )
     def get(self, request):
-        from ..transfer import content_type, export_filename, iter_export
+        from memory.io.transfer import content_type, export_filename, iter_export
 
         query = _validated(s.ExportQuerySerializer, request.query_params)
         fmt = query["format"]

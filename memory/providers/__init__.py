@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from django.conf import settings
 
-from .base import ContentProvider, GenerationError
-from .openai import OpenAIProvider
-from .template import TemplateProvider
+from memory.providers.base import ContentProvider, GenerationError
+from memory.providers.openai import OpenAIProvider
+from memory.providers.template import TemplateProvider
 
 __all__ = ["ContentProvider", "GenerationError", "OpenAIProvider", "TemplateProvider", "get_provider"]
 

@@ -1,8 +1,8 @@
 """The interface every content provider implements."""
 from __future__ import annotations
 
-from ..content import GeneratedContent
-from ..prompts import PROMPT_VERSION
+from memory.providers.content import GeneratedContent
+from memory.providers.prompts import PROMPT_VERSION
 
 
 class GenerationError(Exception):

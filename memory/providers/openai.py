@@ -13,9 +13,9 @@ import time
 
 import httpx
 
-from ..content import GeneratedContent, validate_generated_content
-from ..prompts import SYSTEM_PROMPT, USER_PROMPT_TEMPLATE
-from .base import ContentProvider, GenerationError
+from memory.providers.content import GeneratedContent, validate_generated_content
+from memory.providers.prompts import SYSTEM_PROMPT, USER_PROMPT_TEMPLATE
+from memory.providers.base import ContentProvider, GenerationError
 
 logger = logging.getLogger("memory")
 

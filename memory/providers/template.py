@@ -11,9 +11,9 @@ import hashlib
 import json
 import math
 
-from ..content import GeneratedContent, validate_generated_content
-from ..prompts import SYSTEM_PROMPT, USER_PROMPT_TEMPLATE
-from .base import ContentProvider
+from memory.providers.content import GeneratedContent, validate_generated_content
+from memory.providers.prompts import SYSTEM_PROMPT, USER_PROMPT_TEMPLATE
+from memory.providers.base import ContentProvider
 
 FIELD_ALIASES = {
     "title": ("title", "name", "nome", "titulo"),

@@ -17,9 +17,9 @@ django.setup()
 
 from django.core.cache import caches  # noqa: E402
 
-from memory.invalidation import wait_until_subscribed  # noqa: E402
-from memory.product_memory import ProductMemory  # noqa: E402
-from memory.tiers import cache_key  # noqa: E402
+from memory.engine.coherence import wait_until_subscribed  # noqa: E402
+from memory.engine.memory import ProductMemory  # noqa: E402
+from memory.engine.tiers import cache_key  # noqa: E402
 
 
 def main(product_id: str) -> None:

@@ -10,13 +10,13 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError
 
-from memory.catalog import CATALOG_FORMATS, read_catalog
-from memory.generation import FAILED, REGENERATED, REUSED, BatchResult, generate_batch
-from memory.identifiers import extract_product_identifier
-from memory.pricing import estimate_saved_cost
-from memory.prompts import current_model_name
+from memory.io.catalog import CATALOG_FORMATS, read_catalog
+from memory.services.generation import FAILED, REGENERATED, REUSED, BatchResult, generate_batch
+from memory.engine.identifiers import extract_product_identifier
+from memory.providers.pricing import estimate_saved_cost
+from memory.providers.prompts import current_model_name
 from memory.providers import GenerationError
-from memory.selectors import prompt_share
+from memory.services.stats import prompt_share
 
 # Rows handed to one batch call: bounds memory on large catalogs.
 ROWS_PER_BATCH_CALL = 500

@@ -19,13 +19,13 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import Error as DatabaseLibraryError, ProgrammingError
 from django.utils import timezone
 
-from memory.backup import RedisUnavailable, create_backup, restore_backup, warm_redis
-from memory.health import check_health
-from memory.maintenance import purge_expired
+from memory.services.backup import RedisUnavailable, create_backup, restore_backup, warm_redis
+from memory.infra.health import check_health
+from memory.services.purge import purge_expired
 from memory.models import DEFAULT_KIND, ProductMemoryEntry
-from memory.product_memory import ProductMemory
-from memory.selectors import memory_stats
-from memory.transfer import (
+from memory.engine.memory import ProductMemory
+from memory.services.stats import memory_stats
+from memory.io.transfer import (
     EXPORT_FORMATS, IMPORT_FORMATS, ImportReport, format_from_filename, import_entries, write_export,
 )
 

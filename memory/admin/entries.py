@@ -1,0 +1,252 @@
+"""The admin of the memory: list, search, filters, read-only detail, actions, import and export.
+
+Built for a million rows on PostgreSQL: the list never counts the whole table
+(an exact count up to ``EXACT_COUNT_LIMIT`` rows, the planner's estimate beyond),
+never loads the JSON columns, and searches with ``icontains``, which the
+trigram indexes of migration 0002 serve. Deletes, expiry changes and imports
+go through :mod:`memory.services.entries`, which keeps Redis and L1 in step.
+"""
+from __future__ import annotations
+
+import json
+
+from django.contrib import admin, messages
+from django.contrib.admin.actions import delete_selected as confirm_and_delete_selected
+from django.contrib.admin.views.main import ChangeList
+from django.core.paginator import Paginator
+from django.db import OperationalError, connection, transaction
+from django.db.models.functions import Left
+from django.urls import reverse
+from django.utils.functional import cached_property
+from django.utils.html import format_html
+from django.utils.translation import gettext_lazy as _, ngettext, ngettext_lazy
+from import_export.admin import ExportActionMixin, ImportExportMixin
+from import_export.formats.base_formats import CSV, JSON, XLSX
+from import_export.forms import ExportForm
+
+from memory.admin.filters import ExpiringSoonFilter, GeneratorVersionFilter, KindFilter, StatusFilter
+from memory.services.entries import delete_entries, enqueue_regeneration, extend_expiry
+from memory.models import TITLE_SORT_CHARS, EntryStatus, ProductMemoryEntry
+from memory.providers.prompts import current_generator_version
+from memory.admin.resources import ProductMemoryEntryResource
+
+EXACT_COUNT_LIMIT = 1000
+COUNT_TIMEOUT_MS = 150
+# A write action runs inside one request; past this many entries ``manage_memory`` is the tool.
+MAX_ACTION_ENTRIES = 10_000
+
+
+def estimated_count(queryset, exact_limit: int = EXACT_COUNT_LIMIT) -> int:
+    """The row count of ``queryset``: exact up to ``exact_limit``, estimated by PostgreSQL beyond.
+
+    An exact COUNT(*) over a million rows costs a full scan on every page
+    load. Here at most ``exact_limit + 1`` rows are counted, within
+    ``COUNT_TIMEOUT_MS``; past that the admin shows the planner's estimate
+    (``pg_class.reltuples`` for the whole table, the query plan's row
+    estimate for a filtered list).
+    """
+    if connection.vendor != "postgresql":
+        return queryset.count()
+    queryset = queryset.order_by()
+    capped = _bounded_count(queryset, exact_limit + 1)
+    if capped is not None and capped <= exact_limit:
+        return capped
+    if queryset.query.has_filters():
+        sql, params = queryset.values("pk").query.sql_with_params()
+        with connection.cursor() as cursor:
+            cursor.execute("EXPLAIN (FORMAT JSON) " + sql, params)
+            plan = cursor.fetchone()[0]
+        if isinstance(plan, str):
+            plan = json.loads(plan)
+        estimate = int(plan[0]["Plan"]["Plan Rows"])
+    else:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass",
+                           [queryset.model._meta.db_table])
+            estimate = int(cursor.fetchone()[0])
+    return max(estimate, capped or 0)
+
+
+def _bounded_count(queryset, limit: int) -> int | None:
+    """``COUNT`` of at most ``limit`` rows, or None when that takes longer than ``COUNT_TIMEOUT_MS``."""
+    with transaction.atomic(using=queryset.db):
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT current_setting('statement_timeout')")
+            previous = cursor.fetchone()[0]
+            cursor.execute("SELECT set_config('statement_timeout', %s, true)", [str(COUNT_TIMEOUT_MS)])
+        try:
+            with transaction.atomic(using=queryset.db):
+                return queryset[:limit].count()
+        except OperationalError:  # canceled by the timeout: the rows are sparse, estimate instead
+            return None
+        finally:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT set_config('statement_timeout', %s, true)", [previous])
+
+
+class EstimatedCountPaginator(Paginator):
+    @cached_property
+    def count(self):
+        return estimated_count(self.object_list)
+
+
+class EntryChangeList(ChangeList):
+    """The list never reads the JSON columns: a page of 100 payloads would be megabytes."""
+
+    def get_queryset(self, request, exclude_parameters=None):
+        return super().get_queryset(request, exclude_parameters).defer("payload", "source_data")
+
+
+@admin.register(ProductMemoryEntry)
+class ProductMemoryEntryAdmin(ImportExportMixin, ExportActionMixin, admin.ModelAdmin):
+    resource_classes = [ProductMemoryEntryResource]
+    formats = [CSV, JSON, XLSX]
+    export_form_class = ExportForm  # every column, always: what is exported must read back
+    import_export_change_list_template = "admin/memory/productmemoryentry/change_list.html"
+    show_change_form_export = False  # the detail page is read-only: export from the list
+
+    list_display = (
+        "product_id", "title_column", "kind", "status_badge", "hit_count", "tokens_saved", "expires_at", "updated_at",
+    )
+    list_display_links = ("product_id",)
+    search_fields = ("product_id", "title")
+    search_help_text = _("Search by product id or title (contains, case-insensitive).")
+    list_filter = (KindFilter, StatusFilter, GeneratorVersionFilter, ExpiringSoonFilter)
+    ordering = ("-updated_at",)
+    list_per_page = 50
+    list_max_show_all = 500
+    show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER
+    paginator = EstimatedCountPaginator
+    actions = ["delete_selected", "regenerate_selected", "extend_expiry_selected"]
+
+    fieldsets = (
+        (None, {"fields": ("product_id", "kind", "title", "status_badge", "generator_version", "input_fingerprint")}),
+        (_("Usage"), {"fields": ("tokens_prompt", "tokens_completion", "hit_count", "tokens_saved")}),
+        (_("Dates"), {"fields": ("created_at", "updated_at", "last_hit_at", "expires_at")}),
+        (_("Content"), {"fields": ("payload_pretty",)}),
+        (_("Source data"), {"fields": ("source_data_pretty",)}),
+    )
+    readonly_fields = (
+        "product_id", "kind", "title", "status_badge", "generator_version", "input_fingerprint",
+        "tokens_prompt", "tokens_completion", "hit_count", "tokens_saved",
+        "created_at", "updated_at", "last_hit_at", "expires_at", "payload_pretty", "source_data_pretty",
+    )
+
+    # -- permissions ----------------------------------------------------------------
+
+    def has_add_permission(self, request):
+        return False  # entries come from generation or from an import
+
+    def has_change_permission(self, request, obj=None):
+        # The detail page is read-only; the list's actions still need the change permission.
+        if obj is not None:
+            return False
+        return super().has_change_permission(request)
+
+    def has_import_permission(self, request):
+        opts = self.opts
+        return request.user.has_perms([f"{opts.app_label}.add_{opts.model_name}",
+                                       f"{opts.app_label}.change_{opts.model_name}"])
+
+    def has_export_permission(self, request):
+        return self.has_view_permission(request)
+
+    # -- list -----------------------------------------------------------------------
+
+    def get_changelist(self, request, **kwargs):
+        return EntryChangeList
+
+    def get_export_queryset(self, request):
+        return super().get_export_queryset(request).defer(None)
+
+    @admin.display(description=ProductMemoryEntry._meta.get_field("title").verbose_name,
+                   ordering=Left("title", TITLE_SORT_CHARS))
+    def title_column(self, obj):
+        """The title, sorted by the expression its index holds (``memory_entry_title_sort_idx``)."""
+        return obj.title
+
+    @admin.display(description=_("status"))
+    def status_badge(self, obj):
+        status = EntryStatus(obj.status(current_generator_version()))
+        return format_html('<span class="memory-badge memory-badge--{}">{}</span>', status.value, status.label)
+
+    def changelist_view(self, request, extra_context=None):
+        extra_context = {**(extra_context or {}), "dashboard_url": reverse("memory:dashboard")}
+        return super().changelist_view(request, extra_context)
+
+    # -- detail ---------------------------------------------------------------------
+
+    @admin.display(description=_("content"))
+    def payload_pretty(self, obj):
+        return _pretty_json(obj.payload)
+
+    @admin.display(description=_("source data"))
+    def source_data_pretty(self, obj):
+        return _pretty_json(obj.source_data)
+
+    # -- deletion: every path reaches Redis and L1 too -----------------------------------
+
+    def delete_model(self, request, obj):
+        delete_entries(ProductMemoryEntry.objects.filter(pk=obj.pk))
+
+    def delete_queryset(self, request, queryset):
+        delete_entries(queryset)
+
+    @admin.action(permissions=["delete"], description=_("Delete selected entries from every tier (PostgreSQL, Redis, local)"))
+    def delete_selected(self, request, queryset):
+        """Django's confirmation page, whose confirmed POST calls :meth:`delete_queryset`."""
+        if self._too_many(request, queryset):
+            return None
+        return confirm_and_delete_selected(self, request, queryset)
+
+    def _too_many(self, request, queryset) -> bool:
+        if queryset.order_by()[: MAX_ACTION_ENTRIES + 1].count() <= MAX_ACTION_ENTRIES:
+            return False
+        self.message_user(request, _(
+            "More than %(max)d entries are selected: act on at most %(max)d at a time, "
+            "or use manage_memory (delete, purge, clear) for larger sets."
+        ) % {"max": MAX_ACTION_ENTRIES}, messages.ERROR)
+        return True
+
+    # -- other actions ----------------------------------------------------------------
+
+    @admin.action(permissions=["change"], description=_("Regenerate selected entries (forced, in the background)"))
+    def regenerate_selected(self, request, queryset):
+        if self._too_many(request, queryset):
+            return
+        result = enqueue_regeneration(queryset)
+        notices = (
+            (result.queued, messages.SUCCESS, ngettext_lazy(
+                "%(count)d product queued for regeneration.",
+                "%(count)d products queued for regeneration.", "count")),
+            (result.without_source_data, messages.WARNING, ngettext_lazy(
+                "%(count)d entry has no source data to regenerate from.",
+                "%(count)d entries have no source data to regenerate from.", "count")),
+            (result.not_queued, messages.ERROR, ngettext_lazy(
+                "The task queue is unreachable: %(count)d product was not queued. Try again later.",
+                "The task queue is unreachable: %(count)d products were not queued. Try again later.", "count")),
+            (result.other_kind, messages.WARNING, ngettext_lazy(
+                "%(count)d entry is not main content and cannot be regenerated here.",
+                "%(count)d entries are not main content and cannot be regenerated here.", "count")),
+        )
+        for count, level, message in notices:
+            if count:
+                self.message_user(request, message % {"count": count}, level)
+
+    @admin.action(permissions=["change"], description=_("Extend expiry of selected entries by the default TTL"))
+    def extend_expiry_selected(self, request, queryset):
+        if self._too_many(request, queryset):
+            return
+        changed = extend_expiry(queryset)
+        self.message_user(request, ngettext(
+            "Expiry extended for %(count)d entry.",
+            "Expiry extended for %(count)d entries.",
+            changed,
+        ) % {"count": changed}, messages.SUCCESS)
+
+
+def _pretty_json(value) -> str:
+    """Indented JSON in a <pre>, escaped: a payload holding ``<script>`` shows as text."""
+    text = json.dumps(value, ensure_ascii=False, indent=2, sort_keys=True)
+    return format_html('<pre class="memory-json">{}</pre>', text)

@@ -1,0 +1,466 @@
+"""Hit, miss and token counters kept outside PostgreSQL, and their flush into the rows.
+
+A cache hit must not cost a synchronous PostgreSQL write, so each hit adds to a
+Redis hash (one pipelined round trip), or to a dict in the process when Redis
+is off. :func:`flush_counters` moves everything counted into
+``ProductMemoryEntry`` and ``DailyStats``.
+
+Redis keeps two hashes, flushed by two scheduled jobs: the per-entry counts
+(hits, tokens saved, last hit) that :func:`flush_entry_counters` writes into
+the rows every minute, and the per-day counts (hits, misses, generations,
+tokens spent and saved) that :func:`flush_daily_counters` writes into
+``DailyStats`` when the daily roll-up runs (``memory.services.rollup``). The two jobs
+never wait on each other.
+
+A flush never loses or doubles an increment: it first RENAMEs the live hash
+to a private one (RENAME is atomic), so hits that land during the
+flush go to a fresh live hash, and it deletes the private hash only after the
+PostgreSQL transaction committed. A flush that failed half-way leaves the
+private hash behind, and the next flush applies it.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from datetime import date, datetime, time as dt_time, timedelta, timezone as dt_timezone
+
+from django.db import transaction
+from django.db.models import F
+from django.db.models.functions import Greatest
+from django.utils import timezone
+
+from redis.exceptions import ResponseError
+
+from memory.models import DailyStats, ProductMemoryEntry
+from memory.engine.tiers import redis_configured, redis_errors, redis_guard
+
+logger = logging.getLogger("memory")
+
+LIVE_KEY = "counters:live"
+FLUSHING_PREFIX = "counters:flushing:"
+FLUSH_LOCK_KEY = "counters:flush-lock"
+SEP = "\x1f"
+DAILY_FIELDS = ("hits", "misses", "generations", "tokens_spent", "tokens_saved")
+
+
+@dataclass(frozen=True)
+class CounterHash:
+    """One Redis hash of counts, with the names its flush uses."""
+
+    live: str
+    flushing_prefix: str
+    lock: str
+    flushing_set: str  # the names of the hashes being flushed: found without a SCAN of every key
+
+
+ENTRY_COUNTS = CounterHash(LIVE_KEY, FLUSHING_PREFIX, FLUSH_LOCK_KEY, "counters:flushing-set")
+DAILY_COUNTS = CounterHash(
+    "counters:daily-live", "counters:daily-flushing:", "counters:daily-flush-lock", "counters:daily-flushing-set"
+)
+
+
+@dataclass
+class Counts:
+    """Increments not yet in PostgreSQL: per entry, and per day."""
+
+    hits: Counter = field(default_factory=Counter)  # (product_id, kind) -> hits
+    saved: Counter = field(default_factory=Counter)  # (product_id, kind) -> tokens saved
+    last_hit: dict = field(default_factory=dict)  # (product_id, kind) -> epoch seconds
+    daily: Counter = field(default_factory=Counter)  # (iso date, field) -> amount
+
+    def merge(self, other: "Counts") -> None:
+        self.hits.update(other.hits)
+        self.saved.update(other.saved)
+        for key, ts in other.last_hit.items():
+            self.last_hit[key] = max(ts, self.last_hit.get(key, 0))
+        self.daily.update(other.daily)
+
+    def is_empty(self) -> bool:
+        return not (self.hits or self.saved or self.daily)
+
+    def to_fields(self) -> dict[str, float]:
+        fields: dict[str, float] = {}
+        for (pid, kind), n in self.hits.items():
+            fields[f"h{SEP}{kind}{SEP}{pid}"] = n
+        for (pid, kind), n in self.saved.items():
+            fields[f"s{SEP}{kind}{SEP}{pid}"] = n
+        for (pid, kind), ts in self.last_hit.items():
+            fields[f"t{SEP}{kind}{SEP}{pid}"] = ts
+        for (day, name), n in self.daily.items():
+            fields[f"d{SEP}{day}{SEP}{name}"] = n
+        return fields
+
+    @classmethod
+    def from_fields(cls, raw: dict) -> "Counts":
+        counts = cls()
+        for raw_key, raw_value in raw.items():
+            key = raw_key.decode() if isinstance(raw_key, bytes) else raw_key
+            value = float(raw_value)
+            tag, first, second = key.split(SEP, 2)
+            if tag == "h":
+                counts.hits[(second, first)] += int(value)
+            elif tag == "s":
+                counts.saved[(second, first)] += int(value)
+            elif tag == "t":
+                counts.last_hit[(second, first)] = max(value, counts.last_hit.get((second, first), 0))
+            elif tag == "d":
+                counts.daily[(first, second)] += int(value)
+        return counts
+
+
+_day_cache: tuple = (None, 0.0, 0.0, "")
+
+
+def _today() -> str:
+    """The date in ``TIME_ZONE``, recomputed only when the clock leaves the day it was computed
+    for: ``timezone.localdate`` on every hit was a fifth of what counting a hit cost."""
+    global _day_cache
+    now = time.time()
+    tz = timezone.get_default_timezone()
+    cached_tz, start, end, day = _day_cache
+    if cached_tz is not tz or not start <= now < end:
+        today = timezone.localdate(timezone=tz)
+        start = datetime.combine(today, dt_time.min, tzinfo=tz).timestamp()
+        end = datetime.combine(today + timedelta(days=1), dt_time.min, tzinfo=tz).timestamp()
+        day = today.isoformat()
+        _day_cache = (tz, start, end, day)
+    return day
+
+
+class LocalCounterStore:
+    """Counts kept in this process: used when there is no Redis, or while it is down.
+
+    A hit is only appended to a deque (thread-safe, no lock: it runs on every hit);
+    the hits are folded into the counts whenever the counts are read or drained.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._counts = Counts()
+        self._hits: deque[tuple[tuple[str, str], int, float, str]] = deque()
+        self._since = time.monotonic()
+
+    def add(self, counts: Counts) -> None:
+        with self._lock:
+            self._counts.merge(counts)
+
+    def add_hit(self, key: tuple[str, str], tokens_saved: int, at: float, day: str) -> None:
+        self._hits.append((key, tokens_saved, at, day))
+
+    def _fold_hits(self) -> None:
+        """Move the appended hits into the counts; the caller holds the lock."""
+        counts, hits = self._counts, self._hits
+        while True:
+            try:
+                key, tokens_saved, at, day = hits.popleft()
+            except IndexError:
+                return
+            counts.hits[key] += 1
+            counts.saved[key] += tokens_saved
+            if at > counts.last_hit.get(key, 0):
+                counts.last_hit[key] = at
+            counts.daily[(day, "hits")] += 1
+            counts.daily[(day, "tokens_saved")] += tokens_saved
+
+    def counts(self) -> Counts:
+        """A copy of what is counted so far."""
+        copy = Counts()
+        with self._lock:
+            self._fold_hits()
+            copy.merge(self._counts)
+        return copy
+
+    def drain(self) -> Counts:
+        with self._lock:
+            self._fold_hits()
+            counts, self._counts = self._counts, Counts()
+            self._since = time.monotonic()
+        return counts
+
+    def age(self) -> float:
+        return time.monotonic() - self._since
+
+    def is_empty(self) -> bool:
+        return not self._hits and self._counts.is_empty()
+
+
+class RedisCounterStore:
+    """Counts in one Redis hash, added with HINCRBY in one pipelined round trip."""
+
+    def __init__(self, alias: str = "memory_l2"):
+        self.alias = alias
+
+    def _cache(self):
+        from django.core.cache import caches
+
+        return caches[self.alias]
+
+    def _key(self, name: str) -> str:
+        return self._cache().client.make_key(name)
+
+    def _client(self):
+        return self._cache().client.get_client(write=True)
+
+    def add(self, counts: Counts) -> None:
+        pipe = self._client().pipeline(transaction=False)
+        entry_live = self._key(ENTRY_COUNTS.live)
+        daily_live = self._key(DAILY_COUNTS.live)
+        for name, value in counts.to_fields().items():
+            if name.startswith("t"):
+                pipe.hset(entry_live, name, value)
+            else:
+                pipe.hincrby(daily_live if name.startswith("d") else entry_live, name, int(value))
+        pipe.execute()
+
+    def snapshot(self, parts: tuple[CounterHash, ...] = (ENTRY_COUNTS, DAILY_COUNTS)) -> Counts:
+        """What is counted and not yet flushed, without moving it (for live stats)."""
+        client = self._client()
+        counts = Counts()
+        for part in parts:
+            counts.merge(Counts.from_fields(client.hgetall(self._key(part.live))))
+            for key in client.smembers(self._key(part.flushing_set)):
+                counts.merge(Counts.from_fields(client.hgetall(key)))
+        return counts
+
+    def flush(self, apply, part: CounterHash = ENTRY_COUNTS) -> Counts:
+        """Move one hash's live counts aside, ``apply`` them, then drop them; returns what was applied."""
+        client = self._client()
+        applied = Counts()
+        lock = client.lock(self._key(part.lock), timeout=300, blocking_timeout=10)
+        if not lock.acquire():
+            logger.info("Outro processo está descarregando os contadores; ignorando")
+            return applied
+        try:
+            private = self._key(part.flushing_prefix + uuid.uuid4().hex)
+            flushing_set = self._key(part.flushing_set)
+            # Listed before it exists: a crash between the two leaves a name without a hash
+            # (read as empty), never a hash that no flush would find.
+            client.sadd(flushing_set, private)
+            try:
+                client.rename(self._key(part.live), private)  # atomic: later hits start a new hash
+            except ResponseError:
+                client.srem(flushing_set, private)  # no live hash: nothing counted since the last flush
+            # A hash that an earlier flush failed to apply is still listed: it is applied now.
+            for key in client.smembers(flushing_set):
+                counts = Counts.from_fields(client.hgetall(key))
+                apply(counts)
+                client.pipeline(transaction=True).delete(key).srem(flushing_set, key).execute()
+                applied.merge(counts)
+            return applied
+        finally:
+            try:
+                lock.release()
+            except redis_errors():
+                pass
+
+
+def apply_counts(counts: Counts) -> None:
+    """Add counts to the rows and the daily table, in one transaction."""
+    if counts.is_empty():
+        return
+    with transaction.atomic():
+        # Rows in one order in every process: concurrent flushes then wait for each other
+        # instead of deadlocking (a deadlocked flush at process exit would lose its counts).
+        for key in sorted(set(counts.hits) | set(counts.saved)):
+            product_id, kind = key
+            updates = {
+                "hit_count": F("hit_count") + counts.hits.get(key, 0),
+                "tokens_saved": F("tokens_saved") + counts.saved.get(key, 0),
+            }
+            if key in counts.last_hit:
+                last = datetime.fromtimestamp(counts.last_hit[key], tz=dt_timezone.utc)
+                updates["last_hit_at"] = Greatest(F("last_hit_at"), last) if _has_greatest_null_safe() else last
+            ProductMemoryEntry.objects.filter(product_id=product_id, kind=kind).update(**updates)
+        by_day: dict[str, dict[str, int]] = {}
+        for (day, name), n in counts.daily.items():
+            if name in DAILY_FIELDS and n:
+                by_day.setdefault(day, {})[name] = n
+        for day, amounts in by_day.items():
+            stats, _ = DailyStats.objects.select_for_update().get_or_create(date=date.fromisoformat(day))
+            DailyStats.objects.filter(pk=stats.pk).update(**{k: F(k) + v for k, v in amounts.items()})
+
+
+def _has_greatest_null_safe() -> bool:
+    # GREATEST ignores NULL on PostgreSQL but returns NULL on SQLite, where the
+    # newest hit simply wins.
+    from django.db import connection
+
+    return connection.vendor == "postgresql"
+
+
+class HitCounter:
+    """Where ``ProductMemory`` records what happened; flushed by :func:`flush_counters`.
+
+    A hit only adds to a dict in the process (microseconds): a Redis round trip
+    per hit cost more than the L1 read it counted (``docs/benchmarks.md``). A
+    daemon thread moves the buffered counts to Redis every
+    ``MEMORY_HIT_BUFFER_SECONDS``, where the flush of any process finds them;
+    without Redis, or while it is down, they go to PostgreSQL from the process
+    itself. A process killed with SIGKILL loses at most that last second of
+    counts, never content.
+    """
+
+    def __init__(self):
+        self.local = LocalCounterStore()
+        self._redis = None
+        self._push_lock = threading.RLock()
+        self._pusher_pid = None
+
+    def redis_store(self) -> RedisCounterStore | None:
+        if not redis_configured():
+            return None
+        if self._redis is None:
+            self._redis = RedisCounterStore()
+        return self._redis
+
+    def _add(self, counts: Counts) -> None:
+        self.local.add(counts)
+        self._after_add()
+
+    def _after_add(self) -> None:
+        if self.redis_store() is not None:
+            self._ensure_pusher()
+            if redis_guard.available():
+                return
+        self._maybe_flush_local()
+
+    def _ensure_pusher(self) -> None:
+        import os
+
+        if self._pusher_pid == os.getpid():
+            return
+        with self._push_lock:
+            if self._pusher_pid != os.getpid():  # first use, or a forked child (no threads copied)
+                self._pusher_pid = os.getpid()
+                threading.Thread(target=self._push_forever, name="memory-hit-counts", daemon=True).start()
+
+    def _push_forever(self) -> None:
+        from django.conf import settings
+
+        while True:
+            time.sleep(settings.MEMORY_HIT_BUFFER_SECONDS)
+            try:
+                self._probe_redis()
+                self.push()
+            except Exception:  # the pusher must outlive a bad moment: the counts stay buffered
+                logger.exception("Falha ao enviar contadores ao Redis")
+
+    def _probe_redis(self) -> None:
+        """After an outage, find Redis back within a tick even if no request touches it, so
+        that the deletions it missed are replayed (the guard's recovery callbacks) at once."""
+        store = self.redis_store()
+        if store is None or not redis_guard.in_outage or not redis_guard.available():
+            return
+        try:
+            store._client().ping()
+        except redis_errors() as exc:
+            redis_guard.failed(exc)
+            return
+        redis_guard.succeeded()
+
+    def push(self) -> None:
+        """Move this process's buffered counts to Redis (Redis only: this runs off-request)."""
+        store = self.redis_store()
+        if store is None or self.local.is_empty() or not redis_guard.available():
+            return
+        with self._push_lock:
+            counts = self.local.drain()
+            try:
+                store.add(counts)
+            except redis_errors() as exc:
+                self.local.add(counts)
+                redis_guard.failed(exc)
+                return
+        redis_guard.succeeded()
+
+    def _maybe_flush_local(self) -> None:
+        from django.conf import settings
+
+        if self.local.age() >= settings.MEMORY_LOCAL_COUNTER_FLUSH_INTERVAL and not self.local.is_empty():
+            self.flush_local()
+
+    def record_hit(self, product_id: str, kind: str, tokens_saved: int) -> None:
+        self.local.add_hit((product_id, kind), tokens_saved, time.time(), _today())
+        self._after_add()
+
+    def record_misses(self, n: int = 1) -> None:
+        if n:
+            counts = Counts()
+            counts.daily[(_today(), "misses")] = n
+            self._add(counts)
+
+    def record_generation(self, tokens_spent: int) -> None:
+        counts = Counts()
+        day = _today()
+        counts.daily[(day, "generations")] = 1
+        counts.daily[(day, "tokens_spent")] = tokens_spent
+        self._add(counts)
+
+    def flush_local(self) -> int:
+        return sum(self._flush_local().hits.values())
+
+    def _flush_local(self) -> Counts:
+        counts = self.local.drain()
+        try:
+            apply_counts(counts)
+        except Exception:
+            self.local.add(counts)
+            raise
+        return counts
+
+    def pending(self, parts: tuple[CounterHash, ...] = (ENTRY_COUNTS, DAILY_COUNTS)) -> Counts:
+        """Counted but not yet in PostgreSQL, from this process and from Redis.
+
+        Stats need only ``parts=(DAILY_COUNTS,)``: a few fields a day, where the entry hash
+        holds three fields for every product hit since the last flush.
+        """
+        counts = Counts()
+        with self._push_lock:  # counts on their way to Redis are seen once, not twice or never
+            counts.merge(self.local.counts())
+            store = self.redis_store()
+            if store is not None and redis_guard.available():
+                try:
+                    counts.merge(store.snapshot(parts))
+                except redis_errors() as exc:
+                    redis_guard.failed(exc)
+        return counts
+
+    def flush_part(self, part: CounterHash) -> Counts:
+        """Write this process's counts and one Redis hash to PostgreSQL; returns what was written."""
+        store = self.redis_store()
+        self.push()  # with Redis up, this process's counts join the hashes and flush with their part
+        applied = self._flush_local()
+        if store is not None and redis_guard.available():
+            try:
+                applied.merge(store.flush(apply_counts, part))
+                redis_guard.succeeded()
+            except redis_errors() as exc:
+                redis_guard.failed(exc)
+        return applied
+
+
+hit_counter = HitCounter()
+
+
+def flush_counters() -> int:
+    """Move every count kept outside PostgreSQL into the rows and the daily table."""
+    moved = flush_entry_counters()
+    flush_daily_counters()
+    return moved
+
+
+def flush_entry_counters() -> int:
+    """Move the per-entry hit and tokens-saved counts into the rows (the every-minute job)."""
+    moved = sum(hit_counter.flush_part(ENTRY_COUNTS).hits.values())
+    if moved:
+        logger.info("Contadores descarregados: %d acertos gravados no PostgreSQL", moved)
+    return moved
+
+
+def flush_daily_counters() -> Counts:
+    """Move the per-day counts into ``DailyStats``; returns the counts written (see ``memory.services.rollup``)."""
+    return hit_counter.flush_part(DAILY_COUNTS)

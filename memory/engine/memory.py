@@ -1,0 +1,461 @@
+"""``ProductMemory``: the three-tier store of generated product content.
+
+Reads fall through L1 (process) -> L2 (Redis) -> L3 (PostgreSQL) and fill the
+tiers above the one that answered. Writes go to L3 first, in a transaction,
+then to L2 and L1. Expired and stale entries are never returned.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Iterable
+
+from django.conf import settings
+from django.core.cache import caches
+from django.db import connection
+from django.db.models import Count, Q, Sum
+from django.utils import timezone
+
+from memory.infra import metrics
+from memory.engine.counters import DAILY_COUNTS, hit_counter
+from memory.engine.identifiers import extract_product_identifier, input_fingerprint
+from memory.engine.coherence import invalidation_message, l1_epoch, l1_is_trustworthy, publish_clear, publish_keys
+from memory.models import DEFAULT_KIND, DailyStats, ProductMemoryEntry
+from memory.providers.prompts import current_generator_version
+from memory.engine.tiers import L1, L2, L3, DatabaseTier, Key, LocalTier, RedisTier, Snapshot, redis_configured
+
+logger = logging.getLogger("memory")
+
+
+@dataclass(frozen=True)
+class ProductRef:
+    """A request for one product: its identifier and, when data was given, its fingerprint."""
+
+    product_id: str
+    fingerprint: str | None
+    source_data: dict | None
+
+
+@dataclass(frozen=True)
+class MemoryHit:
+    """A fresh entry, and the tier that served it."""
+
+    snapshot: Snapshot
+    tier: str
+
+    @property
+    def product_id(self) -> str:
+        return self.snapshot.product_id
+
+    @property
+    def kind(self) -> str:
+        return self.snapshot.kind
+
+    @property
+    def content(self) -> dict:
+        return self.snapshot.payload
+
+    @property
+    def tokens_saved(self) -> int:
+        """What this hit saved: the tokens its generation cost."""
+        return self.snapshot.tokens_spent
+
+    @property
+    def created_at(self) -> datetime:
+        return self.snapshot.created_at_datetime()
+
+    @property
+    def expires_at(self) -> datetime:
+        return self.snapshot.expires_at_datetime()
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """The answer to one lookup: a hit, or why not (``missing``, ``expired``, ``stale``)."""
+
+    product_id: str
+    status: str
+    hit: MemoryHit | None = None
+
+
+def resolve_product(product: Any) -> ProductRef:
+    """Accept product data (a dict), a product_id string, or an already resolved ``ProductRef``;
+    ``ValueError`` otherwise."""
+    if isinstance(product, ProductRef):
+        return product
+    if isinstance(product, str):
+        product_id = product.strip()
+        if not product_id:
+            raise ValueError("product_id: não pode ser vazio")
+        if len(product_id) > 255:
+            raise ValueError("product_id: no máximo 255 caracteres")
+        return ProductRef(product_id, None, None)
+    if isinstance(product, dict):
+        return ProductRef(extract_product_identifier(product), input_fingerprint(product), product)
+    raise ValueError(
+        f"product_data: deve ser um objeto (dict) ou um product_id (texto), recebido {type(product).__name__}"
+    )
+
+
+def validate_content(content: Any) -> dict:
+    """The content must be a JSON object within ``MEMORY_MAX_PAYLOAD_BYTES``."""
+    if not isinstance(content, dict):
+        raise ValueError(f"content: deve ser um objeto JSON (dict), recebido {type(content).__name__}")
+    try:
+        encoded = json.dumps(content, ensure_ascii=False, allow_nan=False).encode()
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"content: não é serializável em JSON ({exc})") from None
+    if len(encoded) > settings.MEMORY_MAX_PAYLOAD_BYTES:
+        raise ValueError(
+            f"content: {len(encoded)} bytes excede o limite de {settings.MEMORY_MAX_PAYLOAD_BYTES} bytes"
+        )
+    return content
+
+
+def validate_ttl(ttl: Any) -> int:
+    if ttl is None:
+        return settings.MEMORY_DEFAULT_TTL
+    if isinstance(ttl, bool) or not isinstance(ttl, int):
+        raise ValueError(f"ttl: deve ser um número inteiro de segundos, recebido {type(ttl).__name__}")
+    if ttl <= 0:
+        raise ValueError(f"ttl: deve ser positivo, recebido {ttl}")
+    return ttl
+
+
+def validate_tokens(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name}: deve ser um inteiro não negativo, recebido {value!r}")
+    return value
+
+
+class ProductMemory:
+    """The memory of one kind of content (``main_content`` by default)."""
+
+    def __init__(self, kind: str = DEFAULT_KIND, *, generator_version: str | None = None):
+        if not isinstance(kind, str) or not kind or len(kind) > 64:
+            raise ValueError("kind: texto de 1 a 64 caracteres")
+        self.kind = kind
+        self._generator_version = generator_version
+        self.l1 = LocalTier()
+        self.l2 = _shared_redis_tier()
+        self.l3 = DatabaseTier()
+        self.counter = hit_counter
+
+    @property
+    def generator_version(self) -> str:
+        return self._generator_version or current_generator_version()
+
+    @property
+    def cache_tiers(self) -> list:
+        """The tiers to read before PostgreSQL. L1 only while this process hears invalidations."""
+        tiers = [self.l1] if l1_is_trustworthy() else []
+        return tiers + ([self.l2] if self.l2 is not None else [])
+
+    def _key(self, product_id: str) -> Key:
+        return (product_id, self.kind)
+
+    # -- reads ---------------------------------------------------------------
+
+    def lookup_many(self, products: Iterable[Any], *, count_hits: bool = True) -> dict[str, Lookup]:
+        """Look products up through the tiers in one pass: L1, one MGET, one SQL query."""
+        refs: dict[str, ProductRef] = {}
+        for product in products:
+            ref = resolve_product(product)
+            refs[ref.product_id] = ref
+        return self._look_up(refs, self.cache_tiers, l1_epoch(), count_hits)
+
+    def _look_up(self, refs: dict[str, ProductRef], cache_tiers: list, epoch: int, count_hits: bool):
+        now = time.time()
+        generator = self.generator_version
+        results: dict[str, Lookup] = {}
+        statuses: dict[str, str] = {}
+        pending = [self._key(pid) for pid in refs]
+        found_in: dict[str, list[Snapshot]] = {}
+        for tier in [*cache_tiers, self.l3]:
+            if not pending:
+                break
+            started = time.perf_counter()
+            found = tier.get_many(pending)
+            elapsed = time.perf_counter() - started
+            still = []
+            for key in pending:
+                snap = found.get(key)
+                ref = refs[key[0]]
+                status = snap.status(ref.fingerprint, generator, now) if snap else "missing"
+                if status == "active":
+                    results[ref.product_id] = Lookup(ref.product_id, status, MemoryHit(snap, tier.name))
+                    found_in.setdefault(tier.name, []).append(snap)
+                else:
+                    statuses[ref.product_id] = status  # L3, asked last, has the final word
+                    still.append(key)
+            metrics.observe_tier_lookup(tier.name, elapsed, hits=len(pending) - len(still), misses=len(still))
+            pending = still
+        for product_id, _ in pending:
+            results[product_id] = Lookup(product_id, statuses[product_id])
+        self._fill_upper_tiers(found_in, epoch)
+        if count_hits:
+            self.count_lookups(results.values())
+        return results
+
+    def _fill_upper_tiers(self, found_in: dict[str, list[Snapshot]], epoch: int) -> None:
+        """Copy what a lower tier served into the tiers above, unless it may be outdated already.
+
+        Redis is filled only where it holds nothing (``SET NX``): a concurrent save
+        or delete in another process wrote its newer value or tombstone first. L1 is
+        filled only if no eviction was heard since the read began.
+        """
+        from_l2 = found_in.get(L2, [])
+        from_l3 = found_in.get(L3, [])
+        if from_l3 and self.l2 is not None:
+            self.l2.set_many(from_l3, only_if_absent=True)
+        if (from_l2 or from_l3) and l1_is_trustworthy() and l1_epoch() == epoch:
+            self.l1.set_many(from_l2 + from_l3)
+
+    def count_lookups(self, lookups: Iterable[Lookup]) -> None:
+        """Record hits (with their tokens saved) and misses, and log each hit."""
+        misses = 0
+        for lookup in lookups:
+            if lookup.hit:
+                saved = lookup.hit.tokens_saved
+                self.counter.record_hit(lookup.product_id, self.kind, saved)
+                metrics.count_tokens_saved(saved)
+                logger.info("Produto %s encontrado na memória - economia de %d tokens", lookup.product_id, saved)
+            else:
+                misses += 1
+        self.counter.record_misses(misses)
+
+    def lookup(self, product: Any, *, count_hit: bool = True) -> Lookup:
+        """One product. A fresh L1 copy is answered here, without the batch bookkeeping of
+        ``lookup_many``: it is the hot path of the API, and the batch's lists and dicts were
+        a third of an L1 hit (docs/benchmarks.md)."""
+        ref = resolve_product(product)  # once: fingerprinting hashes the whole product data
+        epoch = l1_epoch()
+        cache_tiers = self.cache_tiers
+        if cache_tiers and cache_tiers[0] is self.l1:
+            started = time.perf_counter()
+            snap = self.l1.get(self._key(ref.product_id))
+            fresh = snap is not None and snap.status(ref.fingerprint, self.generator_version) == "active"
+            metrics.observe_tier_lookup(L1, time.perf_counter() - started, hits=int(fresh), misses=int(not fresh))
+            if fresh:
+                lookup = Lookup(ref.product_id, "active", MemoryHit(snap, L1))
+                if count_hit:
+                    self.count_lookups([lookup])
+                return lookup
+            cache_tiers = cache_tiers[1:]
+        return self._look_up({ref.product_id: ref}, cache_tiers, epoch, count_hit)[ref.product_id]
+
+    def get_product_data(self, product: Any, *, count_hit: bool = True) -> MemoryHit | None:
+        """The fresh content of a product and the tier that served it, or None."""
+        return self.lookup(product, count_hit=count_hit).hit
+
+    def exists(self, product: Any) -> bool:
+        """True when a fresh entry exists; counts neither hit nor miss."""
+        return self.lookup(product, count_hit=False).hit is not None
+
+    def exists_many(self, products: Iterable[Any]) -> dict[str, bool]:
+        return {pid: lk.hit is not None for pid, lk in self.lookup_many(products, count_hits=False).items()}
+
+    # -- writes --------------------------------------------------------------
+
+    def save_product_data(
+        self,
+        product: Any,
+        content: Any,
+        *,
+        tokens_prompt: int = 0,
+        tokens_completion: int = 0,
+        ttl: int | None = None,
+        generator_version: str | None = None,
+        source_data: dict | None = None,
+        count_generation: bool = True,
+    ) -> Snapshot:
+        """Store generated content: PostgreSQL first, in a transaction, then Redis and L1."""
+        ref = resolve_product(product)
+        content = validate_content(content)
+        ttl = validate_ttl(ttl)
+        tokens_prompt = validate_tokens("tokens_prompt", tokens_prompt)
+        tokens_completion = validate_tokens("tokens_completion", tokens_completion)
+        if source_data is None:
+            source_data = ref.source_data or {}
+        if not isinstance(source_data, dict):
+            raise ValueError("source_data: deve ser um objeto (dict)")
+        fingerprint = ref.fingerprint or input_fingerprint(source_data)
+
+        logger.info("Salvando produto %s na memória para reutilização futura", ref.product_id)
+        snapshot = self.l3.upsert(
+            product_id=ref.product_id,
+            kind=self.kind,
+            payload=content,
+            source_data=source_data,
+            input_fingerprint=fingerprint,
+            generator_version=generator_version or self.generator_version,
+            tokens_prompt=tokens_prompt,
+            tokens_completion=tokens_completion,
+            expires_at=timezone.now() + timedelta(seconds=ttl),
+        )
+        self.refresh_caches([snapshot])
+        if count_generation:
+            self.counter.record_generation(snapshot.tokens_spent)
+            metrics.count_generation_stored(snapshot.tokens_spent)
+        return snapshot
+
+    def refresh_caches(self, snapshots: list[Snapshot]) -> None:
+        """Put fresh copies of rows just written to L3 into L2 and L1; other processes drop theirs.
+
+        Outside a transaction the rows are committed already, so the invalidation rides in
+        the L2 pipeline; inside one it waits for the commit.
+        """
+        keys = [s.key for s in snapshots]
+        published = False
+        if self.l2 is not None:
+            if connection.in_atomic_block:
+                self.l2.set_many(snapshots)
+            else:
+                published = self.l2.set_many(snapshots, publish=invalidation_message(keys))
+        self.l1.set_many(snapshots)
+        if not published:
+            publish_keys(keys)
+
+    def evict(self, keys: list[Key]) -> None:
+        """Drop cached copies (L2, L1) of rows that changed or went in L3."""
+        if self.l2 is not None:
+            self.l2.delete_many(keys)
+        self.l1.delete_many(keys)
+        publish_keys(keys)
+
+    def delete_product(self, product: Any) -> bool:
+        """Remove a product from every tier; True when PostgreSQL had it."""
+        ref = resolve_product(product)
+        key = self._key(ref.product_id)
+        deleted = self.l3.delete_many([key])
+        self.evict([key])
+        if deleted:
+            logger.info("Produto %s removido da memória", ref.product_id)
+        return bool(deleted)
+
+    def clear(self) -> int:
+        """Remove every entry, of every kind, from every tier; returns the rows deleted."""
+        count = self.l3.clear()
+        if self.l2 is not None:
+            self.l2.clear()
+        self.l1.clear()
+        publish_clear()
+        logger.info("Memória limpa: %d entradas removidas", count)
+        return count
+
+    # -- listing and stats ------------------------------------------------------
+
+    def list_products(self, limit: int = 50, offset: int = 0, search: str | None = None) -> dict:
+        """One page of entries of this kind, newest first, optionally searched by product_id or title."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1000:
+            raise ValueError("limit: deve ser um inteiro entre 1 e 1000")
+        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+            raise ValueError("offset: deve ser um inteiro não negativo")
+        qs = ProductMemoryEntry.objects.filter(kind=self.kind)
+        if search:
+            qs = qs.filter(Q(product_id__icontains=search) | Q(title__icontains=search))
+        now = timezone.now()
+        generator = self.generator_version
+        rows = qs.order_by("-updated_at", "-id").only(
+            "product_id", "kind", "title", "hit_count", "tokens_saved", "expires_at", "generator_version"
+        )[offset:offset + limit]
+        return {
+            "count": qs.count(),
+            "results": [
+                {
+                    "product_id": e.product_id,
+                    "kind": e.kind,
+                    "title": e.title,
+                    "hit_count": e.hit_count,
+                    "tokens_saved": e.tokens_saved,
+                    "expires_at": e.expires_at,
+                    "status": e.status(generator, now),
+                }
+                for e in rows
+            ],
+        }
+
+    def stats(self) -> dict:
+        """Entry counts and token figures, including counts not yet flushed to PostgreSQL."""
+        generator = self.generator_version
+
+        def count_entries():
+            now = timezone.now()
+            return ProductMemoryEntry.objects.aggregate(
+                total=Count("id"),
+                active=Count("id", filter=Q(expires_at__gt=now)),
+                stale=Count("id", filter=Q(expires_at__gt=now) & ~Q(generator_version=generator)),
+            )
+
+        entries = cached_for_stats(f"entries:{generator}", count_entries)
+        daily = DailyStats.objects.aggregate(
+            hits=Sum("hits"), misses=Sum("misses"), generations=Sum("generations"),
+            tokens_spent=Sum("tokens_spent"), tokens_saved=Sum("tokens_saved"),
+        )
+        pending: dict[str, int] = {}
+        for (_, name), n in self.counter.pending((DAILY_COUNTS,)).daily.items():
+            pending[name] = pending.get(name, 0) + n
+        totals = {name: (daily[name] or 0) + pending.get(name, 0) for name in daily}
+        lookups = totals["hits"] + totals["misses"]
+        return {
+            "total_entries": entries["total"],
+            "active_entries": entries["active"] - entries["stale"],
+            "expired_entries": entries["total"] - entries["active"],
+            "stale_entries": entries["stale"],
+            "hits": totals["hits"],
+            "misses": totals["misses"],
+            "hit_rate": round(totals["hits"] / lookups, 4) if lookups else 0.0,
+            "generations": totals["generations"],
+            "tokens_spent": totals["tokens_spent"],
+            "tokens_saved": totals["tokens_saved"],
+            "generator_version": self.generator_version,
+        }
+
+
+def cached_for_stats(name: str, compute):
+    """Figures that need a full scan of the table, kept ``MEMORY_STATS_CACHE_SECONDS``: at a
+    million rows a scan costs a second or two, and stats are polled.
+
+    Kept in Redis when there is one, so that one scan per period serves every process (each
+    gunicorn worker and the dashboard would otherwise scan on its own); in the process while
+    Redis is away or not configured.
+    """
+    seconds = settings.MEMORY_STATS_CACHE_SECONDS
+    if seconds <= 0:
+        return compute()
+    key = f"memory-stats:{name}"
+
+    def get_or_compute(cache):
+        value = cache.get(key)
+        if value is None:
+            value = compute()
+            cache.set(key, value, timeout=seconds)
+        return value
+
+    shared = _shared_redis_tier()
+    value = shared.run_guarded(lambda: get_or_compute(shared.cache)) if shared is not None else None
+    return value if value is not None else get_or_compute(caches["default"])
+
+
+def forget_cached_stats() -> None:
+    """Drop the figures kept by ``cached_for_stats`` (wherever they are kept)."""
+    shared = _shared_redis_tier()
+    if shared is not None:
+        shared.run_guarded(lambda: shared.cache.delete_pattern("memory-stats:*"))
+    caches["default"].clear()
+
+
+_redis_tier: RedisTier | None = None
+
+
+def _shared_redis_tier() -> RedisTier | None:
+    """One L2 per process, so that its outage state and pending deletes are shared."""
+    global _redis_tier
+    if not redis_configured():
+        return None
+    if _redis_tier is None:
+        _redis_tier = RedisTier()
+    return _redis_tier

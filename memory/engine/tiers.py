@@ -1,0 +1,569 @@
+"""The three tiers, each a small class behind one interface.
+
+Every tier answers ``get_many``, ``set_many``, ``delete_many`` and ``clear`` on
+:class:`Snapshot` objects keyed by ``(product_id, kind)``. ``ProductMemory``
+writes the fall-through once, over a list of tiers.
+
+L1 and L2 only ever hold copies of L3 rows. A Redis error is never fatal: the
+:class:`RedisGuard` turns it into a miss (or a skipped write), logs one warning
+per outage, and waits ``MEMORY_REDIS_RETRY_AFTER`` seconds before trying again.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone as dt_timezone
+from typing import Callable, Iterable
+
+from django.conf import settings
+from django.core.cache import caches
+from django.core.signals import setting_changed
+from django.db import DatabaseError, connection, transaction
+from django.dispatch import receiver
+from django.utils import timezone
+from django_redis.exceptions import CompressorError
+
+from memory.models import ProductMemoryEntry
+
+logger = logging.getLogger("memory")
+
+Key = tuple[str, str]  # (product_id, kind)
+
+L1 = "l1"
+L2 = "l2"
+L3 = "l3"
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What every tier holds of an entry: the content and what decides its freshness."""
+
+    product_id: str
+    kind: str
+    payload: dict
+    input_fingerprint: str
+    generator_version: str
+    tokens_prompt: int
+    tokens_completion: int
+    created_at: float  # epoch seconds
+    expires_at: float  # epoch seconds
+
+    @property
+    def key(self) -> Key:
+        return (self.product_id, self.kind)
+
+    @property
+    def tokens_spent(self) -> int:
+        return self.tokens_prompt + self.tokens_completion
+
+    def seconds_left(self, now: float | None = None) -> float:
+        return self.expires_at - (time.time() if now is None else now)
+
+    def status(self, fingerprint: str | None, generator_version: str | None, now: float | None = None) -> str:
+        """``active``, ``expired`` or ``stale`` for a request with this fingerprint and generator."""
+        if self.seconds_left(now) <= 0:
+            return "expired"
+        if generator_version and self.generator_version != generator_version:
+            return "stale"
+        if fingerprint and self.input_fingerprint != fingerprint:
+            return "stale"
+        return "active"
+
+    def to_dict(self) -> dict:
+        """A shallow copy: every tier serializes it at once, so ``asdict``'s deep copy of the
+        payload (a third of an L2 read, measured in ``bench/``) bought nothing."""
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Snapshot":
+        return cls(**data)
+
+    @classmethod
+    def from_entry(cls, entry: ProductMemoryEntry) -> "Snapshot":
+        return cls(
+            product_id=entry.product_id,
+            kind=entry.kind,
+            payload=entry.payload,
+            input_fingerprint=entry.input_fingerprint,
+            generator_version=entry.generator_version,
+            tokens_prompt=entry.tokens_prompt,
+            tokens_completion=entry.tokens_completion,
+            created_at=entry.created_at.timestamp(),
+            expires_at=entry.expires_at.timestamp(),
+        )
+
+    def created_at_datetime(self) -> datetime:
+        return datetime.fromtimestamp(self.created_at, tz=dt_timezone.utc)
+
+    def expires_at_datetime(self) -> datetime:
+        return datetime.fromtimestamp(self.expires_at, tz=dt_timezone.utc)
+
+
+def cache_key(key: Key) -> str:
+    """The key of an entry in L1 and L2: readable when safe, hashed otherwise."""
+    product_id, kind = key
+    if len(product_id) <= 180 and product_id.isprintable() and " " not in product_id:
+        return f"entry:{kind}:{product_id}"
+    return f"entry:{kind}:#" + hashlib.sha256(product_id.encode()).hexdigest()
+
+
+class Tier:
+    name: str
+
+    def get_many(self, keys: list[Key]) -> dict[Key, Snapshot]:
+        raise NotImplementedError
+
+    def set_many(self, snapshots: Iterable[Snapshot]) -> None:
+        raise NotImplementedError
+
+    def delete_many(self, keys: Iterable[Key]) -> None:
+        raise NotImplementedError
+
+    def clear(self) -> None:
+        raise NotImplementedError
+
+
+class LocalTier(Tier):
+    """L1: a per-process Django cache (LocMem), holding copies for ``MEMORY_L1_TTL`` seconds."""
+
+    name = L1
+
+    def __init__(self, alias: str = "memory_l1"):
+        self.cache = caches[alias]
+
+    def get(self, key: Key) -> Snapshot | None:
+        return self.cache.get(cache_key(key))
+
+    def get_many(self, keys):
+        by_cache_key = {cache_key(k): k for k in keys}
+        found = self.cache.get_many(list(by_cache_key))
+        return {by_cache_key[ck]: snap for ck, snap in found.items()}
+
+    def set_many(self, snapshots):
+        """Store the snapshots themselves: LocMem pickles them, so every read gets its own copy
+        of the payload, which the caller may change freely."""
+        now = time.time()
+        for snap in snapshots:
+            ttl = min(settings.MEMORY_L1_TTL, snap.seconds_left(now))
+            if ttl > 0:
+                self.cache.set(cache_key(snap.key), snap, timeout=ttl)
+
+    def delete_many(self, keys):
+        self.cache.delete_many([cache_key(k) for k in keys])
+
+    def clear(self):
+        self.cache.clear()
+
+
+class RedisGuard:
+    """Shared by every user of Redis in the process: is Redis worth trying now?
+
+    On the first failure it logs one warning and keeps Redis off for
+    ``retry_after`` seconds; the first success after an outage logs the
+    recovery and runs the registered recovery callbacks (replaying the
+    invalidations that could not reach Redis meanwhile).
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._down_until = 0.0
+        self._in_outage = False
+        self._recovery_callbacks: list[Callable[[], None]] = []
+
+    @property
+    def in_outage(self) -> bool:
+        return self._in_outage
+
+    def available(self) -> bool:
+        return time.monotonic() >= self._down_until
+
+    def on_recovery(self, callback: Callable[[], None]) -> None:
+        self._recovery_callbacks.append(callback)
+
+    def failed(self, exc: BaseException) -> None:
+        with self._lock:
+            self._down_until = time.monotonic() + settings.MEMORY_REDIS_RETRY_AFTER
+            first = not self._in_outage
+            self._in_outage = True
+        if first:
+            logger.warning(
+                "Redis indisponível (%s); seguindo com L1 + PostgreSQL, nova tentativa em %.0f s",
+                exc.__class__.__name__,
+                settings.MEMORY_REDIS_RETRY_AFTER,
+            )
+
+    def succeeded(self) -> None:
+        if not self._in_outage:
+            return
+        with self._lock:
+            recovered = self._in_outage
+            self._in_outage = False
+        if recovered:
+            logger.info("Redis disponível novamente")
+            for callback in self._recovery_callbacks:
+                callback()
+
+    def reset(self) -> None:
+        with self._lock:
+            self._down_until = 0.0
+            self._in_outage = False
+
+
+redis_guard = RedisGuard()
+
+
+def redis_errors() -> tuple[type[BaseException], ...]:
+    from django_redis.exceptions import ConnectionInterrupted
+    from redis.exceptions import RedisError
+
+    return (ConnectionInterrupted, RedisError, OSError)
+
+
+_caches_generation = 0  # bumped when CACHES changes (tests): what is derived from it is looked up again
+_redis_configured: bool | None = None
+
+
+@receiver(setting_changed)
+def _caches_changed(setting, **kwargs):
+    global _caches_generation, _redis_configured
+    if setting == "CACHES":
+        _caches_generation += 1
+        _redis_configured = None
+
+
+def redis_configured() -> bool:
+    """Is there an L2? Asked several times on every read, hence kept until CACHES changes."""
+    global _redis_configured
+    if _redis_configured is None:
+        _redis_configured = "memory_l2" in settings.CACHES
+    return _redis_configured
+
+
+class RedisTier(Tier):
+    """L2: Redis through django-redis (JSON serializer, LZ4 compressor from settings).
+
+    Entries carry a Redis TTL equal to the time left to ``expires_at``. Writes
+    and deletes that fail during an outage are remembered and replayed as
+    deletes when Redis answers again, so that Redis never serves a copy that
+    PostgreSQL has since replaced or removed.
+    """
+
+    name = L2
+
+    def __init__(self, alias: str = "memory_l2", guard: RedisGuard = redis_guard):
+        self.alias = alias
+        self.guard = guard
+        self._pending_lock = threading.Lock()
+        self._pending_deletes: set[str] = set()
+        self._pending_clear = False
+        self._cache: tuple[int, object] | None = None
+        guard.on_recovery(self._replay_pending)
+
+    @property
+    def cache(self):
+        """The django-redis cache, looked up once per ``CACHES``: ``caches[alias]`` goes
+        through a context-local lookup on every call (3% of an L2 read). django-redis
+        clients are thread-safe (one connection pool), so one object serves every thread."""
+        found = self._cache
+        if found is None or found[0] != _caches_generation:
+            found = self._cache = (_caches_generation, caches[self.alias])
+        return found[1]
+
+    def client(self):
+        return self.cache.client.get_client(write=True)
+
+    def run_guarded(self, operation: Callable, default=None, on_failure: Callable[[], None] | None = None):
+        """``operation()`` against Redis, or ``default`` (after ``on_failure``) when Redis is off or fails."""
+        if not self.guard.available():
+            if on_failure:
+                on_failure()
+            return default
+        try:
+            self._apply_pending()  # first, or a read right after an outage could serve a removed copy
+            result = operation()
+        except redis_errors() as exc:
+            self.guard.failed(exc)
+            if on_failure:
+                on_failure()
+            return default
+        self.guard.succeeded()
+        return result
+
+    def _remember_deletes(self, cache_keys: list[str]) -> None:
+        with self._pending_lock:
+            self._pending_deletes.update(cache_keys)
+
+    def _remember_clear(self) -> None:
+        with self._pending_lock:
+            self._pending_clear = True
+            self._pending_deletes.clear()
+
+    def _apply_pending(self) -> None:
+        """Delete what Redis missed during an outage; on failure keep it for the next call."""
+        if not (self._pending_deletes or self._pending_clear):
+            return
+        with self._pending_lock:
+            deletes, self._pending_deletes = self._pending_deletes, set()
+            clear, self._pending_clear = self._pending_clear, False
+        try:
+            if clear:
+                self._delete_all_entries()
+            if deletes:
+                self.cache.delete_many(list(deletes))
+        except redis_errors():
+            with self._pending_lock:
+                self._pending_deletes |= deletes
+                self._pending_clear = self._pending_clear or clear
+            raise
+
+    def _replay_pending(self) -> None:
+        """Recovery callback: another Redis user found Redis back first."""
+        try:
+            self._apply_pending()
+        except redis_errors() as exc:
+            self.guard.failed(exc)
+
+    def get_many(self, keys):
+        """One GET (one product) or one MGET; a value that cannot be decoded is a miss, and deleted."""
+        cache = self.cache
+        by_redis_key = {cache.client.make_key(cache_key(k)): k for k in keys}
+        if not by_redis_key:
+            return {}
+
+        def read():
+            redis = cache.client.get_client(write=True)
+            if len(by_redis_key) == 1:  # GET: MGET's array reply costs ~30 µs more to parse
+                (redis_key,) = by_redis_key
+                return [(redis_key, redis.get(redis_key))]
+            return list(zip(by_redis_key, redis.mget(list(by_redis_key))))
+
+        # What ``cache.client.decode`` does, minus its attempt to read every value as an integer.
+        decompress, loads = cache.client._compressor.decompress, cache.client._serializer.loads
+        found, undecodable = {}, []
+        for redis_key, value in self.run_guarded(read, default=[]):
+            if value is None:
+                continue
+            try:
+                found[by_redis_key[redis_key]] = Snapshot.from_dict(loads(decompress(value)))
+            except (CompressorError, ValueError, TypeError):  # UnicodeDecodeError is a ValueError
+                undecodable.append(redis_key)
+        if undecodable:
+            logger.warning("Redis: %d valor(es) ilegível(is) descartado(s), lidos do PostgreSQL", len(undecodable))
+            self.run_guarded(lambda: cache.client.get_client(write=True).unlink(*undecodable))
+        return found
+
+    def set_many(self, snapshots, only_if_absent: bool = False, publish: tuple[str, str] | None = None) -> bool:
+        """Write copies with a TTL equal to their time left; ``only_if_absent`` for fills from
+        L3, so that a fill never overwrites the newer copy a concurrent save just wrote.
+
+        ``publish`` (channel, message) goes out in the same pipeline, after the writes: a save
+        costs one Redis round trip instead of two. True when Redis took it all.
+        """
+        now = time.time()
+        items = [(cache_key(s.key), s, s.seconds_left(now)) for s in snapshots]
+        items = [(ck, s, ttl) for ck, s, ttl in items if ttl > 0]
+        if not items and publish is None:
+            return True
+
+        def write():
+            client = self.cache.client
+            pipe = client.get_client(write=True).pipeline(transaction=False)
+            for ck, snap, ttl in items:
+                pipe.set(client.make_key(ck), client.encode(snap.to_dict()), px=max(1, int(ttl * 1000)),
+                         nx=only_if_absent)
+            if publish is not None:
+                pipe.publish(*publish)
+            pipe.execute()
+            return True
+
+        return self.run_guarded(
+            write, default=False, on_failure=lambda: self._remember_deletes([ck for ck, _, _ in items])
+        )
+
+    def delete_many(self, keys):
+        cache_keys = [cache_key(k) for k in keys]
+        if cache_keys:
+            self.run_guarded(
+                lambda: self.cache.delete_many(cache_keys),
+                on_failure=lambda: self._remember_deletes(cache_keys),
+            )
+
+    def clear(self):
+        self.run_guarded(self._delete_all_entries, on_failure=self._remember_clear)
+
+    DELETE_BATCH = 1000
+
+    def _delete_all_entries(self) -> None:
+        """SCAN and UNLINK entry keys a batch at a time: django-redis' ``delete_pattern``
+        queues every key in one pipeline, hundreds of MB at a million keys."""
+        client = self.cache.client
+        redis = client.get_client(write=True)
+        batch = []
+        for key in redis.scan_iter(match=client.make_pattern("entry:*"), count=self.DELETE_BATCH):
+            batch.append(key)
+            if len(batch) >= self.DELETE_BATCH:
+                redis.unlink(*batch)
+                batch = []
+        if batch:
+            redis.unlink(*batch)
+
+
+@contextmanager
+def _dropping_broken_connection():
+    """A statement sent outside ``transaction.atomic`` that fails with a dead connection drops
+    it, so the next call reconnects (atomic's rollback does this for statements inside it)."""
+    try:
+        yield
+    except DatabaseError:
+        if connection.connection is not None and not connection.in_atomic_block and not connection.is_usable():
+            connection.close()
+        raise
+
+
+class DatabaseTier(Tier):
+    """L3: the ``ProductMemoryEntry`` table, the source of truth."""
+
+    name = L3
+
+    # psycopg sends a list as one array parameter, so a batch is one statement
+    # whatever its size; SQLite has a cap on bound variables, hence chunks there.
+    SQLITE_CHUNK = 900
+
+    # On PostgreSQL the hot paths skip the ORM (its query building cost more than the
+    # round trip, see docs/benchmarks.md); the columns are those of ``Snapshot``.
+    SNAPSHOT_COLUMNS = (
+        "product_id, kind, payload, input_fingerprint, generator_version, tokens_prompt,"
+        " tokens_completion, created_at, expires_at"
+    )
+
+    def get_many(self, keys):
+        by_kind: dict[str, list[str]] = {}
+        for product_id, kind in keys:
+            by_kind.setdefault(kind, []).append(product_id)
+        found = {}
+        for kind, product_ids in by_kind.items():
+            if connection.vendor == "postgresql":
+                for snap in self._select_snapshots(kind, product_ids):
+                    found[snap.key] = snap
+                continue
+            for entry in self._select(kind, product_ids):
+                found[(entry.product_id, entry.kind)] = Snapshot.from_entry(entry)
+        return found
+
+    def _select_snapshots(self, kind: str, product_ids: list[str]) -> list[Snapshot]:
+        table = connection.ops.quote_name(ProductMemoryEntry._meta.db_table)
+        if len(product_ids) == 1:
+            where, param = "product_id = %s", product_ids[0]
+        else:
+            where, param = "product_id = ANY(%s)", product_ids
+        with _dropping_broken_connection(), connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT {self.SNAPSHOT_COLUMNS} FROM {table} WHERE kind = %s AND {where}", [kind, param]
+            )
+            rows = cursor.fetchall()
+        return [
+            Snapshot(
+                product_id=product_id, kind=row_kind,
+                payload=json.loads(payload) if isinstance(payload, (str, bytes)) else payload,
+                input_fingerprint=fingerprint, generator_version=generator,
+                tokens_prompt=prompt, tokens_completion=completion,
+                created_at=created.timestamp(), expires_at=expires.timestamp(),
+            )
+            for product_id, row_kind, payload, fingerprint, generator, prompt, completion, created, expires in rows
+        ]
+
+    def _select(self, kind: str, product_ids: list[str]):
+        fields = (
+            "product_id", "kind", "payload", "input_fingerprint", "generator_version",
+            "tokens_prompt", "tokens_completion", "created_at", "expires_at",
+        )
+        base = ProductMemoryEntry.objects.filter(kind=kind).only(*fields)
+        if len(product_ids) == 1:
+            return list(base.filter(product_id=product_ids[0]))
+        if connection.vendor == "postgresql":
+            return list(base.extra(where=["product_id = ANY(%s)"], params=[product_ids]))
+        rows = []
+        for start in range(0, len(product_ids), self.SQLITE_CHUNK):
+            rows.extend(base.filter(product_id__in=product_ids[start:start + self.SQLITE_CHUNK]))
+        return rows
+
+    UPSERT_SQL = (
+        "INSERT INTO {table} (product_id, kind, payload, source_data, input_fingerprint, generator_version,"
+        " tokens_prompt, tokens_completion, hit_count, tokens_saved, created_at, updated_at, expires_at)"
+        " VALUES (%s, %s, %s::jsonb, %s::jsonb, %s, %s, %s, %s, 0, 0, %s, %s, %s)"
+        " ON CONFLICT (product_id, kind) DO UPDATE SET payload = EXCLUDED.payload,"
+        " source_data = EXCLUDED.source_data, input_fingerprint = EXCLUDED.input_fingerprint,"
+        " generator_version = EXCLUDED.generator_version, tokens_prompt = EXCLUDED.tokens_prompt,"
+        " tokens_completion = EXCLUDED.tokens_completion, updated_at = EXCLUDED.updated_at,"
+        " expires_at = EXCLUDED.expires_at"
+        " RETURNING created_at"
+    )
+
+    def upsert(self, *, product_id, kind, payload, source_data, input_fingerprint, generator_version,
+               tokens_prompt, tokens_completion, expires_at) -> Snapshot:
+        """Insert or replace the row of ``(product_id, kind)``, keeping its created_at and hit counts.
+
+        On PostgreSQL one ``INSERT ... ON CONFLICT DO UPDATE`` statement, atomic by itself (the
+        ORM's update_or_create took four round trips: BEGIN, SELECT FOR UPDATE, write, COMMIT).
+        """
+        now = timezone.now()
+        if connection.vendor == "postgresql":
+            table = connection.ops.quote_name(ProductMemoryEntry._meta.db_table)
+            with _dropping_broken_connection(), connection.cursor() as cursor:
+                cursor.execute(self.UPSERT_SQL.format(table=table), [
+                    product_id, kind, json.dumps(payload), json.dumps(source_data), input_fingerprint,
+                    generator_version, tokens_prompt, tokens_completion, now, now, expires_at,
+                ])
+                (created_at,) = cursor.fetchone()
+            return Snapshot(
+                product_id=product_id, kind=kind, payload=payload, input_fingerprint=input_fingerprint,
+                generator_version=generator_version, tokens_prompt=tokens_prompt,
+                tokens_completion=tokens_completion, created_at=created_at.timestamp(),
+                expires_at=expires_at.timestamp(),
+            )
+        with transaction.atomic():
+            entry, _ = ProductMemoryEntry.objects.update_or_create(
+                product_id=product_id,
+                kind=kind,
+                defaults={
+                    "payload": payload,
+                    "source_data": source_data,
+                    "input_fingerprint": input_fingerprint,
+                    "generator_version": generator_version,
+                    "tokens_prompt": tokens_prompt,
+                    "tokens_completion": tokens_completion,
+                    "updated_at": now,
+                    "expires_at": expires_at,
+                },
+                create_defaults={
+                    "payload": payload,
+                    "source_data": source_data,
+                    "input_fingerprint": input_fingerprint,
+                    "generator_version": generator_version,
+                    "tokens_prompt": tokens_prompt,
+                    "tokens_completion": tokens_completion,
+                    "created_at": now,
+                    "updated_at": now,
+                    "expires_at": expires_at,
+                },
+            )
+        return Snapshot.from_entry(entry)
+
+    def set_many(self, snapshots):
+        raise TypeError("L3 is written through DatabaseTier.upsert, with the source data")
+
+    def delete_many(self, keys) -> int:
+        deleted = 0
+        for product_id, kind in keys:
+            count, _ = ProductMemoryEntry.objects.filter(product_id=product_id, kind=kind).delete()
+            deleted += count
+        return deleted
+
+    def clear(self) -> int:
+        count, _ = ProductMemoryEntry.objects.all().delete()
+        return count

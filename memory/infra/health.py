@@ -1,0 +1,80 @@
+"""Health of what the memory depends on: PostgreSQL, Redis, the backup folder, the broker.
+
+``status`` is ``ok`` when everything answers, ``degraded`` when only Redis, the
+broker or the backup folder fails (the memory still works through PostgreSQL),
+and ``down`` when PostgreSQL fails.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+from django.conf import settings
+from django.db import connection
+
+from memory.engine.tiers import redis_configured, redis_errors
+
+
+def _timed(check) -> dict:
+    started = time.perf_counter()
+    try:
+        result = {"ok": True, **check()}
+    except Exception as exc:  # a health check reports every failure, whatever its type
+        result = {"ok": False, "error": f"{exc.__class__.__name__}: {exc}"[:300]}
+    result["latency_ms"] = round((time.perf_counter() - started) * 1000, 2)
+    return result
+
+
+def check_database() -> dict:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+        cursor.fetchone()
+    return {"vendor": connection.vendor}
+
+
+def check_redis() -> dict:
+    if not redis_configured():
+        return {"configured": False}
+    from django.core.cache import caches
+
+    client = caches["memory_l2"].client.get_client(write=True)
+    try:
+        client.ping()
+    except redis_errors() as exc:
+        raise ConnectionError(f"Redis não responde: {exc}") from None
+    return {"configured": True}
+
+
+def check_backup_dir() -> dict:
+    path = settings.MEMORY_BACKUP_DIR
+    path.mkdir(parents=True, exist_ok=True)
+    if not os.access(path, os.W_OK):
+        raise PermissionError(f"sem permissão de escrita em {path}")
+    return {"path": str(path)}
+
+
+def check_broker() -> dict:
+    if settings.CELERY_TASK_ALWAYS_EAGER or not settings.CELERY_BROKER_URL:
+        return {"configured": False, "mode": "eager"}
+    from beecatalog.celery import app
+
+    with app.connection_for_write() as conn:
+        conn.ensure_connection(max_retries=1, timeout=1)
+    return {"configured": True}
+
+
+def check_health() -> dict:
+    """``{"status": "ok" | "degraded" | "down", "checks": {...}}``."""
+    checks = {
+        "database": _timed(check_database),
+        "redis": _timed(check_redis),
+        "backup_dir": _timed(check_backup_dir),
+        "broker": _timed(check_broker),
+    }
+    if not checks["database"]["ok"]:
+        status = "down"
+    elif all(c["ok"] for c in checks.values()):
+        status = "ok"
+    else:
+        status = "degraded"
+    return {"status": status, "checks": checks}

@@ -1,0 +1,102 @@
+"""Prometheus metrics of the memory, and the text ``GET /metrics`` serves.
+
+The engine calls the small ``observe_*``/``count_*`` functions below; nothing
+else touches the metric objects. Counters live in the process that counted
+them: with several gunicorn workers, set ``PROMETHEUS_MULTIPROC_DIR`` (an empty
+directory, wiped before the server starts) and prometheus_client keeps them in
+shared files that :func:`render_latest` adds up across workers.
+"""
+from __future__ import annotations
+
+from django.conf import settings
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import REGISTRY, multiprocess
+
+TIERS = ("l1", "l2", "l3")
+
+# Lookups answered from L1 take microseconds, from L3 milliseconds.
+LOOKUP_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+# An LLM call takes seconds.
+GENERATION_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120)
+
+TIER_HITS = Counter(
+    "beecatalog_memory_tier_hits", "Products found fresh in a tier", ["tier"]
+)
+TIER_MISSES = Counter(
+    "beecatalog_memory_tier_misses",
+    "Products a tier did not hold fresh (they fall through to the next tier; l3 misses are final)",
+    ["tier"],
+)
+LOOKUP_SECONDS = Histogram(
+    "beecatalog_memory_lookup_seconds", "Time of one batched read of a tier", ["tier"], buckets=LOOKUP_BUCKETS
+)
+GENERATIONS = Counter("beecatalog_memory_generations", "Contents generated and stored")
+GENERATION_SECONDS = Histogram(
+    "beecatalog_memory_generation_seconds", "Time of one generation call to the provider", buckets=GENERATION_BUCKETS
+)
+TOKENS_SPENT = Counter("beecatalog_memory_tokens_spent", "Tokens spent on the generations that were stored")
+TOKENS_SAVED = Counter("beecatalog_memory_tokens_saved", "Tokens saved by serving stored content instead")
+REDIS_UP = Gauge(
+    "beecatalog_memory_redis_up",
+    "1 when Redis (L2) answered at the last scrape, 0 when it is down or not configured",
+    multiprocess_mode="mostrecent",
+)
+
+# Each tier's series, resolved once (``labels()`` on every read cost more than the L1 read),
+# and so that every series exists, at 0, before the first lookup.
+_TIER_SERIES = {
+    tier: (LOOKUP_SECONDS.labels(tier), TIER_HITS.labels(tier), TIER_MISSES.labels(tier)) for tier in TIERS
+}
+
+
+def observe_tier_lookup(tier: str, seconds: float, *, hits: int, misses: int) -> None:
+    """Record one batched read of a tier: its latency, and how many products it had or lacked."""
+    latency, tier_hits, tier_misses = _TIER_SERIES[tier]
+    latency.observe(seconds)
+    if hits:
+        tier_hits.inc(hits)
+    if misses:
+        tier_misses.inc(misses)
+
+
+def count_tokens_saved(tokens: int) -> None:
+    if tokens > 0:
+        TOKENS_SAVED.inc(tokens)
+
+
+def count_generation_stored(tokens: int) -> None:
+    """A generated content reached the memory, having cost ``tokens``."""
+    GENERATIONS.inc()
+    if tokens > 0:
+        TOKENS_SPENT.inc(tokens)
+
+
+def observe_generation(seconds: float, tokens: int | None = None) -> None:
+    """Record the latency of one provider call (the generation module calls this).
+
+    ``tokens`` is accepted for the caller's convenience but not counted here:
+    tokens spent are counted once, when the content is stored
+    (:func:`count_generation_stored`), so that a call is never counted twice.
+    """
+    GENERATION_SECONDS.observe(seconds)
+
+
+def set_redis_up(available: bool) -> None:
+    REDIS_UP.set(1 if available else 0)
+
+
+def multiprocess_enabled() -> bool:
+    return bool(settings.PROMETHEUS_MULTIPROC_DIR)
+
+
+def render_latest() -> tuple[bytes, str]:
+    """The exposition text of every metric (of every worker in multiprocess mode), and its content type."""
+    from memory.services.stats import redis_info  # selectors -> product_memory -> metrics
+
+    set_redis_up(redis_info()["available"])
+    if multiprocess_enabled():
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        registry = REGISTRY
+    return generate_latest(registry), CONTENT_TYPE_LATEST

@@ -1,0 +1,2 @@
+"""Use cases over the engine: generation, entry operations, purge, roll-up, stats, backup.
+Views, admin actions, commands and tasks call these."""

@@ -1,0 +1,250 @@
+"""Generation in front of the memory: reuse what is stored, generate only what is not.
+
+``generate_product`` serves a fresh entry when there is one and otherwise
+generates under the product's single-flight lock, so that when many callers
+ask for the same uncached product at once, one generation runs and the others
+reuse its result. ``generate_batch`` makes one batch check and generates only
+the misses, in chunks of ``batch_size``.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Iterable
+
+from django.conf import settings
+from django.db import connections
+
+from memory.models import DEFAULT_KIND
+from memory.engine.memory import Lookup, ProductMemory, ProductRef, resolve_product
+from memory.providers import ContentProvider, GenerationError, get_provider
+
+logger = logging.getLogger("memory")
+
+REUSED = "reused"
+GENERATED = "generated"
+REGENERATED = "regenerated"  # the stored entry was stale or expired
+FORCED = "forced"
+FAILED = "failed"
+
+
+@dataclass
+class ProductOutcome:
+    """What happened to one product; ``summary()`` is JSON-serializable."""
+
+    product_id: str | None
+    status: str
+    tokens_spent: int = 0
+    tokens_saved: int = 0
+    error: str | None = None
+    content: dict | None = None
+    index: int | None = None
+
+    @property
+    def from_cache(self) -> bool:
+        return self.status == REUSED
+
+    def summary(self, with_content: bool = False) -> dict:
+        data = {
+            "product_id": self.product_id,
+            "from_cache": self.from_cache,
+            "status": self.status,
+            "tokens_spent": self.tokens_spent,
+            "tokens_saved": self.tokens_saved,
+        }
+        if self.error:
+            data["error"] = self.error
+        if self.index is not None:
+            data["index"] = self.index
+        if with_content:
+            data["content"] = self.content
+        return data
+
+
+@dataclass
+class BatchResult:
+    outcomes: list[ProductOutcome] = field(default_factory=list)
+
+    def count(self, status: str) -> int:
+        return sum(1 for o in self.outcomes if o.status == status)
+
+    @property
+    def tokens_spent(self) -> int:
+        return sum(o.tokens_spent for o in self.outcomes)
+
+    @property
+    def tokens_saved(self) -> int:
+        return sum(o.tokens_saved for o in self.outcomes)
+
+    def summary(self) -> dict:
+        return {
+            "total": len(self.outcomes),
+            "reused": self.count(REUSED),
+            "generated": self.count(GENERATED) + self.count(FORCED),
+            "regenerated_stale": self.count(REGENERATED),
+            "failed": self.count(FAILED),
+            "tokens_spent": self.tokens_spent,
+            "tokens_saved": self.tokens_saved,
+            "products": [o.summary() for o in self.outcomes],
+        }
+
+
+def _reused(lookup: Lookup) -> ProductOutcome:
+    return ProductOutcome(lookup.product_id, REUSED, tokens_saved=lookup.hit.tokens_saved, content=lookup.hit.content)
+
+
+def generate_product(
+    product_data: Any,
+    force_regenerate: bool = False,
+    *,
+    provider: ContentProvider | None = None,
+    known_status: str | None = None,
+    kind: str = DEFAULT_KIND,
+) -> ProductOutcome:
+    """Serve the product from memory, or generate it once (single flight) and store it.
+
+    ``known_status`` is the answer of a batch check already made, which spares
+    the first lookup. A failed generation saves nothing and counts no savings.
+    """
+    provider = provider or get_provider()
+    memory = ProductMemory(kind, generator_version=provider.generator_version)
+    ref = resolve_product(product_data)
+    if not isinstance(product_data, dict):
+        raise ValueError("product_data: para gerar conteúdo é preciso um objeto com os dados do produto")
+
+    status = known_status
+    if not force_regenerate and status is None:
+        lookup = memory.lookup(ref, count_hit=False)
+        if lookup.hit:
+            memory.count_lookups([lookup])
+            return _reused(lookup)
+        status = lookup.status
+
+    from memory.engine.locks import product_lock
+
+    with product_lock(ref.product_id, memory.kind) as acquired:
+        if not acquired:
+            logger.warning("Produto %s: tempo de espera pela trava esgotado; gerando mesmo assim", ref.product_id)
+        if not force_regenerate:
+            # Whoever held the lock may have just generated it.
+            lookup = memory.lookup(ref, count_hit=False)
+            memory.count_lookups([lookup])
+            if lookup.hit:
+                return _reused(lookup)
+            status = lookup.status
+        started = time.perf_counter()
+        try:
+            generated = provider.generate(product_data)
+        except (GenerationError, ValueError) as exc:
+            logger.error("Falha ao gerar conteúdo do produto %s: %s", ref.product_id, exc)
+            return ProductOutcome(ref.product_id, FAILED, error=str(exc))
+        elapsed = time.perf_counter() - started
+        memory.save_product_data(
+            ref,
+            generated.content,
+            tokens_prompt=generated.tokens_prompt,
+            tokens_completion=generated.tokens_completion,
+            generator_version=generated.generator_version or provider.generator_version,
+        )
+    _observe_generation(elapsed, generated.tokens_spent)
+    if force_regenerate:
+        outcome_status = FORCED
+    elif status in ("stale", "expired"):
+        outcome_status = REGENERATED
+    else:
+        outcome_status = GENERATED
+    return ProductOutcome(ref.product_id, outcome_status, tokens_spent=generated.tokens_spent, content=generated.content)
+
+
+def _observe_generation(seconds: float, tokens: int) -> None:
+    try:
+        from memory.infra.metrics import observe_generation
+    except ImportError:
+        return
+    observe_generation(seconds, tokens)
+
+
+def _validate_batch_size(batch_size: Any) -> int:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= 1000:
+        raise ValueError("batch_size: deve ser um inteiro entre 1 e 1000")
+    return batch_size
+
+
+def _in_own_thread(func: Callable, *args, **kwargs):
+    try:
+        return func(*args, **kwargs)
+    finally:
+        connections.close_all()  # this thread's connections only
+
+
+def generate_batch(
+    products_list: Iterable[Any],
+    batch_size: int = 10,
+    force_regenerate: bool = False,
+    *,
+    provider: ContentProvider | None = None,
+    on_outcome: Callable[[ProductOutcome], None] | None = None,
+) -> BatchResult:
+    """One batch check for every product, then generation of the misses only, ``batch_size`` at a time."""
+    batch_size = _validate_batch_size(batch_size)
+    products = list(products_list)
+    provider = provider or get_provider()
+    memory = ProductMemory(generator_version=provider.generator_version)
+    outcomes: list[ProductOutcome | None] = [None] * len(products)
+
+    def done(index: int, outcome: ProductOutcome) -> None:
+        outcome.index = index
+        outcomes[index] = outcome
+        if on_outcome:
+            on_outcome(outcome)
+
+    valid: list[tuple[int, dict, ProductRef]] = []
+    for index, product in enumerate(products):
+        try:
+            if not isinstance(product, dict):
+                raise ValueError(f"product_data: deve ser um objeto, recebido {type(product).__name__}")
+            valid.append((index, product, resolve_product(product)))
+        except ValueError as exc:
+            done(index, ProductOutcome(None, FAILED, error=str(exc)))
+
+    lookups: dict[str, Lookup] = {}
+    if not force_regenerate and valid:
+        lookups = memory.lookup_many([ref for _, _, ref in valid], count_hits=False)
+    misses: list[tuple[int, dict, str | None]] = []
+    seen: set[str] = set()
+    for index, product, ref in valid:
+        product_id = ref.product_id
+        lookup = lookups.get(product_id)
+        # A product listed twice goes through generation again, where it finds the first copy.
+        if lookup and lookup.hit and product_id not in seen and lookup.hit.snapshot.status(
+            ref.fingerprint, provider.generator_version
+        ) == "active":
+            memory.count_lookups([lookup])
+            done(index, _reused(lookup))
+        else:
+            misses.append((index, product, lookup.status if lookup and product_id not in seen else None))
+        seen.add(product_id)
+
+    workers = 1 if provider.name == "template" else max(1, min(batch_size, settings.LLM_MAX_CONCURRENCY))
+    for start in range(0, len(misses), batch_size):
+        chunk = misses[start:start + batch_size]
+        if workers == 1:
+            for index, product, status in chunk:
+                done(index, generate_product(product, force_regenerate, provider=provider, known_status=status))
+        else:
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                futures = [
+                    (index, pool.submit(_in_own_thread, generate_product, product, force_regenerate,
+                                        provider=provider, known_status=status))
+                    for index, product, status in chunk
+                ]
+                for index, future in futures:
+                    done(index, future.result())
+
+    result = BatchResult([o for o in outcomes if o is not None])
+    logger.info(
+        "Processamento em lote: %d/%d produtos reutilizados da memória", result.count(REUSED), len(products)
+    )
+    return result

@@ -1,0 +1,78 @@
+"""Read-only views of the memory for the API, the command line and the dashboard."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from django.conf import settings
+from django.db import connection
+from django.db.models import Sum
+
+from memory.models import ProductMemoryEntry
+from memory.providers.pricing import estimate_saved_cost
+from memory.engine.memory import ProductMemory, cached_for_stats
+from memory.providers.prompts import current_model_name
+from memory.engine.tiers import redis_configured, redis_errors, redis_guard
+
+
+def redis_info() -> dict:
+    """``{"available", "used_memory_bytes", "keys"}``; ``available`` is False without Redis."""
+    info = {"available": False, "used_memory_bytes": None, "keys": None}
+    if not redis_configured():
+        return info
+    from django.core.cache import caches
+
+    try:
+        client = caches["memory_l2"].client.get_client(write=True)
+        info["used_memory_bytes"] = int(client.info("memory")["used_memory"])
+        info["keys"] = int(client.dbsize())
+        info["available"] = True
+        redis_guard.succeeded()
+    except redis_errors() as exc:
+        redis_guard.failed(exc)
+    return info
+
+
+def table_bytes() -> int:
+    """On-disk size of the entries table with its indexes (the whole file on SQLite)."""
+    table = ProductMemoryEntry._meta.db_table
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_total_relation_size(%s)", [table])
+            return int(cursor.fetchone()[0])
+    name = settings.DATABASES["default"]["NAME"]
+    try:
+        return Path(name).stat().st_size
+    except (OSError, TypeError):
+        return 0
+
+
+def directory_bytes(path: Path) -> int:
+    if not path.exists():
+        return 0
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def prompt_share() -> float:
+    """The share of prompt tokens in what the stored entries cost (0.5 when unknown)."""
+    sums = cached_for_stats(
+        "token-sums", lambda: ProductMemoryEntry.objects.aggregate(p=Sum("tokens_prompt"), c=Sum("tokens_completion"))
+    )
+    total = (sums["p"] or 0) + (sums["c"] or 0)
+    return (sums["p"] or 0) / total if total else 0.5
+
+
+def memory_stats(memory: ProductMemory | None = None) -> dict:
+    """Everything ``GET /api/memory/stats/``, ``manage_memory stats`` and the dashboard show."""
+    memory = memory or ProductMemory()
+    stats = memory.stats()
+    stats["estimated_cost_saved"] = float(
+        estimate_saved_cost(
+            stats["tokens_saved"], prompt_share(), current_model_name(),
+            settings.LLM_PRICES, settings.LLM_DEFAULT_PRICE,
+        )
+    )
+    stats["currency"] = "USD"
+    stats["redis"] = redis_info()
+    stats["database"] = {"vendor": connection.vendor, "table_bytes": table_bytes()}
+    stats["backup_dir"] = {"path": str(settings.MEMORY_BACKUP_DIR), "bytes": directory_bytes(settings.MEMORY_BACKUP_DIR)}
+    return stats

@@ -1,0 +1,127 @@
+"""End to end in a real headless Chromium: log into the admin, search, open the dashboard.
+
+Needs Debian's ``chromium`` and ``chromium-driver`` (``.ci/run`` installs them).
+Screenshots go to ``test-artifacts/``.
+"""
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from django.utils import timezone
+
+from memory.engine.counters import flush_counters
+from memory.models import DailyStats
+from memory.engine.memory import ProductMemory
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+FLAGS = (
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1400,1900", "--lang=pt-BR",
+)
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()),
+        reason="needs /usr/bin/chromium and /usr/bin/chromedriver (apt-get install chromium chromium-driver)",
+    ),
+]
+
+
+@pytest.fixture
+def browser():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in FLAGS:
+        options.add_argument(flag)
+    options.add_experimental_option("prefs", {"intl.accept_languages": "pt-BR,pt"})
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.implicitly_wait(5)
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture
+def catalog(transactional_db, django_user_model):
+    django_user_model.objects.create_superuser("gerente", "gerente@example.com", "senha-forte-123")
+    memory = ProductMemory()
+    for sku, title in (("ABC-1", "Tênis de Corrida Leve"), ("XYZ-2", "Caneca Térmica Inox"),
+                       ("MOC-3", "Mochila Escolar Reforçada")):
+        memory.save_product_data(
+            {"sku": sku, "title": title},
+            {"title": title, "description": "Descrição.", "bullet_points": ["Qualidade"], "seo_keywords": ["x"]},
+            tokens_prompt=700, tokens_completion=500,
+        )
+    for _ in range(3):
+        memory.get_product_data("ABC-1")
+    memory.get_product_data("NAO-EXISTE")
+    flush_counters()
+    today = timezone.localdate()
+    DailyStats.objects.bulk_create([
+        DailyStats(date=today - timedelta(days=d), hits=10 + 3 * d, misses=d % 4, generations=d % 3,
+                   tokens_spent=1200 * (d % 3), tokens_saved=1200 * (10 + 3 * d))
+        for d in range(1, 30)
+    ])
+
+
+def severe_errors(driver):
+    # Chromium asks for /favicon.ico on its own; the admin has none, which is not a page error.
+    return [entry for entry in driver.get_log("browser")
+            if entry["level"] == "SEVERE" and "favicon.ico" not in entry["message"]]
+
+
+def test_admin_login_search_and_dashboard(live_server, browser, catalog):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    browser.get(f"{live_server.url}/admin/login/?next=/admin/")
+    browser.find_element(By.NAME, "username").send_keys("gerente")
+    browser.find_element(By.NAME, "password").send_keys("senha-forte-123")
+    browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
+    WebDriverWait(browser, 10).until(lambda d: "/login/" not in d.current_url)
+    assert browser.find_element(By.CSS_SELECTOR, ".memory-dashboard-link a").text == "Painel de estatísticas"
+
+    browser.get(f"{live_server.url}/admin/memory/productmemoryentry/")
+    search = browser.find_element(By.ID, "searchbar")
+    search.send_keys("caneca")
+    search.submit()
+    WebDriverWait(browser, 10).until(lambda d: "q=caneca" in d.current_url)
+    rows = browser.find_elements(By.CSS_SELECTOR, "#result_list tbody tr")
+    assert [row.find_element(By.CSS_SELECTOR, "th").text for row in rows] == ["XYZ-2"]
+    assert rows[0].find_element(By.CSS_SELECTOR, ".memory-badge").text == "ativo"
+    browser.save_screenshot(str(ARTIFACTS / "admin-search.png"))
+    assert severe_errors(browser) == []
+
+    rows[0].find_element(By.LINK_TEXT, "XYZ-2").click()
+    content = browser.find_element(By.CSS_SELECTOR, ".field-payload_pretty pre.memory-json")
+    assert '"title": "Caneca Térmica Inox"' in content.text
+    browser.save_screenshot(str(ARTIFACTS / "admin-detail.png"))
+    browser.back()
+
+    browser.find_element(By.CSS_SELECTOR, ".object-tools a[href='/memory/dashboard/']").click()
+    WebDriverWait(browser, 10).until(lambda d: d.current_url.endswith("/memory/dashboard/"))
+    assert browser.find_element(By.CSS_SELECTOR, "#content h1").text == "Painel da memória"
+    charts = browser.find_elements(By.CSS_SELECTOR, "svg.memory-chart")
+    assert [c.get_attribute("data-chart") for c in charts] == ["hits", "misses", "generations", "tokens_saved"]
+    for chart in charts:
+        assert chart.size["width"] > 300 and chart.size["height"] > 100
+        drawn = browser.execute_script(
+            "return Array.from(arguments[0].querySelectorAll('rect.bar'))"
+            ".filter(r => r.getBBox().height > 0 && getComputedStyle(r).fill !== 'none').length",
+            chart,
+        )
+        assert drawn > 0, chart.get_attribute("data-chart")
+        assert len(chart.find_elements(By.CSS_SELECTOR, "rect.bar")) == 30
+    top = browser.find_element(By.ID, "top-products").text
+    assert "ABC-1" in top
+    browser.save_screenshot(str(ARTIFACTS / "dashboard.png"))
+    assert severe_errors(browser) == []
+    assert (ARTIFACTS / "dashboard.png").stat().st_size > 10_000

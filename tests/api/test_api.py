@@ -1,0 +1,479 @@
+"""The /api/memory/ endpoints: what each returns, and what each refuses."""
+import json
+from datetime import timedelta
+
+import pytest
+from django.contrib.auth.models import Permission, User
+from django.core.cache import caches
+from django.db import connection
+from django.test import override_settings
+from django.utils import timezone
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from memory.models import ProductMemoryEntry
+from memory.engine.memory import ProductMemory
+
+PRODUCT = {"sku": "ABC123", "title": "Produto Teste"}
+CONTENT = {"title": "Produto Teste", "description": "Uma descrição.", "bullet_points": ["a"], "seo_keywords": ["b"]}
+
+# --- fixtures shared by the API test modules ---------------------------------------------
+
+
+@pytest.fixture
+def make_user(db):
+    """A user with the given memory permissions (codenames), fetched fresh so permissions apply."""
+
+    def make(username="user", *, staff=False, superuser=False, perms=(), active=True):
+        user = User.objects.create_user(
+            username, password="senha-forte-123", is_staff=staff or superuser, is_superuser=superuser,
+            is_active=active,
+        )
+        for codename in perms:
+            user.user_permissions.add(Permission.objects.get(content_type__app_label="memory", codename=codename))
+        return User.objects.get(pk=user.pk)
+
+    return make
+
+
+def token_client(user) -> APIClient:
+    client = APIClient()
+    token, _ = Token.objects.get_or_create(user=user)
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    return client
+
+
+@pytest.fixture
+def api(make_user):
+    """A client with the token of a user holding every permission."""
+    return token_client(make_user("admin", superuser=True))
+
+
+@pytest.fixture
+def reader(make_user):
+    """A client with the token of a user holding no permission."""
+    return token_client(make_user("reader"))
+
+
+@pytest.fixture
+def eager_tasks():
+    """Celery tasks run in the test's process, as with no broker."""
+    from beecatalog.celery import app
+
+    saved = app.conf.task_always_eager, app.conf.task_eager_propagates
+    app.conf.task_always_eager = True
+    app.conf.task_eager_propagates = True
+    yield
+    app.conf.task_always_eager, app.conf.task_eager_propagates = saved
+
+
+@pytest.fixture
+def l1_trusted(monkeypatch):
+    """This process reads its L1 (it would once subscribed to invalidations), so the tier served is certain."""
+    monkeypatch.setattr("memory.engine.memory.l1_is_trustworthy", lambda: True)
+
+
+def seed(product=PRODUCT, content=CONTENT, **kwargs):
+    kwargs.setdefault("tokens_prompt", 1000)
+    kwargs.setdefault("tokens_completion", 500)
+    return ProductMemory().save_product_data(product, content, **kwargs)
+
+
+def post_json(client, url, body):
+    return client.post(url, json.dumps(body), content_type="application/json")
+
+
+def expire(product_id):
+    ProductMemoryEntry.objects.filter(product_id=product_id).update(expires_at=timezone.now() - timedelta(seconds=1))
+    caches["memory_l1"].clear()
+    ProductMemory().evict([(product_id, "main_content")])
+
+
+# --- stats ----------------------------------------------------------------------------------
+
+STATS_KEYS = {
+    "total_entries", "active_entries", "expired_entries", "stale_entries", "hits", "misses", "hit_rate",
+    "tokens_spent", "tokens_saved", "estimated_cost_saved", "redis", "database", "backup_dir",
+}
+
+
+@pytest.mark.django_db
+def test_stats_has_every_figure_the_issue_lists(api):
+    seed()
+    seed({"sku": "OLD1", "title": "Velho"})
+    expire("OLD1")
+    post_json(api, "/api/memory/get/", {"product_id": "ABC123"})
+    post_json(api, "/api/memory/get/", {"product_id": "NOPE"})
+
+    response = api.get("/api/memory/stats/")
+
+    assert response.status_code == 200
+    data = response.json()
+    assert STATS_KEYS <= set(data)
+    assert (data["total_entries"], data["active_entries"], data["expired_entries"], data["stale_entries"]) == (2, 1, 1, 0)
+    assert (data["hits"], data["misses"], data["hit_rate"]) == (1, 1, 0.5)
+    assert data["tokens_spent"] == 3000 and data["tokens_saved"] == 1500
+    assert data["estimated_cost_saved"] > 0
+    assert set(data["redis"]) >= {"available", "used_memory_bytes", "keys"} and data["redis"]["available"] is True
+    assert data["database"]["table_bytes"] > 0
+    assert "bytes" in data["backup_dir"]
+
+
+@pytest.mark.django_db
+def test_stats_without_redis_says_so(api, dead_redis):
+    response = api.get("/api/memory/stats/")
+    assert response.status_code == 200
+    assert response.json()["redis"] == {"available": False, "used_memory_bytes": None, "keys": None}
+
+
+# --- list -----------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_list_pages_and_searches_by_id_or_title(api):
+    for i in range(5):
+        seed({"sku": f"SKU-{i}", "title": f"Caneca {i}"}, {**CONTENT, "title": f"Caneca azul {i}"})
+    seed({"sku": "XYZ789", "title": "Fone"}, {**CONTENT, "title": "Fone Bluetooth"})
+    expire("SKU-0")
+
+    page = api.get("/api/memory/list/?limit=2&offset=1").json()
+    assert page["count"] == 6 and len(page["results"]) == 2
+    assert set(page["results"][0]) == {"product_id", "kind", "title", "hit_count", "tokens_saved", "expires_at", "status"}
+    assert [r["product_id"] for r in page["results"]] == ["SKU-4", "SKU-3"]  # newest first, after the first
+
+    by_title = api.get("/api/memory/list/", {"search": "bluetooth"}).json()
+    assert [r["product_id"] for r in by_title["results"]] == ["XYZ789"]
+    by_id = api.get("/api/memory/list/", {"search": "sku-0"}).json()
+    assert by_id["count"] == 1 and by_id["results"][0]["status"] == "expired"
+
+    default = api.get("/api/memory/list/").json()
+    assert len(default["results"]) == 6
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("query, field", [
+    ("limit=1001", "limit"),
+    ("limit=0", "limit"),
+    ("limit=-5", "limit"),
+    ("limit=dez", "limit"),
+    ("offset=-1", "offset"),
+    ("offset=1.5", "offset"),
+    ("offset=99999999999999999999", "offset"),
+    ("search=" + "x" * 256, "search"),
+    ("search=a%00b", "search"),
+    ("kind=" + "k" * 65, "kind"),
+])
+def test_list_refuses_bad_parameters(api, query, field):
+    response = api.get(f"/api/memory/list/?{query}")
+    assert response.status_code == 400
+    assert field in response.json()
+
+
+@pytest.mark.django_db
+def test_list_accepts_the_cap(api):
+    assert api.get("/api/memory/list/?limit=1000").status_code == 200
+
+
+# --- get ------------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_get_by_product_data_says_which_tier_served(api, l1_trusted):
+    seed()
+    response = post_json(api, "/api/memory/get/", {"product_data": PRODUCT})
+    assert response.status_code == 200
+    data = response.json()
+    assert data["found"] is True and data["product_id"] == "ABC123" and data["kind"] == "main_content"
+    assert data["content"] == CONTENT
+    assert data["tier"] == "l1"
+    assert (data["tokens_prompt"], data["tokens_completion"], data["tokens_saved"]) == (1000, 500, 1500)
+    entry = ProductMemoryEntry.objects.get(product_id="ABC123")
+    assert data["expires_at"] and data["created_at"]
+    from django.utils.dateparse import parse_datetime
+
+    assert abs(parse_datetime(data["expires_at"]) - entry.expires_at) < timedelta(milliseconds=1)
+
+
+@pytest.mark.django_db
+def test_get_by_product_id_falls_through_to_postgresql(api, redis_client, l1_trusted):
+    seed()
+    caches["memory_l1"].clear()
+    redis_client.flushdb()
+    first = post_json(api, "/api/memory/get/", {"product_id": "ABC123"}).json()
+    second = post_json(api, "/api/memory/get/", {"product_id": " ABC123 "}).json()
+    assert (first["tier"], second["tier"]) == ("l3", "l1")
+
+
+@pytest.mark.django_db
+def test_get_unknown_is_404_with_found_false(api):
+    response = post_json(api, "/api/memory/get/", {"product_data": {"sku": "NAO-EXISTE"}})
+    assert response.status_code == 404
+    assert response.json() == {"found": False, "product_id": "NAO-EXISTE", "status": "missing"}
+
+
+@pytest.mark.django_db
+def test_get_expired_or_changed_product_is_404_and_says_why(api):
+    seed()
+    changed = post_json(api, "/api/memory/get/", {"product_data": {**PRODUCT, "title": "Outro título"}})
+    assert changed.status_code == 404 and changed.json()["status"] == "stale"
+    expire("ABC123")
+    expired = post_json(api, "/api/memory/get/", {"product_id": "ABC123"})
+    assert expired.status_code == 404 and expired.json()["status"] == "expired"
+
+
+# --- delete and clear -----------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_delete_removes_from_every_tier_then_404(api, redis_client):
+    seed()
+    response = post_json(api, "/api/memory/delete/", {"product_data": {"sku": "ABC123"}})
+    assert response.status_code == 200
+    assert response.json() == {"deleted": True, "product_id": "ABC123"}
+    assert not ProductMemoryEntry.objects.exists()
+    assert post_json(api, "/api/memory/get/", {"product_id": "ABC123"}).status_code == 404
+    again = post_json(api, "/api/memory/delete/", {"product_id": "ABC123"})
+    assert again.status_code == 404 and again.json() == {"deleted": False, "product_id": "ABC123"}
+
+
+@pytest.mark.django_db
+def test_clear_empties_the_memory_and_counts(api):
+    seed()
+    seed({"sku": "XYZ789", "title": "Fone"})
+    response = api.post("/api/memory/clear/")
+    assert response.status_code == 200 and response.json() == {"cleared": 2}
+    assert not ProductMemoryEntry.objects.exists()
+    assert post_json(api, "/api/memory/get/", {"product_id": "ABC123"}).status_code == 404
+    assert api.post("/api/memory/clear/").json() == {"cleared": 0}
+
+
+# --- force-regenerate -----------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_force_regenerate_merges_stored_source_data_with_the_body(api, eager_tasks):
+    seed({"sku": "ABC123", "title": "Fone Bluetooth", "brand": "JBL"}, {**CONTENT, "title": "antigo"})
+    before = ProductMemoryEntry.objects.get(product_id="ABC123")
+
+    response = post_json(api, "/api/memory/force-regenerate/", {"product_data": {"sku": "ABC123", "color": "preto"}})
+
+    assert response.status_code == 202
+    data = response.json()
+    assert data["product_id"] == "ABC123" and data["task_id"]
+    entry = ProductMemoryEntry.objects.get(product_id="ABC123")
+    assert entry.source_data == {"sku": "ABC123", "title": "Fone Bluetooth", "brand": "JBL", "color": "preto"}
+    assert entry.payload["title"] != "antigo" and "Fone Bluetooth" in entry.payload["title"]
+    assert entry.updated_at > before.updated_at
+    got = post_json(api, "/api/memory/get/", {"product_data": entry.source_data}).json()
+    assert got["found"] is True and got["content"] == entry.payload
+
+
+@pytest.mark.django_db
+def test_force_regenerate_by_product_id_uses_the_stored_data(api, eager_tasks):
+    seed({"sku": "ABC123", "title": "Caneca"}, {**CONTENT, "title": "antigo"})
+    response = post_json(api, "/api/memory/force-regenerate/", {"product_id": "ABC123"})
+    assert response.status_code == 202
+    assert "Caneca" in ProductMemoryEntry.objects.get(product_id="ABC123").payload["title"]
+
+
+@pytest.mark.django_db
+def test_force_regenerate_unknown_product_with_only_a_sku_is_404(api, eager_tasks):
+    response = post_json(api, "/api/memory/force-regenerate/", {"product_data": {"sku": "ABC123"}})
+    assert response.status_code == 404
+    assert response.json()["product_id"] == "ABC123" and "title" in response.json()["detail"]
+    assert not ProductMemoryEntry.objects.exists()
+    assert post_json(api, "/api/memory/force-regenerate/", {"product_id": "ABC123"}).status_code == 404
+
+
+@pytest.mark.django_db
+def test_force_regenerate_unknown_product_with_enough_data_generates_it(api, eager_tasks):
+    response = post_json(api, "/api/memory/force-regenerate/", {"product_data": {"sku": "NEW1", "title": "Mochila"}})
+    assert response.status_code == 202
+    assert ProductMemoryEntry.objects.get(product_id="NEW1").payload["title"].startswith("Mochila")
+
+
+@pytest.mark.django_db
+def test_force_regenerate_only_queues_the_task(api, monkeypatch):
+    """With a broker the request queues the task with force_regenerate=True; nothing is generated in it."""
+    from celery.result import AsyncResult
+
+    from memory.tasks import generate_main_content_task
+
+    calls = []
+
+    def queue(*args, **kwargs):
+        calls.append((args, kwargs))
+        return AsyncResult("7d1c3f4e-queued")
+
+    monkeypatch.setattr(generate_main_content_task, "delay", queue)
+    seed({"sku": "ABC123", "title": "Fone", "brand": "JBL"})
+
+    response = post_json(api, "/api/memory/force-regenerate/", {"product_data": {"sku": "ABC123", "brand": "Sony"}})
+
+    assert response.status_code == 202
+    assert response.json() == {"task_id": "7d1c3f4e-queued", "product_id": "ABC123"}
+    assert calls == [(({"sku": "ABC123", "title": "Fone", "brand": "Sony"},), {"force_regenerate": True})]
+    assert ProductMemoryEntry.objects.get(product_id="ABC123").payload == CONTENT
+
+
+@pytest.mark.django_db
+def test_force_regenerate_with_broker_down_is_503(api, monkeypatch):
+    from kombu.exceptions import OperationalError
+
+    from memory.tasks import generate_main_content_task
+
+    def refuse(*args, **kwargs):
+        raise OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    monkeypatch.setattr(generate_main_content_task, "delay", refuse)
+    seed()
+    response = post_json(api, "/api/memory/force-regenerate/", {"product_id": "ABC123"})
+    assert response.status_code == 503 and "fila" in response.json()["detail"]
+
+
+# --- health -----------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_health_ok_without_credentials():
+    response = APIClient().get("/api/memory/health/")
+    assert response.status_code == 200
+    data = response.json()
+    assert data["status"] == "ok"
+    assert set(data["checks"]) == {"database", "redis", "backup_dir", "broker"}
+
+
+@pytest.mark.django_db
+def test_health_degraded_when_redis_is_down(dead_redis):
+    response = APIClient().get("/api/memory/health/")
+    assert response.status_code == 200
+    assert response.json()["status"] == "degraded" and response.json()["checks"]["redis"]["ok"] is False
+
+
+@pytest.mark.django_db
+def test_health_503_when_postgresql_is_down(monkeypatch):
+    from django.db import OperationalError
+
+    def refuse(*args, **kwargs):
+        raise OperationalError('connection to server at "127.0.0.1", port 5432 failed: Connection refused')
+
+    monkeypatch.setattr(connection, "cursor", refuse)
+    response = APIClient().get("/api/memory/health/")
+    assert response.status_code == 503
+    assert response.json()["status"] == "down" and response.json()["checks"]["database"]["ok"] is False
+
+
+@pytest.mark.django_db
+def test_health_ignores_a_stale_token():
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION="Token 0000000000000000000000000000000000000000")
+    assert client.get("/api/memory/health/").status_code == 200
+
+
+# --- bad input ---------------------------------------------------------------------------------
+
+BODY_ENDPOINTS = ["/api/memory/get/", "/api/memory/delete/", "/api/memory/force-regenerate/"]
+
+BAD_BODIES = [
+    pytest.param(b'{"product_id": "ABC123"', "detail", id="malformed-json"),
+    pytest.param(b"", "non_field_errors", id="empty-body"),
+    pytest.param(b"[]", "non_field_errors", id="array-body"),
+    pytest.param(b'"ABC123"', "non_field_errors", id="string-body"),
+    pytest.param(b"{}", "non_field_errors", id="no-identifier-at-all"),
+    pytest.param(b'{"product_data": {}, "product_id": "ABC123"}', "non_field_errors", id="both"),
+    pytest.param(b'{"product_data": ["ABC123"]}', "product_data", id="product-data-list"),
+    pytest.param(b'{"product_data": "ABC123"}', "product_data", id="product-data-string"),
+    pytest.param(b'{"product_data": {}}', "product_data", id="product-data-empty"),
+    pytest.param(b'{"product_data": {"color": "azul"}}', "product_data", id="no-usable-identifier"),
+    pytest.param(b'{"product_data": {"sku": true}}', "product_data", id="sku-bool"),
+    pytest.param(b'{"product_data": {"sku": {"a": 1}}}', "product_data", id="sku-object"),
+    pytest.param(b'{"product_data": {"gtin": "7891234567890"}}', "product_data", id="gtin-check-digit"),
+    pytest.param(b'{"product_data": {"sku": "A\\u0001B"}}', "product_data", id="sku-control-char"),
+    pytest.param(b'{"product_id": ["ABC123"]}', "product_id", id="product-id-list"),
+    pytest.param(b'{"product_id": {"sku": "ABC123"}}', "product_id", id="product-id-object"),
+    pytest.param(b'{"product_id": "   "}', "product_id", id="product-id-blank"),
+    pytest.param(b'{"product_id": null}', "product_id", id="product-id-null"),
+    pytest.param(('{"product_id": "' + "A" * 256 + '"}').encode(), "product_id", id="product-id-too-long"),
+    pytest.param(b'{"product_id": "A\\u0000B"}', "detail", id="nul-character"),
+    pytest.param(b'{"product_data": {"sku": "A", "title": "\\ud800"}}', "detail", id="lone-surrogate"),
+    pytest.param(b'{"product_id": NaN}', "detail", id="nan"),
+    pytest.param(b'{"product_data": {"sku": "ABC123", "title": "T", "weight": 1e400}}', "detail", id="overflowing-number"),
+    pytest.param(b'{"product_id": "ABC\xff123"}', "detail", id="invalid-utf8"),
+    pytest.param(b"\xef\xbb\xbf{}", "detail", id="utf8-bom"),
+    pytest.param(b"[" * 10_000 + b"]" * 10_000, "detail", id="nesting-10000"),
+    pytest.param(b'{"product_data": ' + b'{"a": ' * 40 + b"1" + b"}" * 40 + b"}", "detail", id="nesting-41"),
+]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("url", BODY_ENDPOINTS)
+@pytest.mark.parametrize("body, field", BAD_BODIES)
+def test_bad_bodies_are_400_in_drf_shape_and_change_nothing(api, eager_tasks, url, body, field):
+    seed()
+    before = list(ProductMemoryEntry.objects.values_list("product_id", "payload", "updated_at"))
+
+    response = api.post(url, body, content_type="application/json")
+
+    assert response.status_code == 400, response.content
+    data = response.json()
+    assert field in data
+    message = data[field] if isinstance(data[field], str) else data[field][0]
+    assert isinstance(message, str) and message
+    assert list(ProductMemoryEntry.objects.values_list("product_id", "payload", "updated_at")) == before
+
+
+@pytest.mark.django_db
+def test_error_messages_name_the_problem(api):
+    def error(body):
+        return api.post("/api/memory/get/", body, content_type="application/json").json()
+
+    assert "JSON malformado" in error(b"{")["detail"]
+    assert "32 níveis" in error(b"[" * 10_000 + b"]" * 10_000)["detail"]
+    assert "UTF-8" in error(b'{"product_id": "\xc3\x28"}')["detail"]
+    assert error(b'{"product_data": {"sku": true}}') == {"product_data": ["sku: deve ser texto ou número, recebido bool"]}
+    assert "nenhum identificador" in error(b'{"product_data": {"color": "azul"}}')["product_data"][0]
+
+
+@pytest.mark.django_db
+def test_nesting_within_the_limit_is_accepted(api):
+    nested = {"sku": "DEEP1"}
+    for _ in range(30):
+        nested = {"sku": "DEEP1", "attributes": nested}
+    response = post_json(api, "/api/memory/get/", {"product_data": nested})
+    assert response.status_code == 404 and response.json()["product_id"] == "DEEP1"
+
+
+@pytest.mark.django_db
+@override_settings(DATA_UPLOAD_MAX_MEMORY_SIZE=2048)
+@pytest.mark.parametrize("url", BODY_ENDPOINTS)
+def test_body_over_the_size_limit_is_413(api, url):
+    seed()
+    body = json.dumps({"product_data": {**PRODUCT, "description": "x" * 4096}})
+    response = api.post(url, body, content_type="application/json")
+    assert response.status_code == 413
+    assert "2048 bytes" in response.json()["detail"]
+    assert ProductMemoryEntry.objects.count() == 1
+
+
+@override_settings(DATA_UPLOAD_MAX_MEMORY_SIZE=2048)
+def test_parser_reads_no_more_than_the_limit_whatever_the_headers_say():
+    import io
+
+    from memory.api.exceptions import RequestTooLarge
+    from memory.api.parsers import SafeJSONParser
+
+    with pytest.raises(RequestTooLarge):
+        SafeJSONParser().parse(io.BytesIO(b'{"a": "' + b"x" * 5000 + b'"}'), "application/json", {})
+
+
+@pytest.mark.django_db
+def test_form_encoded_body_is_415(api):
+    response = api.post("/api/memory/get/", {"product_id": "ABC123"})  # multipart, as a browser form
+    assert response.status_code == 415
+    assert "detail" in response.json()
+
+
+@pytest.mark.django_db
+def test_wrong_method_is_405(api):
+    assert api.get("/api/memory/get/").status_code == 405
+    assert api.post("/api/memory/stats/").status_code == 405

@@ -1,0 +1,183 @@
+"""The README's curl examples, run as written against gunicorn with two workers."""
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import quote
+
+import httpx
+import pytest
+from django.conf import settings
+from django.db import connection
+from prometheus_client.parser import text_string_to_metric_families
+
+from memory.models import ProductMemoryEntry
+
+from tests.api.test_api import make_user, seed  # noqa: F401 (fixture)
+
+ROOT = Path(settings.BASE_DIR)
+README = ROOT / "README.md"
+VENV_BIN = Path(sys.executable).parent
+
+
+def readme_curl_examples() -> list[str]:
+    """The ```bash blocks of the README's "API" section that call curl."""
+    text = README.read_text()
+    section = text.split("\n## API\n", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```bash\n(.*?)```", section, re.DOTALL)
+    return [b for b in blocks if b.lstrip().startswith("curl ")]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def child_env(**extra) -> dict:
+    db = connection.settings_dict
+    auth = quote(db["USER"] or "", safe="") + (":" + quote(db["PASSWORD"], safe="") if db["PASSWORD"] else "")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
+    env.update({
+        "DJANGO_SETTINGS_MODULE": "beecatalog.settings",
+        "DATABASE_URL": f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
+        "REDIS_URL": settings.CACHES["memory_l2"]["LOCATION"] if "memory_l2" in settings.CACHES else "",
+        "CELERY_BROKER_URL": "",  # no worker here: tasks run in the request, as in the embedded default
+        "SECRET_KEY": "live-test-secret",
+        "MEMORY_LOG_LEVEL": "WARNING",
+        "MEMORY_HIT_BUFFER_SECONDS": "0.1",  # each worker sends its buffered hits to Redis this often
+        **extra,
+    })
+    return env
+
+
+@contextmanager
+def gunicorn(env: dict, tmp_path: Path, workers: int = 2):
+    """gunicorn on a free port; yields its URL once it answers HTTP at all."""
+    port = free_port()
+    log_path = tmp_path / f"gunicorn-{port}.log"
+    log = log_path.open("w")
+    server = subprocess.Popen(
+        [str(VENV_BIN / "gunicorn"), "beecatalog.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
+         "--timeout", "60"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    url = f"http://localhost:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                httpx.get(f"{url}/api/memory/health/", timeout=5)
+                break
+            except httpx.TransportError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                pytest.fail("gunicorn did not start:\n" + log_path.read_text()[-3000:])
+            time.sleep(0.3)
+        yield url
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        log.close()
+
+
+@pytest.fixture
+def live_server_url(transactional_db, tmp_path):
+    """gunicorn, two workers sharing their metrics through PROMETHEUS_MULTIPROC_DIR."""
+    if shutil.which("curl") is None:
+        pytest.fail("curl is needed to run the README's examples")
+    multiproc = tmp_path / "prometheus"
+    multiproc.mkdir()
+    with gunicorn(child_env(PROMETHEUS_MULTIPROC_DIR=str(multiproc)), tmp_path) as url:
+        yield url
+
+
+def create_token(username: str) -> str:
+    """What the README says to run: ``python manage.py drf_create_token USERNAME``."""
+    out = subprocess.run(
+        [sys.executable, "manage.py", "drf_create_token", username],
+        cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=120, check=True,
+    ).stdout
+    return re.search(r"Generated token (\w+) for user " + re.escape(username), out).group(1)
+
+
+def run_example(block: str, url: str, key: str, cwd: Path) -> str:
+    command = block.replace("http://localhost:8000", url).replace("Token KEY", f"Token {key}")
+    done = subprocess.run(["bash", "-c", command], cwd=cwd, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, f"{block}\n{done.stderr}"
+    return done.stdout
+
+
+def metric_sum(text: str, family: str) -> float:
+    return sum(
+        s.value for f in text_string_to_metric_families(text) if f.name == family for s in f.samples
+        if s.name == family + "_total" or (family.endswith("_seconds") and s.name == family + "_count")
+    )
+
+
+@pytest.mark.slow
+def test_readme_curl_examples_work_against_gunicorn(make_user, live_server_url, tmp_path):
+    make_user("admin", superuser=True)
+    key = create_token("admin")
+    seed({"sku": "ABC123", "title": "Produto Teste"})
+    seed({"sku": "XYZ789", "title": "Fone Bluetooth"})
+    examples = readme_curl_examples()
+    assert len(examples) == 8
+
+    # Hits spread over both workers: /metrics must add them up.
+    auth = {"Authorization": f"Token {key}"}
+    for _ in range(10):
+        response = httpx.post(f"{live_server_url}/api/memory/get/", json={"product_id": "XYZ789"}, headers=auth)
+        assert response.status_code == 200
+    time.sleep(1.0)  # stats count what the workers have sent to Redis: wait out their hit buffers
+
+    outputs = {}
+    for block in examples:
+        endpoint = re.search(r"/api/memory/([\w-]+)/", block).group(1)
+        outputs[endpoint] = run_example(block, live_server_url, key, tmp_path)
+
+    stats = json.loads(outputs["stats"])
+    assert stats["total_entries"] == 2 and stats["hits"] == 10
+    listed = json.loads(outputs["list"])
+    assert listed["count"] == 2 and {r["product_id"] for r in listed["results"]} == {"ABC123", "XYZ789"}
+    got = json.loads(outputs["get"])
+    assert got["found"] is True and got["product_id"] == "ABC123" and got["tier"] in {"l1", "l2", "l3"}
+    queued = json.loads(outputs["force-regenerate"])
+    assert queued["product_id"] == "ABC123" and queued["task_id"]
+    exported = (tmp_path / "memory-export.jsonl").read_text().splitlines()
+    assert sorted(json.loads(line)["product_id"] for line in exported) == ["ABC123", "XYZ789"]
+    regenerated = [json.loads(line) for line in exported if '"ABC123"' in line][0]
+    assert regenerated["payload"]["title"].startswith("Produto Teste")  # written by the eager regeneration
+    assert json.loads(outputs["delete"]) == {"deleted": True, "product_id": "ABC123"}
+    assert json.loads(outputs["clear"]) == {"cleared": 1}
+    assert json.loads(outputs["health"])["status"] == "ok"
+    assert not ProductMemoryEntry.objects.exists()
+
+    text = httpx.get(f"{live_server_url}/metrics", headers=auth).text
+    assert metric_sum(text, "beecatalog_memory_tier_hits") == 11  # ten gets by id, one by the README's get
+    assert metric_sum(text, "beecatalog_memory_generations") == 1
+    assert metric_sum(text, "beecatalog_memory_generation_seconds") == 1
+    assert httpx.get(f"{live_server_url}/metrics").status_code == 401
+
+
+@pytest.mark.slow
+def test_health_is_503_and_reads_fail_cleanly_with_postgresql_unreachable(db, tmp_path):
+    """A server whose PostgreSQL does not answer (nothing listens on its port) says so, and stays up."""
+    env = child_env(DATABASE_URL="postgres://postgres@127.0.0.1:1/beecatalog_gone", DB_CONNECT_TIMEOUT="1")
+    with gunicorn(env, tmp_path, workers=1) as url:
+        health = httpx.get(f"{url}/api/memory/health/", timeout=10)
+        assert health.status_code == 503
+        assert health.json()["status"] == "down" and health.json()["checks"]["database"]["ok"] is False
+        assert health.json()["checks"]["redis"]["ok"] is True
+        assert httpx.get(f"{url}/api/memory/health/", timeout=10).status_code == 503  # the worker is still there

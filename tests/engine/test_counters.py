@@ -1,0 +1,146 @@
+"""Hits cost no PostgreSQL write; the flush moves them into the rows exactly."""
+import threading
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from memory.engine.counters import flush_counters, hit_counter
+from memory.models import DailyStats, ProductMemoryEntry
+from memory.engine.memory import ProductMemory
+
+pytestmark = pytest.mark.django_db
+
+CONTENT = {"title": "Mochila Escolar", "description": "d", "bullet_points": [], "seo_keywords": []}
+
+
+@pytest.fixture
+def entry():
+    ProductMemory().save_product_data({"sku": "MOCH-1"}, CONTENT, tokens_prompt=300, tokens_completion=200)
+    flush_counters()
+
+
+def test_a_hit_writes_nothing_to_postgres(entry, redis_client):
+    ProductMemory().get_product_data("MOCH-1")  # fills L1 from L2
+    with CaptureQueriesContext(connection) as queries:
+        ProductMemory().get_product_data("MOCH-1")
+    assert len(queries) == 0
+    assert ProductMemoryEntry.objects.get().hit_count == 0
+
+
+@pytest.mark.parametrize("fixture", ["redis_client", "no_redis"])
+def test_flush_moves_hits_and_tokens_saved_into_the_row(entry, request, fixture):
+    request.getfixturevalue(fixture)
+    memory = ProductMemory()
+    for _ in range(3):
+        memory.get_product_data("MOCH-1")
+    memory.get_product_data("UNKNOWN")
+    assert flush_counters() == 3
+    row = ProductMemoryEntry.objects.get()
+    assert row.hit_count == 3
+    assert row.tokens_saved == 1500
+    assert row.last_hit_at is not None
+    day = DailyStats.objects.get()
+    assert (day.hits, day.misses, day.generations, day.tokens_spent, day.tokens_saved) == (3, 1, 1, 500, 1500)
+    # flushing again adds nothing
+    assert flush_counters() == 0
+    assert ProductMemoryEntry.objects.get().hit_count == 3
+
+
+def test_hits_during_a_flush_are_neither_lost_nor_doubled(entry, redis_client):
+    memory = ProductMemory()
+    stop = threading.Event()
+    done = []
+
+    def hitter():
+        n = 0
+        while not stop.is_set() or n < 50:
+            memory.get_product_data("MOCH-1")
+            n += 1
+        done.append(n)
+
+    threads = [threading.Thread(target=hitter) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for _ in range(5):
+        flush_counters()
+    stop.set()
+    for t in threads:
+        t.join()
+    flush_counters()
+    assert ProductMemoryEntry.objects.get().hit_count == sum(done)
+
+
+def test_failed_flush_keeps_the_counts_for_the_next_one(entry, redis_client, monkeypatch):
+    ProductMemory().get_product_data("MOCH-1")
+    import memory.engine.counters as counters
+
+    def broken(counts):
+        raise RuntimeError("database went away")
+
+    monkeypatch.setattr(counters, "apply_counts", broken)
+    with pytest.raises(RuntimeError):
+        flush_counters()
+    monkeypatch.undo()
+    assert flush_counters() == 1
+    assert ProductMemoryEntry.objects.get().hit_count == 1
+
+
+def test_counts_of_a_failed_flush_show_in_stats_and_neither_stats_nor_flush_scans_redis(
+    entry, redis_client, monkeypatch
+):
+    """A SCAN walks every key, and Redis holds one key per cached entry: at a million entries
+    that was thousands of round trips on every stats call and every flush."""
+    import redis
+
+    import memory.engine.counters as counters
+
+    ProductMemory().get_product_data("MOCH-1")
+    hit_counter.push()
+    monkeypatch.setattr(counters, "apply_counts", lambda counts: (_ for _ in ()).throw(RuntimeError("down")))
+    with pytest.raises(RuntimeError):
+        flush_counters()  # the counts now sit in a private hash
+    monkeypatch.undo()
+
+    def no_scan(self, *args, **kwargs):
+        raise AssertionError("SCAN of the whole keyspace")
+
+    monkeypatch.setattr(redis.Redis, "scan_iter", no_scan)
+    monkeypatch.setattr(redis.Redis, "scan", no_scan)
+    assert ProductMemory().stats()["hits"] == 1
+    assert flush_counters() == 1
+    assert ProductMemoryEntry.objects.get().hit_count == 1
+    assert ProductMemory().stats()["hits"] == 1  # once, from the row: the private hash is gone
+
+
+def test_pending_counts_show_in_stats_before_the_flush(entry):
+    ProductMemory().get_product_data("MOCH-1")
+    assert ProductMemory().stats()["hits"] == 1
+    assert hit_counter.pending().hits[("MOCH-1", "main_content")] == 1
+
+
+def test_an_l1_hit_costs_no_redis_round_trip(entry, redis_client, monkeypatch):
+    import redis
+
+    ProductMemory().get_product_data("MOCH-1")  # fills L1
+    calls = []
+    original = redis.Redis.execute_command
+    monkeypatch.setattr(redis.Redis, "execute_command", lambda self, *a, **k: calls.append(a[0]) or original(self, *a, **k))
+    monkeypatch.setattr(redis.client.Pipeline, "execute", lambda self, *a, **k: calls.append("PIPELINE"))
+    monkeypatch.setattr(hit_counter, "push", lambda: None)  # keep the background pusher out of the count
+    monkeypatch.setattr(hit_counter, "_probe_redis", lambda: None)
+    assert ProductMemory().get_product_data("MOCH-1").tier == "l1"
+    assert calls == []
+
+
+def test_buffered_hits_reach_redis_within_a_tick(entry, redis_client, settings):
+    settings.MEMORY_HIT_BUFFER_SECONDS = 0.05
+    import time
+
+    ProductMemory().get_product_data("MOCH-1")
+    deadline = time.monotonic() + 5
+    while not hit_counter.local.is_empty():
+        assert time.monotonic() < deadline, "the pusher did not move the counts to Redis"
+        time.sleep(0.02)
+    assert hit_counter.redis_store().snapshot().hits[("MOCH-1", "main_content")] == 1
+    assert flush_counters() == 1

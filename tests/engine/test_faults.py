@@ -1,0 +1,136 @@
+"""Faults against real servers that the tests start on free ports and stop themselves."""
+import threading
+import time
+
+import pytest
+from django.core.cache import caches
+from django.db import OperationalError, connection, connections
+from django.test import override_settings
+
+from memory.engine import memory as product_memory
+from memory.services.generation import generate_product
+from memory.engine.coherence import listener, wait_until_subscribed
+from memory.engine.locks import product_lock
+from memory.models import ProductMemoryEntry
+from memory.engine.memory import ProductMemory
+from memory.providers import OpenAIProvider
+from memory.engine.tiers import cache_key, redis_guard
+
+from tests.conftest import _l2_caches
+from tests.servers import RedisServer, TcpProxy
+
+CONTENT = {"title": "Produto", "description": "d", "bullet_points": ["a"], "seo_keywords": ["b"]}
+
+
+@pytest.fixture
+def own_redis():
+    """The memory on a redis-server of its own, which the test may kill and start again."""
+    server = RedisServer().start()
+    with override_settings(CACHES=_l2_caches({}, server.url), MEMORY_REDIS_RETRY_AFTER=0.2):
+        product_memory._redis_tier = None
+        listener.stop()
+        redis_guard.reset()
+        assert wait_until_subscribed(10)
+        yield server
+        listener.stop()
+        product_memory._redis_tier = None
+    server.kill()
+    redis_guard.reset()
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_redis_killed_during_reads_and_writes_fails_nothing_and_loses_nothing(own_redis):
+    errors, written = [], []
+    stop = threading.Event()
+
+    def worker(n):
+        memory = ProductMemory()
+        i = 0
+        try:
+            while not stop.is_set():
+                product = {"sku": f"W{n}-{i}", "title": f"Produto {n}-{i}"}
+                memory.save_product_data(product, CONTENT)
+                written.append(product["sku"])
+                assert memory.get_product_data(product) is not None
+                i += 1
+        except Exception as exc:  # any failure is the test's failure
+            errors.append(repr(exc))
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(3)]
+    for t in threads:
+        t.start()
+    time.sleep(0.5)
+    own_redis.kill()
+    time.sleep(1.0)
+    own_redis.start()
+    time.sleep(1.0)
+    stop.set()
+    for t in threads:
+        t.join(timeout=30)
+
+    assert errors == []
+    assert len(written) > 0
+    assert set(ProductMemoryEntry.objects.values_list("product_id", flat=True)) == set(written)
+    # Redis is back: L2 fills again and the invalidation channel is heard again.
+    assert wait_until_subscribed(10)
+    memory = ProductMemory()
+    caches["memory_l1"].clear()
+    memory.get_product_data(written[0])
+    assert caches["memory_l2"].get(cache_key((written[0], "main_content"))) is not None
+    assert memory.get_product_data(written[0]).tier in ("l1", "l2")
+
+
+@pytest.fixture
+def unreachable_postgres(transactional_db):
+    """Point Django at the test database through a proxy the test can cut."""
+    settings_dict = connection.settings_dict
+    proxy = TcpProxy(int(settings_dict["PORT"] or 5432), settings_dict["HOST"] or "127.0.0.1").start()
+    original = dict(settings_dict)
+    connection.close()
+    settings_dict.update({"HOST": "127.0.0.1", "PORT": str(proxy.port)})
+    yield proxy
+    proxy.stop()
+    connection.close()
+    settings_dict.clear()
+    settings_dict.update(original)
+
+
+@pytest.mark.slow
+def test_postgres_unreachable_fails_fast_writes_nothing_half_and_recovers(unreachable_postgres, no_redis):
+    memory = ProductMemory()
+    memory.save_product_data({"sku": "PG-1"}, CONTENT)
+    unreachable_postgres.cut()
+    caches["memory_l1"].clear()
+    started = time.monotonic()
+    with pytest.raises(OperationalError):
+        memory.save_product_data({"sku": "PG-2"}, CONTENT)
+    with pytest.raises(OperationalError):
+        memory.get_product_data("PG-1")
+    assert time.monotonic() - started < 10  # connect_timeout bounds it; no hang
+    unreachable_postgres.restore()
+    # no restart needed: the next call reconnects
+    assert memory.get_product_data("PG-1") is not None
+    assert not ProductMemoryEntry.objects.filter(product_id="PG-2").exists()
+    assert caches["memory_l1"].get(cache_key(("PG-2", "main_content"))) is None
+
+
+@pytest.mark.slow
+@pytest.mark.django_db
+def test_hanging_provider_times_out_releases_the_lock_and_saves_nothing(redis_client):
+    import socket
+
+    hang = socket.create_server(("127.0.0.1", 0))  # accepts, never answers
+    port = hang.getsockname()[1]
+    try:
+        provider = OpenAIProvider(base_url=f"http://127.0.0.1:{port}/v1", api_key="", model="m",
+                                  timeout=0.3, max_attempts=2, backoff=0.01)
+        outcome = generate_product({"sku": "HANG-1", "title": "Travado"}, provider=provider)
+    finally:
+        hang.close()
+    assert outcome.status == "failed" and "tempo esgotado" in outcome.error
+    assert not ProductMemoryEntry.objects.exists()
+    with product_lock("HANG-1", "main_content", timeout=0.2) as acquired:
+        assert acquired  # the failed generation let go of the product

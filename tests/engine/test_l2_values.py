@@ -1,0 +1,57 @@
+"""What Redis holds for an entry: LZ4-compressed JSON, older zstd values still read, bad ones dropped."""
+import json
+
+import pytest
+from backports import zstd
+from django.core.cache import caches
+
+from memory.engine.memory import ProductMemory
+from memory.engine.tiers import cache_key
+
+PRODUCT = {"sku": "L2-VAL-1", "title": "Garrafa Térmica 1 L"}
+CONTENT = {"title": "Garrafa Térmica Inox 1 L", "description": "Mantém a bebida quente por 12 horas. " * 40}
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def memory(redis_client):
+    memory = ProductMemory()
+    memory.save_product_data(PRODUCT, CONTENT, tokens_prompt=900, tokens_completion=700)
+    return memory
+
+
+def redis_key(memory):
+    cache = caches["memory_l2"]
+    return cache.client.make_key(cache_key(("L2-VAL-1", memory.kind)))
+
+
+def read_from_l2(memory):
+    memory.l1.clear()
+    return memory.get_product_data("L2-VAL-1", count_hit=False)
+
+
+def test_values_are_compressed_lz4_frames(memory):
+    raw = caches["memory_l2"].client.get_client().get(redis_key(memory))
+    assert raw[:4] == b"\x04\x22\x4d\x18"  # the LZ4 frame magic number
+    assert len(raw) < len(json.dumps(CONTENT).encode()) / 2
+
+
+def test_a_value_written_with_zstd_by_an_earlier_release_is_still_served(memory):
+    redis = caches["memory_l2"].client.get_client()
+    plain = caches["memory_l2"].client._serializer.dumps(memory.l2.get_many([("L2-VAL-1", memory.kind)])[
+        ("L2-VAL-1", memory.kind)].to_dict())
+    redis.set(redis_key(memory), zstd.compress(plain))
+    hit = read_from_l2(memory)
+    assert hit.tier == "l2" and hit.content == CONTENT
+
+
+@pytest.mark.parametrize("garbage", [b"\x04\x22\x4d\x18broken", b"\x28\xb5\x2f\xfdbroken", b"{not json", b"[1, 2]"])
+def test_an_undecodable_value_is_a_miss_served_from_postgres_and_deleted(memory, garbage, caplog):
+    redis = caches["memory_l2"].client.get_client()
+    redis.set(redis_key(memory), garbage)
+    hit = read_from_l2(memory)
+    assert hit.tier == "l3" and hit.content == CONTENT
+    assert "ilegível" in caplog.text
+    # the bad value is gone, and the read filled Redis again with a good one
+    assert read_from_l2(memory).tier == "l2"

@@ -1,0 +1,142 @@
+"""Prometheus metrics: what the engine records, and what GET /metrics shows."""
+import pytest
+from django.core.cache import caches
+from django.test import override_settings
+from prometheus_client import REGISTRY
+from prometheus_client.parser import text_string_to_metric_families
+from rest_framework.test import APIClient
+
+from memory.infra import metrics
+from memory.services.generation import generate_product
+from memory.engine.memory import ProductMemory
+from memory.providers import TemplateProvider
+
+from tests.api.test_api import PRODUCT, make_user, seed, token_client  # noqa: F401 (fixture)
+
+
+def value(name, **labels):
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def tier_figures():
+    return {
+        tier: (value("beecatalog_memory_tier_hits_total", tier=tier),
+               value("beecatalog_memory_tier_misses_total", tier=tier),
+               value("beecatalog_memory_lookup_seconds_count", tier=tier))
+        for tier in metrics.TIERS
+    }
+
+
+def delta(before, after):
+    return {tier: tuple(a - b for a, b in zip(after[tier], before[tier])) for tier in before}
+
+
+@pytest.mark.django_db
+def test_hits_misses_and_latency_are_counted_per_tier(redis_client, monkeypatch):
+    # L1 is read only while this process hears invalidations; that is not what this test is about.
+    monkeypatch.setattr("memory.engine.memory.l1_is_trustworthy", lambda: True)
+    seed()
+    memory = ProductMemory()
+
+    before = tier_figures()
+    memory.get_product_data("ABC123")  # in L1 since the save
+    assert delta(before, tier_figures()) == {"l1": (1, 0, 1), "l2": (0, 0, 0), "l3": (0, 0, 0)}
+
+    caches["memory_l1"].clear()
+    before = tier_figures()
+    memory.get_product_data("ABC123")  # L1 misses, Redis has it
+    assert delta(before, tier_figures()) == {"l1": (0, 1, 1), "l2": (1, 0, 1), "l3": (0, 0, 0)}
+
+    caches["memory_l1"].clear()
+    memory.l2.delete_many([("ABC123", "main_content")])
+    before = tier_figures()
+    memory.get_product_data("ABC123")  # only PostgreSQL has it
+    memory.get_product_data("NOPE")  # nobody has it
+    assert delta(before, tier_figures()) == {"l1": (0, 2, 2), "l2": (0, 2, 2), "l3": (1, 1, 2)}
+
+
+@pytest.mark.django_db
+def test_tokens_saved_on_hits_and_spent_on_stored_generations():
+    spent, saved, generations = (value("beecatalog_memory_tokens_spent_total"),
+                                 value("beecatalog_memory_tokens_saved_total"),
+                                 value("beecatalog_memory_generations_total"))
+    seed(tokens_prompt=1000, tokens_completion=500)
+    ProductMemory().get_product_data("ABC123")
+    ProductMemory().get_product_data("ABC123")
+    ProductMemory().exists("ABC123")  # a check, not a use: saves nothing
+    assert value("beecatalog_memory_tokens_spent_total") - spent == 1500
+    assert value("beecatalog_memory_generations_total") - generations == 1
+    assert value("beecatalog_memory_tokens_saved_total") - saved == 3000
+
+
+@pytest.mark.django_db
+def test_a_real_generation_records_its_latency_and_tokens():
+    count = value("beecatalog_memory_generation_seconds_count")
+    spent = value("beecatalog_memory_tokens_spent_total")
+    outcome = generate_product({"sku": "NEW1", "title": "Mochila"}, provider=TemplateProvider())
+    assert outcome.tokens_spent > 0
+    assert value("beecatalog_memory_generation_seconds_count") - count == 1
+    assert value("beecatalog_memory_tokens_spent_total") - spent == outcome.tokens_spent
+    generate_product({"sku": "NEW1", "title": "Mochila"}, provider=TemplateProvider())  # reused: no generation
+    assert value("beecatalog_memory_generation_seconds_count") - count == 1
+
+
+def test_observe_generation_fills_the_histogram():
+    before = value("beecatalog_memory_generation_seconds_bucket", le="2.5")
+    total = value("beecatalog_memory_generation_seconds_sum")
+    metrics.observe_generation(1.2, 900)
+    assert value("beecatalog_memory_generation_seconds_bucket", le="2.5") - before == 1
+    assert value("beecatalog_memory_generation_seconds_sum") - total == pytest.approx(1.2)
+
+
+def scrape(client) -> dict:
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/plain")
+    return {f.name: f for f in text_string_to_metric_families(response.content.decode())}
+
+
+@pytest.mark.django_db
+def test_metrics_endpoint_exposes_every_family(make_user):
+    families = scrape(token_client(make_user("staff", staff=True)))
+    for name in ("beecatalog_memory_tier_hits", "beecatalog_memory_tier_misses", "beecatalog_memory_lookup_seconds",
+                 "beecatalog_memory_generations", "beecatalog_memory_generation_seconds",
+                 "beecatalog_memory_tokens_spent", "beecatalog_memory_tokens_saved", "beecatalog_memory_redis_up"):
+        assert name in families
+    tiers = {s.labels["tier"] for s in families["beecatalog_memory_tier_hits"].samples}
+    assert tiers == {"l1", "l2", "l3"}
+
+
+@pytest.mark.django_db
+def test_redis_availability_is_measured_at_scrape_time(make_user, dead_redis):
+    client = token_client(make_user("staff", staff=True))
+    [sample] = scrape(client)["beecatalog_memory_redis_up"].samples
+    assert sample.value == 0
+
+
+@pytest.mark.django_db
+def test_redis_up_when_it_answers(make_user, redis_client):
+    [sample] = scrape(token_client(make_user("staff", staff=True)))["beecatalog_memory_redis_up"].samples
+    assert sample.value == 1
+
+
+@pytest.mark.django_db
+@override_settings(METRICS_ALLOW="anonymous")
+def test_scrapers_asking_for_openmetrics_still_get_the_text_format():
+    response = APIClient().get(
+        "/metrics", HTTP_ACCEPT="application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"
+    )
+    assert response.status_code == 200 and b"beecatalog_memory_tier_hits_total" in response.content
+
+
+def test_unknown_metrics_allow_value_stops_the_settings(monkeypatch):
+    import importlib
+
+    import beecatalog.settings as project_settings
+    from django.core.exceptions import ImproperlyConfigured
+
+    monkeypatch.setenv("METRICS_ALLOW", "everyone")
+    with pytest.raises(ImproperlyConfigured, match="METRICS_ALLOW"):
+        importlib.reload(project_settings)
+    monkeypatch.delenv("METRICS_ALLOW")
+    importlib.reload(project_settings)

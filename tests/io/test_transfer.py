@@ -1,0 +1,301 @@
+"""Export and import formats: what one writes, the other reads back equal."""
+import csv
+import gzip
+import io
+import json
+import tracemalloc
+from datetime import datetime, timedelta, timezone as dt_timezone
+
+import pytest
+import tablib
+from django.core.cache import caches
+from django.test import override_settings
+from django.utils import timezone
+
+from memory.io import transfer
+from memory.models import ProductMemoryEntry
+from memory.engine.memory import ProductMemory
+from memory.engine.tiers import cache_key
+from memory.io.transfer import EXPORT_FIELDS, ImportFileError, import_entries, iter_export
+
+pytestmark = pytest.mark.django_db
+
+T0 = datetime(2026, 11, 20, 12, 30, 15, 123456, tzinfo=dt_timezone.utc)
+
+
+def make_entries(n=3, *, prefix="SKU", kind="main_content", **overrides):
+    rows = []
+    for i in range(n):
+        fields = {
+            "product_id": f"{prefix}{i:05d}",
+            "kind": kind,
+            "payload": {"title": f"Produto {i} “ação”", "description": "<b>d</b>\nlinha 2, com vírgula",
+                        "bullet_points": ["a", "b"], "price": 10.5, "n": i},
+            "source_data": {"sku": f"{prefix}{i:05d}", "title": f"Produto {i}", "tags": [1, 2]},
+            "input_fingerprint": f"{i:064x}",
+            "generator_version": "template:template:p1",
+            "tokens_prompt": 100 + i,
+            "tokens_completion": 200 + i,
+            "hit_count": i * 3,
+            "tokens_saved": i * 900,
+            "created_at": T0 + timedelta(seconds=i),
+            "updated_at": T0 + timedelta(hours=1, seconds=i),
+            "last_hit_at": (T0 + timedelta(days=1)) if i % 2 else None,
+            "expires_at": T0 + timedelta(days=90, microseconds=i),
+        }
+        fields.update(overrides)
+        rows.append(ProductMemoryEntry(**fields))
+    ProductMemoryEntry.objects.bulk_create(rows)
+    return rows
+
+
+def snapshot_table():
+    return {
+        (e["product_id"], e["kind"]): e
+        for e in ProductMemoryEntry.objects.values(*EXPORT_FIELDS, "title")
+    }
+
+
+def export_text(fmt, **kwargs):
+    return "".join(iter_export(fmt, **kwargs))
+
+
+@pytest.mark.parametrize("fmt", ["json", "jsonl", "csv"])
+def test_round_trip_export_clear_import_gives_back_equal_entries(fmt, redis_client):
+    make_entries(5)
+    make_entries(2, prefix="OTHER", kind="faq")
+    before = snapshot_table()
+    text = export_text(fmt)
+    ProductMemory().clear()
+
+    report = import_entries(io.StringIO(text), fmt)
+
+    assert report.ok and (report.rows, report.created, report.updated) == (7, 7, 0)
+    assert snapshot_table() == before
+
+
+def test_json_export_is_one_array_with_iso_datetimes():
+    make_entries(2)
+    data = json.loads(export_text("json"))
+    assert [d["product_id"] for d in data] == ["SKU00000", "SKU00001"]
+    assert list(data[0]) == EXPORT_FIELDS
+    assert data[0]["created_at"] == "2026-11-20T12:30:15.123456+00:00"
+    assert data[0]["last_hit_at"] is None
+    assert json.loads(export_text("json", limit=1))[0]["product_id"] == "SKU00000"
+
+
+def test_empty_export_is_still_valid_in_each_format():
+    assert json.loads(export_text("json")) == []
+    assert export_text("jsonl") == ""
+    assert list(csv.reader(io.StringIO(export_text("csv")))) == [EXPORT_FIELDS]
+
+
+def test_csv_export_holds_json_text_in_payload_cells():
+    make_entries(1)
+    rows = list(csv.DictReader(io.StringIO(export_text("csv"))))
+    assert json.loads(rows[0]["payload"])["description"] == "<b>d</b>\nlinha 2, com vírgula"
+    assert rows[0]["last_hit_at"] == ""
+
+
+def test_export_respects_a_queryset_and_limit():
+    make_entries(5)
+    qs = ProductMemoryEntry.objects.filter(product_id__in=["SKU00001", "SKU00003", "SKU00004"])
+    lines = export_text("jsonl", queryset=qs, limit=2).splitlines()
+    assert [json.loads(line)["product_id"] for line in lines] == ["SKU00001", "SKU00003"]
+
+
+@pytest.mark.parametrize("kwargs, field", [
+    ({"fmt": "xml"}, "format"), ({"fmt": "json", "limit": 0}, "limit"),
+    ({"fmt": "json", "limit": "10"}, "limit"), ({"fmt": "json", "limit": True}, "limit"),
+])
+def test_bad_export_arguments_name_the_field(kwargs, field):
+    fmt = kwargs.pop("fmt")
+    with pytest.raises(ValueError, match=field):
+        list(iter_export(fmt, **kwargs))
+
+
+def test_format_helpers():
+    assert transfer.content_type("jsonl") == "application/x-ndjson"
+    assert transfer.filename_extension("csv") == "csv"
+    assert transfer.format_from_filename("memory-20261125T163000Z.jsonl.gz") == "jsonl"
+    assert transfer.format_from_filename("planilha.XLSX") == "xlsx"
+    assert transfer.format_from_filename("notes.txt") is None
+    assert transfer.export_filename("json", T0) == "memory-export-20261120T123015Z.json"
+
+
+def test_xlsx_in_the_admin_layout_is_imported(tmp_path):
+    """The admin (django-import-export) writes the same columns, plus id/title, JSON as text,
+    datetimes as naive local time (Excel keeps no microseconds); an empty cell is no value."""
+    make_entries(2, last_hit_at=datetime(2026, 11, 21, 8, 0, 5, tzinfo=dt_timezone.utc))
+    make_entries(1, prefix="NOHIT")
+    before = snapshot_table()
+    dataset = tablib.Dataset(headers=["id", *EXPORT_FIELDS, "title"])
+    local = timezone.get_current_timezone()
+    for e in ProductMemoryEntry.objects.order_by("id"):
+        dataset.append([
+            e.id, e.product_id, e.kind, json.dumps(e.payload, ensure_ascii=False),
+            json.dumps(e.source_data, ensure_ascii=False), e.input_fingerprint, e.generator_version,
+            e.tokens_prompt, e.tokens_completion, e.hit_count, e.tokens_saved,
+            e.created_at.isoformat(), e.updated_at.isoformat(),
+            e.last_hit_at.astimezone(local).replace(tzinfo=None) if e.last_hit_at else None,
+            e.expires_at.isoformat(), e.title,
+        ])
+    path = tmp_path / "entradas.xlsx"
+    path.write_bytes(dataset.export("xlsx"))
+    ProductMemoryEntry.objects.all().delete()
+
+    report = import_entries(path)
+
+    assert report.ok and report.created == 3
+    assert snapshot_table() == before
+
+
+def test_admin_csv_with_local_naive_datetimes_and_empty_optional_cells():
+    text = (
+        "id,product_id,title,kind,payload,source_data,tokens_prompt,hit_count,created_at,expires_at\n"
+        '9,ABC123,x,,"{""title"": ""Tênis""}",,12,,2026-11-20 09:30:00,\n'
+    )
+    started = timezone.now()
+    report = import_entries(io.BytesIO(text.encode("utf-8-sig")), "csv")
+    assert report.ok, report.errors
+    entry = ProductMemoryEntry.objects.get(product_id="ABC123")
+    assert entry.kind == "main_content" and entry.title == "Tênis"
+    assert entry.source_data == {} and entry.tokens_prompt == 12 and entry.hit_count == 0
+    # 09:30 in America/Sao_Paulo (UTC-3) is 12:30 UTC.
+    assert entry.created_at == datetime(2026, 11, 20, 12, 30, tzinfo=dt_timezone.utc)
+    assert entry.expires_at >= started + timedelta(seconds=7_776_000)
+    assert entry.generator_version  # the current generator
+
+
+def test_a_file_with_bad_rows_imports_nothing_and_names_each_row():
+    make_entries(1)
+    before = snapshot_table()
+    good = {"product_id": "NEW1", "payload": {"title": "ok"}}
+    lines = [
+        good,
+        {"product_id": "", "payload": {"title": "x"}},
+        {"product_id": "NEW3", "payload": "[1, 2]"},
+        {"product_id": "NEW4", "payload": {"t": 1}, "tokens_prompt": -5, "expires_at": "amanhã"},
+        {"product_id": "SKU00000", "payload": {"title": "would update"}},
+    ]
+    text = "\n".join(json.dumps(x) for x in lines) + "\n{not json\n"
+
+    report = import_entries(io.StringIO(text), "jsonl")
+
+    assert not report.ok
+    assert report.created == report.updated == 0
+    numbers = [n for n, _ in report.errors]
+    assert numbers == [2, 3, 4, 6]
+    messages = dict(report.errors)
+    assert "product_id" in messages[2]
+    assert "payload" in messages[3]
+    assert "tokens_prompt" in messages[4] and "expires_at" in messages[4]
+    assert "JSON" in messages[6]
+    assert snapshot_table() == before
+
+
+def test_payload_over_the_size_limit_is_a_bad_row():
+    with override_settings(MEMORY_MAX_PAYLOAD_BYTES=100):
+        report = import_entries(io.StringIO(json.dumps([{"product_id": "A", "payload": {"t": "x" * 200}}])), "json")
+    assert report.error_count == 1 and "payload" in report.errors[0][1] and "100" in report.errors[0][1]
+    assert not ProductMemoryEntry.objects.exists()
+
+
+def test_dry_run_reports_what_would_happen_and_writes_nothing():
+    make_entries(2)
+    before = snapshot_table()
+    data = [{"product_id": "SKU00000", "payload": {"title": "novo"}}, {"product_id": "NEW", "payload": {}}]
+    report = import_entries(io.StringIO(json.dumps(data)), "json", dry_run=True)
+    assert report.ok and report.dry_run and (report.created, report.updated) == (1, 1)
+    assert snapshot_table() == before
+
+
+def test_import_updates_existing_entries_and_evicts_cached_copies(redis_client):
+    memory = ProductMemory()
+    memory.save_product_data("ABC123", {"title": "antigo"})
+    assert memory.get_product_data("ABC123").content["title"] == "antigo"
+    key = cache_key(("ABC123", "main_content"))
+    assert caches["memory_l2"].get(key) is not None
+    data = [{"product_id": "ABC123", "payload": {"title": "novo"}, "generator_version": memory.generator_version}]
+
+    report = import_entries(io.StringIO(json.dumps(data)), "json")
+
+    assert (report.created, report.updated) == (0, 1)
+    assert caches["memory_l2"].get(key) is None and caches["memory_l1"].get(key) is None
+    assert memory.get_product_data("ABC123").content["title"] == "novo"
+
+
+def test_later_row_wins_when_a_key_repeats():
+    data = [{"product_id": "A", "payload": {"v": 1}}, {"product_id": "A", "payload": {"v": 2}}]
+    report = import_entries(io.StringIO(json.dumps(data)), "json")
+    assert report.ok
+    assert ProductMemoryEntry.objects.get(product_id="A").payload == {"v": 2}
+
+
+def test_gzipped_jsonl_is_recognised_by_content(tmp_path):
+    make_entries(2)
+    before = snapshot_table()
+    path = tmp_path / "memory.jsonl.gz"
+    with gzip.open(path, "wt", encoding="utf-8") as f:
+        f.write(export_text("jsonl"))
+    ProductMemoryEntry.objects.all().delete()
+    assert import_entries(path).created == 2
+    assert snapshot_table() == before
+
+
+@pytest.mark.parametrize("fmt, content, message", [
+    ("json", b'{"product_id": "A"}', "lista"),
+    ("json", b'[{"product_id": "A", "payload": {}}, {"product_id": ', "JSON inválido"),
+    ("csv", b"sku,title\nA,b\n", "product_id"),
+    ("csv", b"", "vazio"),
+    ("xlsx", b"not a zip", "XLSX"),
+    ("jsonl", b"\xff\xfe\x00garbage", "UTF-8"),
+])
+def test_unreadable_files_raise_one_clear_error_and_change_nothing(fmt, content, message):
+    make_entries(1)
+    before = snapshot_table()
+    with pytest.raises(ImportFileError, match=message):
+        import_entries(io.BytesIO(content), fmt)
+    assert snapshot_table() == before
+
+
+def test_missing_file_and_unknown_format_are_clear_errors(tmp_path):
+    with pytest.raises(ImportFileError, match="não foi possível ler"):
+        import_entries(tmp_path / "nada.json")
+    (tmp_path / "dados.txt").write_text("[]")
+    with pytest.raises(ValueError, match="format"):
+        import_entries(tmp_path / "dados.txt")
+    with pytest.raises(ValueError, match="format"):
+        import_entries(tmp_path / "dados.txt", "yaml")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["json", "csv"])
+def test_export_and_import_stream_in_bounded_memory(fmt, tmp_path, monkeypatch):
+    """5,000 entries of ~4 KB (~20 MB of text) read and written 100 at a time: the peak
+    stays a small fraction of the data (a batch, not the file)."""
+    monkeypatch.setattr(transfer, "EXPORT_CHUNK_ROWS", 100)
+    monkeypatch.setattr(transfer, "IMPORT_BATCH_ROWS", 100)
+    big = {"title": "Produto", "description": "x" * 4000}
+    make_entries(5000, payload=big)
+
+    tracemalloc.start()
+    total = 0
+    for chunk in iter_export(fmt):
+        total += len(chunk)
+    _, export_peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert total > 20_000_000
+    assert export_peak < total / 5
+
+    path = tmp_path / f"all.{fmt}"
+    transfer.write_export(fmt, path)
+    ProductMemoryEntry.objects.all().delete()
+    tracemalloc.start()
+    report = import_entries(path)
+    _, import_peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert report.created == 5000
+    assert import_peak < total / 5
+    print(f"{fmt}: {total} bytes, export peak {export_peak}, import peak {import_peak}")
+    assert ProductMemoryEntry.objects.count() == 5000

@@ -1,0 +1,69 @@
+"""Purge of expired entries, and the health check."""
+from datetime import timedelta
+
+import pytest
+from django.core.cache import caches
+from django.db import connection
+from django.test import override_settings
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from memory.infra.health import check_health
+from memory.services.purge import purge_expired
+from memory.models import ProductMemoryEntry
+from memory.engine.memory import ProductMemory
+from memory.engine.tiers import cache_key
+
+pytestmark = pytest.mark.django_db
+
+CONTENT = {"title": "Garrafa", "description": "d", "bullet_points": [], "seo_keywords": []}
+
+
+def test_purge_removes_only_expired_rows_in_batches_and_their_cached_copies(redis_client):
+    memory = ProductMemory()
+    for i in range(7):
+        memory.save_product_data({"sku": f"OLD{i}"}, CONTENT)
+    for i in range(3):
+        memory.save_product_data({"sku": f"NEW{i}"}, CONTENT)
+    ProductMemoryEntry.objects.filter(product_id__startswith="OLD").update(
+        expires_at=timezone.now() - timedelta(minutes=1)
+    )
+    with CaptureQueriesContext(connection) as queries:
+        result = purge_expired(batch_size=3)
+    assert (result.deleted, result.batches) == (7, 3)
+    deletes = [q for q in queries if q["sql"].startswith("DELETE")]
+    assert len(deletes) == 3
+    assert sorted(ProductMemoryEntry.objects.values_list("product_id", flat=True)) == ["NEW0", "NEW1", "NEW2"]
+    assert caches["memory_l2"].get(cache_key(("OLD0", "main_content"))) is None
+    assert caches["memory_l1"].get(cache_key(("OLD0", "main_content"))) is None
+    assert caches["memory_l2"].get(cache_key(("NEW0", "main_content"))) is not None
+
+
+def test_purge_rejects_a_bad_batch_size():
+    with pytest.raises(ValueError, match="batch_size"):
+        purge_expired(batch_size=0)
+
+
+def test_health_ok_with_everything_up(redis_client, tmp_path):
+    with override_settings(MEMORY_BACKUP_DIR=tmp_path):
+        health = check_health()
+    assert health["status"] == "ok"
+    assert health["checks"]["database"]["ok"] and health["checks"]["redis"]["ok"]
+
+
+def test_health_degraded_when_redis_is_down(dead_redis, tmp_path):
+    with override_settings(MEMORY_BACKUP_DIR=tmp_path):
+        health = check_health()
+    assert health["status"] == "degraded"
+    assert health["checks"]["redis"]["ok"] is False
+    assert "Redis" in health["checks"]["redis"]["error"]
+
+
+def test_purge_batches_with_equal_expiry_times_all_go(redis_client):
+    memory = ProductMemory()
+    for i in range(7):
+        memory.save_product_data({"sku": f"SAME{i}"}, CONTENT)
+    ProductMemoryEntry.objects.update(expires_at=timezone.now() - timedelta(hours=1))  # one instant for all
+    result = purge_expired(batch_size=2)
+    assert result.deleted == 7
+    assert not ProductMemoryEntry.objects.exists()
