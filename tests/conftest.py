@@ -9,7 +9,7 @@ from django.test import override_settings
 from memory.engine import memory as product_memory
 from memory.engine.counters import hit_counter
 from memory.engine.coherence import wait_until_subscribed
-from memory.engine.tiers import redis_guard
+from memory.infra.redis import guard as redis_guard
 
 
 def _redis_configured() -> bool:

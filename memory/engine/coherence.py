@@ -22,7 +22,8 @@ from django.conf import settings
 from django.core.cache import caches
 from django.db import transaction
 
-from memory.engine.tiers import Key, LocalTier, cache_key, redis_configured, redis_errors
+from memory.engine.tiers import Key, LocalTier, cache_key
+from memory.infra import redis
 
 logger = logging.getLogger("memory")
 
@@ -101,7 +102,7 @@ class InvalidationListener:
                     elif time.monotonic() - last_ping >= 1.0:
                         pubsub.ping()  # finds a connection that died without closing
                         last_ping = time.monotonic()
-            except redis_errors():
+            except redis.REDIS_ERRORS:
                 pass
             except Exception:  # the listener must outlive any bad message or bug: log and resubscribe
                 logger.exception("Falha no ouvinte de invalidação do L1")
@@ -111,7 +112,7 @@ class InvalidationListener:
                 if pubsub is not None:
                     try:
                         pubsub.close()
-                    except redis_errors():
+                    except redis.REDIS_ERRORS:
                         pass
             self._stop.wait(backoff)
             backoff = min(backoff * 2, settings.MEMORY_REDIS_RETRY_AFTER or 1.0)
@@ -141,12 +142,12 @@ listener = InvalidationListener()
 
 def l1_epoch() -> int:
     """Compare before and after a read: unchanged means no eviction was heard meanwhile."""
-    return listener.epoch if redis_configured() else 0
+    return listener.epoch if redis.configured() else 0
 
 
 def l1_is_trustworthy() -> bool:
     """May this process read its L1? Always without Redis; with Redis, only while subscribed."""
-    if not redis_configured():
+    if not redis.configured():
         return True
     listener.ensure_started()
     return listener.subscribed
@@ -158,35 +159,34 @@ def invalidation_message(keys: list[Key]) -> tuple[str, str]:
 
 
 def _publish(message: dict) -> None:
-    from memory.engine.tiers import redis_guard
 
-    if not redis_guard.available():
+    if not redis.guard.available():
         return
     try:
         caches["memory_l2"].client.get_client(write=True).publish(
             _channel(), json.dumps({"origin": listener.origin, **message})
         )
-    except redis_errors() as exc:
+    except redis.REDIS_ERRORS as exc:
         # Nobody can hear us; listeners that lost Redis too will empty their L1 on return.
-        redis_guard.failed(exc)
+        redis.guard.failed(exc)
 
 
 def publish_keys(keys: list[Key]) -> None:
     """Tell the other processes to drop these keys from their L1 (after the commit)."""
-    if redis_configured() and keys:
+    if redis.configured() and keys:
         payload = {"keys": [list(k) for k in keys]}
         transaction.on_commit(lambda: _publish(payload))
 
 
 def publish_clear() -> None:
-    if redis_configured():
+    if redis.configured():
         transaction.on_commit(lambda: _publish({"clear": True}))
 
 
 def publish_auth_change() -> None:
     """A token or a user changed: every process drops the token users it cached (after the commit)."""
     _clear_token_cache()
-    if redis_configured():
+    if redis.configured():
         transaction.on_commit(lambda: _publish({"auth": True}))
     transaction.on_commit(_clear_token_cache)  # a request between the change and the commit cached the old row
 
@@ -199,7 +199,7 @@ def _clear_token_cache() -> None:
 
 def wait_until_subscribed(timeout: float = 5.0) -> bool:
     """For processes that must not start serving before they can hear invalidations."""
-    if not redis_configured():
+    if not redis.configured():
         return True
     listener.ensure_started()
     deadline = time.monotonic() + timeout

@@ -36,7 +36,7 @@ from django.utils import timezone
 from redis.exceptions import ResponseError
 
 from memory.models import DailyStats, ProductMemoryEntry
-from memory.engine.tiers import redis_configured, redis_errors, redis_guard
+from memory.infra import redis
 
 logger = logging.getLogger("memory")
 
@@ -254,7 +254,7 @@ class RedisCounterStore:
         finally:
             try:
                 lock.release()
-            except redis_errors():
+            except redis.REDIS_ERRORS:
                 pass
 
 
@@ -311,7 +311,7 @@ class HitCounter:
         self._pusher_pid = None
 
     def redis_store(self) -> RedisCounterStore | None:
-        if not redis_configured():
+        if not redis.configured():
             return None
         if self._redis is None:
             self._redis = RedisCounterStore()
@@ -324,7 +324,7 @@ class HitCounter:
     def _after_add(self) -> None:
         if self.redis_store() is not None:
             self._ensure_pusher()
-            if redis_guard.available():
+            if redis.guard.available():
                 return
         self._maybe_flush_local()
 
@@ -353,29 +353,29 @@ class HitCounter:
         """After an outage, find Redis back within a tick even if no request touches it, so
         that the deletions it missed are replayed (the guard's recovery callbacks) at once."""
         store = self.redis_store()
-        if store is None or not redis_guard.in_outage or not redis_guard.available():
+        if store is None or not redis.guard.in_outage or not redis.guard.available():
             return
         try:
             store._client().ping()
-        except redis_errors() as exc:
-            redis_guard.failed(exc)
+        except redis.REDIS_ERRORS as exc:
+            redis.guard.failed(exc)
             return
-        redis_guard.succeeded()
+        redis.guard.succeeded()
 
     def push(self) -> None:
         """Move this process's buffered counts to Redis (Redis only: this runs off-request)."""
         store = self.redis_store()
-        if store is None or self.local.is_empty() or not redis_guard.available():
+        if store is None or self.local.is_empty() or not redis.guard.available():
             return
         with self._push_lock:
             counts = self.local.drain()
             try:
                 store.add(counts)
-            except redis_errors() as exc:
+            except redis.REDIS_ERRORS as exc:
                 self.local.add(counts)
-                redis_guard.failed(exc)
+                redis.guard.failed(exc)
                 return
-        redis_guard.succeeded()
+        redis.guard.succeeded()
 
     def _maybe_flush_local(self) -> None:
         from django.conf import settings
@@ -422,11 +422,11 @@ class HitCounter:
         with self._push_lock:  # counts on their way to Redis are seen once, not twice or never
             counts.merge(self.local.counts())
             store = self.redis_store()
-            if store is not None and redis_guard.available():
+            if store is not None and redis.guard.available():
                 try:
                     counts.merge(store.snapshot(parts))
-                except redis_errors() as exc:
-                    redis_guard.failed(exc)
+                except redis.REDIS_ERRORS as exc:
+                    redis.guard.failed(exc)
         return counts
 
     def flush_part(self, part: CounterHash) -> Counts:
@@ -434,12 +434,12 @@ class HitCounter:
         store = self.redis_store()
         self.push()  # with Redis up, this process's counts join the hashes and flush with their part
         applied = self._flush_local()
-        if store is not None and redis_guard.available():
+        if store is not None and redis.guard.available():
             try:
                 applied.merge(store.flush(apply_counts, part))
-                redis_guard.succeeded()
-            except redis_errors() as exc:
-                redis_guard.failed(exc)
+                redis.guard.succeeded()
+            except redis.REDIS_ERRORS as exc:
+                redis.guard.failed(exc)
         return applied
 
 

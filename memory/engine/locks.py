@@ -17,7 +17,7 @@ from typing import Iterator
 from django.conf import settings
 from django.db import connection
 
-from memory.engine.tiers import redis_configured, redis_errors, redis_guard
+from memory.infra import redis
 
 logger = logging.getLogger("memory")
 
@@ -47,13 +47,13 @@ class _RedisLock:
 
     def acquire(self) -> bool:
         acquired = bool(self.lock.acquire())
-        redis_guard.succeeded()
+        redis.guard.succeeded()
         return acquired
 
     def release(self) -> None:
         try:
             self.lock.release()
-        except redis_errors() as exc:  # expired (holder too slow) or Redis gone: the TTL frees it
+        except redis.REDIS_ERRORS as exc:  # expired (holder too slow) or Redis gone: the TTL frees it
             logger.warning("Não foi possível liberar a trava %s: %s", self.name, exc.__class__.__name__)
 
 
@@ -95,12 +95,12 @@ def product_lock(product_id: str, kind: str, timeout: float | None = None) -> It
     timeout = settings.MEMORY_GENERATION_LOCK_TIMEOUT if timeout is None else timeout
     name = _lock_name(product_id, kind)
     redis_lock = None
-    if redis_configured() and redis_guard.available():
+    if redis.configured() and redis.guard.available():
         try:
             redis_lock = _RedisLock(name, timeout)
             acquired = redis_lock.acquire()
-        except redis_errors() as exc:
-            redis_guard.failed(exc)
+        except redis.REDIS_ERRORS as exc:
+            redis.guard.failed(exc)
             redis_lock = None
     if redis_lock is not None:
         try:

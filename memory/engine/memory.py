@@ -25,7 +25,8 @@ from memory.engine.identifiers import extract_product_identifier, input_fingerpr
 from memory.engine.coherence import invalidation_message, l1_epoch, l1_is_trustworthy, publish_clear, publish_keys
 from memory.models import DEFAULT_KIND, DailyStats, ProductMemoryEntry
 from memory.providers.prompts import current_generator_version
-from memory.engine.tiers import L1, L2, L3, DatabaseTier, Key, LocalTier, RedisTier, Snapshot, redis_configured
+from memory.engine.tiers import L1, L2, L3, DatabaseTier, Key, LocalTier, RedisTier, Snapshot
+from memory.infra import redis
 
 logger = logging.getLogger("memory")
 
@@ -454,7 +455,7 @@ _redis_tier: RedisTier | None = None
 def _shared_redis_tier() -> RedisTier | None:
     """One L2 per process, so that its outage state and pending deletes are shared."""
     global _redis_tier
-    if not redis_configured():
+    if not redis.configured():
         return None
     if _redis_tier is None:
         _redis_tier = RedisTier()

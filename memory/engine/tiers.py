@@ -5,7 +5,7 @@ Every tier answers ``get_many``, ``set_many``, ``delete_many`` and ``clear`` on
 writes the fall-through once, over a list of tiers.
 
 L1 and L2 only ever hold copies of L3 rows. A Redis error is never fatal: the
-:class:`RedisGuard` turns it into a miss (or a skipped write), logs one warning
+Redis owner (:mod:`memory.infra.redis`) turns it into a miss (or a skipped write), logs one warning
 per outage, and waits ``MEMORY_REDIS_RETRY_AFTER`` seconds before trying again.
 """
 from __future__ import annotations
@@ -22,12 +22,11 @@ from typing import Callable, Iterable
 
 from django.conf import settings
 from django.core.cache import caches
-from django.core.signals import setting_changed
 from django.db import DatabaseError, connection, transaction
-from django.dispatch import receiver
 from django.utils import timezone
 from django_redis.exceptions import CompressorError
 
+from memory.infra import redis
 from memory.models import ProductMemoryEntry
 
 logger = logging.getLogger("memory")
@@ -160,90 +159,6 @@ class LocalTier(Tier):
         self.cache.clear()
 
 
-class RedisGuard:
-    """Shared by every user of Redis in the process: is Redis worth trying now?
-
-    On the first failure it logs one warning and keeps Redis off for
-    ``retry_after`` seconds; the first success after an outage logs the
-    recovery and runs the registered recovery callbacks (replaying the
-    invalidations that could not reach Redis meanwhile).
-    """
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._down_until = 0.0
-        self._in_outage = False
-        self._recovery_callbacks: list[Callable[[], None]] = []
-
-    @property
-    def in_outage(self) -> bool:
-        return self._in_outage
-
-    def available(self) -> bool:
-        return time.monotonic() >= self._down_until
-
-    def on_recovery(self, callback: Callable[[], None]) -> None:
-        self._recovery_callbacks.append(callback)
-
-    def failed(self, exc: BaseException) -> None:
-        with self._lock:
-            self._down_until = time.monotonic() + settings.MEMORY_REDIS_RETRY_AFTER
-            first = not self._in_outage
-            self._in_outage = True
-        if first:
-            logger.warning(
-                "Redis indisponível (%s); seguindo com L1 + PostgreSQL, nova tentativa em %.0f s",
-                exc.__class__.__name__,
-                settings.MEMORY_REDIS_RETRY_AFTER,
-            )
-
-    def succeeded(self) -> None:
-        if not self._in_outage:
-            return
-        with self._lock:
-            recovered = self._in_outage
-            self._in_outage = False
-        if recovered:
-            logger.info("Redis disponível novamente")
-            for callback in self._recovery_callbacks:
-                callback()
-
-    def reset(self) -> None:
-        with self._lock:
-            self._down_until = 0.0
-            self._in_outage = False
-
-
-redis_guard = RedisGuard()
-
-
-def redis_errors() -> tuple[type[BaseException], ...]:
-    from django_redis.exceptions import ConnectionInterrupted
-    from redis.exceptions import RedisError
-
-    return (ConnectionInterrupted, RedisError, OSError)
-
-
-_caches_generation = 0  # bumped when CACHES changes (tests): what is derived from it is looked up again
-_redis_configured: bool | None = None
-
-
-@receiver(setting_changed)
-def _caches_changed(setting, **kwargs):
-    global _caches_generation, _redis_configured
-    if setting == "CACHES":
-        _caches_generation += 1
-        _redis_configured = None
-
-
-def redis_configured() -> bool:
-    """Is there an L2? Asked several times on every read, hence kept until CACHES changes."""
-    global _redis_configured
-    if _redis_configured is None:
-        _redis_configured = "memory_l2" in settings.CACHES
-    return _redis_configured
-
-
 class RedisTier(Tier):
     """L2: Redis through django-redis (JSON serializer, LZ4 compressor from settings).
 
@@ -255,44 +170,25 @@ class RedisTier(Tier):
 
     name = L2
 
-    def __init__(self, alias: str = "memory_l2", guard: RedisGuard = redis_guard):
-        self.alias = alias
-        self.guard = guard
+    def __init__(self):
         self._pending_lock = threading.Lock()
         self._pending_deletes: set[str] = set()
         self._pending_clear = False
-        self._cache: tuple[int, object] | None = None
-        guard.on_recovery(self._replay_pending)
+        redis.guard.on_recovery(self._replay_pending)
 
     @property
     def cache(self):
-        """The django-redis cache, looked up once per ``CACHES``: ``caches[alias]`` goes
-        through a context-local lookup on every call (3% of an L2 read). django-redis
-        clients are thread-safe (one connection pool), so one object serves every thread."""
-        found = self._cache
-        if found is None or found[0] != _caches_generation:
-            found = self._cache = (_caches_generation, caches[self.alias])
-        return found[1]
-
-    def client(self):
-        return self.cache.client.get_client(write=True)
+        return redis.cache()
 
     def run_guarded(self, operation: Callable, default=None, on_failure: Callable[[], None] | None = None):
-        """``operation()`` against Redis, or ``default`` (after ``on_failure``) when Redis is off or fails."""
-        if not self.guard.available():
-            if on_failure:
-                on_failure()
-            return default
-        try:
-            self._apply_pending()  # first, or a read right after an outage could serve a removed copy
-            result = operation()
-        except redis_errors() as exc:
-            self.guard.failed(exc)
-            if on_failure:
-                on_failure()
-            return default
-        self.guard.succeeded()
-        return result
+        """``operation()`` through the Redis owner, after the deletes Redis missed (or a read
+        right after an outage could serve a removed copy)."""
+
+        def after_pending():
+            self._apply_pending()
+            return operation()
+
+        return redis.run(after_pending, default, on_failure)
 
     def _remember_deletes(self, cache_keys: list[str]) -> None:
         with self._pending_lock:
@@ -315,7 +211,7 @@ class RedisTier(Tier):
                 self._delete_all_entries()
             if deletes:
                 self.cache.delete_many(list(deletes))
-        except redis_errors():
+        except redis.REDIS_ERRORS:
             with self._pending_lock:
                 self._pending_deletes |= deletes
                 self._pending_clear = self._pending_clear or clear
@@ -325,8 +221,8 @@ class RedisTier(Tier):
         """Recovery callback: another Redis user found Redis back first."""
         try:
             self._apply_pending()
-        except redis_errors() as exc:
-            self.guard.failed(exc)
+        except redis.REDIS_ERRORS as exc:
+            redis.guard.failed(exc)
 
     def get_many(self, keys):
         """One GET (one product) or one MGET; a value that cannot be decoded is a miss, and deleted."""
@@ -336,11 +232,11 @@ class RedisTier(Tier):
             return {}
 
         def read():
-            redis = cache.client.get_client(write=True)
+            client = cache.client.get_client(write=True)
             if len(by_redis_key) == 1:  # GET: MGET's array reply costs ~30 µs more to parse
                 (redis_key,) = by_redis_key
-                return [(redis_key, redis.get(redis_key))]
-            return list(zip(by_redis_key, redis.mget(list(by_redis_key))))
+                return [(redis_key, client.get(redis_key))]
+            return list(zip(by_redis_key, client.mget(list(by_redis_key))))
 
         # What ``cache.client.decode`` does, minus its attempt to read every value as an integer.
         decompress, loads = cache.client._compressor.decompress, cache.client._serializer.loads
@@ -401,16 +297,15 @@ class RedisTier(Tier):
     def _delete_all_entries(self) -> None:
         """SCAN and UNLINK entry keys a batch at a time: django-redis' ``delete_pattern``
         queues every key in one pipeline, hundreds of MB at a million keys."""
-        client = self.cache.client
-        redis = client.get_client(write=True)
+        client = redis.client()
         batch = []
-        for key in redis.scan_iter(match=client.make_pattern("entry:*"), count=self.DELETE_BATCH):
+        for key in client.scan_iter(match=redis.make_pattern("entry:*"), count=self.DELETE_BATCH):
             batch.append(key)
             if len(batch) >= self.DELETE_BATCH:
-                redis.unlink(*batch)
+                client.unlink(*batch)
                 batch = []
         if batch:
-            redis.unlink(*batch)
+            client.unlink(*batch)
 
 
 @contextmanager

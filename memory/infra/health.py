@@ -12,7 +12,7 @@ import time
 from django.conf import settings
 from django.db import connection
 
-from memory.engine.tiers import redis_configured, redis_errors
+from memory.infra import redis
 
 
 def _timed(check) -> dict:
@@ -33,14 +33,14 @@ def check_database() -> dict:
 
 
 def check_redis() -> dict:
-    if not redis_configured():
+    if not redis.configured():
         return {"configured": False}
     from django.core.cache import caches
 
     client = caches["memory_l2"].client.get_client(write=True)
     try:
         client.ping()
-    except redis_errors() as exc:
+    except redis.REDIS_ERRORS as exc:
         raise ConnectionError(f"Redis não responde: {exc}") from None
     return {"configured": True}
 

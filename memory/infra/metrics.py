@@ -12,6 +12,8 @@ from django.conf import settings
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import REGISTRY, multiprocess
 
+from memory.infra import redis
+
 TIERS = ("l1", "l2", "l3")
 
 # Lookups answered from L1 take microseconds, from L3 milliseconds.
@@ -91,9 +93,7 @@ def multiprocess_enabled() -> bool:
 
 def render_latest() -> tuple[bytes, str]:
     """The exposition text of every metric (of every worker in multiprocess mode), and its content type."""
-    from memory.services.stats import redis_info  # selectors -> product_memory -> metrics
-
-    set_redis_up(redis_info()["available"])
+    set_redis_up(redis.info()["available"])
     if multiprocess_enabled():
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)

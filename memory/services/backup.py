@@ -26,7 +26,8 @@ from django.conf import settings
 
 from memory.models import ProductMemoryEntry
 from memory.providers.prompts import current_generator_version
-from memory.engine.tiers import Snapshot, redis_configured, redis_errors, redis_guard
+from memory.engine.tiers import Snapshot
+from memory.infra import redis
 from memory.io.transfer import ImportFileError, ImportReport, Progress, export_count, import_entries, iter_export_batches
 
 logger = logging.getLogger("memory")
@@ -183,18 +184,14 @@ def restore_backup(path: str | os.PathLike | None = None, *, dry_run: bool = Fal
 def _redis_tier():
     from memory.engine.memory import _shared_redis_tier
 
-    if not redis_configured():
+    if not redis.configured():
         raise RedisUnavailable("Redis não configurado (REDIS_URL vazio): não há o que aquecer")
     tier = _shared_redis_tier()
     try:
-        tier.client().ping()
-    except redis_errors() as exc:
-        redis_guard.failed(exc)
-        raise RedisUnavailable(f"Redis não responde ({exc.__class__.__name__}: {exc})") from None
-    # Redis answers: end any outage now (replaying the deletes it missed) and stop
-    # waiting out the retry delay, or the writes below would be skipped.
-    redis_guard.succeeded()
-    redis_guard.reset()
+        redis.ping()  # when Redis answers, this ends any outage (replaying the deletes it missed)
+    except ConnectionError as exc:
+        raise RedisUnavailable(str(exc)) from None
+    redis.guard.reset()  # and stops waiting out the retry delay, or the writes below would be skipped
     return tier
 
 
@@ -221,7 +218,7 @@ def warm_redis(batch_size: int = WARM_BATCH, *, on_progress: Progress | None = N
 
     def flush() -> None:
         tier.set_many(batch)
-        if redis_guard.in_outage:
+        if redis.guard.in_outage:
             raise RedisUnavailable(f"Redis parou de responder durante o aquecimento, após {result.entries} entradas")
         result.entries += len(batch)
         result.batches += 1

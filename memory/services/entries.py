@@ -20,7 +20,8 @@ from django.utils import timezone
 from memory.engine.identifiers import extract_product_identifier
 from memory.models import DEFAULT_KIND, ProductMemoryEntry
 from memory.engine.memory import ProductMemory, validate_ttl
-from memory.engine.tiers import Key, redis_errors
+from memory.engine.tiers import Key
+from memory.infra import redis
 
 logger = logging.getLogger("memory")
 
@@ -95,7 +96,7 @@ class RegenerationResult:
 def _broker_errors() -> tuple[type[BaseException], ...]:
     from kombu.exceptions import OperationalError as KombuOperationalError
 
-    return (KombuOperationalError, *redis_errors())
+    return (KombuOperationalError, *redis.REDIS_ERRORS)
 
 
 def _identifies_a_product(source_data) -> bool:

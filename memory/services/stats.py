@@ -11,25 +11,7 @@ from memory.models import ProductMemoryEntry
 from memory.providers.pricing import estimate_saved_cost
 from memory.engine.memory import ProductMemory, cached_for_stats
 from memory.providers.prompts import current_model_name
-from memory.engine.tiers import redis_configured, redis_errors, redis_guard
-
-
-def redis_info() -> dict:
-    """``{"available", "used_memory_bytes", "keys"}``; ``available`` is False without Redis."""
-    info = {"available": False, "used_memory_bytes": None, "keys": None}
-    if not redis_configured():
-        return info
-    from django.core.cache import caches
-
-    try:
-        client = caches["memory_l2"].client.get_client(write=True)
-        info["used_memory_bytes"] = int(client.info("memory")["used_memory"])
-        info["keys"] = int(client.dbsize())
-        info["available"] = True
-        redis_guard.succeeded()
-    except redis_errors() as exc:
-        redis_guard.failed(exc)
-    return info
+from memory.infra import redis
 
 
 def table_bytes() -> int:
@@ -72,7 +54,7 @@ def memory_stats(memory: ProductMemory | None = None) -> dict:
         )
     )
     stats["currency"] = "USD"
-    stats["redis"] = redis_info()
+    stats["redis"] = redis.info()
     stats["database"] = {"vendor": connection.vendor, "table_bytes": table_bytes()}
     stats["backup_dir"] = {"path": str(settings.MEMORY_BACKUP_DIR), "bytes": directory_bytes(settings.MEMORY_BACKUP_DIR)}
     return stats

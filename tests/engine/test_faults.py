@@ -14,7 +14,8 @@ from memory.engine.locks import product_lock
 from memory.models import ProductMemoryEntry
 from memory.engine.memory import ProductMemory
 from memory.providers import OpenAIProvider
-from memory.engine.tiers import cache_key, redis_guard
+from memory.engine.tiers import cache_key
+from memory.infra.redis import guard as redis_guard
 
 from tests.conftest import _l2_caches
 from tests.servers import RedisServer, TcpProxy

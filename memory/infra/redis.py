@@ -1,0 +1,213 @@
+"""The one owner of Redis: the client, the key names, and the circuit breaker around every call.
+
+No other module looks up the ``memory_l2`` cache or its client, and none decides by itself
+whether Redis is worth trying: they hand an operation to :func:`run` (or decorate a function
+with :func:`guarded`), which
+
+- skips it while Redis is off (after a failure, for ``MEMORY_REDIS_RETRY_AFTER`` seconds),
+- turns a Redis error into the caller's default, logging one warning per outage,
+- marks Redis back on the first success after an outage, running the recovery callbacks
+  (the L2 tier replays the deletes Redis missed).
+
+Redis is optional: without ``REDIS_URL`` there is no ``memory_l2`` cache, :func:`configured`
+is False and every operation answers its default at once. The Sentinel and Cluster modes
+plug in here, behind the same functions.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+import time
+from typing import Any, Callable, TypeVar
+
+from django.conf import settings
+from django.core.cache import caches
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+from django_redis.exceptions import ConnectionInterrupted
+from redis.exceptions import RedisError
+
+logger = logging.getLogger("memory")
+
+ALIAS = "memory_l2"
+
+# What a Redis call may raise when Redis is away, slow or broken: never fatal to the memory.
+REDIS_ERRORS: tuple[type[BaseException], ...] = (ConnectionInterrupted, RedisError, OSError)
+
+T = TypeVar("T")
+
+
+class RedisGuard:
+    """Is Redis worth trying now? One per process, shared by every Redis call.
+
+    On the first failure it logs one warning and keeps Redis off for ``retry_after``
+    seconds; the first success after an outage logs the recovery and runs the
+    registered recovery callbacks.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._down_until = 0.0
+        self._in_outage = False
+        self._recovery_callbacks: list[Callable[[], None]] = []
+
+    @property
+    def in_outage(self) -> bool:
+        return self._in_outage
+
+    def available(self) -> bool:
+        return time.monotonic() >= self._down_until
+
+    def on_recovery(self, callback: Callable[[], None]) -> None:
+        if callback not in self._recovery_callbacks:
+            self._recovery_callbacks.append(callback)
+
+    def failed(self, exc: BaseException) -> None:
+        with self._lock:
+            self._down_until = time.monotonic() + settings.MEMORY_REDIS_RETRY_AFTER
+            first = not self._in_outage
+            self._in_outage = True
+        if first:
+            logger.warning(
+                "Redis indisponível (%s); seguindo com L1 + PostgreSQL, nova tentativa em %.0f s",
+                exc.__class__.__name__,
+                settings.MEMORY_REDIS_RETRY_AFTER,
+            )
+
+    def succeeded(self) -> None:
+        if not self._in_outage:
+            return
+        with self._lock:
+            recovered = self._in_outage
+            self._in_outage = False
+        if recovered:
+            logger.info("Redis disponível novamente")
+            for callback in self._recovery_callbacks:
+                callback()
+
+    def reset(self) -> None:
+        """Forget any outage: Redis is tried on the next call."""
+        with self._lock:
+            self._down_until = 0.0
+            self._in_outage = False
+
+
+guard = RedisGuard()
+
+# What is derived from ``CACHES`` is kept until CACHES changes (tests override it):
+# ``caches[alias]`` is a context-local lookup, and ``configured()`` is asked several times a read.
+_derived: dict[str, Any] = {}
+
+
+@receiver(setting_changed)
+def _caches_changed(setting, **kwargs):
+    if setting == "CACHES":
+        _derived.clear()
+
+
+def configured() -> bool:
+    """Is there an L2 (``REDIS_URL`` set)?"""
+    found = _derived.get("configured")
+    if found is None:
+        found = _derived["configured"] = ALIAS in settings.CACHES
+    return found
+
+
+def cache():
+    """The django-redis cache of the memory (thread-safe: one connection pool for every thread)."""
+    found = _derived.get("cache")
+    if found is None:
+        found = _derived["cache"] = caches[ALIAS]
+    return found
+
+
+def client():
+    """The redis-py client, for the calls django-redis' cache API does not offer."""
+    return cache().client.get_client(write=True)
+
+
+def make_key(name: str) -> str:
+    """A memory key as stored in Redis (with ``KEY_PREFIX`` and version)."""
+    return cache().client.make_key(name)
+
+
+def make_pattern(pattern: str) -> str:
+    return cache().client.make_pattern(pattern)
+
+
+def run(operation: Callable[[], T], default: T = None, on_failure: Callable[[], None] | None = None) -> T:
+    """``operation()`` against Redis, or ``default`` (after ``on_failure``) when Redis is
+    not configured, is off, or fails."""
+    if not configured() or not guard.available():
+        if on_failure:
+            on_failure()
+        return default
+    try:
+        result = operation()
+    except REDIS_ERRORS as exc:
+        guard.failed(exc)
+        if on_failure:
+            on_failure()
+        return default
+    guard.succeeded()
+    return result
+
+
+def guarded(default: Any = None):
+    """Decorator: the function talks to Redis; it answers ``default`` when Redis cannot."""
+
+    def decorate(function):
+        @functools.wraps(function)
+        def wrapper(*args, **kwargs):
+            return run(lambda: function(*args, **kwargs), default)
+
+        return wrapper
+
+    return decorate
+
+
+def ping() -> None:
+    """Ask Redis whether it answers; raises ``ConnectionError`` with a pt-BR message if not.
+
+    Unlike :func:`run` it ignores the retry delay (health checks and warm-ups want the truth
+    now) but it still tells the guard what it found.
+    """
+    try:
+        client().ping()
+    except REDIS_ERRORS as exc:
+        guard.failed(exc)
+        raise ConnectionError(f"Redis não responde ({exc.__class__.__name__}: {exc})") from None
+    guard.succeeded()
+
+
+def probe() -> bool:
+    """During an outage, once the retry delay is over: is Redis back? (Run off-request, so that
+    the deletes Redis missed are replayed within a tick even if no request touches Redis.)"""
+    if not configured() or not guard.in_outage or not guard.available():
+        return False
+    try:
+        ping()
+    except ConnectionError:
+        return False
+    return True
+
+
+def info() -> dict:
+    """``{"available", "used_memory_bytes", "keys"}``; ``available`` is False without Redis.
+
+    Asked even during the retry delay, like :func:`ping`: stats and ``/metrics`` report what
+    Redis answers now."""
+    found = {"available": False, "used_memory_bytes": None, "keys": None}
+    if not configured():
+        return found
+    try:
+        redis = client()
+        found["used_memory_bytes"] = int(redis.info("memory")["used_memory"])
+        found["keys"] = int(redis.dbsize())
+    except REDIS_ERRORS as exc:
+        guard.failed(exc)
+        return {"available": False, "used_memory_bytes": None, "keys": None}
+    guard.succeeded()
+    found["available"] = True
+    return found
