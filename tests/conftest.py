@@ -3,13 +3,17 @@ import uuid
 import fakeredis
 import pytest
 from django.conf import settings
+from django.contrib.auth.models import Permission, User
 from django.core.cache import caches
 from django.test import override_settings
 
+from beecatalog.celery import app as celery_app
 from memory.engine import memory as product_memory
 from memory.engine.counters import hit_counter
 from memory.engine.coherence import wait_until_subscribed
 from memory.infra.redis import guard as redis_guard
+
+from tests.helpers import l2_caches as _l2_caches, token_client
 
 
 def _redis_configured() -> bool:
@@ -39,24 +43,6 @@ def redis_client():
     if not _redis_configured():
         pytest.skip("REDIS_URL is not set")
     return caches["memory_l2"].client.get_client(write=True)
-
-
-def _l2_caches(options: dict, location: str) -> dict:
-    l2 = dict(settings.CACHES.get("memory_l2") or {
-        "BACKEND": "django_redis.cache.RedisCache",
-        "KEY_PREFIX": "bcm",
-        "TIMEOUT": None,
-    })
-    l2["LOCATION"] = location
-    l2["OPTIONS"] = {
-        "CLIENT_CLASS": "django_redis.client.DefaultClient",
-        "SERIALIZER": "django_redis.serializers.json.JSONSerializer",
-        "COMPRESSOR": "memory.infra.compressors.Lz4ReadingZstdCompressor",
-        "SOCKET_CONNECT_TIMEOUT": 0.2,
-        "SOCKET_TIMEOUT": 0.2,
-        **options,
-    }
-    return {**settings.CACHES, "memory_l2": l2}
 
 
 @pytest.fixture
@@ -119,3 +105,44 @@ def process_env():
         "MEMORY_LOG_LEVEL": "WARNING",
     })
     return env
+
+
+# --- users, clients and Celery, for every test that goes through a way in ------------------------
+
+
+@pytest.fixture
+def make_user(db):
+    """A user with the given memory permissions (codenames), fetched fresh so permissions apply."""
+
+    def make(username="user", *, staff=False, superuser=False, perms=(), active=True):
+        user = User.objects.create_user(
+            username, password="senha-forte-123", is_staff=staff or superuser, is_superuser=superuser,
+            is_active=active,
+        )
+        for codename in perms:
+            user.user_permissions.add(Permission.objects.get(content_type__app_label="memory", codename=codename))
+        return User.objects.get(pk=user.pk)
+
+    return make
+
+
+@pytest.fixture
+def api(make_user):
+    """A client with the token of a user holding every permission."""
+    return token_client(make_user("admin", superuser=True))
+
+
+@pytest.fixture
+def eager_tasks():
+    """Celery tasks run in the test's process, as with no broker; their errors reach the test."""
+    saved = celery_app.conf.task_always_eager, celery_app.conf.task_eager_propagates
+    celery_app.conf.task_always_eager = True
+    celery_app.conf.task_eager_propagates = True
+    yield
+    celery_app.conf.task_always_eager, celery_app.conf.task_eager_propagates = saved
+
+
+@pytest.fixture
+def l1_trusted(monkeypatch):
+    """This process reads its L1 (it would once subscribed to invalidations), so the tier served is certain."""
+    monkeypatch.setattr("memory.engine.memory.l1_is_trustworthy", lambda: True)

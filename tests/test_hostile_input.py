@@ -17,7 +17,7 @@ from memory.models import DailyStats, ProductMemoryEntry
 from memory.engine.counters import hit_counter
 from memory.engine.memory import ProductMemory
 
-from tests.api.test_api import eager_tasks, make_user, token_client  # noqa: F401 (fixtures)
+from tests.helpers import token_client
 
 CONTENT = {"title": "Produto", "description": "d", "bullet_points": ["a"], "seo_keywords": ["b"]}
 SQL = "'; DROP TABLE memory_productmemoryentry; --"
@@ -154,11 +154,6 @@ def test_session_posts_without_csrf_token_are_refused_and_change_nothing(state, 
 
 
 # --- markup and SQL metacharacters are data -------------------------------------------------------
-
-
-@pytest.fixture
-def api(make_user):
-    return token_client(make_user("admin", superuser=True))
 
 
 @pytest.mark.parametrize("text", HOSTILE)

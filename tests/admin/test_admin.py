@@ -14,7 +14,6 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from beecatalog.celery import app as celery_app
 from memory.admin.entries import estimated_count
 from memory.models import ProductMemoryEntry
 from memory.engine.memory import ProductMemory
@@ -321,15 +320,7 @@ def test_delete_waits_for_the_commit_before_evicting(staff, entries, redis_clien
     assert not redis_client.exists(redis_key("ABC-1"))
 
 
-@pytest.fixture
-def eager_celery():
-    previous = celery_app.conf.task_always_eager
-    celery_app.conf.task_always_eager = True
-    yield
-    celery_app.conf.task_always_eager = previous
-
-
-def test_regenerate_action_regenerates_with_the_current_generator(staff, entries, eager_celery):
+def test_regenerate_action_regenerates_with_the_current_generator(staff, entries, eager_tasks):
     stale = entries["stale"]
     response = post_action(staff, "regenerate_selected", [stale], follow=True)
     assert response.status_code == 200
@@ -340,7 +331,7 @@ def test_regenerate_action_regenerates_with_the_current_generator(staff, entries
     assert "1 produto enviado para regeneração." in response.content.decode()
 
 
-def test_regenerate_action_skips_entries_it_cannot_regenerate(staff, entries, eager_celery):
+def test_regenerate_action_skips_entries_it_cannot_regenerate(staff, entries, eager_tasks):
     ProductMemoryEntry.objects.filter(pk=entries["other"].pk).update(source_data={})
     ProductMemoryEntry.objects.filter(pk=entries["active"].pk).update(source_data={"cor": "azul"})  # no identifier
     before = ProductMemoryEntry.objects.get(pk=entries["faq"].pk).updated_at
@@ -389,7 +380,7 @@ def test_extend_expiry_action(staff, expired_entries, redis_client, django_captu
 
 
 @pytest.mark.parametrize("action", ["delete_selected", "regenerate_selected", "extend_expiry_selected"])
-def test_actions_refuse_selections_too_large_for_one_request(staff, entries, action, monkeypatch, eager_celery):
+def test_actions_refuse_selections_too_large_for_one_request(staff, entries, action, monkeypatch, eager_tasks):
     import memory.admin.entries
 
     monkeypatch.setattr(memory.admin.entries, "MAX_ACTION_ENTRIES", 2)

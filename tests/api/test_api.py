@@ -3,84 +3,16 @@ import json
 from datetime import timedelta
 
 import pytest
-from django.contrib.auth.models import Permission, User
 from django.core.cache import caches
 from django.db import connection
 from django.test import override_settings
 from django.utils import timezone
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from memory.models import ProductMemoryEntry
 from memory.engine.memory import ProductMemory
 
-PRODUCT = {"sku": "ABC123", "title": "Produto Teste"}
-CONTENT = {"title": "Produto Teste", "description": "Uma descrição.", "bullet_points": ["a"], "seo_keywords": ["b"]}
-
-# --- fixtures shared by the API test modules ---------------------------------------------
-
-
-@pytest.fixture
-def make_user(db):
-    """A user with the given memory permissions (codenames), fetched fresh so permissions apply."""
-
-    def make(username="user", *, staff=False, superuser=False, perms=(), active=True):
-        user = User.objects.create_user(
-            username, password="senha-forte-123", is_staff=staff or superuser, is_superuser=superuser,
-            is_active=active,
-        )
-        for codename in perms:
-            user.user_permissions.add(Permission.objects.get(content_type__app_label="memory", codename=codename))
-        return User.objects.get(pk=user.pk)
-
-    return make
-
-
-def token_client(user) -> APIClient:
-    client = APIClient()
-    token, _ = Token.objects.get_or_create(user=user)
-    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
-    return client
-
-
-@pytest.fixture
-def api(make_user):
-    """A client with the token of a user holding every permission."""
-    return token_client(make_user("admin", superuser=True))
-
-
-@pytest.fixture
-def reader(make_user):
-    """A client with the token of a user holding no permission."""
-    return token_client(make_user("reader"))
-
-
-@pytest.fixture
-def eager_tasks():
-    """Celery tasks run in the test's process, as with no broker."""
-    from beecatalog.celery import app
-
-    saved = app.conf.task_always_eager, app.conf.task_eager_propagates
-    app.conf.task_always_eager = True
-    app.conf.task_eager_propagates = True
-    yield
-    app.conf.task_always_eager, app.conf.task_eager_propagates = saved
-
-
-@pytest.fixture
-def l1_trusted(monkeypatch):
-    """This process reads its L1 (it would once subscribed to invalidations), so the tier served is certain."""
-    monkeypatch.setattr("memory.engine.memory.l1_is_trustworthy", lambda: True)
-
-
-def seed(product=PRODUCT, content=CONTENT, **kwargs):
-    kwargs.setdefault("tokens_prompt", 1000)
-    kwargs.setdefault("tokens_completion", 500)
-    return ProductMemory().save_product_data(product, content, **kwargs)
-
-
-def post_json(client, url, body):
-    return client.post(url, json.dumps(body), content_type="application/json")
+from tests.helpers import CONTENT, PRODUCT, post_json, seed
 
 
 def expire(product_id):

@@ -10,7 +10,7 @@ from django.db import connection
 from memory.models import ProductMemoryEntry
 from memory.io.transfer import import_entries
 
-from tests.api.test_api import CONTENT, api, make_user, seed  # noqa: F401 (fixtures)
+from tests.helpers import CONTENT, seed
 
 
 def download(response) -> bytes:

@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from memory.models import ProductMemoryEntry
 
-from tests.api.test_api import make_user, seed  # noqa: F401 (fixture)
+from tests.helpers import seed
 
 ROOT = Path(settings.BASE_DIR)
 README = ROOT / "README.md"

@@ -7,7 +7,7 @@ from rest_framework.test import APIClient
 
 from memory.models import ProductMemoryEntry
 
-from tests.api.test_api import PRODUCT, eager_tasks, make_user, seed, token_client  # noqa: F401 (fixtures)
+from tests.helpers import seed, token_client
 
 # (method, url, body): every endpoint but health, with a body that works for an allowed user.
 READS = [

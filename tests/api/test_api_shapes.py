@@ -12,7 +12,7 @@ from memory.api import serializers as s
 from memory.api.negotiation import JSONFirstNegotiation
 from memory.engine.memory import ProductMemory
 
-from tests.api.test_api import CONTENT, PRODUCT, api, make_user, post_json, seed  # noqa: F401 (fixtures)
+from tests.helpers import PRODUCT, seed
 
 pytestmark = pytest.mark.django_db
 

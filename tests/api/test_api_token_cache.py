@@ -13,7 +13,7 @@ from rest_framework.authtoken.models import Token
 from memory.api.authentication import token_users
 from memory.engine.coherence import _channel, listener
 
-from tests.api.test_api import PRODUCT, eager_tasks, make_user, seed, token_client  # noqa: F401 (fixtures)
+from tests.helpers import PRODUCT, seed, token_client
 
 GET = "/api/memory/get/"
 

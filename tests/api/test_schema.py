@@ -13,7 +13,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.api.test_api import make_user, seed, token_client  # noqa: F401 (fixture)
+from tests.helpers import seed, token_client
 
 ENDPOINTS = {
     ("get", "/api/memory/stats/"), ("get", "/api/memory/list/"), ("post", "/api/memory/get/"),

@@ -21,7 +21,8 @@ from memory.models import ProductMemoryEntry
 from memory.engine.memory import ProductMemory
 from memory.engine.tiers import cache_key
 from memory.io.transfer import EXPORT_FIELDS
-from tests.io.test_transfer import make_entries, snapshot_table
+
+from tests.helpers import make_entries, snapshot_table
 
 pytestmark = pytest.mark.django_db
 

@@ -17,7 +17,7 @@ from memory.providers import OpenAIProvider
 from memory.engine.tiers import cache_key
 from memory.infra.redis import guard as redis_guard
 
-from tests.conftest import _l2_caches
+from tests.helpers import l2_caches
 from tests.servers import RedisServer, TcpProxy
 
 CONTENT = {"title": "Produto", "description": "d", "bullet_points": ["a"], "seo_keywords": ["b"]}
@@ -27,7 +27,7 @@ CONTENT = {"title": "Produto", "description": "d", "bullet_points": ["a"], "seo_
 def own_redis():
     """The memory on a redis-server of its own, which the test may kill and start again."""
     server = RedisServer().start()
-    with override_settings(CACHES=_l2_caches({}, server.url), MEMORY_REDIS_RETRY_AFTER=0.2):
+    with override_settings(CACHES=l2_caches({}, server.url), MEMORY_REDIS_RETRY_AFTER=0.2):
         product_memory._redis_tier = None
         listener.stop()
         redis_guard.reset()

@@ -11,7 +11,7 @@ from memory.services.generation import generate_product
 from memory.engine.memory import ProductMemory
 from memory.providers import TemplateProvider
 
-from tests.api.test_api import PRODUCT, make_user, seed, token_client  # noqa: F401 (fixture)
+from tests.helpers import seed, token_client
 
 
 def value(name, **labels):
@@ -32,9 +32,8 @@ def delta(before, after):
 
 
 @pytest.mark.django_db
-def test_hits_misses_and_latency_are_counted_per_tier(redis_client, monkeypatch):
+def test_hits_misses_and_latency_are_counted_per_tier(redis_client, l1_trusted):
     # L1 is read only while this process hears invalidations; that is not what this test is about.
-    monkeypatch.setattr("memory.engine.memory.l1_is_trustworthy", lambda: True)
     seed()
     memory = ProductMemory()
 

@@ -18,42 +18,9 @@ from memory.engine.memory import ProductMemory
 from memory.engine.tiers import cache_key
 from memory.io.transfer import EXPORT_FIELDS, ImportFileError, import_entries, iter_export
 
+from tests.helpers import T0, make_entries, snapshot_table
+
 pytestmark = pytest.mark.django_db
-
-T0 = datetime(2026, 11, 20, 12, 30, 15, 123456, tzinfo=dt_timezone.utc)
-
-
-def make_entries(n=3, *, prefix="SKU", kind="main_content", **overrides):
-    rows = []
-    for i in range(n):
-        fields = {
-            "product_id": f"{prefix}{i:05d}",
-            "kind": kind,
-            "payload": {"title": f"Produto {i} “ação”", "description": "<b>d</b>\nlinha 2, com vírgula",
-                        "bullet_points": ["a", "b"], "price": 10.5, "n": i},
-            "source_data": {"sku": f"{prefix}{i:05d}", "title": f"Produto {i}", "tags": [1, 2]},
-            "input_fingerprint": f"{i:064x}",
-            "generator_version": "template:template:p1",
-            "tokens_prompt": 100 + i,
-            "tokens_completion": 200 + i,
-            "hit_count": i * 3,
-            "tokens_saved": i * 900,
-            "created_at": T0 + timedelta(seconds=i),
-            "updated_at": T0 + timedelta(hours=1, seconds=i),
-            "last_hit_at": (T0 + timedelta(days=1)) if i % 2 else None,
-            "expires_at": T0 + timedelta(days=90, microseconds=i),
-        }
-        fields.update(overrides)
-        rows.append(ProductMemoryEntry(**fields))
-    ProductMemoryEntry.objects.bulk_create(rows)
-    return rows
-
-
-def snapshot_table():
-    return {
-        (e["product_id"], e["kind"]): e
-        for e in ProductMemoryEntry.objects.values(*EXPORT_FIELDS, "title")
-    }
 
 
 def export_text(fmt, **kwargs):

@@ -13,7 +13,8 @@ from memory.services.backup import RedisUnavailable, create_backup, list_backups
 from memory.models import ProductMemoryEntry
 from memory.engine.memory import ProductMemory
 from memory.engine.tiers import cache_key
-from tests.io.test_transfer import make_entries, snapshot_table
+
+from tests.helpers import make_entries, snapshot_table
 
 pytestmark = pytest.mark.django_db
 

@@ -5,7 +5,6 @@ import time
 import pytest
 from django.core.cache import caches
 
-from memory.providers.content import GeneratedContent
 from memory.engine.counters import flush_counters
 from memory.services.generation import generate_batch, generate_product
 from memory.engine.locks import product_lock

@@ -1,0 +1,115 @@
+"""What the test modules share that is not a fixture: the one bounded poll, sample data, factories
+of rows and clients. Fixtures live in the ``conftest.py`` beside the tests that use them; no test
+module imports from another test module."""
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime, timedelta, timezone as dt_timezone
+from typing import Callable
+
+from django.conf import settings
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from memory.engine.memory import ProductMemory
+from memory.io.transfer import EXPORT_FIELDS
+from memory.models import ProductMemoryEntry
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.02) -> bool:
+    """Ask ``predicate()`` every ``interval`` seconds until it is true or ``timeout`` seconds have
+    passed; True as soon as it is, False if it never was (asked one last time at the deadline)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return bool(predicate())
+
+
+# --- the API tests' product ------------------------------------------------------------------
+
+PRODUCT = {"sku": "ABC123", "title": "Produto Teste"}
+CONTENT = {"title": "Produto Teste", "description": "Uma descrição.", "bullet_points": ["a"], "seo_keywords": ["b"]}
+
+
+def seed(product=PRODUCT, content=CONTENT, **kwargs):
+    """Save ``product`` with ``content`` (1,000 prompt and 500 completion tokens unless told)."""
+    kwargs.setdefault("tokens_prompt", 1000)
+    kwargs.setdefault("tokens_completion", 500)
+    return ProductMemory().save_product_data(product, content, **kwargs)
+
+
+def token_client(user) -> APIClient:
+    """A DRF test client that sends ``user``'s token."""
+    client = APIClient()
+    token, _ = Token.objects.get_or_create(user=user)
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    return client
+
+
+def post_json(client, url, body):
+    return client.post(url, json.dumps(body), content_type="application/json")
+
+
+# --- rows for export, import and backup --------------------------------------------------------
+
+T0 = datetime(2026, 11, 20, 12, 30, 15, 123456, tzinfo=dt_timezone.utc)
+
+
+def make_entries(n=3, *, prefix="SKU", kind="main_content", **overrides):
+    """``n`` entries with every exported field set (non-ASCII, markup, nulls), written in one insert."""
+    rows = []
+    for i in range(n):
+        fields = {
+            "product_id": f"{prefix}{i:05d}",
+            "kind": kind,
+            "payload": {"title": f"Produto {i} “ação”", "description": "<b>d</b>\nlinha 2, com vírgula",
+                        "bullet_points": ["a", "b"], "price": 10.5, "n": i},
+            "source_data": {"sku": f"{prefix}{i:05d}", "title": f"Produto {i}", "tags": [1, 2]},
+            "input_fingerprint": f"{i:064x}",
+            "generator_version": "template:template:p1",
+            "tokens_prompt": 100 + i,
+            "tokens_completion": 200 + i,
+            "hit_count": i * 3,
+            "tokens_saved": i * 900,
+            "created_at": T0 + timedelta(seconds=i),
+            "updated_at": T0 + timedelta(hours=1, seconds=i),
+            "last_hit_at": (T0 + timedelta(days=1)) if i % 2 else None,
+            "expires_at": T0 + timedelta(days=90, microseconds=i),
+        }
+        fields.update(overrides)
+        rows.append(ProductMemoryEntry(**fields))
+    ProductMemoryEntry.objects.bulk_create(rows)
+    return rows
+
+
+def snapshot_table():
+    """Every entry's exported fields (and title), by (product_id, kind): compare before and after."""
+    return {
+        (e["product_id"], e["kind"]): e
+        for e in ProductMemoryEntry.objects.values(*EXPORT_FIELDS, "title")
+    }
+
+
+# --- Redis settings ----------------------------------------------------------------------------
+
+
+def l2_caches(options: dict, location: str) -> dict:
+    """``CACHES`` with the memory's L2 at ``location`` (short socket timeouts, extra ``options``)."""
+    l2 = dict(settings.CACHES.get("memory_l2") or {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "KEY_PREFIX": "bcm",
+        "TIMEOUT": None,
+    })
+    l2["LOCATION"] = location
+    l2["OPTIONS"] = {
+        "CLIENT_CLASS": "django_redis.client.DefaultClient",
+        "SERIALIZER": "django_redis.serializers.json.JSONSerializer",
+        "COMPRESSOR": "memory.infra.compressors.Lz4ReadingZstdCompressor",
+        "SOCKET_CONNECT_TIMEOUT": 0.2,
+        "SOCKET_TIMEOUT": 0.2,
+        **options,
+    }
+    return {**settings.CACHES, "memory_l2": l2}
