@@ -1,11 +1,19 @@
-"""Real servers the fault tests start on free ports and stop themselves."""
+"""Real servers the tests start on free ports and stop themselves: redis-server, a TCP proxy a
+test can cut, and gunicorn serving the project."""
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import threading
-import time
+from pathlib import Path
+
+import httpx
+from django.conf import settings
+
+from tests.helpers import wait_for
 
 
 def free_port() -> int:
@@ -14,15 +22,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def listens(port: int) -> bool:
+    """Does something accept TCP connections on 127.0.0.1:``port``?"""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
 def wait_for_port(port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+    if not wait_for(lambda: listens(port), timeout, interval=0.05):
+        raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
 
 
 class RedisServer:
@@ -124,3 +135,53 @@ class TcpProxy:
         listener, self._listener = self._listener, None
         if listener is not None:
             listener.close()
+
+
+class ApiServer:
+    """``gunicorn beecatalog.wsgi`` with ``workers`` workers on a free port of 127.0.0.1, its output
+    in ``log_path``; ``wait_ready()`` returns once it answers HTTP, ``stop()`` stops it whatever happened."""
+
+    def __init__(self, env: dict, log_path: Path, workers: int = 2):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.workers = workers
+        self.log_path = log_path
+        self._log = log_path.open("w")
+        self.proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "gunicorn"), "beecatalog.wsgi", "--bind", f"127.0.0.1:{self.port}",
+             "--workers", str(workers), "--timeout", "60", "--graceful-timeout", "5"],
+            cwd=settings.BASE_DIR, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+        )
+
+    def answers(self) -> bool:
+        """Does it answer HTTP at all (whatever the status)?"""
+        try:
+            httpx.get(f"{self.url}/api/memory/health/", timeout=2)
+        except httpx.TransportError:
+            return False
+        return True
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        started = wait_for(lambda: self.proc.poll() is not None or self.answers(), timeout, interval=0.2)
+        if not started or self.proc.poll() is not None:
+            raise AssertionError("gunicorn did not start:\n" + self.log())
+
+    def output(self) -> str:
+        """Everything the server and its workers wrote so far."""
+        self._log.flush()
+        # a worker may be in the middle of writing a character
+        return self.log_path.read_bytes().decode("utf-8", errors="replace")
+
+    def log(self) -> str:
+        """The end of the output, for failure messages."""
+        return self.output()[-4000:]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self._log.close()

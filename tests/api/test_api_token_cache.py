@@ -1,7 +1,6 @@
 """The token cache: a token's user is not read from PostgreSQL on every request, yet a revoked
 token, a deactivated user or a changed permission counts from the very next request."""
 import json
-import time
 
 import pytest
 from django.contrib.auth.models import Permission
@@ -13,7 +12,7 @@ from rest_framework.authtoken.models import Token
 from memory.api.authentication import token_users
 from memory.engine.coherence import _channel, listener
 
-from tests.helpers import PRODUCT, seed, token_client
+from tests.helpers import PRODUCT, seed, token_client, wait_for
 
 GET = "/api/memory/get/"
 
@@ -91,10 +90,7 @@ def test_a_revocation_in_another_process_empties_this_processs_cache(make_user):
         pytest.skip("needs Redis and the invalidation listener")
     redis = caches["memory_l2"].client.get_client(write=True)
     redis.publish(_channel(), json.dumps({"origin": "another-process", "auth": True}))
-    deadline = time.monotonic() + 5
-    while token_users._users and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert not token_users._users
+    assert wait_for(lambda: not token_users._users, timeout=5)
 
 
 def test_not_used_while_this_process_cannot_hear_revocations(make_user, monkeypatch):

@@ -1,6 +1,5 @@
 """Faults seen through the REST API: gunicorn (two workers) on a free port, with a Redis and a
 route to PostgreSQL of the test's own, which the tests kill or cut and bring back."""
-import signal
 import subprocess
 import sys
 import threading
@@ -18,52 +17,11 @@ from rest_framework.authtoken.models import Token
 from memory.models import DailyStats, ProductMemoryEntry
 from memory.engine.memory import ProductMemory
 
-from tests.servers import RedisServer, TcpProxy, free_port
+from tests.helpers import wait_for
+from tests.servers import ApiServer, RedisServer, TcpProxy
 
 ROOT = Path(settings.BASE_DIR)
-GUNICORN = Path(sys.executable).parent / "gunicorn"
 CONTENT = {"title": "Produto", "description": "d", "bullet_points": ["a"], "seo_keywords": ["b"]}
-
-
-class ApiServer:
-    """``gunicorn beecatalog.wsgi`` with two workers on 127.0.0.1, stopped by ``stop()`` whatever happened."""
-
-    def __init__(self, env: dict, log_path: Path):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
-        self._log = log_path.open("w")
-        self.proc = subprocess.Popen(
-            [str(GUNICORN), "beecatalog.wsgi", "--bind", f"127.0.0.1:{self.port}", "--workers", "2",
-             "--timeout", "60", "--graceful-timeout", "5"],
-            cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT,
-        )
-
-    def wait_ready(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                break
-            try:
-                httpx.get(f"{self.url}/api/memory/health/", timeout=2)
-                return
-            except httpx.TransportError:
-                time.sleep(0.2)
-        raise AssertionError("gunicorn did not start:\n" + self.log())
-
-    def log(self) -> str:
-        self._log.flush()
-        return self.log_path.read_text()[-4000:]
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        self._log.close()
 
 
 def server_env(process_env: dict, *, redis_url: str, database_url: str | None = None, **extra) -> dict:
@@ -216,13 +174,9 @@ def invalidation_subscribers(client: redis.Redis) -> int:
     return sum(n for _, n in client.pubsub_numsub(*channels)) if channels else 0
 
 
-def wait_for(predicate, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return predicate()
+# What each worker logs once when it finds Redis gone (memory.infra.redis.RedisGuard).
+OUTAGE_WARNING = "Redis indisponível"
+WRITES_DURING_OUTAGE = 20  # at least, each sent after the kill and acknowledged before the restart
 
 
 @pytest.mark.slow
@@ -231,6 +185,7 @@ def test_redis_killed_under_api_reads_and_writes_fails_no_request_and_loses_no_w
     api = start_api(redis_url=own_redis.url)
     direct = redis.Redis(host="127.0.0.1", port=own_redis.port, socket_timeout=2)
     statuses, acknowledged, failures = [], [], []
+    writes = []  # (sku, sent at, answered at) of every acknowledged write, in time.monotonic()
     stop = threading.Event()
 
     def client_loop(n: int) -> None:
@@ -240,7 +195,9 @@ def test_redis_killed_under_api_reads_and_writes_fails_no_request_and_loses_no_w
                     return
                 product = {"sku": f"RK{n}-{i}", "title": f"Produto {n}-{i}"}
                 try:
+                    sent = time.monotonic()
                     written = client.post("/api/memory/force-regenerate/", json={"product_data": product})
+                    answered = time.monotonic()
                     read = client.post("/api/memory/get/", json={"product_id": product["sku"]})
                     listed = client.get("/api/memory/list/", params={"search": f"RK{n}-", "limit": 5})
                 except httpx.HTTPError as exc:
@@ -249,8 +206,15 @@ def test_redis_killed_under_api_reads_and_writes_fails_no_request_and_loses_no_w
                 statuses.extend((written.status_code, read.status_code, listed.status_code))
                 if written.status_code == 202:
                     acknowledged.append(product["sku"])
+                    writes.append((product["sku"], sent, answered))
                     if read.status_code != 200:
                         failures.append(f"{product['sku']}: escrita confirmada, leitura {read.status_code}")
+
+    def sent_after(moment: float) -> list[str]:
+        return [sku for sku, sent, _ in writes if sent > moment]
+
+    def outage_warnings_since(offset: int) -> int:
+        return api.output()[offset:].count(OUTAGE_WARNING)
 
     with httpx.Client(base_url=api.url, headers=auth, timeout=30) as client:
         # every worker that served a request listens to the invalidation channel
@@ -264,13 +228,24 @@ def test_redis_killed_under_api_reads_and_writes_fails_no_request_and_loses_no_w
             t.start()
         try:
             assert wait_for(lambda: len(acknowledged) >= 10, timeout=30)
+            before_kill = api.output()
+            assert OUTAGE_WARNING not in before_kill  # no worker has seen an outage yet
             own_redis.kill()
+            killed_at = time.monotonic()
+            log_at_kill = len(before_kill)
             written_before_kill = list(acknowledged)
             during = len(statuses)
-            assert wait_for(lambda: len(statuses) >= during + 60, timeout=60)  # requests go on without Redis
+            # Requests go on without Redis: writes sent after the kill are acknowledged ...
+            assert wait_for(lambda: len(statuses) >= during + 60, timeout=60)
+            assert wait_for(lambda: len(sent_after(killed_at)) >= WRITES_DURING_OUTAGE, timeout=60)
+            # ... every worker has noticed that Redis is gone ...
+            assert wait_for(lambda: outage_warnings_since(log_at_kill) >= api.workers, timeout=30), api.log()
+            # ... and health says so.
             degraded = client.get("/api/memory/health/")
             assert degraded.status_code == 200 and degraded.json()["status"] == "degraded"
             assert degraded.json()["checks"]["redis"]["ok"] is False
+            outage_log = api.output()[log_at_kill:]
+            restarted_at = time.monotonic()
             own_redis.start()
             after = len(statuses)
             assert wait_for(lambda: len(statuses) >= after + 30, timeout=30)
@@ -279,9 +254,16 @@ def test_redis_killed_under_api_reads_and_writes_fails_no_request_and_loses_no_w
             for t in threads:
                 t.join(timeout=60)
 
-        print(f"{len(statuses)} requests, {len(acknowledged)} acknowledged writes, statuses {sorted(set(statuses))}")
+        during_outage = [sku for sku, sent, answered in writes if sent > killed_at and answered < restarted_at]
+        print(f"{len(statuses)} requests, {len(acknowledged)} acknowledged writes "
+              f"({len(during_outage)} while Redis was down), statuses {sorted(set(statuses))}")
         assert failures == []
         assert set(statuses) <= {200, 202}  # no 5xx, nothing refused
+        # The outage happened during the writes: Redis died after some, and others were
+        # sent after the kill and acknowledged before the restart ...
+        assert written_before_kill and len(during_outage) >= WRITES_DURING_OUTAGE
+        # ... and each worker warned of it once, however many requests it served meanwhile.
+        assert outage_log.count(OUTAGE_WARNING) == api.workers, outage_log
         stored = set(ProductMemoryEntry.objects.filter(product_id__startswith="RK").values_list("product_id", flat=True))
         assert stored == set(acknowledged)  # every acknowledged write is in PostgreSQL, nothing else
 
@@ -289,17 +271,22 @@ def test_redis_killed_under_api_reads_and_writes_fails_no_request_and_loses_no_w
         assert wait_for(lambda: client.get("/api/memory/health/").json()["checks"]["redis"]["ok"] is True)
         assert wait_for(lambda: invalidation_subscribers(direct) >= listeners_before)
         direct.flushdb()
-        sku = None
         # Entries written before the kill are in no worker's L1 (each emptied it on resubscribing).
         # A worker's first command may meet a pooled connection to the dead server and skip the
-        # fill for MEMORY_REDIS_RETRY_AFTER (0.2 s): try a few, spaced past that.
-        for candidate in written_before_kill[:10]:
+        # fill for MEMORY_REDIS_RETRY_AFTER (0.2 s): read up to ten, spaced past that.
+        candidates, filled = written_before_kill[:10], []
+
+        def a_read_fills_redis() -> bool:
+            if not candidates:
+                return False
+            candidate = candidates.pop(0)
             assert client.post("/api/memory/get/", json={"product_id": candidate}).status_code == 200
             if any(candidate.encode() in key for key in direct.scan_iter("*entry*")):
-                sku = candidate
-                break
-            time.sleep(0.3)
-        assert sku is not None, "no read filled Redis again"
+                filled.append(candidate)
+            return bool(filled)
+
+        assert wait_for(a_read_fills_redis, timeout=10, interval=0.3), "no read filled Redis again"
+        sku = filled[0]
 
         # ... and a delete on one worker evicts the copy the other worker holds in its L1
         for _ in range(8):
@@ -309,7 +296,7 @@ def test_redis_killed_under_api_reads_and_writes_fails_no_request_and_loses_no_w
             client.post("/api/memory/get/", json={"product_id": sku}).status_code == 404 for _ in range(8)
         ), timeout=5)
     direct.close()
-    assert "Traceback" not in api.log()
+    assert "Traceback" not in api.output()
 
 
 # --- hit counters under 8 processes ------------------------------------------------------------
@@ -355,10 +342,13 @@ def test_hit_counters_of_8_processes_add_up_exactly_after_flushes_during_the_hit
         for w in workers:  # all start hitting together
             w.stdin.write("go\n")
             w.stdin.flush()
-        deadline = time.monotonic() + 120
-        while any(w.poll() is None for w in workers) and time.monotonic() < deadline:
+
+        def flushed_and_all_done() -> bool:
             moved.append(flush_counters())
-            time.sleep(0.02)  # leave the CPU to the hitters between flushes
+            return all(w.poll() is not None for w in workers)
+
+        # Flush while they hit, pausing between flushes to leave the CPU to the hitters.
+        wait_for(flushed_and_all_done, timeout=120, interval=0.02)
     finally:
         for w in workers:
             if w.poll() is None:

@@ -9,6 +9,8 @@ from memory.engine.counters import flush_counters, hit_counter
 from memory.models import DailyStats, ProductMemoryEntry
 from memory.engine.memory import ProductMemory
 
+from tests.helpers import wait_for
+
 pytestmark = pytest.mark.django_db
 
 CONTENT = {"title": "Mochila Escolar", "description": "d", "bullet_points": [], "seo_keywords": []}
@@ -135,12 +137,7 @@ def test_an_l1_hit_costs_no_redis_round_trip(entry, redis_client, monkeypatch):
 
 def test_buffered_hits_reach_redis_within_a_tick(entry, redis_client, settings):
     settings.MEMORY_HIT_BUFFER_SECONDS = 0.05
-    import time
-
     ProductMemory().get_product_data("MOCH-1")
-    deadline = time.monotonic() + 5
-    while not hit_counter.local.is_empty():
-        assert time.monotonic() < deadline, "the pusher did not move the counts to Redis"
-        time.sleep(0.02)
+    assert wait_for(hit_counter.local.is_empty, timeout=5), "the pusher did not move the counts to Redis"
     assert hit_counter.redis_store().snapshot().hits[("MOCH-1", "main_content")] == 1
     assert flush_counters() == 1

@@ -5,11 +5,14 @@ import sys
 from pathlib import Path
 
 import pytest
+import redis
 from django.core.cache import caches
 from django.db import connection
 
 from memory.engine.coherence import listener, wait_until_subscribed
 from memory.engine.memory import ProductMemory
+
+from tests.helpers import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 CONTENT = {"title": "Versão 1", "description": "d", "bullet_points": ["a"], "seo_keywords": ["b"]}
@@ -130,14 +133,15 @@ def test_a_fill_from_postgres_never_overwrites_a_newer_redis_copy(redis_client):
 
 
 @pytest.mark.django_db
-def test_the_listener_stays_subscribed_across_its_keepalive_pings(redis_client, caplog):
+def test_the_listener_stays_subscribed_across_its_keepalive_pings(redis_client, caplog, monkeypatch):
+    pings = []
+    ping = redis.client.PubSub.ping
+    monkeypatch.setattr(redis.client.PubSub, "ping", lambda self, *args: pings.append(1) or ping(self, *args))
     memory = ProductMemory()
     memory.save_product_data({"sku": "COH-3"}, CONTENT)
     assert memory.get_product_data("COH-3").tier == "l1"
     with caplog.at_level("WARNING", logger="memory"):
-        import time
-
-        time.sleep(2.5)  # the listener pings every second while idle
+        assert wait_for(lambda: len(pings) >= 2, timeout=10)  # the listener pings every second while idle
     assert memory.get_product_data("COH-3").tier == "l1"  # L1 was not emptied by a resubscription
     assert "invalidação" not in caplog.text
 
@@ -151,11 +155,6 @@ def test_a_garbled_invalidation_message_is_ignored(redis_client, caplog):
     with caplog.at_level("WARNING", logger="memory"):
         redis_client.publish(_channel(), b"\xff not json")
         redis_client.publish(_channel(), b"[1, 2]")
-        import time
-
-        deadline = time.monotonic() + 5
-        while "ilegível" not in caplog.text and time.monotonic() < deadline:
-            time.sleep(0.01)
-    assert "ilegível" in caplog.text
+        assert wait_for(lambda: "ilegível" in caplog.text, timeout=5)
     assert "Falha no ouvinte" not in caplog.text
     assert memory.get_product_data("COH-4").tier == "l1"

@@ -6,7 +6,6 @@ process's L1, or ``still-cached``), ``quit``.
 """
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "beecatalog.settings")
@@ -20,6 +19,7 @@ from django.core.cache import caches  # noqa: E402
 from memory.engine.coherence import wait_until_subscribed  # noqa: E402
 from memory.engine.memory import ProductMemory  # noqa: E402
 from memory.engine.tiers import cache_key  # noqa: E402
+from tests.helpers import wait_for  # noqa: E402
 
 
 def main(product_id: str) -> None:
@@ -35,10 +35,8 @@ def main(product_id: str) -> None:
             hit = memory.get_product_data(product_id, count_hit=False)
             print(f"{hit.tier} {hit.content['title']}" if hit else "miss", flush=True)
         elif command == "wait-evicted":
-            deadline = time.monotonic() + float(args[0])
-            while caches["memory_l1"].get(key) is not None and time.monotonic() < deadline:
-                time.sleep(0.005)
-            print("still-cached" if caches["memory_l1"].get(key) is not None else "evicted", flush=True)
+            evicted = wait_for(lambda: caches["memory_l1"].get(key) is None, float(args[0]), interval=0.005)
+            print("evicted" if evicted else "still-cached", flush=True)
         elif command == "quit":
             return
 

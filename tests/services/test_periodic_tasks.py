@@ -1,7 +1,6 @@
 """Each scheduled job's effect on real PostgreSQL and Redis, run through its Celery task."""
 import subprocess
 import sys
-import time
 from datetime import timedelta
 
 import pytest
@@ -19,6 +18,8 @@ from memory.periodic_tasks import (
 )
 from memory.engine.memory import ProductMemory
 from memory.engine.tiers import cache_key
+
+from tests.helpers import wait_for
 
 CONTENT = {"title": "Caneca Térmica", "description": "d", "bullet_points": [], "seo_keywords": []}
 
@@ -133,10 +134,12 @@ def test_flush_under_hits_from_several_processes_adds_up_exactly(redis_client, p
     ]
     moved = []  # hits each flush reported moving, while the processes were hitting
     try:
-        deadline = time.monotonic() + 120
-        while any(w.poll() is None for w in workers) and time.monotonic() < deadline:
+        def flushed_and_all_done() -> bool:
             moved.append(flush_hit_counters.apply().get()["hits"])
             roll_up_daily_stats_task.apply()
+            return all(w.poll() is not None for w in workers)
+
+        wait_for(flushed_and_all_done, timeout=120, interval=0)
     finally:
         for w in workers:
             if w.poll() is None:

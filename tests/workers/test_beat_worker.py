@@ -3,7 +3,6 @@ django-celery-beat rows: an expired entry is purged, pending counts are flushed 
 and backup snapshots are written with retention."""
 import subprocess
 import sys
-import time
 from datetime import timedelta
 
 import pytest
@@ -14,6 +13,8 @@ from django.utils import timezone
 from memory.models import DailyStats, ProductMemoryEntry
 from memory.engine.memory import ProductMemory
 from memory.schedules import register_periodic_tasks
+
+from tests.helpers import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -37,15 +38,6 @@ def stop(process):
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=15)
-
-
-def wait_for(condition):
-    deadline = time.monotonic() + DEADLINE_SECONDS
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.5)
-    return False
 
 
 def test_beat_and_worker_run_the_jobs_on_their_schedule(redis_client, process_env, tmp_path):
@@ -93,11 +85,11 @@ def test_beat_and_worker_run_the_jobs_on_their_schedule(redis_client, process_en
         return sorted(backups.glob("memory-*.jsonl.gz"))
 
     try:
-        first_round = wait_for(first_round_done)
+        first_round = wait_for(first_round_done, DEADLINE_SECONDS, interval=0.5)
         if first_round:  # the jobs keep running every second: later hits reach the row too
             memory.get_product_data("LIVE-1")
             memory.get_product_data("LIVE-1")
-        second_round = first_round and wait_for(later_hits_flushed)
+        second_round = first_round and wait_for(later_hits_flushed, DEADLINE_SECONDS, interval=0.5)
     finally:
         stop(beat)
         stop(worker)
