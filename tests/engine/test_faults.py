@@ -15,9 +15,10 @@ from memory.models import ProductMemoryEntry
 from memory.engine.memory import ProductMemory
 from memory.providers import OpenAIProvider
 from memory.engine.tiers import cache_key
+from memory.infra.health import check_health
 from memory.infra.redis import guard as redis_guard
 
-from tests.helpers import l2_caches
+from tests.helpers import l2_caches, wait_for
 from tests.servers import RedisServer, TcpProxy
 
 CONTENT = {"title": "Produto", "description": "d", "bullet_points": ["a"], "seo_keywords": ["b"]}
@@ -39,10 +40,16 @@ def own_redis():
     redis_guard.reset()
 
 
+# What the process logs once when it finds Redis gone (memory.infra.redis.RedisGuard).
+OUTAGE_WARNING = "Redis indisponível"
+WRITES_PER_PHASE = 20  # at least, before the kill, during the outage and after the recovery
+
+
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
-def test_redis_killed_during_reads_and_writes_fails_nothing_and_loses_nothing(own_redis):
+def test_redis_killed_during_reads_and_writes_fails_nothing_and_loses_nothing(own_redis, caplog):
     errors, written = [], []
+    writes = []  # (sku, started at, saved at) of every save, in time.monotonic()
     stop = threading.Event()
 
     def worker(n):
@@ -51,7 +58,9 @@ def test_redis_killed_during_reads_and_writes_fails_nothing_and_loses_nothing(ow
         try:
             while not stop.is_set():
                 product = {"sku": f"W{n}-{i}", "title": f"Produto {n}-{i}"}
+                started = time.monotonic()
                 memory.save_product_data(product, CONTENT)
+                writes.append((product["sku"], started, time.monotonic()))
                 written.append(product["sku"])
                 assert memory.get_product_data(product) is not None
                 i += 1
@@ -60,20 +69,48 @@ def test_redis_killed_during_reads_and_writes_fails_nothing_and_loses_nothing(ow
         finally:
             connections.close_all()
 
+    def started_after(moment: float) -> list[str]:
+        return [sku for sku, started, _ in writes if started > moment]
+
+    def outage_warnings(records) -> int:
+        return sum(OUTAGE_WARNING in r.getMessage() for r in records)
+
     threads = [threading.Thread(target=worker, args=(n,)) for n in range(3)]
-    for t in threads:
-        t.start()
-    time.sleep(0.5)
-    own_redis.kill()
-    time.sleep(1.0)
-    own_redis.start()
-    time.sleep(1.0)
-    stop.set()
-    for t in threads:
-        t.join(timeout=30)
+    with caplog.at_level("WARNING", logger="memory"):
+        for t in threads:
+            t.start()
+        try:
+            assert wait_for(lambda: len(written) >= WRITES_PER_PHASE, timeout=30)
+            assert outage_warnings(caplog.records) == 0  # Redis has not failed yet
+            records_at_kill = len(caplog.records)
+            own_redis.kill()
+            killed_at = time.monotonic()
+            # The writes go on without Redis, and the process knows Redis is gone.
+            assert wait_for(lambda: len(started_after(killed_at)) >= WRITES_PER_PHASE, timeout=30)
+            assert wait_for(lambda: outage_warnings(caplog.records[records_at_kill:]) >= 1, timeout=10)
+            health = check_health()
+            assert health["status"] == "degraded" and health["checks"]["redis"]["ok"] is False
+            outage_records = caplog.records[records_at_kill:]
+            restarted_at = time.monotonic()
+            own_redis.start()
+            # Redis comes back under the writes: the next try after the retry delay finds it.
+            assert wait_for(lambda: not redis_guard.in_outage, timeout=10)
+            recovered_at = time.monotonic()
+            assert wait_for(lambda: len(started_after(recovered_at)) >= WRITES_PER_PHASE, timeout=30)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(timeout=30)
 
     assert errors == []
     assert len(written) > 0
+    # The outage happened during the writes: some were saved before the kill, and others
+    # began after it and were saved before the restart ...
+    during_outage = [sku for sku, started, saved in writes if started > killed_at and saved < restarted_at]
+    assert any(saved < killed_at for _, _, saved in writes)
+    assert len(during_outage) >= WRITES_PER_PHASE
+    # ... and the process warned of it once, however many writes met it.
+    assert outage_warnings(outage_records) == 1
     assert set(ProductMemoryEntry.objects.values_list("product_id", flat=True)) == set(written)
     # Redis is back: L2 fills again and the invalidation channel is heard again.
     assert wait_until_subscribed(10)
