@@ -29,7 +29,7 @@ def test_public_names_import_from_the_documented_paths():
     assert extract_product_identifier({"sku": "ABC123"}) == "ABC123"
 
 
-def test_save_then_check():
+def test_saved_content_is_found_by_check_and_batch_check():
     assert check_product_in_memory(PRODUCT) is False
     save_generated_content_to_memory(PRODUCT, CONTENT, tokens_prompt=900, tokens_completion=600)
     assert check_product_in_memory(PRODUCT) is True

@@ -183,7 +183,7 @@ def test_filter_choices_of_a_large_table_come_from_planner_statistics(entries):
     ("TÉRMICA", {"XYZ-2"}),
     ("inexistente", set()),
 ])
-def test_search_by_product_id_and_title(staff, entries, term, expected):
+def test_search_finds_entries_by_product_id_or_title(staff, entries, term, expected):
     response = staff.get(reverse(CHANGELIST), {"q": term})
     assert response.status_code == 200
     assert listed(response) == expected
@@ -198,7 +198,7 @@ def test_search_by_product_id_and_title(staff, entries, term, expected):
     ({"expiring": "7d"}, {"SOON-5"}),
     ({"kind": "main_content", "status": "active", "q": "abc"}, {"ABC-1"}),
 ])
-def test_filters(staff, expired_entries, params, expected):
+def test_each_filter_lists_exactly_the_matching_entries(staff, expired_entries, params, expected):
     response = staff.get(reverse(CHANGELIST), params)
     assert response.status_code == 200
     assert listed(response) == expected
@@ -219,7 +219,7 @@ def test_list_needs_staff(client, entries, django_user_model):
     assert "/admin/login/" in response["Location"]
 
 
-def test_list_in_english(staff, entries):
+def test_list_speaks_english_to_an_english_browser(staff, entries):
     response = staff.get(reverse(CHANGELIST), HTTP_ACCEPT_LANGUAGE="en")
     assert response.status_code == 200
     html = response.content.decode()
@@ -258,7 +258,7 @@ def test_detail_is_read_only(staff, entries):
     assert ProductMemoryEntry.objects.filter(product_id="ABC-1", kind="main_content").exists()
 
 
-def test_no_add_page(staff):
+def test_entries_cannot_be_added_by_hand(staff):
     assert staff.get(reverse("admin:memory_productmemoryentry_add")).status_code == 403
 
 
@@ -362,7 +362,9 @@ def test_regenerate_action_with_the_broker_down_says_so_and_changes_nothing(staf
     assert {e.pk: e.updated_at for e in ProductMemoryEntry.objects.all()} == before
 
 
-def test_extend_expiry_action(staff, expired_entries, redis_client, django_capture_on_commit_callbacks):
+def test_extend_expiry_action_adds_one_ttl_and_drops_the_cached_copies(
+    staff, expired_entries, redis_client, django_capture_on_commit_callbacks
+):
     active, expired = expired_entries["active"], expired_entries["expired"]
     started = timezone.now()
     with django_capture_on_commit_callbacks(execute=True):

@@ -77,7 +77,7 @@ def severe_errors(driver):
             if entry["level"] == "SEVERE" and "favicon.ico" not in entry["message"]]
 
 
-def test_admin_login_search_and_dashboard(live_server, browser, catalog):
+def test_a_staff_user_logs_in_searches_the_entries_and_sees_the_dashboard(live_server, browser, catalog):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 

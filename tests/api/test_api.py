@@ -267,7 +267,7 @@ def test_force_regenerate_with_broker_down_is_503(api, monkeypatch):
 
 
 @pytest.mark.django_db
-def test_health_ok_without_credentials():
+def test_health_is_ok_without_credentials():
     response = APIClient().get("/api/memory/health/")
     assert response.status_code == 200
     data = response.json()
@@ -276,14 +276,14 @@ def test_health_ok_without_credentials():
 
 
 @pytest.mark.django_db
-def test_health_degraded_when_redis_is_down(dead_redis):
+def test_health_is_degraded_when_redis_is_down(dead_redis):
     response = APIClient().get("/api/memory/health/")
     assert response.status_code == 200
     assert response.json()["status"] == "degraded" and response.json()["checks"]["redis"]["ok"] is False
 
 
 @pytest.mark.django_db
-def test_health_503_when_postgresql_is_down(monkeypatch):
+def test_health_is_503_when_postgresql_is_down(monkeypatch):
     from django.db import OperationalError
 
     def refuse(*args, **kwargs):

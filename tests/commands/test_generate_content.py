@@ -56,7 +56,7 @@ def test_bad_rows_are_reported_by_number_skipped_and_fail_the_exit_status(tmp_pa
     assert set(ProductMemoryEntry.objects.values_list("product_id", flat=True)) == {"OK-1", "OK-2"}
 
 
-def test_bad_rows_listed_with_line_numbers(tmp_path, capsys):
+def test_bad_rows_are_listed_with_line_numbers(tmp_path, capsys):
     catalog = tmp_path / "c.json"
     catalog.write_text(json.dumps([{"sku": "A"}, "texto", {"ean": "123"}]), encoding="utf-8")
     from io import StringIO
@@ -84,7 +84,7 @@ def test_unreadable_catalogs_give_one_clear_error(tmp_path, name, content, messa
     assert not ProductMemoryEntry.objects.exists()
 
 
-def test_missing_catalog_and_bad_batch_size():
+def test_missing_catalog_and_bad_batch_size_are_command_errors():
     with pytest.raises(CommandError, match="não encontrado"):
         run("/nao/existe.csv")
     with pytest.raises(CommandError, match="batch-size"):

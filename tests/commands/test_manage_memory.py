@@ -102,7 +102,7 @@ def test_list_rejects_bad_paging(args):
 # -- export, import -----------------------------------------------------------------------
 
 
-def test_export_as_the_original_design_invokes_it(saved, tmp_path, monkeypatch):
+def test_export_works_as_the_original_design_invokes_it(saved, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     out, _ = run("export", "--limit", "1000", "--output-file", "backup.json")
     data = json.loads((tmp_path / "backup.json").read_text())
@@ -113,7 +113,7 @@ def test_export_as_the_original_design_invokes_it(saved, tmp_path, monkeypatch):
     assert len(json.loads((tmp_path / "analysis.json").read_text())) == 2
 
 
-def test_export_format_from_option_or_extension_and_to_stdout(saved, tmp_path):
+def test_export_takes_its_format_from_the_option_or_the_extension_and_can_write_to_stdout(saved, tmp_path):
     run("export", "--output-file", str(tmp_path / "a.csv"))
     assert (tmp_path / "a.csv").read_text().splitlines()[0] == ",".join(EXPORT_FIELDS)
     run("export", "--format", "jsonl", "--output-file", str(tmp_path / "a.txt"))
@@ -193,7 +193,7 @@ def test_import_with_bad_rows_names_them_and_changes_nothing(saved, tmp_path):
     assert ProductMemory().get_product_data("ABC123").content["title"] == "Tênis ABC123"
 
 
-def test_import_bad_rows_as_json_report(tmp_path):
+def test_import_reports_bad_rows_as_json(tmp_path):
     path = tmp_path / "bad.jsonl"
     path.write_text('{"product_id": "A", "payload": {}}\n{"payload": {}}\n')
     out = io.StringIO()
@@ -232,7 +232,7 @@ def test_unreadable_or_wrong_files_are_one_clear_error(tmp_path, content, name, 
 # -- health ---------------------------------------------------------------------------
 
 
-def test_health_ok(redis_client, backups):
+def test_health_reports_ok_as_text_and_json(redis_client, backups):
     out, _ = run("health")
     assert "Saúde da memória" in out and "PostgreSQL" in out
     data = json.loads(run("health", "--json")[0])
@@ -284,7 +284,7 @@ def test_delete_refuses_without_confirm_and_changes_nothing(saved):
     assert snapshot_table() == before
 
 
-def test_delete_as_the_original_design_invokes_it(saved):
+def test_delete_works_as_the_original_design_invokes_it(saved):
     out, _ = run("delete", "--product-id", "ABC123", "--confirm")
     assert "removido" in out
     assert not ProductMemoryEntry.objects.filter(product_id="ABC123").exists()
@@ -308,7 +308,7 @@ def test_clear_and_delete_cannot_run_without_arguments_they_need():
 # -- backup, restore, warm, purge -----------------------------------------------------------
 
 
-def test_backup_clear_restore_through_the_command(backups, redis_client):
+def test_backup_clear_restore_through_the_command_gives_back_equal_entries(backups, redis_client):
     make_entries(3)
     before = snapshot_table()
     out, _ = run("backup", "--keep", "2")
@@ -332,7 +332,7 @@ def test_backup_keeps_the_last_n(backups):
     assert data["entries"] == 1 and len(data["removed"]) == 1
 
 
-def test_restore_of_a_named_file_and_refusal_of_a_bad_one(backups, tmp_path):
+def test_restore_reads_a_named_file_and_refuses_a_bad_one(backups, tmp_path):
     make_entries(2)
     run("backup")
     (name,) = [p.name for p in backups.iterdir()]
@@ -403,7 +403,7 @@ def test_usage_errors_exit_2():
 
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
-def test_exit_codes_in_a_real_process(tmp_path):
+def test_exit_codes_hold_in_a_real_process(tmp_path):
     """Against the test database: refusals and unknown products exit 1, success 0."""
     ProductMemory().save_product_data("ABC123", CONTENT)
     db = connection.settings_dict

@@ -24,7 +24,7 @@ TITLE_ID = extract_product_identifier({"title": "Camiseta Básica Algodão", "br
         ({"sku": None, "ean": "7891234567895", "title": "x"}, "gtin:07891234567895"),
     ],
 )
-def test_identifier_precedence_and_normalization(product, expected):
+def test_identifier_follows_the_precedence_and_is_normalized(product, expected):
     assert extract_product_identifier(product) == expected
 
 

@@ -55,7 +55,7 @@ def test_redis_ttl_is_time_left_to_expiry(redis_client):
     assert 3590_000 < redis_client.pttl(key) <= 3600_000
 
 
-def test_l1_hit():
+def test_a_read_after_a_save_is_an_l1_hit_with_its_savings():
     save()
     hit = ProductMemory().get_product_data(PRODUCT)
     assert hit.tier == "l1"

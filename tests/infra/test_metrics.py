@@ -114,7 +114,7 @@ def test_redis_availability_is_measured_at_scrape_time(make_user, dead_redis):
 
 
 @pytest.mark.django_db
-def test_redis_up_when_it_answers(make_user, redis_client):
+def test_redis_up_is_1_when_redis_answers(make_user, redis_client):
     [sample] = scrape(token_client(make_user("staff", staff=True)))["beecatalog_memory_redis_up"].samples
     assert sample.value == 1
 

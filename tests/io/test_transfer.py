@@ -81,7 +81,7 @@ def test_bad_export_arguments_name_the_field(kwargs, field):
         list(iter_export(fmt, **kwargs))
 
 
-def test_format_helpers():
+def test_format_helpers_map_formats_to_content_types_extensions_and_file_names():
     assert transfer.content_type("jsonl") == "application/x-ndjson"
     assert transfer.filename_extension("csv") == "csv"
     assert transfer.format_from_filename("memory-20261125T163000Z.jsonl.gz") == "jsonl"
@@ -117,7 +117,7 @@ def test_xlsx_in_the_admin_layout_is_imported(tmp_path):
     assert snapshot_table() == before
 
 
-def test_admin_csv_with_local_naive_datetimes_and_empty_optional_cells():
+def test_admin_csv_with_local_naive_datetimes_and_empty_optional_cells_is_imported():
     text = (
         "id,product_id,title,kind,payload,source_data,tokens_prompt,hit_count,created_at,expires_at\n"
         '9,ABC123,x,,"{""title"": ""Tênis""}",,12,,2026-11-20 09:30:00,\n'

@@ -30,7 +30,7 @@ def save(sku, title, *, ttl=None, tokens=(600, 400)):
 @pytest.mark.parametrize("value, expected", [
     (0, 1), (1, 1), (2, 2), (3, 5), (7, 10), (10, 10), (11, 20), (21, 25), (26, 50), (1234, 2000), (99_999, 100_000),
 ])
-def test_nice_ceiling(value, expected):
+def test_nice_ceiling_rounds_up_to_1_2_2_5_or_5_times_a_power_of_ten(value, expected):
     assert nice_ceiling(value) == expected
 
 
@@ -78,7 +78,7 @@ def test_daily_series_fills_missing_days_and_adds_unflushed_counts():
 
 
 @pytest.mark.django_db
-def test_top_products_by_hits():
+def test_top_products_are_ordered_by_hits():
     for sku in ("A", "B", "C"):
         save(sku, f"Produto {sku}")
     memory = ProductMemory()
@@ -146,18 +146,18 @@ def test_dashboard_shows_cards_charts_and_tables(admin_client, activity):
     assert "SOON-2" in soon and "TOP-1" not in soon
 
 
-def test_dashboard_in_english(admin_client, activity):
+def test_dashboard_speaks_english_to_an_english_browser(admin_client, activity):
     html = admin_client.get(reverse(DASHBOARD), HTTP_ACCEPT_LANGUAGE="en").content.decode()
     assert "Memory dashboard" in html and "Hit rate" in html and "75.0%" in html
 
 
-def test_dashboard_without_redis(admin_client, activity, no_redis):
+def test_dashboard_without_redis_still_renders_and_says_so(admin_client, activity, no_redis):
     response = admin_client.get(reverse(DASHBOARD))
     assert response.status_code == 200
     assert "Redis não configurado ou inacessível" in response.content.decode()
 
 
-def test_dashboard_with_redis_down(admin_client, activity, dead_redis):
+def test_dashboard_with_redis_down_still_renders_and_says_so(admin_client, activity, dead_redis):
     response = admin_client.get(reverse(DASHBOARD))
     assert response.status_code == 200
     assert "Redis não configurado ou inacessível" in response.content.decode()

@@ -44,14 +44,14 @@ def test_purge_rejects_a_bad_batch_size():
         purge_expired(batch_size=0)
 
 
-def test_health_ok_with_everything_up(redis_client, tmp_path):
+def test_health_is_ok_with_everything_up(redis_client, tmp_path):
     with override_settings(MEMORY_BACKUP_DIR=tmp_path):
         health = check_health()
     assert health["status"] == "ok"
     assert health["checks"]["database"]["ok"] and health["checks"]["redis"]["ok"]
 
 
-def test_health_degraded_when_redis_is_down(dead_redis, tmp_path):
+def test_health_is_degraded_when_redis_is_down(dead_redis, tmp_path):
     with override_settings(MEMORY_BACKUP_DIR=tmp_path):
         health = check_health()
     assert health["status"] == "degraded"
