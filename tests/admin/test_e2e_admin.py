@@ -43,6 +43,7 @@ def browser():
     options.add_experimental_option("prefs", {"intl.accept_languages": "pt-BR,pt"})
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    ARTIFACTS.mkdir(exist_ok=True)
     driver.implicitly_wait(5)
     yield driver
     driver.quit()
@@ -81,13 +82,14 @@ def test_a_staff_user_logs_in_searches_the_entries_and_sees_the_dashboard(live_s
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    ARTIFACTS.mkdir(exist_ok=True)
     browser.get(f"{live_server.url}/admin/login/?next=/admin/")
     browser.find_element(By.NAME, "username").send_keys("gerente")
     browser.find_element(By.NAME, "password").send_keys("senha-forte-123")
     browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
     WebDriverWait(browser, 10).until(lambda d: "/login/" not in d.current_url)
     assert browser.find_element(By.CSS_SELECTOR, ".memory-dashboard-link a").text == "Painel de estatísticas"
+    browser.save_screenshot(str(ARTIFACTS / "admin-index.png"))
+    assert link_lines(browser) == 1
 
     browser.get(f"{live_server.url}/admin/memory/productmemoryentry/")
     search = browser.find_element(By.ID, "searchbar")
@@ -125,3 +127,34 @@ def test_a_staff_user_logs_in_searches_the_entries_and_sees_the_dashboard(live_s
     browser.save_screenshot(str(ARTIFACTS / "dashboard.png"))
     assert severe_errors(browser) == []
     assert (ARTIFACTS / "dashboard.png").stat().st_size > 10_000
+
+
+def link_lines(driver) -> int:
+    """How many lines the dashboard link's text takes on the admin index (1 when it is laid out right)."""
+    from selenium.webdriver.common.by import By
+
+    link = driver.find_element(By.CSS_SELECTOR, ".memory-dashboard-link a")
+    line_height = driver.execute_script(
+        "const s = getComputedStyle(arguments[0]);"
+        "return s.lineHeight === 'normal' ? parseFloat(s.fontSize) * 1.2 : parseFloat(s.lineHeight);",
+        link,
+    )
+    return round(link.size["height"] / line_height)
+
+
+@pytest.mark.parametrize("language, text", [("pt-br", "Painel de estatísticas"), ("en", "Stats dashboard")])
+def test_admin_index_shows_the_dashboard_link_on_one_line(live_server, browser, catalog, language, text):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(f"{live_server.url}/admin/login/?next=/admin/")
+    browser.find_element(By.NAME, "username").send_keys("gerente")
+    browser.find_element(By.NAME, "password").send_keys("senha-forte-123")
+    browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
+    WebDriverWait(browser, 10).until(lambda d: "/login/" not in d.current_url)
+    browser.add_cookie({"name": "django_language", "value": language})
+    browser.get(f"{live_server.url}/admin/")
+    assert browser.find_element(By.CSS_SELECTOR, ".memory-dashboard-link a").text == text
+    browser.save_screenshot(str(ARTIFACTS / f"admin-index-{language}.png"))
+    assert link_lines(browser) == 1
+    assert severe_errors(browser) == []
