@@ -219,7 +219,12 @@ PROMETHEUS_MULTIPROC_DIR = env.str("PROMETHEUS_MULTIPROC_DIR", default="")
 # --- Internationalization -----------------------------------------------------
 LANGUAGE_CODE = "pt-br"
 LANGUAGES = [("pt-br", "Português (Brasil)"), ("en", "English")]
-LOCALE_PATHS = [BASE_DIR / "locale"]
+# locale/ holds the project's own catalogs, which ``makemessages`` rewrites; third_party_locale/ holds
+# pt-BR translations for the packages' own strings (django-celery-beat ships no pt-BR catalog,
+# django-import-export a partial one). makemessages leaves that folder alone because it is not named
+# "locale" (a folder named so inside beecatalog/ would receive this package's strings and lose the
+# rest as obsolete). Both outrank every package's catalog, locale/ first.
+LOCALE_PATHS = [BASE_DIR / "locale", BASE_DIR / "beecatalog" / "third_party_locale"]
 TIME_ZONE = env("TIME_ZONE", default="America/Sao_Paulo")
 USE_I18N = True
 USE_TZ = True

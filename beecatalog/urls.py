@@ -1,8 +1,14 @@
 from django.contrib import admin
 from django.urls import include, path
+from django.utils.translation import gettext_lazy as _
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from memory.api.views import MetricsView
+
+# The product's name heads every admin page (Django's default says "Django administration").
+admin.site.site_header = "BeeCatalog Memory"
+admin.site.site_title = "BeeCatalog Memory"
+admin.site.index_title = _("Administration")
 
 urlpatterns = [
     path("admin/", admin.site.urls),
