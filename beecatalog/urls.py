@@ -1,6 +1,8 @@
 from django.contrib import admin
+from django.templatetags.static import static
 from django.urls import include, path
 from django.utils.translation import gettext_lazy as _
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from memory.api.views import MetricsView
@@ -18,4 +20,6 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("metrics", MetricsView.as_view(), name="metrics"),
+    # Browsers ask for /favicon.ico on pages that link no icon (the API docs, the browsable API).
+    path("favicon.ico", RedirectView.as_view(url=static("memory/favicon.svg")), name="favicon"),
 ]

@@ -2,7 +2,7 @@
 
 The pt-BR pages carry no English left over from the packages (django-celery-beat,
 django-import-export) nor fuzzy entries of our own catalog, and every page names
-the product rather than Django.
+the product (and shows its icon) rather than Django.
 """
 import csv
 import gettext
@@ -108,6 +108,18 @@ def test_every_admin_page_names_beecatalog_not_django(admin_client, language, in
     entries = page(admin_client, reverse("admin:memory_productmemoryentry_changelist"), language)
     assert title_of(entries).endswith("| BeeCatalog Memory")
     assert "Django" not in visible_text(entries)
+
+
+def test_admin_pages_link_the_icon_and_favicon_ico_leads_to_it(admin_client, client):
+    icon = re.search(r'<link rel="icon" type="image/svg\+xml" href="([^"]+)">',
+                     admin_client.get(reverse("admin:index")).content.decode()).group(1)
+    login = client.get(reverse("admin:login")).content.decode()
+    assert f'<link rel="icon" type="image/svg+xml" href="{icon}">' in login
+    redirect = client.get("/favicon.ico")
+    assert redirect.status_code == 302 and redirect["Location"] == icon
+    svg = client.get(icon)
+    assert svg.status_code == 200 and svg["Content-Type"] == "image/svg+xml"
+    assert b"<svg" in b"".join(svg.streaming_content if svg.streaming else [svg.content])
 
 
 # -- django-celery-beat ---------------------------------------------------------------
