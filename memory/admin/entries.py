@@ -17,6 +17,8 @@ from django.core.paginator import Paginator
 from django.db import OperationalError, connection, transaction
 from django.db.models.functions import Left
 from django.urls import reverse
+from django.utils import timezone
+from django.utils.formats import date_format
 from django.utils.functional import cached_property
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _, ngettext, ngettext_lazy
@@ -106,7 +108,8 @@ class ProductMemoryEntryAdmin(ImportExportMixin, ExportActionMixin, admin.ModelA
     show_change_form_export = False  # the detail page is read-only: export from the list
 
     list_display = (
-        "product_id", "title_column", "kind", "status_badge", "hit_count", "tokens_saved", "expires_at", "updated_at",
+        "product_id", "title_column", "kind", "status_badge", "hit_count", "tokens_saved",
+        "expires_column", "updated_column",
     )
     list_display_links = ("product_id",)
     search_fields = ("product_id", "title")
@@ -163,8 +166,18 @@ class ProductMemoryEntryAdmin(ImportExportMixin, ExportActionMixin, admin.ModelA
     @admin.display(description=ProductMemoryEntry._meta.get_field("title").verbose_name,
                    ordering=Left("title", TITLE_SORT_CHARS))
     def title_column(self, obj):
-        """The title, sorted by the expression its index holds (``memory_entry_title_sort_idx``)."""
-        return obj.title
+        """The title, cut to two lines by admin.css with the whole of it as a tooltip; sorted by the
+        expression its index holds (``memory_entry_title_sort_idx``)."""
+        return format_html('<span class="memory-title" title="{}">{}</span>', obj.title, obj.title)
+
+    # Short dates ("01/03/2027 09:36") leave the list's width to the title at 1400 px.
+    @admin.display(description=ProductMemoryEntry._meta.get_field("expires_at").verbose_name, ordering="expires_at")
+    def expires_column(self, obj):
+        return _short_datetime(obj.expires_at)
+
+    @admin.display(description=ProductMemoryEntry._meta.get_field("updated_at").verbose_name, ordering="updated_at")
+    def updated_column(self, obj):
+        return _short_datetime(obj.updated_at)
 
     @admin.display(description=_("status"))
     def status_badge(self, obj):
@@ -244,6 +257,11 @@ class ProductMemoryEntryAdmin(ImportExportMixin, ExportActionMixin, admin.ModelA
             "Expiry extended for %(count)d entries.",
             changed,
         ) % {"count": changed}, messages.SUCCESS)
+
+
+def _short_datetime(value) -> str | None:
+    """``value`` in local time, in the active language's short date and time format."""
+    return date_format(timezone.localtime(value), "SHORT_DATETIME_FORMAT") if value else None
 
 
 def _pretty_json(value) -> str:

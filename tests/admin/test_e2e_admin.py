@@ -21,6 +21,10 @@ FLAGS = (
     "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1400,1900", "--lang=pt-BR",
 )
 
+# A marketplace title as long as real ones get: the list must still show it in two lines at most.
+LONG_TITLE = ("Kit 3 Camisetas Masculinas Básicas 100% Algodão Premium Gola Redonda Manga Curta "
+              "Tamanhos P ao GG Cores Sortidas Preto Branco Cinza Mescla")
+
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.slow,
@@ -54,7 +58,7 @@ def catalog(transactional_db, django_user_model):
     django_user_model.objects.create_superuser("gerente", "gerente@example.com", "senha-forte-123")
     memory = ProductMemory()
     for sku, title in (("ABC-1", "Tênis de Corrida Leve"), ("XYZ-2", "Caneca Térmica Inox"),
-                       ("MOC-3", "Mochila Escolar Reforçada")):
+                       ("MOC-3", "Mochila Escolar Reforçada"), ("LOJA2-CAS-0023", LONG_TITLE)):
         memory.save_product_data(
             {"sku": sku, "title": title},
             {"title": title, "description": "Descrição.", "bullet_points": ["Qualidade"], "seo_keywords": ["x"]},
@@ -81,11 +85,7 @@ def test_a_staff_user_logs_in_searches_the_entries_and_sees_the_dashboard(live_s
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    browser.get(f"{live_server.url}/admin/login/?next=/admin/")
-    browser.find_element(By.NAME, "username").send_keys("gerente")
-    browser.find_element(By.NAME, "password").send_keys("senha-forte-123")
-    browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
-    WebDriverWait(browser, 10).until(lambda d: "/login/" not in d.current_url)
+    log_in(browser, live_server)
     assert browser.find_element(By.CSS_SELECTOR, ".memory-dashboard-link a").text == "Painel de estatísticas"
     browser.save_screenshot(str(ARTIFACTS / "admin-index.png"))
     assert link_lines(browser) == 1
@@ -128,21 +128,37 @@ def test_a_staff_user_logs_in_searches_the_entries_and_sees_the_dashboard(live_s
     assert (ARTIFACTS / "dashboard.png").stat().st_size > 10_000
 
 
+def lines_of(driver, element) -> int:
+    """How many lines of text ``element``'s box is high."""
+    line_height = driver.execute_script(
+        "const s = getComputedStyle(arguments[0]);"
+        "return s.lineHeight === 'normal' ? parseFloat(s.fontSize) * 1.2 : parseFloat(s.lineHeight);",
+        element,
+    )
+    padding = driver.execute_script(
+        "const s = getComputedStyle(arguments[0]); return parseFloat(s.paddingTop) + parseFloat(s.paddingBottom);",
+        element,
+    )
+    return round((element.size["height"] - padding) / line_height)
+
+
+def text_lines(driver, element) -> int:
+    """How many lines the text inside ``element`` is laid out in."""
+    return driver.execute_script(
+        "const range = document.createRange(); range.selectNodeContents(arguments[0]);"
+        "return new Set(Array.from(range.getClientRects(), r => Math.round(r.top))).size;",
+        element,
+    )
+
+
 def link_lines(driver) -> int:
     """How many lines the dashboard link's text takes on the admin index (1 when it is laid out right)."""
     from selenium.webdriver.common.by import By
 
-    link = driver.find_element(By.CSS_SELECTOR, ".memory-dashboard-link a")
-    line_height = driver.execute_script(
-        "const s = getComputedStyle(arguments[0]);"
-        "return s.lineHeight === 'normal' ? parseFloat(s.fontSize) * 1.2 : parseFloat(s.lineHeight);",
-        link,
-    )
-    return round(link.size["height"] / line_height)
+    return lines_of(driver, driver.find_element(By.CSS_SELECTOR, ".memory-dashboard-link a"))
 
 
-@pytest.mark.parametrize("language, text", [("pt-br", "Painel de estatísticas"), ("en", "Stats dashboard")])
-def test_admin_index_shows_the_dashboard_link_on_one_line(live_server, browser, catalog, language, text):
+def log_in(browser, live_server):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -151,9 +167,54 @@ def test_admin_index_shows_the_dashboard_link_on_one_line(live_server, browser, 
     browser.find_element(By.NAME, "password").send_keys("senha-forte-123")
     browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
     WebDriverWait(browser, 10).until(lambda d: "/login/" not in d.current_url)
+
+
+@pytest.mark.parametrize("language, text", [("pt-br", "Painel de estatísticas"), ("en", "Stats dashboard")])
+def test_admin_index_shows_the_dashboard_link_on_one_line(live_server, browser, catalog, language, text):
+    from selenium.webdriver.common.by import By
+
+    log_in(browser, live_server)
     browser.add_cookie({"name": "django_language", "value": language})
     browser.get(f"{live_server.url}/admin/")
     assert browser.find_element(By.CSS_SELECTOR, ".memory-dashboard-link a").text == text
     browser.save_screenshot(str(ARTIFACTS / f"admin-index-{language}.png"))
     assert link_lines(browser) == 1
+    assert severe_errors(browser) == []
+
+
+@pytest.mark.parametrize("language, columns", [
+    ("pt-br", ["PRODUTO", "TÍTULO", "TIPO", "SITUAÇÃO", "ACERTOS", "TOKENS ECONOMIZADOS", "EXPIRA EM",
+               "ATUALIZADO EM"]),
+    ("en", ["PRODUCT", "TITLE", "KIND", "STATUS", "HITS", "TOKENS SAVED", "EXPIRES AT", "UPDATED AT"]),
+])
+def test_entries_list_fits_1400_px_with_titles_in_two_lines_at_most(live_server, browser, catalog, language, columns):
+    from selenium.webdriver.common.by import By
+
+    log_in(browser, live_server)
+    browser.add_cookie({"name": "django_language", "value": language})
+    assert browser.execute_script("return window.innerWidth") == 1400
+    browser.get(f"{live_server.url}/admin/memory/productmemoryentry/")
+    browser.save_screenshot(str(ARTIFACTS / f"admin-list-{language}.png"))
+
+    results = browser.find_element(By.CSS_SELECTOR, "#changelist-form .results")
+    assert browser.execute_script("return arguments[0].scrollWidth - arguments[0].clientWidth", results) <= 0
+    right_edge = browser.execute_script("return arguments[0].getBoundingClientRect().right", results)
+    headings = browser.find_elements(By.CSS_SELECTOR, "#result_list thead th")
+    assert [" ".join(h.text.split()) for h in headings[1:]] == columns
+    for heading in headings:
+        assert browser.execute_script("return arguments[0].getBoundingClientRect().right", heading) <= right_edge
+
+    titles = browser.find_elements(By.CSS_SELECTOR, "#result_list td.field-title_column .memory-title")
+    assert len(titles) == 4
+    for title in titles:
+        assert lines_of(browser, title) <= 2, title.get_attribute("title")
+    long_one = next(t for t in titles if t.get_attribute("title") == LONG_TITLE)
+    assert browser.execute_script("return arguments[0].scrollHeight > arguments[0].clientHeight", long_one)
+    for cell in browser.find_elements(By.CSS_SELECTOR, "#result_list .field-product_id, #result_list td.field-"
+                                                       "expires_column, #result_list td.field-updated_column"):
+        assert text_lines(browser, cell) == 1, cell.text
+    # The navigation sidebar starts closed (the room the list needs) and opens from its toggle.
+    assert not browser.find_element(By.ID, "nav-sidebar").is_displayed()
+    browser.find_element(By.ID, "toggle-nav-sidebar").click()
+    assert browser.find_element(By.ID, "nav-sidebar").is_displayed()
     assert severe_errors(browser) == []
