@@ -1,25 +1,9 @@
 import atexit
-import logging
 
 from django.apps import AppConfig
 from django.core import checks
 from django.db.models.signals import post_migrate
 from django.utils.translation import gettext_lazy as _
-
-
-def _flush_local_counters_at_exit():
-    """Counts still buffered in this process (the last second of hits, or all of them
-    without Redis) must not leave with it."""
-    from memory.engine.counters import hit_counter
-
-    if hit_counter.local.is_empty():
-        return
-    try:
-        hit_counter.push()  # to Redis when it answers, where the scheduled flush takes them
-        if not hit_counter.local.is_empty():
-            hit_counter.flush_local()
-    except Exception:  # at exit nothing can be done but say so
-        logging.getLogger("memory").exception("Falha ao gravar contadores ao encerrar o processo")
 
 
 class MemoryConfig(AppConfig):
@@ -28,7 +12,12 @@ class MemoryConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self):
-        atexit.register(_flush_local_counters_at_exit)
+        # The engine's per-process state and threads (memory.engine.runtime): the listener and
+        # the hit pusher start here, in every process that loads Django.
+        from memory.engine import runtime
+
+        atexit.register(runtime.save_counts_at_exit)
+        runtime.start_background_threads()
         from memory.api import signals as api_signals
 
         api_signals.connect()

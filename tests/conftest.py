@@ -8,10 +8,8 @@ from django.core.cache import caches
 from django.test import override_settings
 
 from beecatalog.celery import app as celery_app
-from memory.engine import memory as product_memory
-from memory.engine.counters import hit_counter
+from memory.engine import runtime
 from memory.engine.coherence import wait_until_subscribed
-from memory.infra.redis import guard as redis_guard
 
 from tests.helpers import l2_caches as _l2_caches, token_client
 
@@ -22,20 +20,18 @@ def _redis_configured() -> bool:
 
 @pytest.fixture(autouse=True)
 def clean_memory():
-    """Every test starts with empty L1 and L2, Redis reachable and no pending counts."""
-    redis_guard.reset()
+    """Every test starts with empty L1 and L2, Redis reachable, no pending counts, and the
+    background threads running (a test may have stopped them)."""
+    runtime.start_background_threads()
     if _redis_configured():
         # L1 is read only while this process hears invalidations; subscribing empties it.
         assert wait_until_subscribed(10), "the L1 invalidation listener could not subscribe"
     caches["memory_l1"].clear()
     if _redis_configured():
         caches["memory_l2"].client.get_client(write=True).flushdb()
-    hit_counter.local.drain()
-    product_memory._redis_tier = None
+    runtime.reset_process_state()
     yield
-    redis_guard.reset()
-    hit_counter.local.drain()
-    product_memory._redis_tier = None
+    runtime.reset_process_state()
 
 
 @pytest.fixture
@@ -50,18 +46,18 @@ def no_redis():
     """The engine with no REDIS_URL at all: L1 + L3."""
     cache_settings = {k: v for k, v in settings.CACHES.items() if k != "memory_l2"}
     with override_settings(CACHES=cache_settings):
-        product_memory._redis_tier = None
+        runtime.reset_process_state()
         yield
-    product_memory._redis_tier = None
+    runtime.reset_process_state()
 
 
 @pytest.fixture
 def dead_redis():
     """REDIS_URL points at a port where nothing listens."""
     with override_settings(CACHES=_l2_caches({}, "redis://127.0.0.1:1/0")):
-        product_memory._redis_tier = None
+        runtime.reset_process_state()
         yield
-    product_memory._redis_tier = None
+    runtime.reset_process_state()
 
 
 @pytest.fixture
@@ -73,9 +69,9 @@ def flaky_redis():
     options = {"CONNECTION_POOL_KWARGS": {"connection_class": fakeredis.FakeRedisConnection, "server": server}}
     with override_settings(CACHES=_l2_caches(options, f"redis://fake-{uuid.uuid4().hex[:8]}:6379/0"),
                            MEMORY_REDIS_RETRY_AFTER=0.0, MEMORY_HIT_BUFFER_SECONDS=0.05):
-        product_memory._redis_tier = None
+        runtime.reset_process_state()
         yield server
-    product_memory._redis_tier = None
+    runtime.reset_process_state()
 
 
 @pytest.fixture

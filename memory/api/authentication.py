@@ -9,7 +9,7 @@ from django.conf import settings
 from drf_spectacular.authentication import SessionScheme
 from rest_framework.authentication import SessionAuthentication, TokenAuthentication
 
-from memory.engine.coherence import l1_is_trustworthy
+from memory.engine.coherence import l1_is_trustworthy, register_auth_cache
 
 # Per-instance caches of ``has_perm``: dropped from every cached user handed out, so that a
 # permission granted or revoked counts from the next request on.
@@ -64,6 +64,7 @@ class TokenUserCache:
 
 
 token_users = TokenUserCache()
+register_auth_cache(token_users.clear)  # emptied by the invalidation channel's auth messages
 
 
 class CachedTokenAuthentication(TokenAuthentication):

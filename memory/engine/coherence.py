@@ -8,18 +8,23 @@ A process that is not subscribed (Redis down, connection lost, listener not
 started yet) may miss messages, so it does not read its L1 at all until it is
 subscribed again, and it empties its L1 on every (re)subscription. Without
 Redis there is a single instance to think of, and L1 is used as is.
+
+The same channel carries auth changes: the caches of token users that other
+layers keep (the API's) register here with :func:`register_auth_cache` and are
+emptied on every auth message and every (re)subscription.
+
+The listener thread is started and stopped by :mod:`memory.engine.runtime`, never from here.
 """
 from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
 import uuid
+from typing import Callable
 
 from django.conf import settings
-from django.core.cache import caches
 from django.db import transaction
 
 from memory.engine.tiers import Key, LocalTier, cache_key
@@ -31,23 +36,23 @@ CHANNEL = "invalidate"
 
 
 def _channel() -> str:
-    """Pub/sub ignores Redis database numbers: the channel names the database itself, so that
-    memories sharing a Redis server on other databases never invalidate each other."""
-    cache = caches["memory_l2"]
-    db = cache.client.get_client(write=True).connection_pool.connection_kwargs.get("db", 0)
-    return cache.client.make_key(f"{CHANNEL}:{db}")
+    return redis.channel(CHANNEL)
 
 
 class InvalidationListener:
-    """The per-process subscriber; restarted after a fork (gunicorn, Celery prefork)."""
+    """The per-process subscriber: a daemon thread that drops from L1 what other processes changed.
+
+    Started by :func:`memory.engine.runtime.start_background_threads`; a forked child has no
+    thread (threads do not survive fork) and starts its own.
+    """
 
     def __init__(self):
         self.origin = uuid.uuid4().hex
-        self._pid = None
-        self._thread: threading.Thread | None = None
-        self._subscribed = threading.Event()
-        self._stop = threading.Event()
         self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        # One pair per thread: a thread that outlived ``stop()``'s join cannot touch its successor's.
+        self._stop = threading.Event()
+        self._subscribed = threading.Event()
         # Bumped whenever L1 may have lost an entry (an eviction heard, a (re)subscription):
         # a read that began before the bump must not fill L1 with what it read.
         self.epoch = 0
@@ -56,46 +61,61 @@ class InvalidationListener:
     def subscribed(self) -> bool:
         return self._subscribed.is_set()
 
-    def ensure_started(self) -> None:
-        if self._pid == os.getpid() and self._thread is not None and self._thread.is_alive():
-            return
+    @property
+    def running(self) -> bool:
+        thread = self._thread
+        return thread is not None and thread.is_alive()
+
+    def start(self) -> None:
+        """Start the thread unless it runs already (it then subscribes, and resubscribes after a loss)."""
         with self._lock:
-            if self._pid == os.getpid() and self._thread is not None and self._thread.is_alive():
+            if self.running:
                 return
-            self._pid = os.getpid()
-            self.origin = uuid.uuid4().hex  # a forked child is another process
-            self._subscribed.clear()
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._run, name="memory-l1-invalidation", daemon=True)
+            self._stop, self._subscribed = threading.Event(), threading.Event()
+            self._thread = threading.Thread(
+                target=self._run, args=(self._stop, self._subscribed), name="memory-l1-invalidation", daemon=True
+            )
             self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the thread and wait for it (up to 3 s); L1 is not read until it starts again."""
+        with self._lock:
+            thread, self._thread = self._thread, None
+            self._stop.set()
+            self._subscribed.clear()
+        if thread is not None:
+            thread.join(timeout=3)
+
+    def after_fork_in_child(self) -> None:
+        """In a forked child: the parent's thread did not come along, and the child is another
+        process (another origin, so that it hears the parent's messages)."""
+        self.origin = uuid.uuid4().hex
+        self._lock = threading.Lock()
+        self._thread = None
+        self._stop, self._subscribed = threading.Event(), threading.Event()
 
     def wait_subscribed(self, timeout: float) -> bool:
         return self._subscribed.wait(timeout)
 
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=3)
-        self._thread = None
-        self._subscribed.clear()
-
-    def _run(self) -> None:
+    def _run(self, stop: threading.Event, subscribed: threading.Event) -> None:
         l1 = LocalTier()
         backoff = 0.1
-        while not self._stop.is_set():
+        while not stop.is_set():
+            if not redis.configured():  # Redis left ``CACHES`` while the thread ran (tests do this)
+                stop.wait(0.5)
+                continue
             pubsub = None
             try:
-                client = caches["memory_l2"].client.get_client(write=True)
-                pubsub = client.pubsub(ignore_subscribe_messages=True)
+                pubsub = redis.pubsub()
                 pubsub.subscribe(_channel())
                 # Messages sent while we were away are lost: start from an empty L1.
                 l1.clear()
-                _clear_token_cache()
+                clear_auth_caches()
                 self.epoch += 1
-                self._subscribed.set()
+                subscribed.set()
                 backoff = 0.1
                 last_ping = time.monotonic()
-                while not self._stop.is_set():
+                while not stop.is_set():
                     message = pubsub.get_message(timeout=0.2)
                     if message is not None and message.get("type") == "message":  # not the pings' pongs
                         self._apply(l1, message.get("data"))
@@ -107,14 +127,14 @@ class InvalidationListener:
             except Exception:  # the listener must outlive any bad message or bug: log and resubscribe
                 logger.exception("Falha no ouvinte de invalidação do L1")
             finally:
-                self._subscribed.clear()
+                subscribed.clear()
                 self.epoch += 1
                 if pubsub is not None:
                     try:
                         pubsub.close()
                     except redis.REDIS_ERRORS:
                         pass
-            self._stop.wait(backoff)
+            stop.wait(backoff)
             backoff = min(backoff * 2, settings.MEMORY_REDIS_RETRY_AFTER or 1.0)
 
     def _apply(self, l1: LocalTier, data) -> None:
@@ -128,7 +148,7 @@ class InvalidationListener:
         if message.get("origin") == self.origin:
             return
         if message.get("auth"):
-            _clear_token_cache()
+            clear_auth_caches()
             return
         self.epoch += 1
         if message.get("clear"):
@@ -147,10 +167,7 @@ def l1_epoch() -> int:
 
 def l1_is_trustworthy() -> bool:
     """May this process read its L1? Always without Redis; with Redis, only while subscribed."""
-    if not redis.configured():
-        return True
-    listener.ensure_started()
-    return listener.subscribed
+    return not redis.configured() or listener.subscribed
 
 
 def invalidation_message(keys: list[Key]) -> tuple[str, str]:
@@ -159,16 +176,8 @@ def invalidation_message(keys: list[Key]) -> tuple[str, str]:
 
 
 def _publish(message: dict) -> None:
-
-    if not redis.guard.available():
-        return
-    try:
-        caches["memory_l2"].client.get_client(write=True).publish(
-            _channel(), json.dumps({"origin": listener.origin, **message})
-        )
-    except redis.REDIS_ERRORS as exc:
-        # Nobody can hear us; listeners that lost Redis too will empty their L1 on return.
-        redis.guard.failed(exc)
+    # When this fails nobody can hear us; listeners that lost Redis too empty their L1 on return.
+    redis.run(lambda: redis.client().publish(_channel(), json.dumps({"origin": listener.origin, **message})))
 
 
 def publish_keys(keys: list[Key]) -> None:
@@ -185,25 +194,38 @@ def publish_clear() -> None:
 
 def publish_auth_change() -> None:
     """A token or a user changed: every process drops the token users it cached (after the commit)."""
-    _clear_token_cache()
+    clear_auth_caches()
     if redis.configured():
         transaction.on_commit(lambda: _publish({"auth": True}))
-    transaction.on_commit(_clear_token_cache)  # a request between the change and the commit cached the old row
+    transaction.on_commit(clear_auth_caches)  # a request between the change and the commit cached the old row
 
 
-def _clear_token_cache() -> None:
-    from memory.api.authentication import token_users
+_auth_caches: list[Callable[[], None]] = []
 
-    token_users.clear()
+
+def register_auth_cache(clear: Callable[[], None]) -> None:
+    """``clear`` empties a per-process cache of auth data (token users): it is called on every
+    auth change heard, and whenever this process may have missed one (each (re)subscription)."""
+    if clear not in _auth_caches:
+        _auth_caches.append(clear)
+
+
+def clear_auth_caches() -> None:
+    for clear in _auth_caches:
+        clear()
 
 
 def wait_until_subscribed(timeout: float = 5.0) -> bool:
-    """For processes that must not start serving before they can hear invalidations."""
+    """For processes that must not start serving before they can hear invalidations.
+
+    False at once when the listener is not started (see :mod:`memory.engine.runtime`).
+    """
     if not redis.configured():
         return True
-    listener.ensure_started()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if listener.wait_subscribed(0.05):
             return True
+        if not listener.running:
+            return False
     return False

@@ -28,7 +28,8 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from datetime import date, datetime, time as dt_time, timedelta, timezone as dt_timezone
 
-from django.db import transaction
+from django.conf import settings
+from django.db import connection, transaction
 from django.db.models import F
 from django.db.models.functions import Greatest
 from django.utils import timezone
@@ -189,21 +190,18 @@ class LocalCounterStore:
 
 
 class RedisCounterStore:
-    """Counts in one Redis hash, added with HINCRBY in one pipelined round trip."""
+    """Counts in one Redis hash, added with HINCRBY in one pipelined round trip.
 
-    def __init__(self, alias: str = "memory_l2"):
-        self.alias = alias
+    Its methods talk to Redis: callers run them through :func:`memory.infra.redis.run`.
+    """
 
-    def _cache(self):
-        from django.core.cache import caches
+    @staticmethod
+    def _key(name: str) -> str:
+        return redis.make_key(name)
 
-        return caches[self.alias]
-
-    def _key(self, name: str) -> str:
-        return self._cache().client.make_key(name)
-
-    def _client(self):
-        return self._cache().client.get_client(write=True)
+    @staticmethod
+    def _client():
+        return redis.client()
 
     def add(self, counts: Counts) -> None:
         pipe = self._client().pipeline(transaction=False)
@@ -230,7 +228,7 @@ class RedisCounterStore:
         """Move one hash's live counts aside, ``apply`` them, then drop them; returns what was applied."""
         client = self._client()
         applied = Counts()
-        lock = client.lock(self._key(part.lock), timeout=300, blocking_timeout=10)
+        lock = redis.lock(part.lock, timeout=300, blocking_timeout=10)
         if not lock.acquire():
             logger.info("Outro processo está descarregando os contadores; ignorando")
             return applied
@@ -287,8 +285,6 @@ def apply_counts(counts: Counts) -> None:
 def _has_greatest_null_safe() -> bool:
     # GREATEST ignores NULL on PostgreSQL but returns NULL on SQLite, where the
     # newest hit simply wins.
-    from django.db import connection
-
     return connection.vendor == "postgresql"
 
 
@@ -296,90 +292,93 @@ class HitCounter:
     """Where ``ProductMemory`` records what happened; flushed by :func:`flush_counters`.
 
     A hit only adds to a dict in the process (microseconds): a Redis round trip
-    per hit cost more than the L1 read it counted (``docs/benchmarks.md``). A
-    daemon thread moves the buffered counts to Redis every
-    ``MEMORY_HIT_BUFFER_SECONDS``, where the flush of any process finds them;
-    without Redis, or while it is down, they go to PostgreSQL from the process
-    itself. A process killed with SIGKILL loses at most that last second of
-    counts, never content.
+    per hit cost more than the L1 read it counted (``docs/benchmarks.md``). The
+    hit pusher, a daemon thread started by :mod:`memory.engine.runtime`, moves the
+    buffered counts to Redis every ``MEMORY_HIT_BUFFER_SECONDS``, where the flush
+    of any process finds them; without Redis, while it is down, or while the
+    pusher is not running, they go to PostgreSQL from the process itself. A
+    process killed with SIGKILL loses at most that last second of counts, never
+    content.
     """
 
     def __init__(self):
         self.local = LocalCounterStore()
-        self._redis = None
+        self._redis = RedisCounterStore()
         self._push_lock = threading.RLock()
-        self._pusher_pid = None
+        self._lifecycle_lock = threading.Lock()
+        self._pusher: threading.Thread | None = None
+        self._pusher_stop = threading.Event()
+        self._pushing = False  # read on every hit: a plain attribute, not the thread's state
 
     def redis_store(self) -> RedisCounterStore | None:
-        if not redis.configured():
-            return None
-        if self._redis is None:
-            self._redis = RedisCounterStore()
-        return self._redis
+        return self._redis if redis.configured() else None
+
+    @property
+    def pusher_running(self) -> bool:
+        thread = self._pusher
+        return thread is not None and thread.is_alive()
+
+    def start_pusher(self) -> None:
+        """Start the hit pusher unless it runs already."""
+        with self._lifecycle_lock:
+            if self.pusher_running:
+                return
+            self._pusher_stop = threading.Event()
+            self._pusher = threading.Thread(
+                target=self._push_forever, args=(self._pusher_stop,), name="memory-hit-counts", daemon=True
+            )
+            self._pusher.start()
+            self._pushing = True
+
+    def stop_pusher(self) -> None:
+        """Stop the hit pusher, wait for it (up to 3 s), and push what it left buffered."""
+        with self._lifecycle_lock:
+            thread, self._pusher = self._pusher, None
+            self._pushing = False
+            self._pusher_stop.set()
+        if thread is not None:
+            thread.join(timeout=3)
+        self.push()
+
+    def after_fork_in_child(self) -> None:
+        """In a forked child: no pusher came along, and the counts buffered belong to the parent,
+        which still sends them (kept here too, they would be counted twice)."""
+        self.local = LocalCounterStore()
+        self._push_lock = threading.RLock()
+        self._lifecycle_lock = threading.Lock()
+        self._pusher = None
+        self._pusher_stop = threading.Event()
+        self._pushing = False
+
+    def _push_forever(self, stop: threading.Event) -> None:
+        while not stop.wait(settings.MEMORY_HIT_BUFFER_SECONDS):
+            try:
+                # After an outage, find Redis back within a tick even if no request touches it,
+                # so that the deletions it missed are replayed (the guard's recovery callbacks).
+                redis.probe()
+                self.push()
+            except Exception:  # the pusher must outlive a bad moment: the counts stay buffered
+                logger.exception("Falha ao enviar contadores ao Redis")
 
     def _add(self, counts: Counts) -> None:
         self.local.add(counts)
         self._after_add()
 
     def _after_add(self) -> None:
-        if self.redis_store() is not None:
-            self._ensure_pusher()
-            if redis.guard.available():
-                return
+        if self._pushing and redis.available():
+            return
         self._maybe_flush_local()
-
-    def _ensure_pusher(self) -> None:
-        import os
-
-        if self._pusher_pid == os.getpid():
-            return
-        with self._push_lock:
-            if self._pusher_pid != os.getpid():  # first use, or a forked child (no threads copied)
-                self._pusher_pid = os.getpid()
-                threading.Thread(target=self._push_forever, name="memory-hit-counts", daemon=True).start()
-
-    def _push_forever(self) -> None:
-        from django.conf import settings
-
-        while True:
-            time.sleep(settings.MEMORY_HIT_BUFFER_SECONDS)
-            try:
-                self._probe_redis()
-                self.push()
-            except Exception:  # the pusher must outlive a bad moment: the counts stay buffered
-                logger.exception("Falha ao enviar contadores ao Redis")
-
-    def _probe_redis(self) -> None:
-        """After an outage, find Redis back within a tick even if no request touches it, so
-        that the deletions it missed are replayed (the guard's recovery callbacks) at once."""
-        store = self.redis_store()
-        if store is None or not redis.guard.in_outage or not redis.guard.available():
-            return
-        try:
-            store._client().ping()
-        except redis.REDIS_ERRORS as exc:
-            redis.guard.failed(exc)
-            return
-        redis.guard.succeeded()
 
     def push(self) -> None:
         """Move this process's buffered counts to Redis (Redis only: this runs off-request)."""
         store = self.redis_store()
-        if store is None or self.local.is_empty() or not redis.guard.available():
+        if store is None or self.local.is_empty() or not redis.available():
             return
         with self._push_lock:
             counts = self.local.drain()
-            try:
-                store.add(counts)
-            except redis.REDIS_ERRORS as exc:
-                self.local.add(counts)
-                redis.guard.failed(exc)
-                return
-        redis.guard.succeeded()
+            redis.run(lambda: store.add(counts), on_failure=lambda: self.local.add(counts))
 
     def _maybe_flush_local(self) -> None:
-        from django.conf import settings
-
         if self.local.age() >= settings.MEMORY_LOCAL_COUNTER_FLUSH_INTERVAL and not self.local.is_empty():
             self.flush_local()
 
@@ -422,11 +421,8 @@ class HitCounter:
         with self._push_lock:  # counts on their way to Redis are seen once, not twice or never
             counts.merge(self.local.counts())
             store = self.redis_store()
-            if store is not None and redis.guard.available():
-                try:
-                    counts.merge(store.snapshot(parts))
-                except redis.REDIS_ERRORS as exc:
-                    redis.guard.failed(exc)
+            if store is not None:
+                counts.merge(redis.run(lambda: store.snapshot(parts), default=Counts()))
         return counts
 
     def flush_part(self, part: CounterHash) -> Counts:
@@ -434,12 +430,8 @@ class HitCounter:
         store = self.redis_store()
         self.push()  # with Redis up, this process's counts join the hashes and flush with their part
         applied = self._flush_local()
-        if store is not None and redis.guard.available():
-            try:
-                applied.merge(store.flush(apply_counts, part))
-                redis.guard.succeeded()
-            except redis.REDIS_ERRORS as exc:
-                redis.guard.failed(exc)
+        if store is not None:
+            applied.merge(redis.run(lambda: store.flush(apply_counts, part), default=Counts()))
         return applied
 
 

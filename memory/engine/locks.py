@@ -23,9 +23,6 @@ logger = logging.getLogger("memory")
 
 POLL_SECONDS = 0.05
 
-_local_locks: dict[str, threading.Lock] = {}
-_local_locks_guard = threading.Lock()
-
 
 def _lock_name(product_id: str, kind: str) -> str:
     return f"lock:generate:{kind}:" + hashlib.sha256(product_id.encode()).hexdigest()[:32]
@@ -37,20 +34,17 @@ def _advisory_key(name: str) -> int:
 
 class _RedisLock:
     def __init__(self, name: str, timeout: float):
-        from django.core.cache import caches
-
-        cache = caches["memory_l2"]
         self.name = name
-        self.lock = cache.client.get_client(write=True).lock(
-            cache.client.make_key(name), timeout=timeout, sleep=POLL_SECONDS, blocking_timeout=timeout
-        )
+        self.timeout = timeout
+        self.lock = None
 
     def acquire(self) -> bool:
-        acquired = bool(self.lock.acquire())
-        redis.guard.succeeded()
-        return acquired
+        """Wait up to ``timeout`` for the lock; talks to Redis, so run it through :func:`redis.run`."""
+        self.lock = redis.lock(self.name, timeout=self.timeout, sleep=POLL_SECONDS, blocking_timeout=self.timeout)
+        return bool(self.lock.acquire())
 
     def release(self) -> None:
+        """Not through the breaker: a lock that expired while held is no outage."""
         try:
             self.lock.release()
         except redis.REDIS_ERRORS as exc:  # expired (holder too slow) or Redis gone: the TTL frees it
@@ -77,16 +71,47 @@ def _advisory_lock(name: str, timeout: float) -> Iterator[bool]:
                 cursor.execute("SELECT pg_advisory_unlock(%s)", [key])
 
 
-@contextmanager
-def _process_lock(name: str, timeout: float) -> Iterator[bool]:
-    with _local_locks_guard:
-        lock = _local_locks.setdefault(name, threading.Lock())
-    acquired = lock.acquire(timeout=timeout)
-    try:
-        yield acquired
-    finally:
-        if acquired:
-            lock.release()
+class ProcessLocks:
+    """Locks by name within this process (SQLite without Redis: the single-process demo).
+
+    A name has an entry only while someone holds or waits for its lock, so the table is as
+    large as the generations under way, not as the products ever generated.
+    """
+
+    def __init__(self):
+        self._guard = threading.Lock()
+        self._locks: dict[str, list] = {}  # name -> [lock, holders and waiters]
+
+    def __len__(self) -> int:
+        return len(self._locks)
+
+    def after_fork_in_child(self) -> None:
+        """A forked child holds none of its parent's locks (the threads holding them stayed behind)."""
+        self._guard = threading.Lock()
+        self._locks = {}
+
+    @contextmanager
+    def hold(self, name: str, timeout: float) -> Iterator[bool]:
+        """Hold the lock ``name``; yields False when waiting for it timed out."""
+        with self._guard:
+            entry = self._locks.get(name)
+            if entry is None:
+                entry = self._locks[name] = [threading.Lock(), 0]
+            entry[1] += 1
+        acquired = False
+        try:
+            acquired = entry[0].acquire(timeout=timeout)
+            yield acquired
+        finally:
+            if acquired:
+                entry[0].release()
+            with self._guard:
+                entry[1] -= 1
+                if not entry[1]:
+                    del self._locks[name]
+
+
+process_locks = ProcessLocks()
 
 
 @contextmanager
@@ -94,21 +119,15 @@ def product_lock(product_id: str, kind: str, timeout: float | None = None) -> It
     """Hold the product's generation lock; yields False when waiting for it timed out."""
     timeout = settings.MEMORY_GENERATION_LOCK_TIMEOUT if timeout is None else timeout
     name = _lock_name(product_id, kind)
-    redis_lock = None
-    if redis.configured() and redis.guard.available():
-        try:
-            redis_lock = _RedisLock(name, timeout)
-            acquired = redis_lock.acquire()
-        except redis.REDIS_ERRORS as exc:
-            redis.guard.failed(exc)
-            redis_lock = None
-    if redis_lock is not None:
+    redis_lock = _RedisLock(name, timeout)
+    acquired = redis.run(redis_lock.acquire)  # None: no Redis, or it could not answer
+    if acquired is not None:
         try:
             yield acquired
         finally:
             if acquired:
                 redis_lock.release()
         return
-    fallback = _advisory_lock if connection.vendor == "postgresql" else _process_lock
+    fallback = _advisory_lock if connection.vendor == "postgresql" else process_locks.hold
     with fallback(name, timeout) as acquired:
         yield acquired

@@ -25,8 +25,7 @@ from memory.engine.identifiers import extract_product_identifier, input_fingerpr
 from memory.engine.coherence import invalidation_message, l1_epoch, l1_is_trustworthy, publish_clear, publish_keys
 from memory.models import DEFAULT_KIND, DailyStats, ProductMemoryEntry
 from memory.providers.prompts import current_generator_version
-from memory.engine.tiers import L1, L2, L3, DatabaseTier, Key, LocalTier, RedisTier, Snapshot
-from memory.infra import redis
+from memory.engine.tiers import L1, L2, L3, DatabaseTier, Key, LocalTier, Snapshot, shared_redis_tier
 
 logger = logging.getLogger("memory")
 
@@ -141,7 +140,7 @@ class ProductMemory:
         self.kind = kind
         self._generator_version = generator_version
         self.l1 = LocalTier()
-        self.l2 = _shared_redis_tier()
+        self.l2 = shared_redis_tier()
         self.l3 = DatabaseTier()
         self.counter = hit_counter
 
@@ -436,27 +435,14 @@ def cached_for_stats(name: str, compute):
             cache.set(key, value, timeout=seconds)
         return value
 
-    shared = _shared_redis_tier()
+    shared = shared_redis_tier()
     value = shared.run_guarded(lambda: get_or_compute(shared.cache)) if shared is not None else None
     return value if value is not None else get_or_compute(caches["default"])
 
 
 def forget_cached_stats() -> None:
     """Drop the figures kept by ``cached_for_stats`` (wherever they are kept)."""
-    shared = _shared_redis_tier()
+    shared = shared_redis_tier()
     if shared is not None:
         shared.run_guarded(lambda: shared.cache.delete_pattern("memory-stats:*"))
     caches["default"].clear()
-
-
-_redis_tier: RedisTier | None = None
-
-
-def _shared_redis_tier() -> RedisTier | None:
-    """One L2 per process, so that its outage state and pending deletes are shared."""
-    global _redis_tier
-    if not redis.configured():
-        return None
-    if _redis_tier is None:
-        _redis_tier = RedisTier()
-    return _redis_tier

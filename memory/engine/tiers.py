@@ -24,7 +24,6 @@ from django.conf import settings
 from django.core.cache import caches
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
-from django_redis.exceptions import CompressorError
 
 from memory.infra import redis
 from memory.models import ProductMemoryEntry
@@ -174,7 +173,7 @@ class RedisTier(Tier):
         self._pending_lock = threading.Lock()
         self._pending_deletes: set[str] = set()
         self._pending_clear = False
-        redis.guard.on_recovery(self._replay_pending)
+        redis.guard.on_recovery(self._apply_pending)  # another Redis user may find Redis back first
 
     @property
     def cache(self):
@@ -217,40 +216,36 @@ class RedisTier(Tier):
                 self._pending_clear = self._pending_clear or clear
             raise
 
-    def _replay_pending(self) -> None:
-        """Recovery callback: another Redis user found Redis back first."""
-        try:
-            self._apply_pending()
-        except redis.REDIS_ERRORS as exc:
-            redis.guard.failed(exc)
+    def forget_pending(self) -> None:
+        """Drop the deletes remembered for Redis (tests switch Redis servers between cases)."""
+        with self._pending_lock:
+            self._pending_deletes.clear()
+            self._pending_clear = False
 
     def get_many(self, keys):
         """One GET (one product) or one MGET; a value that cannot be decoded is a miss, and deleted."""
-        cache = self.cache
-        by_redis_key = {cache.client.make_key(cache_key(k)): k for k in keys}
+        by_redis_key = {redis.make_key(cache_key(k)): k for k in keys}
         if not by_redis_key:
             return {}
 
         def read():
-            client = cache.client.get_client(write=True)
+            client = redis.client()
             if len(by_redis_key) == 1:  # GET: MGET's array reply costs ~30 µs more to parse
                 (redis_key,) = by_redis_key
                 return [(redis_key, client.get(redis_key))]
             return list(zip(by_redis_key, client.mget(list(by_redis_key))))
 
-        # What ``cache.client.decode`` does, minus its attempt to read every value as an integer.
-        decompress, loads = cache.client._compressor.decompress, cache.client._serializer.loads
         found, undecodable = {}, []
         for redis_key, value in self.run_guarded(read, default=[]):
             if value is None:
                 continue
             try:
-                found[by_redis_key[redis_key]] = Snapshot.from_dict(loads(decompress(value)))
-            except (CompressorError, ValueError, TypeError):  # UnicodeDecodeError is a ValueError
+                found[by_redis_key[redis_key]] = Snapshot.from_dict(redis.decode(value))
+            except redis.DECODE_ERRORS:
                 undecodable.append(redis_key)
         if undecodable:
             logger.warning("Redis: %d valor(es) ilegível(is) descartado(s), lidos do PostgreSQL", len(undecodable))
-            self.run_guarded(lambda: cache.client.get_client(write=True).unlink(*undecodable))
+            self.run_guarded(lambda: redis.client().unlink(*undecodable))
         return found
 
     def set_many(self, snapshots, only_if_absent: bool = False, publish: tuple[str, str] | None = None) -> bool:
@@ -267,10 +262,9 @@ class RedisTier(Tier):
             return True
 
         def write():
-            client = self.cache.client
-            pipe = client.get_client(write=True).pipeline(transaction=False)
+            pipe = redis.client().pipeline(transaction=False)
             for ck, snap, ttl in items:
-                pipe.set(client.make_key(ck), client.encode(snap.to_dict()), px=max(1, int(ttl * 1000)),
+                pipe.set(redis.make_key(ck), redis.encode(snap.to_dict()), px=max(1, int(ttl * 1000)),
                          nx=only_if_absent)
             if publish is not None:
                 pipe.publish(*publish)
@@ -306,6 +300,16 @@ class RedisTier(Tier):
                 batch = []
         if batch:
             client.unlink(*batch)
+
+
+# One L2 per process, so that its outage state and the deletes Redis missed are shared by every
+# ``ProductMemory``; its Redis is looked up on each call, so it follows ``CACHES``.
+redis_tier = RedisTier()
+
+
+def shared_redis_tier() -> RedisTier | None:
+    """This process's L2, or None without Redis."""
+    return redis_tier if redis.configured() else None
 
 
 @contextmanager

@@ -12,6 +12,14 @@ with :func:`guarded`), which
 Redis is optional: without ``REDIS_URL`` there is no ``memory_l2`` cache, :func:`configured`
 is False and every operation answers its default at once. The Sentinel and Cluster modes
 plug in here, behind the same functions.
+
+What it hands out: :func:`cache` (the django-redis cache), :func:`client` (redis-py, for what
+the cache API lacks), :func:`make_key`/:func:`make_pattern` (key names), :func:`encode`/
+:func:`decode` (values as stored, with the serializer and compressor of ``OPTIONS``), :func:`channel` and
+:func:`pubsub` (the invalidation channel), :func:`lock` (a lock with a TTL). What it runs:
+:func:`run`/:func:`guarded` (an operation through the breaker), :func:`available` (would
+:func:`run` try Redis now?), :func:`ping`/:func:`probe`/:func:`info` (the truth now, also told
+to the breaker), and :data:`guard` with its recovery callbacks (``guard.on_recovery``).
 """
 from __future__ import annotations
 
@@ -25,7 +33,7 @@ from django.conf import settings
 from django.core.cache import caches
 from django.core.signals import setting_changed
 from django.dispatch import receiver
-from django_redis.exceptions import ConnectionInterrupted
+from django_redis.exceptions import CompressorError, ConnectionInterrupted
 from redis.exceptions import RedisError
 
 logger = logging.getLogger("memory")
@@ -34,6 +42,9 @@ ALIAS = "memory_l2"
 
 # What a Redis call may raise when Redis is away, slow or broken: never fatal to the memory.
 REDIS_ERRORS: tuple[type[BaseException], ...] = (ConnectionInterrupted, RedisError, OSError)
+
+# What :func:`decode` raises on a value it cannot read (UnicodeDecodeError is a ValueError).
+DECODE_ERRORS: tuple[type[BaseException], ...] = (CompressorError, ValueError, TypeError)
 
 T = TypeVar("T")
 
@@ -60,6 +71,8 @@ class RedisGuard:
         return time.monotonic() >= self._down_until
 
     def on_recovery(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` on the first success after each outage; a Redis error it raises
+        starts a new outage (it is tried again on the next recovery)."""
         if callback not in self._recovery_callbacks:
             self._recovery_callbacks.append(callback)
 
@@ -84,7 +97,11 @@ class RedisGuard:
         if recovered:
             logger.info("Redis disponível novamente")
             for callback in self._recovery_callbacks:
-                callback()
+                try:
+                    callback()
+                except REDIS_ERRORS as exc:  # Redis went again during the recovery: a new outage
+                    self.failed(exc)
+                    return
 
     def reset(self) -> None:
         """Forget any outage: Redis is tried on the next call."""
@@ -134,6 +151,43 @@ def make_key(name: str) -> str:
 
 def make_pattern(pattern: str) -> str:
     return cache().client.make_pattern(pattern)
+
+
+def encode(value: Any) -> bytes:
+    """A value as the cache stores it (the serializer, then the compressor, of ``OPTIONS``)."""
+    return cache().client.encode(value)
+
+
+def decode(raw: bytes) -> Any:
+    """A stored value back: what django-redis' ``decode`` does, minus its attempt to read every
+    value as an integer first; raises one of :data:`DECODE_ERRORS` on a value it cannot read."""
+    client = cache().client
+    return client._serializer.loads(client._compressor.decompress(raw))
+
+
+def channel(name: str) -> str:
+    """A pub/sub channel of this memory. Pub/sub ignores Redis database numbers, so the channel
+    names the database itself: memories sharing a Redis server on other databases never hear
+    each other."""
+    db = client().connection_pool.connection_kwargs.get("db", 0)
+    return make_key(f"{name}:{db}")
+
+
+def pubsub():
+    """A pub/sub connection that skips the subscribe confirmations. Not run through the breaker:
+    its one user, the L1 invalidation listener, reconnects on its own schedule."""
+    return client().pubsub(ignore_subscribe_messages=True)
+
+
+def lock(name: str, *, timeout: float, sleep: float = 0.1, blocking_timeout: float | None = None):
+    """A redis-py lock on the memory key ``name``; its TTL of ``timeout`` seconds frees it when
+    the holder dies. Acquire it through :func:`run` (it talks to Redis)."""
+    return client().lock(make_key(name), timeout=timeout, sleep=sleep, blocking_timeout=blocking_timeout)
+
+
+def available() -> bool:
+    """Would :func:`run` try Redis now (configured, and not waiting out an outage)?"""
+    return configured() and guard.available()
 
 
 def run(operation: Callable[[], T], default: T = None, on_failure: Callable[[], None] | None = None) -> T:

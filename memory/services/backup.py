@@ -26,7 +26,7 @@ from django.conf import settings
 
 from memory.models import ProductMemoryEntry
 from memory.providers.prompts import current_generator_version
-from memory.engine.tiers import Snapshot
+from memory.engine.tiers import RedisTier, Snapshot, shared_redis_tier
 from memory.infra import redis
 from memory.io.transfer import ImportFileError, ImportReport, Progress, export_count, import_entries, iter_export_batches
 
@@ -181,12 +181,10 @@ def restore_backup(path: str | os.PathLike | None = None, *, dry_run: bool = Fal
     return report
 
 
-def _redis_tier():
-    from memory.engine.memory import _shared_redis_tier
-
+def _redis_tier() -> RedisTier:
     if not redis.configured():
         raise RedisUnavailable("Redis não configurado (REDIS_URL vazio): não há o que aquecer")
-    tier = _shared_redis_tier()
+    tier = shared_redis_tier()
     try:
         redis.ping()  # when Redis answers, this ends any outage (replaying the deletes it missed)
     except ConnectionError as exc:

@@ -125,12 +125,11 @@ def test_an_l1_hit_costs_no_redis_round_trip(entry, redis_client, monkeypatch):
     import redis
 
     ProductMemory().get_product_data("MOCH-1")  # fills L1
+    hit_counter.stop_pusher()  # keep the background pusher out of the count (clean_memory restarts it)
     calls = []
     original = redis.Redis.execute_command
     monkeypatch.setattr(redis.Redis, "execute_command", lambda self, *a, **k: calls.append(a[0]) or original(self, *a, **k))
     monkeypatch.setattr(redis.client.Pipeline, "execute", lambda self, *a, **k: calls.append("PIPELINE"))
-    monkeypatch.setattr(hit_counter, "push", lambda: None)  # keep the background pusher out of the count
-    monkeypatch.setattr(hit_counter, "_probe_redis", lambda: None)
     assert ProductMemory().get_product_data("MOCH-1").tier == "l1"
     assert calls == []
 

@@ -7,9 +7,9 @@ from django.core.cache import caches
 from django.db import OperationalError, connection, connections
 from django.test import override_settings
 
-from memory.engine import memory as product_memory
+from memory.engine import runtime
 from memory.services.generation import generate_product
-from memory.engine.coherence import listener, wait_until_subscribed
+from memory.engine.coherence import wait_until_subscribed
 from memory.engine.locks import product_lock
 from memory.models import ProductMemoryEntry
 from memory.engine.memory import ProductMemory
@@ -29,15 +29,15 @@ def own_redis():
     """The memory on a redis-server of its own, which the test may kill and start again."""
     server = RedisServer().start()
     with override_settings(CACHES=l2_caches({}, server.url), MEMORY_REDIS_RETRY_AFTER=0.2):
-        product_memory._redis_tier = None
-        listener.stop()
-        redis_guard.reset()
+        runtime.stop_background_threads()  # the listener resubscribes, to this server
+        runtime.reset_process_state()
+        runtime.start_background_threads()
         assert wait_until_subscribed(10)
         yield server
-        listener.stop()
-        product_memory._redis_tier = None
+        runtime.stop_background_threads()  # the next test's clean_memory starts them on the suite's Redis
+        runtime.reset_process_state()
     server.kill()
-    redis_guard.reset()
+    runtime.reset_process_state()
 
 
 # What the process logs once when it finds Redis gone (memory.infra.redis.RedisGuard).
