@@ -4,22 +4,17 @@ from __future__ import annotations
 import logging
 import re
 
-from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.db import InterfaceError, OperationalError
 from rest_framework import status
 from rest_framework.exceptions import APIException, ValidationError
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from memory.api.parsers import body_too_large
+
 logger = logging.getLogger("memory")
 
 _FIELD_PREFIX = re.compile(r"^([a-z_][a-z0-9_]{0,63}): (.+)$", re.DOTALL)
-
-
-class RequestTooLarge(APIException):
-    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
-    default_detail = "O corpo da requisição excede o limite."
-    default_code = "request_too_large"
 
 
 class ServiceUnavailable(APIException):
@@ -47,7 +42,8 @@ def exception_handler(exc, context):
         logger.warning("PostgreSQL indisponível ao atender a API: %s", str(exc).strip()[:200])
         exc = ServiceUnavailable(DATABASE_UNAVAILABLE)
     elif isinstance(exc, RequestDataTooBig):
-        exc = RequestTooLarge(f"O corpo da requisição excede o limite de {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes.")
+        exc = body_too_large()
     elif isinstance(exc, ValueError):
         exc = validation_error_from(exc)
     return drf_exception_handler(exc, context)
+

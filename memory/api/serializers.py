@@ -1,7 +1,11 @@
 """Request validation and response shapes of the API (the response shapes document the schema)."""
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from rest_framework import serializers
+from rest_framework.fields import empty
+from rest_framework.settings import api_settings
 
 from memory.models import DEFAULT_KIND, EntryStatus
 from memory.engine.memory import resolve_product
@@ -12,7 +16,45 @@ MAX_LIST_OFFSET = 10**12
 EXPORT_FORMATS = ("json", "jsonl", "csv")
 
 
-class KindField(serializers.CharField):
+def json_type(value) -> str:
+    """The pt-BR name of a parsed JSON value's type, as the client wrote it."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "booleano"
+    if isinstance(value, (int, float)):
+        return "número"
+    if isinstance(value, (list, tuple)):
+        return "lista"
+    if isinstance(value, Mapping):
+        return "objeto"
+    return "texto" if isinstance(value, str) else type(value).__name__
+
+
+class TextField(serializers.CharField):
+    """JSON text only: a number, a boolean, a list, an object or null is a 400 naming the field,
+    never coerced (DRF's CharField would take 123 as "123")."""
+
+    def run_validation(self, data=empty):
+        if data is not empty and not isinstance(data, str) and not (data is None and self.allow_null):
+            raise serializers.ValidationError(
+                f"{self.field_name} deve ser texto entre aspas, recebido {json_type(data)}.", code="invalid"
+            )
+        return super().run_validation(data)
+
+
+class ObjectField(serializers.DictField):
+    """A JSON object only, refused by name otherwise."""
+
+    def run_validation(self, data=empty):
+        if data is not empty and not isinstance(data, Mapping):
+            raise serializers.ValidationError(
+                f"{self.field_name} deve ser um objeto JSON ({{...}}), recebido {json_type(data)}.", code="invalid"
+            )
+        return super().run_validation(data)
+
+
+class KindField(TextField):
     def __init__(self, **kwargs):
         kwargs.setdefault("required", False)
         kwargs.setdefault("default", DEFAULT_KIND)
@@ -26,11 +68,19 @@ class KindField(serializers.CharField):
 class ProductRequestSerializer(serializers.Serializer):
     """``{"product_data": {...}}`` or ``{"product_id": "..."}``: exactly one of them."""
 
-    product_data = serializers.DictField(
+    product_data = ObjectField(
         required=False,
         help_text="Dados do produto; o identificador sai de sku, gtin/ean ou title (nesta ordem).",
     )
-    product_id = serializers.CharField(required=False, max_length=255, help_text="Identificador já normalizado.")
+    product_id = TextField(required=False, max_length=255, help_text="Identificador já normalizado.")
+
+    def run_validation(self, data=empty):
+        if data is not empty and not isinstance(data, Mapping):
+            raise serializers.ValidationError(
+                {api_settings.NON_FIELD_ERRORS_KEY: [f"O corpo deve ser um objeto JSON, recebido {json_type(data)}."]},
+                code="invalid",
+            )
+        return super().run_validation(data)
 
     def validate(self, attrs):
         given = [name for name in ("product_data", "product_id") if name in attrs]

@@ -1,5 +1,6 @@
 """The /api/memory/ endpoints: what each returns, and what each refuses."""
 import json
+import re
 from datetime import timedelta
 
 import pytest
@@ -305,6 +306,9 @@ def test_health_ignores_a_stale_token():
 # --- bad input ---------------------------------------------------------------------------------
 
 BODY_ENDPOINTS = ["/api/memory/get/", "/api/memory/delete/", "/api/memory/force-regenerate/"]
+# Words of the English messages of Python's json module and of DRF (its parser and fields).
+ENGLISH = re.compile(r"\b(Expecting|Expected|Invalid|Unterminated|Extra data|Unexpected|parse error|line \d|column|"
+                     r"char|Not a valid|got|Exceeds|digits)\b")
 
 BAD_BODIES = [
     pytest.param(b'{"product_id": "ABC123"', "detail", id="malformed-json"),
@@ -325,6 +329,12 @@ BAD_BODIES = [
     pytest.param(b'{"product_id": {"sku": "ABC123"}}', "product_id", id="product-id-object"),
     pytest.param(b'{"product_id": "   "}', "product_id", id="product-id-blank"),
     pytest.param(b'{"product_id": null}', "product_id", id="product-id-null"),
+    pytest.param(b'{"product_id": 123}', "product_id", id="product-id-number"),
+    pytest.param(b'{"product_id": 1.5}', "product_id", id="product-id-float"),
+    pytest.param(b'{"product_id": true}', "product_id", id="product-id-bool"),
+    pytest.param(b'{"product_id": ' + b"1" * 5000 + b"}", "detail", id="integer-too-long"),
+    pytest.param(b"   ", "detail", id="blank-body"),
+    pytest.param(b'{"product_id": "ABC123"} x', "detail", id="trailing-data"),
     pytest.param(('{"product_id": "' + "A" * 256 + '"}').encode(), "product_id", id="product-id-too-long"),
     pytest.param(b'{"product_id": "A\\u0000B"}', "detail", id="nul-character"),
     pytest.param(b'{"product_data": {"sku": "A", "title": "\\ud800"}}', "detail", id="lone-surrogate"),
@@ -351,6 +361,7 @@ def test_bad_bodies_are_400_in_drf_shape_and_change_nothing(api, eager_tasks, ur
     assert field in data
     message = data[field] if isinstance(data[field], str) else data[field][0]
     assert isinstance(message, str) and message
+    assert not ENGLISH.search(message), message
     assert list(ProductMemoryEntry.objects.values_list("product_id", "payload", "updated_at")) == before
 
 
@@ -362,8 +373,82 @@ def test_error_messages_name_the_problem(api):
     assert "JSON malformado" in error(b"{")["detail"]
     assert "32 níveis" in error(b"[" * 10_000 + b"]" * 10_000)["detail"]
     assert "UTF-8" in error(b'{"product_id": "\xc3\x28"}')["detail"]
+    assert error(b"[]") == {"non_field_errors": ["O corpo deve ser um objeto JSON, recebido lista."]}
+    assert error(b'"ABC123"') == {"non_field_errors": ["O corpo deve ser um objeto JSON, recebido texto."]}
+    assert error(b"") == {"non_field_errors": ["Informe product_data (objeto) ou product_id (texto), um dos dois."]}
+    assert error(b'{"product_data": ["ABC123"]}') == {
+        "product_data": ["product_data deve ser um objeto JSON ({...}), recebido lista."]
+    }
+    assert error(b"1" * 5000) == {"detail": "JSON inválido: número inteiro com mais de 4300 dígitos."}
+    assert error(b'{"product_id": NaN}') == {"detail": "JSON inválido: NaN não é um valor JSON (use null ou um número)."}
     assert error(b'{"product_data": {"sku": true}}') == {"product_data": ["sku: deve ser texto ou número, recebido bool"]}
     assert "nenhum identificador" in error(b'{"product_data": {"color": "azul"}}')["product_data"][0]
+
+
+# Python's json module's errors, each with its pt-BR message (the position is the decoder's).
+MALFORMED = [
+    (b"{", "esperava o nome de um campo entre aspas duplas (linha 1, coluna 2)"),
+    (b'{"product_id": }', "esperava um valor (texto entre aspas, número, objeto, lista, true, false ou null) (linha 1, coluna 16)"),
+    (b'{"product_id" "A"}', "esperava ':' depois do nome do campo (linha 1, coluna 15)"),
+    (b'{"product_id": "A" "kind": "x"}', "esperava ',' entre dois itens (linha 1, coluna 20)"),
+    (b'{"product_id": "ABC', "texto sem as aspas de fechamento (linha 1, coluna 16)"),
+    (b'{"product_id": "A\tB"}', "caractere de controle dentro de um texto (use \\n, \\t) (linha 1, coluna 18)"),
+    (b'{"product_id": "A\\qB"}', "barra invertida seguida de um escape inexistente (linha 1, coluna 18)"),
+    (b'{"product_id": "A\\u12"}', "escape \\uXXXX incompleto (linha 1, coluna 19)"),
+    (b'{"product_id": "A"}\n{}', "há algo depois do fim do JSON (linha 2, coluna 1)"),
+    (b"\xef\xbb\xbf{}", "o corpo começa com a marca BOM do UTF-8; envie sem ela (linha 1, coluna 1)"),
+]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("body, reason", MALFORMED)
+def test_malformed_json_is_explained_in_portuguese_with_its_position(api, body, reason):
+    response = api.post("/api/memory/get/", body, content_type="application/json")
+    assert response.status_code == 400
+    assert response.json() == {"detail": f"JSON malformado: {reason}."}
+
+
+def test_every_endpoint_parses_with_the_safe_parser_only():
+    """DRF's own JSONParser would answer "JSON parse error - ..." in English."""
+    from memory.api.parsers import SafeJSONParser
+    from memory.api.urls import urlpatterns
+
+    for pattern in urlpatterns:
+        parsers = pattern.callback.cls.parser_classes
+        assert parsers and all(issubclass(p, SafeJSONParser) for p in parsers), pattern
+
+
+def test_a_decoder_message_not_translated_still_gives_no_english():
+    from memory.api.parsers import json_error_message
+
+    message = json_error_message(json.JSONDecodeError("Some future complaint", '{"a":\n 1}', 7))
+    assert message == "JSON malformado (linha 2, coluna 2)."
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("url", BODY_ENDPOINTS)
+@pytest.mark.parametrize("value, sent", [
+    ("123", "número"), ("1.5", "número"), ("true", "booleano"), ("false", "booleano"),
+    ('["ABC123"]', "lista"), ('{"sku": "ABC123"}', "objeto"), ("null", "null"),
+])
+def test_product_id_that_is_not_text_is_400_naming_product_id(api, eager_tasks, url, value, sent):
+    seed({"sku": "123", "title": "Produto 123"})  # a number is not taken for the product "123"
+
+    response = api.post(url, f'{{"product_id": {value}}}', content_type="application/json")
+
+    assert response.status_code == 400
+    assert response.json() == {"product_id": [f"product_id deve ser texto entre aspas, recebido {sent}."]}
+    assert ProductMemoryEntry.objects.filter(product_id="123").exists()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("url", ["/api/memory/get/", "/api/memory/delete/"])
+def test_kind_that_is_not_text_is_400_naming_kind(api, url):
+    seed()
+    response = api.post(url, '{"product_id": "ABC123", "kind": 1}', content_type="application/json")
+    assert response.status_code == 400
+    assert response.json() == {"kind": ["kind deve ser texto entre aspas, recebido número."]}
+    assert ProductMemoryEntry.objects.filter(product_id="ABC123").exists()
 
 
 @pytest.mark.django_db
@@ -391,8 +476,7 @@ def test_body_over_the_size_limit_is_413(api, url):
 def test_parser_reads_no_more_than_the_limit_whatever_the_headers_say():
     import io
 
-    from memory.api.exceptions import RequestTooLarge
-    from memory.api.parsers import SafeJSONParser
+    from memory.api.parsers import RequestTooLarge, SafeJSONParser
 
     with pytest.raises(RequestTooLarge):
         SafeJSONParser().parse(io.BytesIO(b'{"a": "' + b"x" * 5000 + b'"}'), "application/json", {})
