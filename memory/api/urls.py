@@ -1,16 +1,24 @@
-from django.urls import path
+from django.urls import re_path
 
 from memory.api import views
 
 app_name = "memory_api"
 
+
+def route(name: str, view):
+    """``name/`` and ``name`` alike: a POST without the trailing slash is served, not redirected
+    (a 301 after which curl resends no body). The schema lists the route once, as ``name/``;
+    ``reverse()`` gives ``name``, which is served the same."""
+    return re_path(rf"^{name}/?\Z", view, name=name)
+
+
 urlpatterns = [
-    path("stats/", views.StatsView.as_view(), name="stats"),
-    path("list/", views.ListView.as_view(), name="list"),
-    path("get/", views.GetView.as_view(), name="get"),
-    path("delete/", views.DeleteView.as_view(), name="delete"),
-    path("clear/", views.ClearView.as_view(), name="clear"),
-    path("export/", views.ExportView.as_view(), name="export"),
-    path("force-regenerate/", views.ForceRegenerateView.as_view(), name="force-regenerate"),
-    path("health/", views.HealthView.as_view(), name="health"),
+    route("stats", views.StatsView.as_view()),
+    route("list", views.ListView.as_view()),
+    route("get", views.GetView.as_view()),
+    route("delete", views.DeleteView.as_view()),
+    route("clear", views.ClearView.as_view()),
+    route("export", views.ExportView.as_view()),
+    route("force-regenerate", views.ForceRegenerateView.as_view()),
+    route("health", views.HealthView.as_view()),
 ]
