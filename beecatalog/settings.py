@@ -244,8 +244,17 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "[%(levelname)s] %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"debug_off": {"()": "django.utils.log.RequireDebugFalse"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+        # A request's unhandled exception, with its traceback, on stderr: Django's own console
+        # handler prints it only with DEBUG on, and mail_admins sends nothing without ADMINS.
+        "server_errors": {
+            "class": "logging.StreamHandler", "formatter": "plain", "level": "ERROR", "filters": ["debug_off"],
+        },
+    },
     "loggers": {
         "memory": {"handlers": ["console"], "level": env("MEMORY_LOG_LEVEL", default="INFO"), "propagate": True},
+        "django.request": {"handlers": ["server_errors"]},
     },
 }

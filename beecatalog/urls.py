@@ -12,6 +12,12 @@ admin.site.site_header = "BeeCatalog Memory"
 admin.site.site_title = "BeeCatalog Memory"
 admin.site.index_title = _("Administration")
 
+# Under /api/ Django's error pages answer JSON in DRF's shape; elsewhere they are Django's own.
+handler400 = "memory.api.exceptions.bad_request"
+handler403 = "memory.api.exceptions.permission_denied"
+handler404 = "memory.api.exceptions.page_not_found"
+handler500 = "memory.api.exceptions.server_error"
+
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("memory/", include("memory.urls")),
