@@ -6,7 +6,6 @@ then to L2 and L1. Expired and stale entries are never returned.
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -16,18 +15,22 @@ from typing import Any, Iterable
 from django.conf import settings
 from django.core.cache import caches
 from django.db import connection
-from django.db.models import Count, Q, Sum
+from django.db.models import Q, Sum
 from django.utils import timezone
 
 from memory.infra import metrics
+from memory.engine import freshness
 from memory.engine.counters import DAILY_COUNTS, hit_counter
 from memory.engine.identifiers import extract_product_identifier, input_fingerprint
 from memory.engine.coherence import invalidation_message, l1_epoch, l1_is_trustworthy, publish_clear, publish_keys
+from memory.engine.validators import INT_MAX, json_object, text, whole_number
 from memory.models import DEFAULT_KIND, DailyStats, ProductMemoryEntry
 from memory.providers.prompts import current_generator_version
 from memory.engine.tiers import L1, L2, L3, DatabaseTier, Key, LocalTier, Snapshot, shared_redis_tier
 
 logger = logging.getLogger("memory")
+
+MAX_LIST_LIMIT = 1000
 
 
 @dataclass(frozen=True)
@@ -87,11 +90,9 @@ def resolve_product(product: Any) -> ProductRef:
     if isinstance(product, ProductRef):
         return product
     if isinstance(product, str):
-        product_id = product.strip()
+        product_id = text("product_id", product, max_length=255)
         if not product_id:
             raise ValueError("product_id: não pode ser vazio")
-        if len(product_id) > 255:
-            raise ValueError("product_id: no máximo 255 caracteres")
         return ProductRef(product_id, None, None)
     if isinstance(product, dict):
         return ProductRef(extract_product_identifier(product), input_fingerprint(product), product)
@@ -101,34 +102,15 @@ def resolve_product(product: Any) -> ProductRef:
 
 
 def validate_content(content: Any) -> dict:
-    """The content must be a JSON object within ``MEMORY_MAX_PAYLOAD_BYTES``."""
-    if not isinstance(content, dict):
-        raise ValueError(f"content: deve ser um objeto JSON (dict), recebido {type(content).__name__}")
-    try:
-        encoded = json.dumps(content, ensure_ascii=False, allow_nan=False).encode()
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"content: não é serializável em JSON ({exc})") from None
-    if len(encoded) > settings.MEMORY_MAX_PAYLOAD_BYTES:
-        raise ValueError(
-            f"content: {len(encoded)} bytes excede o limite de {settings.MEMORY_MAX_PAYLOAD_BYTES} bytes"
-        )
-    return content
+    """The content must be a JSON object PostgreSQL can store, within ``MEMORY_MAX_PAYLOAD_BYTES``."""
+    return json_object("content", content, max_bytes=settings.MEMORY_MAX_PAYLOAD_BYTES)
 
 
 def validate_ttl(ttl: Any) -> int:
+    """Seconds to keep an entry: a positive whole number; None means ``MEMORY_DEFAULT_TTL``."""
     if ttl is None:
         return settings.MEMORY_DEFAULT_TTL
-    if isinstance(ttl, bool) or not isinstance(ttl, int):
-        raise ValueError(f"ttl: deve ser um número inteiro de segundos, recebido {type(ttl).__name__}")
-    if ttl <= 0:
-        raise ValueError(f"ttl: deve ser positivo, recebido {ttl}")
-    return ttl
-
-
-def validate_tokens(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{name}: deve ser um inteiro não negativo, recebido {value!r}")
-    return value
+    return whole_number("ttl", ttl, minimum=1)
 
 
 class ProductMemory:
@@ -276,12 +258,11 @@ class ProductMemory:
         ref = resolve_product(product)
         content = validate_content(content)
         ttl = validate_ttl(ttl)
-        tokens_prompt = validate_tokens("tokens_prompt", tokens_prompt)
-        tokens_completion = validate_tokens("tokens_completion", tokens_completion)
+        tokens_prompt = whole_number("tokens_prompt", tokens_prompt, maximum=INT_MAX)
+        tokens_completion = whole_number("tokens_completion", tokens_completion, maximum=INT_MAX)
         if source_data is None:
             source_data = ref.source_data or {}
-        if not isinstance(source_data, dict):
-            raise ValueError("source_data: deve ser um objeto (dict)")
+        source_data = json_object("source_data", source_data)
         fingerprint = ref.fingerprint or input_fingerprint(source_data)
 
         logger.info("Salvando produto %s na memória para reutilização futura", ref.product_id)
@@ -350,10 +331,8 @@ class ProductMemory:
 
     def list_products(self, limit: int = 50, offset: int = 0, search: str | None = None) -> dict:
         """One page of entries of this kind, newest first, optionally searched by product_id or title."""
-        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1000:
-            raise ValueError("limit: deve ser um inteiro entre 1 e 1000")
-        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
-            raise ValueError("offset: deve ser um inteiro não negativo")
+        limit = whole_number("limit", limit, minimum=1, maximum=MAX_LIST_LIMIT)
+        offset = whole_number("offset", offset)
         qs = ProductMemoryEntry.objects.filter(kind=self.kind)
         if search:
             qs = qs.filter(Q(product_id__icontains=search) | Q(title__icontains=search))
@@ -372,7 +351,7 @@ class ProductMemory:
                     "hit_count": e.hit_count,
                     "tokens_saved": e.tokens_saved,
                     "expires_at": e.expires_at,
-                    "status": e.status(generator, now),
+                    "status": freshness.row_status(e, generator, now),
                 }
                 for e in rows
             ],
@@ -383,12 +362,7 @@ class ProductMemory:
         generator = self.generator_version
 
         def count_entries():
-            now = timezone.now()
-            return ProductMemoryEntry.objects.aggregate(
-                total=Count("id"),
-                active=Count("id", filter=Q(expires_at__gt=now)),
-                stale=Count("id", filter=Q(expires_at__gt=now) & ~Q(generator_version=generator)),
-            )
+            return freshness.status_counts(ProductMemoryEntry.objects.all(), generator, timezone.now())
 
         entries = cached_for_stats(f"entries:{generator}", count_entries)
         daily = DailyStats.objects.aggregate(
@@ -402,9 +376,9 @@ class ProductMemory:
         lookups = totals["hits"] + totals["misses"]
         return {
             "total_entries": entries["total"],
-            "active_entries": entries["active"] - entries["stale"],
-            "expired_entries": entries["total"] - entries["active"],
-            "stale_entries": entries["stale"],
+            "active_entries": entries[freshness.ACTIVE],
+            "expired_entries": entries[freshness.EXPIRED],
+            "stale_entries": entries[freshness.STALE],
             "hits": totals["hits"],
             "misses": totals["misses"],
             "hit_rate": round(totals["hits"] / lookups, 4) if lookups else 0.0,

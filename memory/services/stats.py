@@ -1,6 +1,7 @@
 """Read-only views of the memory for the API, the command line and the dashboard."""
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 
 from django.conf import settings
@@ -43,16 +44,19 @@ def prompt_share() -> float:
     return (sums["p"] or 0) / total if total else 0.5
 
 
+def saved_cost(tokens_saved: int) -> Decimal:
+    """USD that ``tokens_saved`` would have cost the current model, split into prompt and
+    completion tokens as the stored entries' generations were."""
+    return estimate_saved_cost(
+        tokens_saved, prompt_share(), current_model_name(), settings.LLM_PRICES, settings.LLM_DEFAULT_PRICE,
+    )
+
+
 def memory_stats(memory: ProductMemory | None = None) -> dict:
     """Everything ``GET /api/memory/stats/``, ``manage_memory stats`` and the dashboard show."""
     memory = memory or ProductMemory()
     stats = memory.stats()
-    stats["estimated_cost_saved"] = float(
-        estimate_saved_cost(
-            stats["tokens_saved"], prompt_share(), current_model_name(),
-            settings.LLM_PRICES, settings.LLM_DEFAULT_PRICE,
-        )
-    )
+    stats["estimated_cost_saved"] = float(saved_cost(stats["tokens_saved"]))
     stats["currency"] = "USD"
     stats["redis"] = redis.info()
     stats["database"] = {"vendor": connection.vendor, "table_bytes": table_bytes()}
