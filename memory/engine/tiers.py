@@ -246,17 +246,19 @@ class RedisTier(Tier):
             self.run_guarded(lambda: redis.client().unlink(*undecodable))
         return found
 
-    def set_many(self, snapshots, only_if_absent: bool = False, publish: tuple[str, str] | None = None) -> bool:
+    def set_many(self, snapshots, only_if_absent: bool = False, publish: tuple[str, str] | None = None,
+                 incr: str | None = None) -> bool:
         """Write copies with a TTL equal to their time left; ``only_if_absent`` for fills from
         L3, so that a fill never overwrites the newer copy a concurrent save just wrote.
 
-        ``publish`` (channel, message) goes out in the same pipeline, after the writes: a save
-        costs one Redis round trip instead of two. True when Redis took it all.
+        ``publish`` (channel, message) and ``incr`` (a counter's key name) go out in the same
+        pipeline, after the writes: a save costs one Redis round trip instead of three. True
+        when Redis took it all.
         """
         now = time.time()
         items = [(cache_key(s.key), s, s.seconds_left(now)) for s in snapshots]
         items = [(ck, s, ttl) for ck, s, ttl in items if ttl > 0]
-        if not items and publish is None:
+        if not items and publish is None and incr is None:
             return True
 
         def write():
@@ -266,6 +268,8 @@ class RedisTier(Tier):
                          nx=only_if_absent)
             if publish is not None:
                 pipe.publish(*publish)
+            if incr is not None:
+                pipe.incr(redis.make_key(incr))
             pipe.execute()
             return True
 

@@ -10,8 +10,8 @@ from django.db.models import Sum
 
 from memory.models import ProductMemoryEntry
 from memory.providers.pricing import estimate_saved_cost
-from memory.engine.memory import ProductMemory, cached_for_stats
-from memory.providers.prompts import current_model_name
+from memory.engine.memory import cached_for_stats, memory_figures
+from memory.providers.prompts import current_generator_version, current_model_name
 from memory.infra import redis
 
 
@@ -52,10 +52,10 @@ def saved_cost(tokens_saved: int) -> Decimal:
     )
 
 
-def memory_stats(memory: ProductMemory | None = None) -> dict:
-    """Everything ``GET /api/memory/stats/``, ``manage_memory stats`` and the dashboard show."""
-    memory = memory or ProductMemory()
-    stats = memory.stats()
+def memory_stats(kind: str | None = None) -> dict:
+    """Everything ``GET /api/memory/stats/``, ``manage_memory stats`` and the dashboard show:
+    the entries of every kind (or of ``kind``), hits, tokens, the cost saved, Redis and disk."""
+    stats = memory_figures(kind, current_generator_version())
     stats["estimated_cost_saved"] = float(saved_cost(stats["tokens_saved"]))
     stats["currency"] = "USD"
     stats["redis"] = redis.info()
