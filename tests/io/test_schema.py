@@ -80,13 +80,6 @@ def as_json(rows: list[dict]) -> str:
 FORMATS = {"csv": (as_csv, CSV), "json": (as_json, JSON)}
 
 
-def test_a_number_beyond_64_bits_in_json_is_refused_by_both():
-    text = as_json([GOOD, {"product_id": "A", "payload": {"t": 1}, "hit_count": 2**63}])
-    with pytest.raises(ValueError, match="JSON"):
-        command_errors(text, "json")
-    assert list(admin_errors(text, "json")) == [2]
-
-
 def command_errors(text: str, fmt: str) -> dict[int, str]:
     report = import_entries(io.StringIO(text), fmt, dry_run=True)
     return dict(report.errors)
@@ -119,6 +112,13 @@ def test_a_bad_row_is_refused_by_both_with_the_same_words(case, fmt):
     named = {part.split(":", 1)[0] for part in by_command[2].split("; ")}
     assert named == columns
     assert not ProductMemoryEntry.objects.exists()
+
+
+def test_a_number_beyond_64_bits_in_json_is_refused_by_both():
+    text = as_json([GOOD, {"product_id": "A", "payload": {"t": 1}, "hit_count": 2**63}])
+    with pytest.raises(ValueError, match="JSON"):
+        command_errors(text, "json")
+    assert list(admin_errors(text, "json")) == [2]
 
 
 @pytest.mark.parametrize("fmt, case", [(f, c) for f in FORMATS for c in GOOD_ROWS] + [("json", c) for c in GOOD_JSON_ROWS])
