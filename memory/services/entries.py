@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Iterable
 
+from celery import current_app
 from django.db import transaction
 from django.db.models import F, QuerySet
 from django.db.models.functions import Greatest
-from celery import current_app
 from django.utils import timezone
 from kombu.exceptions import OperationalError as KombuOperationalError
 
@@ -25,6 +25,7 @@ from memory.engine.memory import ProductMemory, resolve_product, validate_ttl
 from memory.engine.tiers import Key
 from memory.infra import redis
 from memory.models import DEFAULT_KIND, ProductMemoryEntry
+from memory.providers.template import FIELD_ALIASES
 
 logger = logging.getLogger("memory")
 
@@ -96,7 +97,7 @@ def extend_expiry(queryset: QuerySet, seconds: int | None = None) -> int:
 # any of the names the providers read). An identifier alone would give the writer nothing to
 # write about; only main content has a generation task.
 
-TITLE_KEYS = ("title", "name", "nome", "titulo")
+TITLE_KEYS = FIELD_ALIASES["title"]
 GENERATE_TASK = "memory.generate_main_content_task"  # the name memory.tasks registers it under
 
 
