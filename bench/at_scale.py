@@ -121,11 +121,11 @@ def step_admin() -> dict:
 
 def step_stats() -> dict:
     from django.contrib.auth import get_user_model
-    from django.core.cache import caches
     from django.test import override_settings
     from rest_framework.authtoken.models import Token
     from rest_framework.test import APIClient
 
+    from memory.engine.memory import forget_cached_stats
     from memory.services.stats import memory_stats
 
     user, _ = get_user_model().objects.get_or_create(username="bench", defaults={"is_staff": True})
@@ -138,7 +138,7 @@ def step_stats() -> dict:
 
     results = {}
     for label, func in (("memory_stats", memory_stats), ("api_stats", api)):
-        caches["default"].clear()
+        forget_cached_stats()  # the first call counts (a write through the memory would do the same)
         started = time.perf_counter()
         func()
         first = round((time.perf_counter() - started) * 1000, 1)

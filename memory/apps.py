@@ -21,10 +21,10 @@ class MemoryConfig(AppConfig):
         from memory.api import signals as api_signals
 
         api_signals.connect()
-        # The scheduled jobs: their Celery tasks (registered in every process that
-        # loads Django, the worker included), their settings check, and their
-        # django-celery-beat rows, kept in step on every migrate.
-        from memory import periodic_tasks  # noqa: F401
+        # The Celery tasks, registered in every process that loads Django (the worker
+        # included): the services queue them by name. Then the scheduled jobs' settings
+        # check, and their django-celery-beat rows, kept in step on every migrate.
+        from memory import periodic_tasks, tasks  # noqa: F401
         from memory.schedules import check_job_settings, register_after_migrate
 
         checks.register(check_job_settings)

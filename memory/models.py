@@ -10,20 +10,6 @@ DEFAULT_KIND = "main_content"
 TITLE_SORT_CHARS = 100
 
 
-class EntryStatus(models.TextChoices):
-    ACTIVE = "active", _("ativo")
-    EXPIRED = "expired", _("expirado")
-    STALE = "stale", _("desatualizado")
-
-
-class ProductMemoryEntryQuerySet(models.QuerySet):
-    def active(self, now=None):
-        return self.filter(expires_at__gt=now or timezone.now())
-
-    def expired(self, now=None):
-        return self.filter(expires_at__lte=now or timezone.now())
-
-
 class ProductMemoryEntry(models.Model):
     product_id = models.CharField(_("produto"), max_length=255)
     kind = models.CharField(_("tipo"), max_length=64, default=DEFAULT_KIND)
@@ -48,8 +34,6 @@ class ProductMemoryEntry(models.Model):
     last_hit_at = models.DateTimeField(_("último acerto"), null=True, blank=True)
     expires_at = models.DateTimeField(_("expira em"))
 
-    objects = ProductMemoryEntryQuerySet.as_manager()
-
     class Meta:
         verbose_name = _("entrada da memória")
         verbose_name_plural = _("entradas da memória")
@@ -72,13 +56,6 @@ class ProductMemoryEntry(models.Model):
     @property
     def tokens_spent(self) -> int:
         return self.tokens_prompt + self.tokens_completion
-
-    def status(self, generator_version=None, now=None) -> str:
-        if self.expires_at <= (now or timezone.now()):
-            return EntryStatus.EXPIRED
-        if generator_version and self.generator_version != generator_version:
-            return EntryStatus.STALE
-        return EntryStatus.ACTIVE
 
 
 class DailyStats(models.Model):

@@ -29,6 +29,7 @@ from django.core.checks import Error
 from django.core.exceptions import ImproperlyConfigured
 from django.db import DEFAULT_DB_ALIAS, router, transaction
 
+from memory.engine.validators import whole_number
 from memory.periodic_tasks import BACKUP_TASK, FLUSH_TASK, PURGE_TASK, ROLLUP_TASK
 
 logger = logging.getLogger("memory")
@@ -82,9 +83,10 @@ def setting_errors() -> list[str]:
     """One message per job setting that is not a positive whole number."""
     errors = []
     for name in JOB_SETTINGS:
-        value = getattr(settings, name, None)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            errors.append(f"{name}: deve ser um número inteiro maior que zero (recebido: {value!r})")
+        try:
+            whole_number(name, getattr(settings, name, None), minimum=1)
+        except ValueError as exc:
+            errors.append(str(exc))
     return errors
 
 

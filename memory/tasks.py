@@ -3,10 +3,11 @@ from __future__ import annotations
 
 from celery import shared_task
 
+from memory.services.entries import GENERATE_TASK
 from memory.services.generation import generate_batch, generate_product
 
 
-@shared_task(name="memory.generate_main_content_task")
+@shared_task(name=GENERATE_TASK)
 def generate_main_content_task(product_data, force_regenerate=False):
     """Content for one product, from memory when fresh; returns a JSON summary with the content."""
     return generate_product(product_data, force_regenerate=bool(force_regenerate)).summary(with_content=True)

@@ -13,7 +13,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from memory.engine.memory import ProductMemory
-from memory.io.transfer import EXPORT_FIELDS
+from memory.io.schema import EXPORT_FIELDS
 from memory.models import ProductMemoryEntry
 
 

@@ -27,15 +27,21 @@ from import_export.formats.base_formats import CSV, JSON, XLSX
 from import_export.forms import ExportForm
 
 from memory.admin.filters import ExpiringSoonFilter, GeneratorVersionFilter, KindFilter, StatusFilter
-from memory.services.entries import delete_entries, enqueue_regeneration, extend_expiry
-from memory.models import TITLE_SORT_CHARS, EntryStatus, ProductMemoryEntry
-from memory.providers.prompts import current_generator_version
 from memory.admin.resources import ProductMemoryEntryResource
+from memory.engine import freshness
+from memory.engine.freshness import EntryStatus
+from memory.io.formats import IMPORT_FORMATS
+from memory.models import TITLE_SORT_CHARS, ProductMemoryEntry
+from memory.providers.prompts import current_generator_version
+from memory.services.entries import delete_entries, enqueue_regeneration, extend_expiry
 
 EXACT_COUNT_LIMIT = 1000
 COUNT_TIMEOUT_MS = 150
 # A write action runs inside one request; past this many entries ``manage_memory`` is the tool.
 MAX_ACTION_ENTRIES = 10_000
+# django-import-export's classes for the formats of ``memory.io.formats`` it reads and writes:
+# whatever the admin exports, ``manage_memory import`` reads back.
+TABLIB_FORMATS = {"csv": CSV, "json": JSON, "xlsx": XLSX}
 
 
 def estimated_count(queryset, exact_limit: int = EXACT_COUNT_LIMIT) -> int:
@@ -102,7 +108,7 @@ class EntryChangeList(ChangeList):
 @admin.register(ProductMemoryEntry)
 class ProductMemoryEntryAdmin(ImportExportMixin, ExportActionMixin, admin.ModelAdmin):
     resource_classes = [ProductMemoryEntryResource]
-    formats = [CSV, JSON, XLSX]
+    formats = [TABLIB_FORMATS[name] for name in sorted(IMPORT_FORMATS) if name in TABLIB_FORMATS]
     export_form_class = ExportForm  # every column, always: what is exported must read back
     import_export_change_list_template = "admin/memory/productmemoryentry/change_list.html"
     show_change_form_export = False  # the detail page is read-only: export from the list
@@ -181,7 +187,7 @@ class ProductMemoryEntryAdmin(ImportExportMixin, ExportActionMixin, admin.ModelA
 
     @admin.display(description=_("status"))
     def status_badge(self, obj):
-        status = EntryStatus(obj.status(current_generator_version()))
+        status = EntryStatus(freshness.row_status(obj, current_generator_version(), timezone.now()))
         return format_html('<span class="memory-badge memory-badge--{}">{}</span>', status.value, status.label)
 
     def changelist_view(self, request, extra_context=None):
@@ -233,9 +239,10 @@ class ProductMemoryEntryAdmin(ImportExportMixin, ExportActionMixin, admin.ModelA
             (result.queued, messages.SUCCESS, ngettext_lazy(
                 "%(count)d product queued for regeneration.",
                 "%(count)d products queued for regeneration.", "count")),
-            (result.without_source_data, messages.WARNING, ngettext_lazy(
-                "%(count)d entry has no source data to regenerate from.",
-                "%(count)d entries have no source data to regenerate from.", "count")),
+            (result.lacking_data, messages.WARNING, ngettext_lazy(
+                "%(count)d entry has no source data naming its product (an identifier and a title) to regenerate from.",
+                "%(count)d entries have no source data naming their product (an identifier and a title) to regenerate from.",
+                "count")),
             (result.not_queued, messages.ERROR, ngettext_lazy(
                 "The task queue is unreachable: %(count)d product was not queued. Try again later.",
                 "The task queue is unreachable: %(count)d products were not queued. Try again later.", "count")),

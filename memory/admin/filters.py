@@ -1,16 +1,15 @@
 """The list filters of the entries admin, each answerable from an index at a million rows."""
 from __future__ import annotations
 
-from datetime import timedelta
-
 from django.contrib import admin
 from django.core.cache import cache
 from django.db import connection
-from django.db.models import Q
 from django.utils import timezone
-from django.utils.translation import gettext_lazy as _
+from django.utils.translation import gettext_lazy as _, ngettext_lazy
 
-from memory.models import DEFAULT_KIND, EntryStatus, ProductMemoryEntry
+from memory.engine import freshness
+from memory.engine.freshness import EXPIRING_SOON_DAYS, EntryStatus
+from memory.models import DEFAULT_KIND, ProductMemoryEntry
 from memory.providers.prompts import current_generator_version
 
 # The kind and generator-version choices are kept in the default cache for a few minutes.
@@ -18,20 +17,9 @@ CHOICES_CACHE_SECONDS = 300
 EXACT_CHOICES_MAX_ROWS = 100_000
 
 
-def status_q(status: str, generator_version: str | None = None, now=None) -> Q:
-    """The rows whose status (as the list badge shows it) is ``status``."""
-    now = now or timezone.now()
-    generator_version = generator_version or current_generator_version()
-    if status == EntryStatus.EXPIRED:
-        return Q(expires_at__lte=now)
-    if status == EntryStatus.STALE:
-        return Q(expires_at__gt=now) & ~Q(generator_version=generator_version)
-    if status == EntryStatus.ACTIVE:
-        return Q(expires_at__gt=now, generator_version=generator_version)
-    raise ValueError(f"status: {status!r} desconhecido")
-
-
 class StatusFilter(admin.SimpleListFilter):
+    """The rows whose status, as the list badge shows it, is the chosen one."""
+
     title = _("status")
     parameter_name = "status"
 
@@ -40,22 +28,24 @@ class StatusFilter(admin.SimpleListFilter):
 
     def queryset(self, request, queryset):
         if self.value() in EntryStatus.values:
-            return queryset.filter(status_q(self.value()))
+            return queryset.filter(freshness.status_q(self.value(), current_generator_version(), timezone.now()))
         return queryset
 
 
 class ExpiringSoonFilter(admin.SimpleListFilter):
+    """The entries the dashboard lists as expiring soon (``?expiring=7d``)."""
+
     title = _("expiry")
     parameter_name = "expiring"
-    DAYS = 7
+    VALUE = f"{EXPIRING_SOON_DAYS}d"
 
     def lookups(self, request, model_admin):
-        return [("7d", _("expires within 7 days"))]
+        return [(self.VALUE, ngettext_lazy("expires within %(days)d day", "expires within %(days)d days", "days")
+                 % {"days": EXPIRING_SOON_DAYS})]
 
     def queryset(self, request, queryset):
-        if self.value() == "7d":
-            now = timezone.now()
-            return queryset.filter(expires_at__gt=now, expires_at__lte=now + timedelta(days=self.DAYS))
+        if self.value() == self.VALUE:
+            return queryset.filter(freshness.expiring_soon_q(timezone.now()))
         return queryset
 
 

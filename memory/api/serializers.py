@@ -7,13 +7,13 @@ from rest_framework import serializers
 from rest_framework.fields import empty
 from rest_framework.settings import api_settings
 
-from memory.models import DEFAULT_KIND, EntryStatus
-from memory.engine.memory import resolve_product
+from memory.engine.freshness import EntryStatus
+from memory.engine.memory import MAX_LIST_LIMIT, resolve_product
+from memory.io.formats import DEFAULT_EXPORT_FORMAT, EXPORT_FORMATS
+from memory.models import DEFAULT_KIND
 
-MAX_LIST_LIMIT = 1000
 # Far beyond any table, well within PostgreSQL's bigint OFFSET.
 MAX_LIST_OFFSET = 10**12
-EXPORT_FORMATS = ("json", "jsonl", "csv")
 
 
 def json_type(value) -> str:
@@ -112,7 +112,7 @@ class ListQuerySerializer(serializers.Serializer):
 
 
 class ExportQuerySerializer(serializers.Serializer):
-    format = serializers.ChoiceField(choices=EXPORT_FORMATS, required=False, default="json")
+    format = serializers.ChoiceField(choices=EXPORT_FORMATS, required=False, default=DEFAULT_EXPORT_FORMAT)
     limit = serializers.IntegerField(
         required=False, min_value=1, max_value=2_000_000_000, help_text="No máximo N entradas (padrão: todas)."
     )

@@ -17,13 +17,15 @@ from rest_framework.renderers import BaseRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from memory.infra import metrics
-from memory.infra.health import check_health
-from memory.engine.memory import ProductMemory
-from memory.services.stats import memory_stats
 from memory.api import serializers as s
 from memory.api.permissions import CanChangeEntries, CanDeleteEntries, MetricsAccess
-from memory.api.services import QueueUnavailable, UnknownProduct, enqueue_regeneration
+from memory.engine.memory import ProductMemory
+from memory.infra import metrics
+from memory.infra.health import check_health
+from memory.io.export import iter_export
+from memory.io.formats import content_type, export_filename
+from memory.services.entries import CannotRegenerate, QueueUnavailable, enqueue_product_regeneration
+from memory.services.stats import memory_stats
 
 TAG = ["memória"]
 ERRORS = {
@@ -133,8 +135,6 @@ class ExportView(APIView):
         },
     )
     def get(self, request):
-        from memory.io.transfer import content_type, export_filename, iter_export
-
         query = _validated(s.ExportQuerySerializer, request.query_params)
         fmt = query["format"]
         response = StreamingHttpResponse(iter_export(fmt, limit=query.get("limit")), content_type=content_type(fmt))
@@ -158,8 +158,8 @@ class ForceRegenerateView(APIView):
     def post(self, request):
         body = _validated(s.ProductRequestSerializer, request.data)
         try:
-            queued = enqueue_regeneration(body["product"])
-        except UnknownProduct as exc:
+            queued = enqueue_product_regeneration(body["product"])
+        except CannotRegenerate as exc:
             data = {"detail": str(exc), "product_id": exc.product_id}
             return Response(_shaped(s.ProductErrorSerializer, data), status=status.HTTP_404_NOT_FOUND)
         except QueueUnavailable as exc:

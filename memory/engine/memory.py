@@ -6,7 +6,6 @@ then to L2 and L1. Expired and stale entries are never returned.
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -15,19 +14,23 @@ from typing import Any, Iterable
 
 from django.conf import settings
 from django.core.cache import caches
-from django.db import connection
-from django.db.models import Count, Q, Sum
+from django.db import connection, transaction
+from django.db.models import Q, Sum
 from django.utils import timezone
 
-from memory.infra import metrics
+from memory.infra import metrics, redis
+from memory.engine import freshness
 from memory.engine.counters import DAILY_COUNTS, hit_counter
 from memory.engine.identifiers import extract_product_identifier, input_fingerprint
 from memory.engine.coherence import invalidation_message, l1_epoch, l1_is_trustworthy, publish_clear, publish_keys
+from memory.engine.validators import INT_MAX, json_object, text, whole_number
 from memory.models import DEFAULT_KIND, DailyStats, ProductMemoryEntry
 from memory.providers.prompts import current_generator_version
 from memory.engine.tiers import L1, L2, L3, DatabaseTier, Key, LocalTier, Snapshot, shared_redis_tier
 
 logger = logging.getLogger("memory")
+
+MAX_LIST_LIMIT = 1000
 
 
 @dataclass(frozen=True)
@@ -87,11 +90,9 @@ def resolve_product(product: Any) -> ProductRef:
     if isinstance(product, ProductRef):
         return product
     if isinstance(product, str):
-        product_id = product.strip()
+        product_id = text("product_id", product, max_length=255)
         if not product_id:
             raise ValueError("product_id: não pode ser vazio")
-        if len(product_id) > 255:
-            raise ValueError("product_id: no máximo 255 caracteres")
         return ProductRef(product_id, None, None)
     if isinstance(product, dict):
         return ProductRef(extract_product_identifier(product), input_fingerprint(product), product)
@@ -101,34 +102,15 @@ def resolve_product(product: Any) -> ProductRef:
 
 
 def validate_content(content: Any) -> dict:
-    """The content must be a JSON object within ``MEMORY_MAX_PAYLOAD_BYTES``."""
-    if not isinstance(content, dict):
-        raise ValueError(f"content: deve ser um objeto JSON (dict), recebido {type(content).__name__}")
-    try:
-        encoded = json.dumps(content, ensure_ascii=False, allow_nan=False).encode()
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"content: não é serializável em JSON ({exc})") from None
-    if len(encoded) > settings.MEMORY_MAX_PAYLOAD_BYTES:
-        raise ValueError(
-            f"content: {len(encoded)} bytes excede o limite de {settings.MEMORY_MAX_PAYLOAD_BYTES} bytes"
-        )
-    return content
+    """The content must be a JSON object PostgreSQL can store, within ``MEMORY_MAX_PAYLOAD_BYTES``."""
+    return json_object("content", content, max_bytes=settings.MEMORY_MAX_PAYLOAD_BYTES)
 
 
 def validate_ttl(ttl: Any) -> int:
+    """Seconds to keep an entry: a positive whole number; None means ``MEMORY_DEFAULT_TTL``."""
     if ttl is None:
         return settings.MEMORY_DEFAULT_TTL
-    if isinstance(ttl, bool) or not isinstance(ttl, int):
-        raise ValueError(f"ttl: deve ser um número inteiro de segundos, recebido {type(ttl).__name__}")
-    if ttl <= 0:
-        raise ValueError(f"ttl: deve ser positivo, recebido {ttl}")
-    return ttl
-
-
-def validate_tokens(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{name}: deve ser um inteiro não negativo, recebido {value!r}")
-    return value
+    return whole_number("ttl", ttl, minimum=1)
 
 
 class ProductMemory:
@@ -276,12 +258,11 @@ class ProductMemory:
         ref = resolve_product(product)
         content = validate_content(content)
         ttl = validate_ttl(ttl)
-        tokens_prompt = validate_tokens("tokens_prompt", tokens_prompt)
-        tokens_completion = validate_tokens("tokens_completion", tokens_completion)
+        tokens_prompt = whole_number("tokens_prompt", tokens_prompt, maximum=INT_MAX)
+        tokens_completion = whole_number("tokens_completion", tokens_completion, maximum=INT_MAX)
         if source_data is None:
             source_data = ref.source_data or {}
-        if not isinstance(source_data, dict):
-            raise ValueError("source_data: deve ser um objeto (dict)")
+        source_data = json_object("source_data", source_data)
         fingerprint = ref.fingerprint or input_fingerprint(source_data)
 
         logger.info("Salvando produto %s na memória para reutilização futura", ref.product_id)
@@ -305,8 +286,9 @@ class ProductMemory:
     def refresh_caches(self, snapshots: list[Snapshot]) -> None:
         """Put fresh copies of rows just written to L3 into L2 and L1; other processes drop theirs.
 
-        Outside a transaction the rows are committed already, so the invalidation rides in
-        the L2 pipeline; inside one it waits for the commit.
+        Outside a transaction the rows are committed already, so the invalidation (and the
+        end of the stats figures kept so far) rides in the L2 pipeline; inside one it waits for
+        the commit.
         """
         keys = [s.key for s in snapshots]
         published = False
@@ -314,17 +296,22 @@ class ProductMemory:
             if connection.in_atomic_block:
                 self.l2.set_many(snapshots)
             else:
-                published = self.l2.set_many(snapshots, publish=invalidation_message(keys))
+                published = self.l2.set_many(
+                    snapshots, publish=invalidation_message(keys), incr=STATS_GENERATION
+                )
         self.l1.set_many(snapshots)
         if not published:
             publish_keys(keys)
+            forget_cached_stats()
 
     def evict(self, keys: list[Key]) -> None:
-        """Drop cached copies (L2, L1) of rows that changed or went in L3."""
+        """Drop cached copies (L2, L1) of rows that changed or went in L3, and the stats figures
+        counted before the change."""
         if self.l2 is not None:
             self.l2.delete_many(keys)
         self.l1.delete_many(keys)
         publish_keys(keys)
+        forget_cached_stats()
 
     def delete_product(self, product: Any) -> bool:
         """Remove a product from every tier; True when PostgreSQL had it."""
@@ -343,6 +330,7 @@ class ProductMemory:
             self.l2.clear()
         self.l1.clear()
         publish_clear()
+        forget_cached_stats()
         logger.info("Memória limpa: %d entradas removidas", count)
         return count
 
@@ -350,10 +338,8 @@ class ProductMemory:
 
     def list_products(self, limit: int = 50, offset: int = 0, search: str | None = None) -> dict:
         """One page of entries of this kind, newest first, optionally searched by product_id or title."""
-        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1000:
-            raise ValueError("limit: deve ser um inteiro entre 1 e 1000")
-        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
-            raise ValueError("offset: deve ser um inteiro não negativo")
+        limit = whole_number("limit", limit, minimum=1, maximum=MAX_LIST_LIMIT)
+        offset = whole_number("offset", offset)
         qs = ProductMemoryEntry.objects.filter(kind=self.kind)
         if search:
             qs = qs.filter(Q(product_id__icontains=search) | Q(title__icontains=search))
@@ -372,77 +358,119 @@ class ProductMemory:
                     "hit_count": e.hit_count,
                     "tokens_saved": e.tokens_saved,
                     "expires_at": e.expires_at,
-                    "status": e.status(generator, now),
+                    "status": freshness.row_status(e, generator, now),
                 }
                 for e in rows
             ],
         }
 
     def stats(self) -> dict:
-        """Entry counts and token figures, including counts not yet flushed to PostgreSQL."""
-        generator = self.generator_version
+        """The entry counts of this kind, with the hit and token figures (those are counted per
+        day, for every kind), including counts not yet flushed to PostgreSQL."""
+        return memory_figures(self.kind, self.generator_version, self.counter)
 
-        def count_entries():
-            now = timezone.now()
-            return ProductMemoryEntry.objects.aggregate(
-                total=Count("id"),
-                active=Count("id", filter=Q(expires_at__gt=now)),
-                stale=Count("id", filter=Q(expires_at__gt=now) & ~Q(generator_version=generator)),
-            )
 
-        entries = cached_for_stats(f"entries:{generator}", count_entries)
-        daily = DailyStats.objects.aggregate(
-            hits=Sum("hits"), misses=Sum("misses"), generations=Sum("generations"),
-            tokens_spent=Sum("tokens_spent"), tokens_saved=Sum("tokens_saved"),
-        )
-        pending: dict[str, int] = {}
-        for (_, name), n in self.counter.pending((DAILY_COUNTS,)).daily.items():
-            pending[name] = pending.get(name, 0) + n
-        totals = {name: (daily[name] or 0) + pending.get(name, 0) for name in daily}
-        lookups = totals["hits"] + totals["misses"]
-        return {
-            "total_entries": entries["total"],
-            "active_entries": entries["active"] - entries["stale"],
-            "expired_entries": entries["total"] - entries["active"],
-            "stale_entries": entries["stale"],
-            "hits": totals["hits"],
-            "misses": totals["misses"],
-            "hit_rate": round(totals["hits"] / lookups, 4) if lookups else 0.0,
-            "generations": totals["generations"],
-            "tokens_spent": totals["tokens_spent"],
-            "tokens_saved": totals["tokens_saved"],
-            "generator_version": self.generator_version,
-        }
+def memory_figures(kind: str | None, generator_version: str, counter=hit_counter) -> dict:
+    """Entry counts (of ``kind``, or of every kind for None) by :mod:`freshness <memory.engine.freshness>`
+    status, hits, misses, generations and tokens, including counts not yet flushed to PostgreSQL."""
+
+    def count_entries():
+        queryset = ProductMemoryEntry.objects.all() if kind is None else ProductMemoryEntry.objects.filter(kind=kind)
+        return freshness.status_counts(queryset, generator_version, timezone.now())
+
+    entries = cached_for_stats(f"entries:{kind or '*'}:{generator_version}", count_entries)
+    daily = DailyStats.objects.aggregate(
+        hits=Sum("hits"), misses=Sum("misses"), generations=Sum("generations"),
+        tokens_spent=Sum("tokens_spent"), tokens_saved=Sum("tokens_saved"),
+    )
+    pending: dict[str, int] = {}
+    for (_, name), n in counter.pending((DAILY_COUNTS,)).daily.items():
+        pending[name] = pending.get(name, 0) + n
+    totals = {name: (daily[name] or 0) + pending.get(name, 0) for name in daily}
+    lookups = totals["hits"] + totals["misses"]
+    return {
+        "total_entries": entries["total"],
+        "active_entries": entries[freshness.ACTIVE],
+        "expired_entries": entries[freshness.EXPIRED],
+        "stale_entries": entries[freshness.STALE],
+        "hits": totals["hits"],
+        "misses": totals["misses"],
+        "hit_rate": round(totals["hits"] / lookups, 4) if lookups else 0.0,
+        "generations": totals["generations"],
+        "tokens_spent": totals["tokens_spent"],
+        "tokens_saved": totals["tokens_saved"],
+        "generator_version": generator_version,
+    }
+
+
+# -- figures kept between stats calls ------------------------------------------------------
+#
+# Every write to L3 reaches ``refresh_caches``, ``evict`` or ``clear``, and they call
+# ``forget_cached_stats``: it starts a new *generation*, and figures are kept under the
+# generation they were counted in, so none counted before a write is served after it. With
+# Redis the generation and the figures live there, shared by every process (a save's INCR rides
+# in its pipeline). Without Redis there is one process (as for L1), which keeps both itself.
+# While Redis is configured but away, nothing is kept: another process's write could not be
+# heard.
+
+STATS_GENERATION = "memory-stats:generation"
+_local_stats_generation = 0
 
 
 def cached_for_stats(name: str, compute):
-    """Figures that need a full scan of the table, kept ``MEMORY_STATS_CACHE_SECONDS``: at a
-    million rows a scan costs a second or two, and stats are polled.
-
-    Kept in Redis when there is one, so that one scan per period serves every process (each
-    gunicorn worker and the dashboard would otherwise scan on its own); in the process while
-    Redis is away or not configured.
-    """
+    """``compute()``'s figures (they need a full scan of the table), kept up to
+    ``MEMORY_STATS_CACHE_SECONDS`` unless a write to the memory changes them first: at a
+    million rows a scan costs a second or two, and stats are polled."""
     seconds = settings.MEMORY_STATS_CACHE_SECONDS
     if seconds <= 0:
         return compute()
-    key = f"memory-stats:{name}"
-
-    def get_or_compute(cache):
-        value = cache.get(key)
+    if not redis.configured():
+        key = f"memory-stats:{name}:{_local_stats_generation}"
+        value = caches["default"].get(key)
         if value is None:
             value = compute()
-            cache.set(key, value, timeout=seconds)
+            caches["default"].set(key, value, timeout=seconds)
         return value
 
-    shared = shared_redis_tier()
-    value = shared.run_guarded(lambda: get_or_compute(shared.cache)) if shared is not None else None
-    return value if value is not None else get_or_compute(caches["default"])
+    key = f"memory-stats:{name}"
+    found = redis.run(lambda: redis.cache().get_many([STATS_GENERATION, key]))
+    if found is None:
+        return compute()
+    # Read before counting: figures counted while a write commits are kept under the old
+    # generation, which the write's INCR has already (or will have) left behind.
+    generation = found.get(STATS_GENERATION, 0)
+    kept = found.get(key)
+    if isinstance(kept, dict) and kept.get("generation") == generation:
+        return kept["value"]
+    value = compute()
+    redis.run(lambda: redis.cache().set(key, {"generation": generation, "value": value}, timeout=seconds))
+    return value
 
 
 def forget_cached_stats() -> None:
-    """Drop the figures kept by ``cached_for_stats`` (wherever they are kept)."""
-    shared = shared_redis_tier()
-    if shared is not None:
-        shared.run_guarded(lambda: shared.cache.delete_pattern("memory-stats:*"))
-    caches["default"].clear()
+    """The next stats call, in any process, counts again. Inside a transaction, once more at
+    the commit: a call in between may have counted the rows as they were."""
+    _new_stats_generation()
+    if connection.in_atomic_block:
+        transaction.on_commit(_new_stats_generation)
+
+
+def _new_stats_generation() -> None:
+    global _local_stats_generation
+    _local_stats_generation += 1
+    if redis.configured():
+        redis.run(_incr_stats_generation, on_failure=_new_stats_generation_on_recovery)
+
+
+def _incr_stats_generation() -> None:
+    redis.client().incr(redis.make_key(STATS_GENERATION))
+
+
+def _new_stats_generation_on_recovery() -> None:
+    """Redis missed an INCR: the figures it keeps may predate a write, so this process starts a
+    new generation as soon as it finds Redis back."""
+    redis.guard.on_recovery(_replay_stats_generation)
+
+
+def _replay_stats_generation() -> None:
+    redis.run(_incr_stats_generation)

@@ -25,12 +25,14 @@ from django.core.cache import caches
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
+from memory.engine import freshness
 from memory.infra import redis
 from memory.models import ProductMemoryEntry
 
 logger = logging.getLogger("memory")
 
 Key = tuple[str, str]  # (product_id, kind)
+KEY_FIELDS = ("product_id", "kind")  # the unique key of a row, the conflict target of every upsert
 
 L1 = "l1"
 L2 = "l2"
@@ -63,14 +65,10 @@ class Snapshot:
         return self.expires_at - (time.time() if now is None else now)
 
     def status(self, fingerprint: str | None, generator_version: str | None, now: float | None = None) -> str:
-        """``active``, ``expired`` or ``stale`` for a request with this fingerprint and generator."""
-        if self.seconds_left(now) <= 0:
-            return "expired"
-        if generator_version and self.generator_version != generator_version:
-            return "stale"
-        if fingerprint and self.input_fingerprint != fingerprint:
-            return "stale"
-        return "active"
+        """``active``, ``expired`` or ``stale`` (:mod:`memory.engine.freshness`) for a request with
+        this fingerprint and generator."""
+        return freshness.status(self.expires_at, time.time() if now is None else now, self.generator_version,
+                                generator_version, self.input_fingerprint, fingerprint)
 
     def to_dict(self) -> dict:
         """A shallow copy: every tier serializes it at once, so ``asdict``'s deep copy of the
@@ -248,17 +246,19 @@ class RedisTier(Tier):
             self.run_guarded(lambda: redis.client().unlink(*undecodable))
         return found
 
-    def set_many(self, snapshots, only_if_absent: bool = False, publish: tuple[str, str] | None = None) -> bool:
+    def set_many(self, snapshots, only_if_absent: bool = False, publish: tuple[str, str] | None = None,
+                 incr: str | None = None) -> bool:
         """Write copies with a TTL equal to their time left; ``only_if_absent`` for fills from
         L3, so that a fill never overwrites the newer copy a concurrent save just wrote.
 
-        ``publish`` (channel, message) goes out in the same pipeline, after the writes: a save
-        costs one Redis round trip instead of two. True when Redis took it all.
+        ``publish`` (channel, message) and ``incr`` (a counter's key name) go out in the same
+        pipeline, after the writes: a save costs one Redis round trip instead of three. True
+        when Redis took it all.
         """
         now = time.time()
         items = [(cache_key(s.key), s, s.seconds_left(now)) for s in snapshots]
         items = [(ck, s, ttl) for ck, s, ttl in items if ttl > 0]
-        if not items and publish is None:
+        if not items and publish is None and incr is None:
             return True
 
         def write():
@@ -268,6 +268,8 @@ class RedisTier(Tier):
                          nx=only_if_absent)
             if publish is not None:
                 pipe.publish(*publish)
+            if incr is not None:
+                pipe.incr(redis.make_key(incr))
             pipe.execute()
             return True
 
@@ -466,3 +468,26 @@ class DatabaseTier(Tier):
     def clear(self) -> int:
         count, _ = ProductMemoryEntry.objects.all().delete()
         return count
+
+    def count_existing(self, keys: Iterable[Key]) -> int:
+        """How many of these (product_id, kind) keys have a row."""
+        by_kind: dict[str, list[str]] = {}
+        for product_id, kind in keys:
+            by_kind.setdefault(kind, []).append(product_id)
+        return sum(
+            ProductMemoryEntry.objects.filter(kind=kind, product_id__in=ids).count()
+            for kind, ids in by_kind.items()
+        )
+
+    def upsert_rows(self, rows: list[dict]) -> int:
+        """Insert or replace whole rows on ``(product_id, kind)`` as an import or a restore gives
+        them, every column as given (a save, :meth:`upsert`, keeps created_at and the hit counts);
+        returns how many already existed. Each key appears once in ``rows``."""
+        existing = self.count_existing((row["product_id"], row["kind"]) for row in rows)
+        ProductMemoryEntry.objects.bulk_create(
+            [ProductMemoryEntry(**row) for row in rows],
+            update_conflicts=True,
+            unique_fields=list(KEY_FIELDS),
+            update_fields=[name for name in rows[0] if name not in KEY_FIELDS] if rows else [],
+        )
+        return existing

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from memory.providers.content import GeneratedContent
-from memory.providers.prompts import PROMPT_VERSION
+from memory.providers.prompts import generator_version
 
 
 class GenerationError(Exception):
@@ -18,7 +18,7 @@ class ContentProvider:
     @property
     def generator_version(self) -> str:
         """Provider + model + prompt version: what makes an entry stale when it changes."""
-        return f"{self.name}:{self.model}:{PROMPT_VERSION}"
+        return generator_version(self.name, self.model)
 
     def generate(self, product_data: dict) -> GeneratedContent:
         raise NotImplementedError

@@ -26,6 +26,12 @@ def current_model_name() -> str:
     return settings.LLM_MODEL
 
 
+def generator_version(provider: str, model: str) -> str:
+    """Provider + model + prompt version (``openai:gpt-4o-mini:p1``): an entry made under
+    another one is stale."""
+    return f"{provider}:{model}:{PROMPT_VERSION}"
+
+
 def current_generator_version() -> str:
-    """Provider + model + prompt version; an entry made under another one is stale."""
-    return f"{settings.LLM_PROVIDER}:{current_model_name()}:{PROMPT_VERSION}"
+    """The generator version of the provider and model the settings choose."""
+    return generator_version(settings.LLM_PROVIDER, current_model_name())

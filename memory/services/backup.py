@@ -1,10 +1,10 @@
 """Disaster recovery beside PostgreSQL: gzipped JSONL snapshots, restore, and Redis warm-up.
 
-- :func:`create_backup` writes every entry (the :mod:`memory.io.transfer` ``jsonl``
+- :func:`create_backup` writes every entry (the :mod:`memory.io.export` ``jsonl``
   format, gzipped) to ``MEMORY_BACKUP_DIR/memory-YYYYMMDDTHHMMSSZ.jsonl.gz``,
   through a temporary file renamed when complete, so a backup on disk is never
   half written; then it keeps only the newest ``keep`` snapshots.
-- :func:`restore_backup` loads one through :func:`memory.io.transfer.import_entries`:
+- :func:`restore_backup` loads one through :func:`memory.io.importer.import_entries`:
   validated first, all or nothing, upserting on ``(product_id, kind)``; entries
   that are not in the snapshot are left as they are (``clear`` first for an exact copy).
 - :func:`warm_redis` refills Redis from PostgreSQL (after a restart or FLUSHDB),
@@ -23,12 +23,18 @@ from datetime import datetime, timezone as dt_timezone
 from pathlib import Path
 
 from django.conf import settings
+from django.utils import timezone
 
+from memory.engine import freshness
+from memory.engine.tiers import RedisTier, Snapshot, shared_redis_tier
+from memory.engine.validators import whole_number
+from memory.infra import redis
+from memory.io.export import export_count, iter_export_batches
+from memory.io.formats import Progress
+from memory.io.importer import ImportReport, import_entries
+from memory.io.schema import ImportFileError
 from memory.models import ProductMemoryEntry
 from memory.providers.prompts import current_generator_version
-from memory.engine.tiers import RedisTier, Snapshot, shared_redis_tier
-from memory.infra import redis
-from memory.io.transfer import ImportFileError, ImportReport, Progress, export_count, import_entries, iter_export_batches
 
 logger = logging.getLogger("memory")
 
@@ -95,9 +101,7 @@ def latest_backup() -> Path | None:
 def _check_keep(keep) -> int:
     if keep is None:
         keep = getattr(settings, "MEMORY_BACKUP_KEEP", DEFAULT_KEEP)
-    if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
-        raise ValueError(f"keep: deve ser um inteiro positivo, recebido {keep!r}")
-    return keep
+    return whole_number("keep", keep, minimum=1)
 
 
 def prune_backups(keep: int) -> list[Path]:
@@ -200,13 +204,13 @@ def warm_redis(batch_size: int = WARM_BATCH, *, on_progress: Progress | None = N
     Raises :class:`RedisUnavailable` when Redis is not configured, does not
     answer, or goes away during the warm-up.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size: deve ser um inteiro positivo, recebido {batch_size!r}")
+    batch_size = whole_number("batch_size", batch_size, minimum=1)
     tier = _redis_tier()
     started = time.perf_counter()
     qs = (
-        ProductMemoryEntry.objects.active()
-        .filter(generator_version=current_generator_version())
+        ProductMemoryEntry.objects.filter(
+            freshness.status_q(freshness.ACTIVE, current_generator_version(), timezone.now())
+        )
         .order_by("id")
         .only(*_SNAPSHOT_FIELDS)
     )

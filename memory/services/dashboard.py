@@ -8,6 +8,7 @@ from datetime import date, timedelta
 
 from django.utils import timezone
 
+from memory.engine import freshness
 from memory.engine.counters import DAILY_COUNTS, DAILY_FIELDS, hit_counter
 from memory.models import DailyStats, ProductMemoryEntry
 from memory.services.stats import memory_stats
@@ -49,11 +50,10 @@ def top_products(limit: int = 10) -> list[ProductMemoryEntry]:
     )
 
 
-def expiring_soon(days: int = 7, limit: int = 20) -> dict:
+def expiring_soon(days: int = freshness.EXPIRING_SOON_DAYS, limit: int = 20) -> dict:
     """The entries expiring in the next ``days`` days, soonest first, and how many there are
     (counted up to ``COUNT_CAP``; ``count_capped`` says the real number is larger)."""
-    now = timezone.now()
-    queryset = ProductMemoryEntry.objects.filter(expires_at__gt=now, expires_at__lte=now + timedelta(days=days))
+    queryset = ProductMemoryEntry.objects.filter(freshness.expiring_soon_q(timezone.now(), days))
     count = queryset.order_by()[: COUNT_CAP + 1].count()
     return {
         "entries": list(

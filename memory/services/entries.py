@@ -1,4 +1,5 @@
-"""Write operations on a selection of entries (the admin's actions and imports).
+"""Write operations on a selection of entries (the admin's actions and imports), and the one
+regeneration rule (the admin's action and the API's force-regenerate).
 
 Each one changes PostgreSQL and then drops the copies that Redis and L1 hold,
 so that no tier keeps serving what PostgreSQL no longer has. The eviction runs
@@ -10,18 +11,21 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Iterable
+from typing import Any, Iterable
 
+from celery import current_app
 from django.db import transaction
 from django.db.models import F, QuerySet
 from django.db.models.functions import Greatest
 from django.utils import timezone
+from kombu.exceptions import OperationalError as KombuOperationalError
 
 from memory.engine.identifiers import extract_product_identifier
-from memory.models import DEFAULT_KIND, ProductMemoryEntry
-from memory.engine.memory import ProductMemory, validate_ttl
+from memory.engine.memory import ProductMemory, resolve_product, validate_ttl
 from memory.engine.tiers import Key
 from memory.infra import redis
+from memory.models import DEFAULT_KIND, ProductMemoryEntry
+from memory.providers.template import FIELD_ALIASES
 
 logger = logging.getLogger("memory")
 
@@ -85,58 +89,133 @@ def extend_expiry(queryset: QuerySet, seconds: int | None = None) -> int:
     return changed
 
 
+# -- regeneration ----------------------------------------------------------------------------
+#
+# The one regeneration rule, for the admin's action and for POST /api/memory/force-regenerate/:
+# a product is regenerated from the source data stored with its entry, with what the request sent
+# laid over it, and only when that data identifies the same product and names it (a title, under
+# any of the names the providers read). An identifier alone would give the writer nothing to
+# write about; only main content has a generation task.
+
+TITLE_KEYS = FIELD_ALIASES["title"]
+GENERATE_TASK = "memory.generate_main_content_task"  # the name memory.tasks registers it under
+
+
+class CannotRegenerate(Exception):
+    """The data at hand would not make this product's content."""
+
+    def __init__(self, product_id: str, message: str):
+        super().__init__(message)
+        self.product_id = product_id
+
+
+class QueueUnavailable(Exception):
+    """The broker did not take the task."""
+
+
+BROKER_ERRORS: tuple[type[BaseException], ...] = (KombuOperationalError, *redis.REDIS_ERRORS)
+
+
+def _queue_generation(data: dict):
+    """``generate_main_content_task.delay(data, force_regenerate=True)``, the task found by its
+    registered name: services sit below the task module, which imports them."""
+    return current_app.tasks[GENERATE_TASK].delay(data, force_regenerate=True)
+
+
+def names_the_product(data: dict) -> bool:
+    return any(isinstance(data.get(k), str) and data[k].strip() for k in TITLE_KEYS)
+
+
+def regeneration_data(product_id: str, stored: dict | None, sent: dict | None = None) -> dict:
+    """What a forced regeneration of ``product_id`` sends to the task: ``stored`` (the entry's
+    source data; None when there is no entry) with ``sent`` laid over it.
+
+    ``CannotRegenerate`` when the data names no product (no title); ``ValueError`` naming
+    ``product_data`` when it identifies another product than ``product_id``.
+    """
+    merged = {**(stored if isinstance(stored, dict) else {}), **(sent or {})}
+    if not names_the_product(merged):
+        if stored is None:
+            message = f"Produto {product_id} não está na memória; envie product_data com title para gerá-lo."
+        else:
+            message = f"Produto {product_id}: os dados guardados não bastam para gerar conteúdo (falta title)."
+        raise CannotRegenerate(product_id, message)
+    merged_id = extract_product_identifier(merged)
+    if merged_id != product_id:
+        raise ValueError(f"product_data: os dados guardados identificam o produto {merged_id}, não {product_id}")
+    return merged
+
+
+def stored_source_data(product_id: str, kind: str = DEFAULT_KIND) -> dict | None:
+    """The product data the stored entry was generated from, or None when there is no entry."""
+    return (
+        ProductMemoryEntry.objects.filter(product_id=product_id, kind=kind)
+        .values_list("source_data", flat=True)
+        .first()
+    )
+
+
+@dataclass(frozen=True)
+class Regeneration:
+    task_id: str
+    product_id: str
+
+
+def enqueue_product_regeneration(product: Any) -> Regeneration:
+    """Queue ``generate_main_content_task(..., force_regenerate=True)`` for one product.
+
+    ``product`` is product data (a dict) or a product_id; the task gets
+    :func:`regeneration_data`, so that ``{"sku": "ABC123"}`` regenerates a known product from
+    everything it was made from. Raises what :func:`regeneration_data` raises, and
+    ``QueueUnavailable`` when the broker does not take the task.
+    """
+    ref = resolve_product(product)
+    data = regeneration_data(ref.product_id, stored_source_data(ref.product_id),
+                             product if isinstance(product, dict) else None)
+    try:
+        result = _queue_generation(data)
+    except BROKER_ERRORS as exc:
+        raise QueueUnavailable(f"A fila de tarefas não respondeu: {exc}") from None
+    return Regeneration(task_id=result.id, product_id=ref.product_id)
+
+
 @dataclass(frozen=True)
 class RegenerationResult:
     queued: int
-    without_source_data: int
+    lacking_data: int  # their source data does not identify and name their product
     other_kind: int
     not_queued: int = 0  # the broker could not be reached
 
 
-def _broker_errors() -> tuple[type[BaseException], ...]:
-    from kombu.exceptions import OperationalError as KombuOperationalError
-
-    return (KombuOperationalError, *redis.REDIS_ERRORS)
-
-
-def _identifies_a_product(source_data) -> bool:
-    if not isinstance(source_data, dict) or not source_data:
-        return False
-    try:
-        extract_product_identifier(source_data)
-    except ValueError:
-        return False
-    return True
-
-
 def enqueue_regeneration(queryset: QuerySet) -> RegenerationResult:
-    """Queue a forced regeneration for each selected main-content entry that kept its product data.
+    """Queue a forced regeneration for each selected main-content entry the one rule allows
+    (:func:`regeneration_data` of its stored source data); the others are counted, not queued.
 
-    Only ``main_content`` entries have a generation task, and only the stored
-    source data can be sent to it: entries lacking either (or whose source
-    data names no product) are counted, not queued. When the broker cannot be reached, nothing more is tried and the
-    rest is counted as ``not_queued``.
+    When the broker cannot be reached, nothing more is tried and the rest is counted as
+    ``not_queued``.
     """
-    from memory.tasks import generate_main_content_task  # the task module imports the providers
-
-    queued = without_source = other_kind = not_queued = 0
+    queued = lacking = other_kind = not_queued = 0
     broker_down = False
-    rows = queryset.order_by().values_list("kind", "source_data")
-    for kind, source_data in rows.iterator(chunk_size=CHUNK):
+    rows = queryset.order_by().values_list("product_id", "kind", "source_data")
+    for product_id, kind, source_data in rows.iterator(chunk_size=CHUNK):
         if kind != DEFAULT_KIND:
             other_kind += 1
-        elif not _identifies_a_product(source_data):
-            without_source += 1
-        elif broker_down:
+            continue
+        try:
+            data = regeneration_data(product_id, source_data or {})
+        except (CannotRegenerate, ValueError):
+            lacking += 1
+            continue
+        if broker_down:
             not_queued += 1
-        else:
-            try:
-                generate_main_content_task.delay(source_data, force_regenerate=True)
-                queued += 1
-            except _broker_errors() as exc:
-                logger.warning("Fila de tarefas indisponível (%s); regeneração não enviada", exc.__class__.__name__)
-                broker_down = True
-                not_queued += 1
+            continue
+        try:
+            _queue_generation(data)
+            queued += 1
+        except BROKER_ERRORS as exc:
+            logger.warning("Fila de tarefas indisponível (%s); regeneração não enviada", exc.__class__.__name__)
+            broker_down = True
+            not_queued += 1
     if queued:
         logger.info("%d produtos enviados para regeneração forçada", queued)
-    return RegenerationResult(queued, without_source, other_kind, not_queued)
+    return RegenerationResult(queued, lacking, other_kind, not_queued)

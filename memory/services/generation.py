@@ -19,9 +19,12 @@ from django.db import connections
 
 from memory.models import DEFAULT_KIND
 from memory.engine.memory import Lookup, ProductMemory, ProductRef, resolve_product
+from memory.engine.validators import whole_number
 from memory.providers import ContentProvider, GenerationError, get_provider
 
 logger = logging.getLogger("memory")
+
+MAX_BATCH_SIZE = 1000
 
 REUSED = "reused"
 GENERATED = "generated"
@@ -166,10 +169,9 @@ def _observe_generation(seconds: float, tokens: int) -> None:
     observe_generation(seconds, tokens)
 
 
-def _validate_batch_size(batch_size: Any) -> int:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= 1000:
-        raise ValueError("batch_size: deve ser um inteiro entre 1 e 1000")
-    return batch_size
+def validate_batch_size(batch_size: Any, name: str = "batch_size") -> int:
+    """Generations run at once: 1 to ``MAX_BATCH_SIZE``."""
+    return whole_number(name, batch_size, minimum=1, maximum=MAX_BATCH_SIZE)
 
 
 def _in_own_thread(func: Callable, *args, **kwargs):
@@ -188,7 +190,7 @@ def generate_batch(
     on_outcome: Callable[[ProductOutcome], None] | None = None,
 ) -> BatchResult:
     """One batch check for every product, then generation of the misses only, ``batch_size`` at a time."""
-    batch_size = _validate_batch_size(batch_size)
+    batch_size = validate_batch_size(batch_size)
     products = list(products_list)
     provider = provider or get_provider()
     memory = ProductMemory(generator_version=provider.generator_version)

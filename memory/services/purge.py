@@ -8,8 +8,10 @@ from dataclasses import asdict, dataclass
 from django.db import transaction
 from django.utils import timezone
 
-from memory.models import ProductMemoryEntry
+from memory.engine import freshness
 from memory.engine.memory import ProductMemory
+from memory.engine.validators import whole_number
+from memory.models import ProductMemoryEntry
 
 logger = logging.getLogger("memory")
 
@@ -37,8 +39,7 @@ def purge_expired(batch_size: int = DEFAULT_PURGE_BATCH, max_batches: int | None
     entries of every row already deleted in the run (up to 1.7 s a statement
     at 1M rows, 0.36 s this way: docs/benchmarks.md).
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError("batch_size: deve ser um inteiro positivo")
+    batch_size = whole_number("batch_size", batch_size, minimum=1)
     now = timezone.now()
     memory = ProductMemory()
     result = PurgeResult()
@@ -46,7 +47,7 @@ def purge_expired(batch_size: int = DEFAULT_PURGE_BATCH, max_batches: int | None
     last_expires_at = None
     while max_batches is None or result.batches < max_batches:
         batch_started = time.perf_counter()
-        expired = ProductMemoryEntry.objects.filter(expires_at__lte=now)
+        expired = ProductMemoryEntry.objects.filter(freshness.expired_q(now))
         if last_expires_at is not None:
             expired = expired.filter(expires_at__gte=last_expires_at)
         rows = list(
@@ -57,7 +58,7 @@ def purge_expired(batch_size: int = DEFAULT_PURGE_BATCH, max_batches: int | None
         last_expires_at = rows[-1][3]
         with transaction.atomic():
             deleted, _ = ProductMemoryEntry.objects.filter(
-                id__in=[r[0] for r in rows], expires_at__lte=now
+                freshness.expired_q(now), id__in=[r[0] for r in rows]
             ).delete()
         memory.evict([(product_id, kind) for _, product_id, kind, _ in rows])
         result.deleted += deleted

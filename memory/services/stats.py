@@ -1,6 +1,7 @@
 """Read-only views of the memory for the API, the command line and the dashboard."""
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 
 from django.conf import settings
@@ -9,8 +10,8 @@ from django.db.models import Sum
 
 from memory.models import ProductMemoryEntry
 from memory.providers.pricing import estimate_saved_cost
-from memory.engine.memory import ProductMemory, cached_for_stats
-from memory.providers.prompts import current_model_name
+from memory.engine.memory import cached_for_stats, memory_figures
+from memory.providers.prompts import current_generator_version, current_model_name
 from memory.infra import redis
 
 
@@ -43,16 +44,19 @@ def prompt_share() -> float:
     return (sums["p"] or 0) / total if total else 0.5
 
 
-def memory_stats(memory: ProductMemory | None = None) -> dict:
-    """Everything ``GET /api/memory/stats/``, ``manage_memory stats`` and the dashboard show."""
-    memory = memory or ProductMemory()
-    stats = memory.stats()
-    stats["estimated_cost_saved"] = float(
-        estimate_saved_cost(
-            stats["tokens_saved"], prompt_share(), current_model_name(),
-            settings.LLM_PRICES, settings.LLM_DEFAULT_PRICE,
-        )
+def saved_cost(tokens_saved: int) -> Decimal:
+    """USD that ``tokens_saved`` would have cost the current model, split into prompt and
+    completion tokens as the stored entries' generations were."""
+    return estimate_saved_cost(
+        tokens_saved, prompt_share(), current_model_name(), settings.LLM_PRICES, settings.LLM_DEFAULT_PRICE,
     )
+
+
+def memory_stats(kind: str | None = None) -> dict:
+    """Everything ``GET /api/memory/stats/``, ``manage_memory stats`` and the dashboard show:
+    the entries of every kind (or of ``kind``), hits, tokens, the cost saved, Redis and disk."""
+    stats = memory_figures(kind, current_generator_version())
+    stats["estimated_cost_saved"] = float(saved_cost(stats["tokens_saved"]))
     stats["currency"] = "USD"
     stats["redis"] = redis.info()
     stats["database"] = {"vendor": connection.vendor, "table_bytes": table_bytes()}

@@ -18,8 +18,10 @@ from memory.admin.entries import estimated_count
 from memory.models import ProductMemoryEntry
 from memory.engine.memory import ProductMemory
 from memory.providers.prompts import current_generator_version
-from memory.admin.resources import EXPORT_FIELDS
+from memory.io.schema import EXPORT_FIELDS
 from memory.engine.tiers import cache_key
+from memory.io.export import write_export
+from memory.io.importer import import_entries
 
 pytestmark = pytest.mark.django_db
 
@@ -341,7 +343,7 @@ def test_regenerate_action_skips_entries_it_cannot_regenerate(staff, entries, ea
     }, follow=True)
     assert response.status_code == 200
     html = response.content.decode()
-    assert "2 entradas não têm dados de origem para regenerar." in html
+    assert "2 entradas não têm dados de origem que nomeiem o seu produto (identificador e título) para regenerar." in html
     assert "1 entrada não é conteúdo principal" in html
     assert ProductMemoryEntry.objects.get(pk=entries["faq"].pk).updated_at == before
 
@@ -553,8 +555,6 @@ def test_import_rejects_an_unreadable_file_with_a_message(staff):
 
 @pytest.mark.parametrize("fmt", ["csv", "json", "xlsx"])
 def test_manage_memory_import_reads_what_the_admin_exports(staff, entries, fmt):
-    from memory.io.transfer import import_entries
-
     data = export(staff, fmt, [entries["active"], entries["stale"]])
     ProductMemoryEntry.objects.filter(product_id__in=["ABC-1", "OLD-3"], kind="main_content").delete()
     report = import_entries(io.BytesIO(data), fmt)
@@ -566,8 +566,6 @@ def test_manage_memory_import_reads_what_the_admin_exports(staff, entries, fmt):
 
 @pytest.mark.parametrize("fmt", ["csv", "json"])
 def test_admin_imports_what_manage_memory_exports(staff, entries, fmt, django_capture_on_commit_callbacks):
-    from memory.io.transfer import write_export
-
     out = io.StringIO()
     write_export(fmt, out)
     ProductMemoryEntry.objects.filter(product_id="XYZ-2", kind="main_content").delete()

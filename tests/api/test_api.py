@@ -11,7 +11,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from memory.models import ProductMemoryEntry
-from memory.engine.memory import ProductMemory
+from memory.engine.memory import ProductMemory, forget_cached_stats
 
 from tests.helpers import CONTENT, PRODUCT, post_json, seed
 
@@ -50,6 +50,22 @@ def test_stats_has_every_figure_the_issue_lists(api):
     assert set(data["redis"]) >= {"available", "used_memory_bytes", "keys"} and data["redis"]["available"] is True
     assert data["database"]["table_bytes"] > 0
     assert "bytes" in data["backup_dir"]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("fixture", ["redis_client", "no_redis"])
+def test_stats_right_after_clear_or_delete_count_what_is_left(api, request, fixture):
+    request.getfixturevalue(fixture)
+    with override_settings(MEMORY_STATS_CACHE_SECONDS=60):
+        forget_cached_stats()
+        seed()
+        seed({"sku": "XYZ789", "title": "Fone"})
+        seed({"sku": "QWE456", "title": "Mouse"})
+        assert api.get("/api/memory/stats/").json()["total_entries"] == 3
+        post_json(api, "/api/memory/delete/", {"product_id": "QWE456"})
+        assert api.get("/api/memory/stats/").json()["total_entries"] == 2
+        api.post("/api/memory/clear/")
+        assert api.get("/api/memory/stats/").json()["total_entries"] == 0
 
 
 @pytest.mark.django_db

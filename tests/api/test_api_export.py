@@ -8,7 +8,7 @@ import pytest
 from django.db import connection
 
 from memory.models import ProductMemoryEntry
-from memory.io.transfer import import_entries
+from memory.io.importer import import_entries
 
 from tests.helpers import CONTENT, seed
 

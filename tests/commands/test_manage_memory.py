@@ -20,7 +20,7 @@ from django.utils import timezone
 from memory.models import ProductMemoryEntry
 from memory.engine.memory import ProductMemory
 from memory.engine.tiers import cache_key
-from memory.io.transfer import EXPORT_FIELDS
+from memory.io.schema import EXPORT_FIELDS
 
 from tests.helpers import make_entries, snapshot_table
 

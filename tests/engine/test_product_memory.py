@@ -211,7 +211,15 @@ def test_hit_and_save_log_in_portuguese(caplog):
     assert "Produto ABC123 encontrado na memória - economia de 1500 tokens" in caplog.text
 
 
-@pytest.mark.parametrize("fixture", ["redis_client", "no_redis", "dead_redis"])
+def add_row_behind_the_memory(product_id="XYZ789"):
+    """A row the memory's writes know nothing of: only a new count can see it."""
+    ProductMemoryEntry.objects.create(
+        product_id=product_id, payload=CONTENT, input_fingerprint="f" * 64,
+        generator_version=ProductMemory().generator_version, expires_at=timezone.now() + timedelta(days=1),
+    )
+
+
+@pytest.mark.parametrize("fixture", ["redis_client", "no_redis"])
 def test_entry_counts_in_stats_are_reused_for_the_configured_seconds(request, fixture):
     request.getfixturevalue(fixture)
     # Inside the test, not pytest-django's ``settings``: that one would be restored after the
@@ -220,12 +228,21 @@ def test_entry_counts_in_stats_are_reused_for_the_configured_seconds(request, fi
         forget_cached_stats()
         save()
         assert ProductMemory().stats()["total_entries"] == 1
-        save(product={"sku": "XYZ789", "title": "Caneca"})
+        add_row_behind_the_memory()
         ProductMemory().get_product_data(PRODUCT)
         stats = ProductMemory().stats()
         assert stats["total_entries"] == 1  # the table scan is not repeated within the window
         assert stats["hits"] == 1  # counters are always current
-        forget_cached_stats()
+        save(product={"sku": "QWE456", "title": "Mouse"})  # a write through the memory: counted again
+        assert ProductMemory().stats()["total_entries"] == 3
+
+
+def test_with_redis_down_every_stats_call_counts(dead_redis):
+    """A process cannot hear the others' writes while Redis is away: it keeps no figures."""
+    with override_settings(MEMORY_STATS_CACHE_SECONDS=60):
+        save()
+        assert ProductMemory().stats()["total_entries"] == 1
+        add_row_behind_the_memory()
         assert ProductMemory().stats()["total_entries"] == 2
 
 
@@ -235,7 +252,7 @@ def test_with_redis_one_scan_serves_every_process(settings, redis_client):
     forget_cached_stats()
     save()
     assert ProductMemory().stats()["total_entries"] == 1
-    save(product={"sku": "XYZ789", "title": "Caneca"})
+    add_row_behind_the_memory()
     caches["default"].clear()  # what another process starts with
     assert ProductMemory().stats()["total_entries"] == 1
 

@@ -50,7 +50,7 @@ def test_second_request_is_served_from_memory_with_savings():
 def test_prompt_version_change_regenerates(monkeypatch):
     provider = CountingProvider()
     generate_product(PRODUCT, provider=provider)
-    monkeypatch.setattr("memory.providers.base.PROMPT_VERSION", "p-next")
+    monkeypatch.setattr("memory.providers.prompts.PROMPT_VERSION", "p-next")
     outcome = generate_product(PRODUCT, provider=provider)
     assert outcome.status == "regenerated"
     assert provider.calls == 2

@@ -6,17 +6,16 @@ import sys
 from itertools import islice
 from pathlib import Path
 
-from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError
 
 from memory.io.catalog import CATALOG_FORMATS, read_catalog
-from memory.services.generation import FAILED, REGENERATED, REUSED, BatchResult, generate_batch
+from memory.services.generation import (
+    FAILED, MAX_BATCH_SIZE, REGENERATED, REUSED, BatchResult, generate_batch, validate_batch_size,
+)
 from memory.engine.identifiers import extract_product_identifier
-from memory.providers.pricing import estimate_saved_cost
-from memory.providers.prompts import current_model_name
 from memory.providers import GenerationError
-from memory.services.stats import prompt_share
+from memory.services.stats import saved_cost
 
 # Rows handed to one batch call: bounds memory on large catalogs.
 ROWS_PER_BATCH_CALL = 500
@@ -28,7 +27,8 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("catalog", help="arquivo do catálogo")
         parser.add_argument("--format", choices=CATALOG_FORMATS, help="formato (padrão: pela extensão)")
-        parser.add_argument("--batch-size", type=int, default=10, help="gerações por lote (padrão 10)")
+        parser.add_argument("--batch-size", type=int, default=10,
+                            help=f"gerações por lote (1 a {MAX_BATCH_SIZE}, padrão 10)")
         parser.add_argument("--force", action="store_true", help="regenera mesmo o que está na memória")
         parser.add_argument("--json", action="store_true", help="resumo em JSON")
 
@@ -36,8 +36,10 @@ class Command(BaseCommand):
         path = Path(options["catalog"])
         if not path.is_file():
             raise CommandError(f"Catálogo não encontrado: {path}")
-        if not 1 <= options["batch_size"] <= 1000:
-            raise CommandError("--batch-size deve estar entre 1 e 1000")
+        try:
+            validate_batch_size(options["batch_size"], "--batch-size")
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
         try:
             return self._run(path, options)
         except (ValueError, UnicodeDecodeError) as exc:
@@ -92,9 +94,7 @@ class Command(BaseCommand):
             )
 
     def _summary(self, result: BatchResult, bad_rows) -> dict:
-        cost = estimate_saved_cost(
-            result.tokens_saved, prompt_share(), current_model_name(), settings.LLM_PRICES, settings.LLM_DEFAULT_PRICE
-        )
+        cost = saved_cost(result.tokens_saved)
         return {
             "products": len(result.outcomes) + len(bad_rows),
             "reused": result.count(REUSED),

@@ -19,15 +19,16 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import Error as DatabaseLibraryError, ProgrammingError
 from django.utils import timezone
 
-from memory.services.backup import RedisUnavailable, create_backup, restore_backup, warm_redis
+from memory.engine.freshness import EntryStatus
+from memory.engine.memory import MAX_LIST_LIMIT, ProductMemory
 from memory.infra.health import check_health
-from memory.services.purge import purge_expired
+from memory.io.export import write_export
+from memory.io.formats import DEFAULT_EXPORT_FORMAT, EXPORT_FORMATS, IMPORT_FORMATS, format_from_filename
+from memory.io.importer import ImportReport, import_entries
 from memory.models import DEFAULT_KIND, ProductMemoryEntry
-from memory.engine.memory import ProductMemory
+from memory.services.backup import RedisUnavailable, create_backup, restore_backup, warm_redis
+from memory.services.purge import purge_expired
 from memory.services.stats import memory_stats
-from memory.io.transfer import (
-    EXPORT_FORMATS, IMPORT_FORMATS, ImportReport, format_from_filename, import_entries, write_export,
-)
 
 STAGES = {
     "export": "Exportando",
@@ -69,6 +70,11 @@ def _json_default(value):
     return str(value)
 
 
+def _one_of(names) -> str:
+    """``json, jsonl ou csv``."""
+    return f"{', '.join(names[:-1])} ou {names[-1]}" if len(names) > 1 else "".join(names)
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else exc.__class__.__name__
@@ -94,18 +100,18 @@ class Command(BaseCommand):
         add("stats", "estatísticas: entradas, acertos, tokens, custo economizado, Redis, PostgreSQL, backups")
 
         p = add("list", "lista as entradas, as mais recentes primeiro")
-        p.add_argument("--limit", type=int, default=50, help="quantas (1 a 1000, padrão 50)")
+        p.add_argument("--limit", type=int, default=50, help=f"quantas (1 a {MAX_LIST_LIMIT}, padrão 50)")
         p.add_argument("--offset", type=int, default=0, help="quantas pular (padrão 0)")
         p.add_argument("--search", help="busca por product_id ou título")
         p.add_argument("--kind", default=DEFAULT_KIND, help=f"tipo de conteúdo (padrão {DEFAULT_KIND})")
 
-        p = add("export", "exporta as entradas para um arquivo (json, jsonl ou csv)", json_flag=False)
+        p = add("export", f"exporta as entradas para um arquivo ({_one_of(EXPORT_FORMATS)})", json_flag=False)
         p.add_argument("--output-file", default="-", help="arquivo de saída (padrão: a saída padrão)")
         p.add_argument("--format", choices=EXPORT_FORMATS,
-                       help="formato (padrão: pela extensão do arquivo, senão json)")
+                       help=f"formato (padrão: pela extensão do arquivo, senão {DEFAULT_EXPORT_FORMAT})")
         p.add_argument("--limit", type=int, help="no máximo N entradas (as mais antigas primeiro)")
 
-        p = add("import", "importa um arquivo exportado (json, jsonl, csv ou xlsx); nada é gravado se houver erro")
+        p = add("import", f"importa um arquivo exportado ({_one_of(IMPORT_FORMATS)}); nada é gravado se houver erro")
         p.add_argument("--input-file", required=True, help="arquivo a importar (.gz aceito)")
         p.add_argument("--format", choices=IMPORT_FORMATS, help="formato (padrão: pela extensão)")
         p.add_argument("--dry-run", action="store_true", help="só valida e mostra o que aconteceria")
@@ -240,7 +246,7 @@ class Command(BaseCommand):
         for name, justify in (("Produto", "left"), ("Título", "left"), ("Status", "left"),
                               ("Acertos", "right"), ("Tokens economizados", "right"), ("Expira em", "left")):
             table.add_column(name, justify=justify)
-        statuses = {"active": "ativo", "expired": "expirado", "stale": "desatualizado"}
+        statuses = {value: str(label) for value, label in EntryStatus.choices}
         for row in page["results"]:
             table.add_row(
                 row["product_id"], row["title"] or "—", statuses.get(row["status"], row["status"]),
@@ -284,7 +290,7 @@ class Command(BaseCommand):
     def handle_export(self, options):
         output = options["output_file"]
         to_stdout = output == "-"
-        fmt = options["format"] or (None if to_stdout else format_from_filename(output)) or "json"
+        fmt = options["format"] or (None if to_stdout else format_from_filename(output)) or DEFAULT_EXPORT_FORMAT
         if fmt not in EXPORT_FORMATS:
             raise CommandError(f"format: {fmt} não é exportado pelo comando; use --format {'|'.join(EXPORT_FORMATS)}")
         if to_stdout:

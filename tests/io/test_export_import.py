@@ -12,11 +12,13 @@ from django.core.cache import caches
 from django.test import override_settings
 from django.utils import timezone
 
-from memory.io import transfer
+from memory.io import export, formats, importer
 from memory.models import ProductMemoryEntry
 from memory.engine.memory import ProductMemory
 from memory.engine.tiers import cache_key
-from memory.io.transfer import EXPORT_FIELDS, ImportFileError, import_entries, iter_export
+from memory.io.export import iter_export
+from memory.io.importer import import_entries
+from memory.io.schema import EXPORT_FIELDS, ImportFileError
 
 from tests.helpers import T0, make_entries, snapshot_table
 
@@ -82,12 +84,12 @@ def test_bad_export_arguments_name_the_field(kwargs, field):
 
 
 def test_format_helpers_map_formats_to_content_types_extensions_and_file_names():
-    assert transfer.content_type("jsonl") == "application/x-ndjson"
-    assert transfer.filename_extension("csv") == "csv"
-    assert transfer.format_from_filename("memory-20261125T163000Z.jsonl.gz") == "jsonl"
-    assert transfer.format_from_filename("planilha.XLSX") == "xlsx"
-    assert transfer.format_from_filename("notes.txt") is None
-    assert transfer.export_filename("json", T0) == "memory-export-20261120T123015Z.json"
+    assert formats.content_type("jsonl") == "application/x-ndjson"
+    assert formats.filename_extension("csv") == "csv"
+    assert formats.format_from_filename("memory-20261125T163000Z.jsonl.gz") == "jsonl"
+    assert formats.format_from_filename("planilha.XLSX") == "xlsx"
+    assert formats.format_from_filename("notes.txt") is None
+    assert formats.export_filename("json", T0) == "memory-export-20261120T123015Z.json"
 
 
 def test_xlsx_in_the_admin_layout_is_imported(tmp_path):
@@ -241,8 +243,8 @@ def test_missing_file_and_unknown_format_are_clear_errors(tmp_path):
 def test_export_and_import_stream_in_bounded_memory(fmt, tmp_path, monkeypatch):
     """5,000 entries of ~4 KB (~20 MB of text) read and written 100 at a time: the peak
     stays a small fraction of the data (a batch, not the file)."""
-    monkeypatch.setattr(transfer, "EXPORT_CHUNK_ROWS", 100)
-    monkeypatch.setattr(transfer, "IMPORT_BATCH_ROWS", 100)
+    monkeypatch.setattr(export, "EXPORT_CHUNK_ROWS", 100)
+    monkeypatch.setattr(importer, "IMPORT_BATCH_ROWS", 100)
     big = {"title": "Produto", "description": "x" * 4000}
     make_entries(5000, payload=big)
 
@@ -256,7 +258,7 @@ def test_export_and_import_stream_in_bounded_memory(fmt, tmp_path, monkeypatch):
     assert export_peak < total / 5
 
     path = tmp_path / f"all.{fmt}"
-    transfer.write_export(fmt, path)
+    export.write_export(fmt, path)
     ProductMemoryEntry.objects.all().delete()
     tracemalloc.start()
     report = import_entries(path)

@@ -1,0 +1,81 @@
+"""The one freshness rule: when an entry is active, expired or stale.
+
+- **expired**: its ``expires_at`` has passed (``expires_at <= now``), whatever else holds;
+- **stale**: not expired, but made by another generator than the current one, or (for a
+  request that carries product data) from other product data than the request's fingerprint;
+- **active**: neither.
+
+A row judged on its own (the admin's badge and status filter, ``list_products``, the entry
+counts of stats) has no request, so only the generator can make it stale; a lookup also
+compares the input fingerprint. Both are this one rule: :func:`status` for one value,
+:func:`status_q` and :func:`status_counts` for a queryset, and :func:`expiring_soon_q` for the
+entries about to expire.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from django.db.models import Count, Q, QuerySet, TextChoices
+from django.utils.translation import gettext_lazy as _
+
+# The admin's "expiring soon" filter and the dashboard's list look this far ahead.
+EXPIRING_SOON_DAYS = 7
+
+
+class EntryStatus(TextChoices):
+    ACTIVE = "active", _("ativo")
+    EXPIRED = "expired", _("expirado")
+    STALE = "stale", _("desatualizado")
+
+
+# Plain strings: a status is compared, serialized and used as a key on the read path.
+ACTIVE: str = EntryStatus.ACTIVE.value
+EXPIRED: str = EntryStatus.EXPIRED.value
+STALE: str = EntryStatus.STALE.value
+
+
+def status(expires_at, now, generator_version: str, current_generator: str | None,
+           input_fingerprint: str | None = None, wanted_fingerprint: str | None = None) -> str:
+    """The status of one entry. ``expires_at`` and ``now`` are both datetimes or both epoch
+    seconds; ``wanted_fingerprint`` is the request's (None: the row on its own). Without a
+    ``current_generator`` the generator is not compared."""
+    if expires_at <= now:
+        return EXPIRED
+    if current_generator and generator_version != current_generator:
+        return STALE
+    if wanted_fingerprint and input_fingerprint != wanted_fingerprint:
+        return STALE
+    return ACTIVE
+
+
+def expired_q(now: datetime) -> Q:
+    return Q(expires_at__lte=now)
+
+
+def status_q(wanted: str, current_generator: str, now: datetime) -> Q:
+    """The rows whose :func:`status` (on their own, without a request) is ``wanted``."""
+    if wanted == EXPIRED:
+        return expired_q(now)
+    if wanted == STALE:
+        return Q(expires_at__gt=now) & ~Q(generator_version=current_generator)
+    if wanted == ACTIVE:
+        return Q(expires_at__gt=now, generator_version=current_generator)
+    raise ValueError(f"status: {wanted!r} desconhecido")
+
+
+def status_counts(queryset: QuerySet, current_generator: str, now: datetime) -> dict[str, int]:
+    """``{"total", "active", "expired", "stale"}`` of the queryset's rows, in one scan."""
+    return queryset.aggregate(
+        total=Count("pk"),
+        **{name: Count("pk", filter=status_q(name, current_generator, now)) for name in (ACTIVE, EXPIRED, STALE)},
+    )
+
+
+def expiring_soon_q(now: datetime, days: int = EXPIRING_SOON_DAYS) -> Q:
+    """Not expired yet, but expiring within ``days`` days."""
+    return Q(expires_at__gt=now, expires_at__lte=now + timedelta(days=days))
+
+
+def row_status(entry, current_generator: str | None, now: datetime) -> str:
+    """:func:`status` of a ``ProductMemoryEntry`` row on its own (no request fingerprint)."""
+    return status(entry.expires_at, now, entry.generator_version, current_generator)

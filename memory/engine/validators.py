@@ -1,0 +1,74 @@
+"""The value checks every way in shares (API, commands, imports, the admin, services): whole
+numbers within bounds, text, and JSON objects PostgreSQL can store.
+
+Pure functions: no Django, no Redis. Each raises ``ValueError`` whose message starts with the
+name of the value (``"limit: …"``), so that a caller can show it as it is.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+# PostgreSQL's integer and bigint: the model's PositiveIntegerField and PositiveBigIntegerField.
+INT_MAX = 2_147_483_647
+BIGINT_MAX = 9_223_372_036_854_775_807
+
+
+def whole_number(name: str, value: Any, *, minimum: int = 0, maximum: int | None = None) -> int:
+    """``value`` when it is an ``int`` (not a bool) from ``minimum`` to ``maximum``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name}: deve ser um inteiro, recebido {value!r}")
+    if value < minimum:
+        if minimum == 0:
+            raise ValueError(f"{name}: não pode ser negativo, recebido {value}")
+        if minimum == 1:
+            raise ValueError(f"{name}: deve ser positivo, recebido {value}")
+        raise ValueError(f"{name}: deve ser pelo menos {minimum}, recebido {value}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name}: acima do máximo de {maximum}")
+    return value
+
+
+def text(name: str, value: str, *, max_length: int) -> str:
+    """``value`` trimmed, when it fits ``max_length`` and holds no NUL (PostgreSQL refuses it)."""
+    value = value.strip()
+    if "\x00" in value:
+        raise ValueError(f"{name}: contém o caractere nulo, que o PostgreSQL não aceita")
+    if len(value) > max_length:
+        raise ValueError(f"{name}: no máximo {max_length} caracteres")
+    return value
+
+
+def json_object(name: str, value: Any, *, max_bytes: int | None = None) -> dict:
+    """``value`` when it is a dict that PostgreSQL can store as ``jsonb``: JSON-serializable,
+    without NaN or Infinity, without NUL characters, and at most ``max_bytes`` encoded."""
+    if not isinstance(value, dict):
+        raise ValueError(f"{name}: deve ser um objeto JSON, recebido {type(value).__name__}")
+    try:
+        encoded = json.dumps(value, ensure_ascii=False, allow_nan=False)
+    except ValueError as exc:
+        if str(exc).startswith("Out of range float"):
+            raise ValueError(f"{name}: contém NaN ou Infinity, que o JSON não admite") from None
+        raise ValueError(f"{name}: não é serializável em JSON ({exc})") from None
+    except TypeError as exc:
+        raise ValueError(f"{name}: não é serializável em JSON ({exc})") from None
+    except RecursionError:
+        raise ValueError(f"{name}: JSON aninhado demais") from None
+    if "\\u0000" in encoded and _holds_nul(value):
+        raise ValueError(f"{name}: contém o caractere nulo (\\u0000), que o PostgreSQL não aceita")
+    if max_bytes is not None:
+        size = len(encoded.encode())
+        if size > max_bytes:
+            raise ValueError(f"{name}: {size} bytes excede o limite de {max_bytes} bytes")
+    return value
+
+
+def _holds_nul(value: Any) -> bool:
+    """A NUL in a key or a string (the encoded text's ``\\u0000`` may also be an escaped backslash)."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any((isinstance(k, str) and "\x00" in k) or _holds_nul(v) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return any(_holds_nul(v) for v in value)
+    return False

@@ -1,0 +1,184 @@
+"""Importing entries: ``manage_memory import`` and ``restore`` (and so the backups) read
+through :func:`import_entries`.
+
+- Rows are read by :mod:`memory.io.readers` and cleaned by :func:`memory.io.schema.clean_row`,
+  the one row schema the admin's import uses too.
+- All or nothing: a first pass validates every row; if any is bad, nothing is written and each
+  bad row is reported by number. A second pass upserts on ``(product_id, kind)`` in batches
+  inside one transaction; when a key appears twice in a file, the later row wins. Cached copies
+  (Redis, L1) of the imported keys are evicted so that no stale copy survives.
+- Both passes stream, so memory stays bounded however many rows the file holds.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import IO, Iterable, Iterator
+
+from django.db import transaction
+from django.utils import timezone
+
+from memory.engine.memory import ProductMemory
+from memory.engine.tiers import DatabaseTier
+from memory.io.formats import IMPORT_FORMATS, Progress, check_format, format_from_filename
+from memory.io.readers import Source, read_rows
+from memory.io.schema import RowError, clean_row
+
+logger = logging.getLogger("memory")
+
+IMPORT_BATCH_ROWS = 500           # rows per INSERT … ON CONFLICT
+IMPORT_BATCH_BYTES = 8 * 1024 * 1024
+MAX_REPORTED_ERRORS = 1000
+
+
+@dataclass
+class ImportReport:
+    """What an import did (or, with ``dry_run``, would do)."""
+
+    format: str
+    dry_run: bool = False
+    rows: int = 0
+    created: int = 0
+    updated: int = 0
+    errors: list[tuple[int, str]] = field(default_factory=list)
+    error_count: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.error_count == 0
+
+    def as_dict(self) -> dict:
+        return {
+            "format": self.format, "dry_run": self.dry_run, "rows": self.rows,
+            "created": self.created, "updated": self.updated, "ok": self.ok,
+            "error_count": self.error_count,
+            "errors": [{"row": n, "message": m} for n, m in self.errors],
+        }
+
+
+def _row_bytes(row: dict) -> int:
+    # A cheap upper-bound guess, good enough to keep a batch's size bounded.
+    return 512 + len(json.dumps(row["payload"], ensure_ascii=False)) + len(
+        json.dumps(row["source_data"], ensure_ascii=False))
+
+
+def _batches(rows: Iterable[dict]) -> Iterator[list[dict]]:
+    batch: list[dict] = []
+    size = 0
+    for row in rows:
+        batch.append(row)
+        size += _row_bytes(row)
+        if len(batch) >= IMPORT_BATCH_ROWS or size >= IMPORT_BATCH_BYTES:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
+
+
+def _dedupe(batch: list[dict]) -> list[dict]:
+    """The later row wins when a key appears twice (one upsert cannot touch a row twice)."""
+    by_key = {(r["product_id"], r["kind"]): r for r in batch}
+    return list(by_key.values())
+
+
+def import_entries(source: str | os.PathLike | IO, fmt: str | None = None, *, dry_run: bool = False,
+                   on_progress: Progress | None = None) -> ImportReport:
+    """Validate a whole file, then (unless ``dry_run`` or a row is bad) upsert every row.
+
+    ``source`` is a path or a file object (binary or text); ``fmt`` one of
+    :data:`~memory.io.formats.IMPORT_FORMATS`, or None to take it from the file name. Raises
+    :class:`~memory.io.schema.ImportFileError` (a ``ValueError``) when the file as a whole
+    cannot be read; bad rows are reported in the returned :class:`ImportReport`, and then
+    nothing is written.
+    """
+    src = Source(source)
+    try:
+        if fmt is None:
+            fmt = format_from_filename(src.name) if src.name else None
+            if fmt is None:
+                raise ValueError(f"format: não foi possível deduzir do nome do arquivo; use um de {', '.join(IMPORT_FORMATS)}")
+        check_format(fmt, IMPORT_FORMATS)
+        report = ImportReport(format=fmt, dry_run=dry_run)
+        now = timezone.now()
+        l3 = DatabaseTier()
+
+        def valid_rows() -> Iterator[dict]:
+            """Every row cleaned; bad ones recorded in the report (and skipped)."""
+            for number, raw in read_rows(src, fmt):
+                report.rows += 1
+                try:
+                    if isinstance(raw, RowError):
+                        raise raw
+                    yield clean_row(raw, now=now)
+                except RowError as exc:
+                    report.error_count += 1
+                    if len(report.errors) < MAX_REPORTED_ERRORS:
+                        report.errors.append((number, str(exc)))
+                if on_progress and report.rows % IMPORT_BATCH_ROWS == 0:
+                    on_progress("validate", report.rows, None)
+
+        for batch in _batches(valid_rows()):
+            if dry_run and not report.error_count:
+                batch = _dedupe(batch)
+                existing = l3.count_existing((r["product_id"], r["kind"]) for r in batch)
+                report.updated += existing
+                report.created += len(batch) - existing
+        if on_progress:
+            on_progress("validate", report.rows, report.rows)
+        if report.error_count:
+            report.created = report.updated = 0
+            logger.warning("Importação recusada: %d registros inválidos em %s; nada foi gravado",
+                           report.error_count, src.name or "arquivo")
+            return report
+        if dry_run:
+            return report
+
+        _write(src, fmt, report, now, on_progress)
+        logger.info("Importação concluída: %d entradas criadas, %d atualizadas", report.created, report.updated)
+        return report
+    finally:
+        src.close()
+
+
+def _write(src: Source, fmt: str, report: ImportReport, now: datetime, on_progress: Progress | None) -> None:
+    memory = ProductMemory()
+    total = report.rows
+    done = 0
+
+    def rows() -> Iterator[dict]:
+        for _, raw in read_rows(src, fmt):
+            yield clean_row(raw, now=now)
+
+    # The keys written are spilled to a temporary file, to evict them again
+    # after the commit without holding a million keys in memory.
+    with tempfile.TemporaryFile("w+", encoding="utf-8") as written:
+        with transaction.atomic():
+            for batch in _batches(rows()):
+                done += len(batch)
+                batch = _dedupe(batch)
+                existing = memory.l3.upsert_rows(batch)
+                report.updated += existing
+                report.created += len(batch) - existing
+                batch_keys = [(r["product_id"], r["kind"]) for r in batch]
+                # Dropped from this process's tiers now, and evicted everywhere after
+                # the commit (until then a reader may refill a cache from the old row).
+                # Not memory.evict() here: it queues a broadcast per call until commit.
+                if memory.l2 is not None:
+                    memory.l2.delete_many(batch_keys)
+                memory.l1.delete_many(batch_keys)
+                written.writelines(json.dumps(key) + "\n" for key in batch_keys)
+                if on_progress:
+                    on_progress("write", done, total)
+        written.seek(0)
+        keys: list[tuple[str, str]] = []
+        for line in written:
+            keys.append(tuple(json.loads(line)))
+            if len(keys) >= IMPORT_BATCH_ROWS:
+                memory.evict(keys)
+                keys = []
+        if keys:
+            memory.evict(keys)
