@@ -18,6 +18,7 @@ from django.conf import settings
 from django.db import connections
 
 from memory.models import DEFAULT_KIND
+from memory.engine.locks import product_lock
 from memory.engine.memory import Lookup, ProductMemory, ProductRef, resolve_product
 from memory.engine.validators import whole_number
 from memory.providers import ContentProvider, GenerationError, get_provider
@@ -124,8 +125,6 @@ def generate_product(
             memory.count_lookups([lookup])
             return _reused(lookup)
         status = lookup.status
-
-    from memory.engine.locks import product_lock
 
     with product_lock(ref.product_id, memory.kind) as acquired:
         if not acquired:
