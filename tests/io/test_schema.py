@@ -96,12 +96,14 @@ def admin_errors(text: str, fmt: str) -> dict[int, str]:
     }
 
 
-@pytest.mark.parametrize("fmt", list(FORMATS))
-@pytest.mark.parametrize("case", list(BAD_ROWS))
+# ijson stops at an integer beyond 64 bits, so in JSON the command refuses the whole file:
+# test_a_number_beyond_64_bits_in_json_is_refused_by_both covers that case.
+@pytest.mark.parametrize("fmt, case", [
+    (fmt, case) for case in BAD_ROWS for fmt in FORMATS
+    if not (fmt == "json" and case == "hits above PostgreSQL bigint")
+])
 def test_a_bad_row_is_refused_by_both_with_the_same_words(case, fmt):
     row, columns = BAD_ROWS[case]
-    if fmt == "json" and case == "hits above PostgreSQL bigint":
-        pytest.skip("ijson stops at an integer beyond 64 bits: the command refuses the whole file")
     text = FORMATS[fmt][0]([GOOD, row])
 
     by_command = command_errors(text, fmt)
