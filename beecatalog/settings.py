@@ -4,15 +4,43 @@ Every setting that changes between machines is read here, once, from the
 environment (see ``.env.example`` and the README's configuration table).
 Modules read ``django.conf.settings``, never ``os.environ``.
 """
+import math
+import sys
 from pathlib import Path
+from typing import NoReturn
 
 import environ
-from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+
+def refuse(message: str) -> NoReturn:
+    """Stop the process with ``message`` on one line of stderr and no traceback: a setting to fix.
+
+    Every entry point (manage.py, gunicorn's workers, celery, wsgi/asgi) reads this module before
+    anything else; system checks would not do: gunicorn and celery never run them.
+    """
+    sys.stderr.write(f"{message}\n")
+    sys.stderr.flush()
+    # 4 is gunicorn's "App failed to load": its master stops instead of starting workers forever.
+    raise SystemExit(4)
+
+
+def env_seconds(name: str, default: float, *, minimum: float = 0, integer: bool = False) -> float:
+    """``name`` from the environment as a number of seconds (a whole one if ``integer``) not below ``minimum``."""
+    raw = env.str(name, default=str(default)).strip()
+    try:
+        value = int(raw) if integer else float(raw)
+    except ValueError:
+        value = None
+    if value is None or not math.isfinite(value) or value < minimum:
+        refuse(f"{name}: use um número{' inteiro' if integer else ''} de segundos maior ou igual a {minimum:g},"
+               f" não {raw!r}")
+    return value
+
 
 SECRET_KEY = env("SECRET_KEY", default="dev-insecure-change-me")
 DEBUG = env.bool("DEBUG", default=False)
@@ -73,15 +101,39 @@ WSGI_APPLICATION = "beecatalog.wsgi.application"
 DATABASES = {
     "default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'var' / 'beecatalog.sqlite3'}"),
 }
+# What a hung PostgreSQL can cost a request (docs/reliability.md): a new connection waits
+# DB_CONNECT_TIMEOUT for the server (libpq waits 2 s at least), the check of a reused one
+# DB_HEALTH_CHECK_TIMEOUT; a statement runs at most DB_STATEMENT_TIMEOUT (0: no limit), and the
+# backend (memory/infra/postgresql) waits a little longer for the server to say so, then closes
+# the connection as hung.
+DB_CONNECT_TIMEOUT = env_seconds("DB_CONNECT_TIMEOUT", 2, minimum=1, integer=True)  # 0 would wait forever
+DB_HEALTH_CHECK_TIMEOUT = env_seconds("DB_HEALTH_CHECK_TIMEOUT", 1.0, minimum=0.1)
+DB_STATEMENT_TIMEOUT = env_seconds("DB_STATEMENT_TIMEOUT", 30.0)
+DB_CONN_MAX_AGE = env_seconds("DB_CONN_MAX_AGE", 60, integer=True)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     (BASE_DIR / "var").mkdir(exist_ok=True)
     DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
 else:
-    DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DB_CONN_MAX_AGE", default=60))
+    if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+        DATABASES["default"]["ENGINE"] = "memory.infra.postgresql"  # Django's, every wait bounded
+    DATABASES["default"].setdefault("CONN_MAX_AGE", DB_CONN_MAX_AGE)
+    # A reused connection is checked before its first query of each request, so a restarted
+    # server costs no request an error.
     DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
-    DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
-        "connect_timeout", env.int("DB_CONNECT_TIMEOUT", default=3)
-    )
+    # libpq parameters in DATABASE_URL's query string (?keepalives_idle=30) win over these.
+    _libpq = DATABASES["default"].setdefault("OPTIONS", {})
+    _libpq.setdefault("connect_timeout", DB_CONNECT_TIMEOUT)
+    # A peer that stops acknowledging (its host frozen, the network cut) breaks the connection:
+    # data unacknowledged for 10 s, or an idle connection unanswered 10 s + 3 probes 5 s apart.
+    _libpq.setdefault("keepalives", 1)
+    _libpq.setdefault("keepalives_idle", 10)
+    _libpq.setdefault("keepalives_interval", 5)
+    _libpq.setdefault("keepalives_count", 3)
+    _libpq.setdefault("tcp_user_timeout", 10_000)  # milliseconds
+    if DB_STATEMENT_TIMEOUT:
+        # first, so that a "-c statement_timeout" of the URL's own options still decides
+        _statement_timeout_ms = max(1, round(DB_STATEMENT_TIMEOUT * 1000))
+        _libpq["options"] = f"-c statement_timeout={_statement_timeout_ms} {_libpq.get('options', '')}".strip()
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Caches: L1 (per process) and L2 (Redis, optional) --------------------
@@ -211,7 +263,7 @@ SPECTACULAR_SETTINGS = {
 # "token" (any authenticated user) or "anonymous" (anyone who reaches it).
 METRICS_ALLOW = env.str("METRICS_ALLOW", default="staff")
 if METRICS_ALLOW not in ("staff", "token", "anonymous"):
-    raise ImproperlyConfigured(f"METRICS_ALLOW: use staff, token ou anonymous, não {METRICS_ALLOW!r}")
+    refuse(f"METRICS_ALLOW: use staff, token ou anonymous, não {METRICS_ALLOW!r}")
 # Several gunicorn workers: an empty directory shared by them (prometheus_client
 # reads the same variable from the environment), wiped before each start.
 PROMETHEUS_MULTIPROC_DIR = env.str("PROMETHEUS_MULTIPROC_DIR", default="")

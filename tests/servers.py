@@ -1,16 +1,21 @@
 """Real servers the tests start on free ports and stop themselves: redis-server, a TCP proxy a
-test can cut, and gunicorn serving the project."""
+test can cut, gunicorn serving the project, and a PostgreSQL cluster a test can freeze."""
 from __future__ import annotations
 
+import glob
+import os
+import pwd
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
 import httpx
+import psycopg
 from django.conf import settings
 
 from tests.helpers import wait_for
@@ -185,3 +190,126 @@ class ApiServer:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
         self._log.close()
+
+
+def _pg_binary(name: str) -> str:
+    found = shutil.which(name) or next(iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True)), None)
+    if found is None:
+        raise RuntimeError(f"{name} (PostgreSQL's server programs) is not installed")
+    return found
+
+
+def _child_pids(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (from /proc: no procps needed)."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # the process ended while we looked
+        if int(fields[1]) == pid:
+            children.append(int(stat.parent.name))
+    return children
+
+
+class PostgresServer:
+    """A throwaway PostgreSQL cluster of the test's own on a free loopback port (TCP only, trust
+    authentication, no durability), run as the ``postgres`` user when the tests run as root.
+
+    ``start()``; ``freeze()`` stops the postmaster and every process it started with SIGSTOP: the
+    server hangs, its sockets stay open and the kernel still acknowledges what is sent to it, as with
+    a server stuck on its disk; ``thaw()``; ``stop()`` thaws, shuts it down and deletes its files.
+    """
+
+    def __init__(self, port: int | None = None):
+        self.port = port or free_port()
+        self.user = "postgres" if os.geteuid() == 0 else None  # initdb and postgres refuse to run as root
+        self.data_dir: Path | None = None
+        self.proc: subprocess.Popen | None = None
+        self._frozen: list[int] = []
+
+    @property
+    def url(self) -> str:
+        return f"postgres://postgres@127.0.0.1:{self.port}/postgres"
+
+    def connect(self, **kwargs) -> psycopg.Connection:
+        return psycopg.connect(host="127.0.0.1", port=self.port, user="postgres", dbname="postgres",
+                               connect_timeout=2, **kwargs)
+
+    def start(self, timeout: float = 60.0) -> "PostgresServer":
+        self.data_dir = Path(tempfile.mkdtemp(prefix="bc-pg-"))
+        if self.user:
+            entry = pwd.getpwnam(self.user)
+            os.chown(self.data_dir, entry.pw_uid, entry.pw_gid)
+        subprocess.run(
+            [_pg_binary("initdb"), "-D", str(self.data_dir / "data"), "-U", "postgres", "--auth=trust",
+             "-E", "UTF8", "--locale=C.UTF-8", "--no-sync"],
+            user=self.user, check=True, capture_output=True, timeout=timeout,
+        )
+        self._log = (self.data_dir / "postgres.log").open("w")
+        self.proc = subprocess.Popen(
+            [_pg_binary("postgres"), "-D", str(self.data_dir / "data"), "-p", str(self.port),
+             "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=",
+             "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
+             "-c", "max_connections=40", "-c", "shared_buffers=32MB"],
+            user=self.user, stdout=self._log, stderr=subprocess.STDOUT,
+        )
+        # the port opens before the server accepts sessions
+        if not wait_for(lambda: self.proc.poll() is not None or self._accepts_sessions(), timeout, interval=0.1) \
+                or self.proc.poll() is not None:
+            raise RuntimeError("PostgreSQL did not start:\n" + self.log())
+        return self
+
+    def _accepts_sessions(self) -> bool:
+        try:
+            self.connect().close()
+        except psycopg.OperationalError:
+            return False
+        return True
+
+    def log(self) -> str:
+        return (self.data_dir / "postgres.log").read_text()[-4000:] if self.data_dir else ""
+
+    def processes(self) -> list[int]:
+        """The postmaster and every process it started."""
+        if self.proc is None or self.proc.poll() is not None:
+            return []
+        return [self.proc.pid, *_child_pids(self.proc.pid)]
+
+    def freeze(self) -> None:
+        # the postmaster first, so that it starts no process the loop below would miss
+        os.kill(self.proc.pid, signal.SIGSTOP)
+        self._frozen = [self.proc.pid]
+        for pid in _child_pids(self.proc.pid):
+            try:
+                os.kill(pid, signal.SIGSTOP)
+                self._frozen.append(pid)
+            except ProcessLookupError:
+                pass
+
+    def thaw(self) -> None:
+        for pid in [*self._frozen[1:], *self._frozen[:1]]:
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+        self._frozen = []
+
+    def stop(self) -> None:
+        try:
+            self.thaw()
+            if self.proc is not None and self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGINT)  # fast shutdown: sessions are ended
+                try:
+                    self.proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    for pid in self.processes():
+                        os.kill(pid, signal.SIGKILL)
+                    self.proc.wait(timeout=10)
+        finally:
+            self.proc = None
+            if self.data_dir is not None:
+                if hasattr(self, "_log"):
+                    self._log.close()
+                shutil.rmtree(self.data_dir, ignore_errors=True)
+                self.data_dir = None

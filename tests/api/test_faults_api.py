@@ -1,5 +1,6 @@
 """Faults seen through the REST API: gunicorn (two workers) on a free port, with a Redis and a
-route to PostgreSQL of the test's own, which the tests kill or cut and bring back."""
+route to PostgreSQL (or a whole PostgreSQL) of the test's own, which the tests kill, cut or
+freeze and bring back."""
 import subprocess
 import sys
 import threading
@@ -18,7 +19,7 @@ from memory.models import DailyStats, ProductMemoryEntry
 from memory.engine.memory import ProductMemory
 
 from tests.helpers import wait_for
-from tests.servers import ApiServer, RedisServer, TcpProxy
+from tests.servers import ApiServer, PostgresServer, RedisServer, TcpProxy
 
 ROOT = Path(settings.BASE_DIR)
 CONTENT = {"title": "Produto", "description": "d", "bullet_points": ["a"], "seo_keywords": ["b"]}
@@ -164,6 +165,124 @@ def test_postgres_unreachable_api_answers_503_fast_changes_nothing_and_recovers(
         assert queued.status_code == 202
         assert ProductMemoryEntry.objects.filter(product_id="PG-2").exists()
     assert "Traceback" not in api.log()
+
+
+# --- PostgreSQL hung ---------------------------------------------------------------------------
+
+HUNG_SETUP = """
+from django.contrib.auth.models import User
+from rest_framework.authtoken.models import Token
+user = User.objects.create_superuser("congelado", password="senha-forte-123")
+print(Token.objects.create(user=user).key)
+"""
+
+ENTRIES = "SELECT product_id, kind, payload::text, updated_at FROM memory_productmemoryentry ORDER BY 1, 2"
+
+
+@pytest.fixture
+def own_postgres(process_env):
+    """A migrated PostgreSQL cluster of the test's own, with one superuser; yields (server, token)."""
+    server = PostgresServer().start()
+    try:
+        env = server_env(process_env, redis_url="", database_url=server.url)
+        for command in (["migrate", "--verbosity", "0"], ["shell", "-c", HUNG_SETUP]):
+            done = subprocess.run([sys.executable, "manage.py", *command], cwd=ROOT, env=env,
+                                  capture_output=True, text=True, timeout=300)
+            assert done.returncode == 0, done.stderr
+        yield server, done.stdout.split()[-1]  # the shell may print a banner first
+    finally:
+        server.stop()
+
+
+def app_connections(server: PostgresServer) -> int:
+    """Sessions other than our own, i.e. the gunicorn workers' persistent connections."""
+    with server.connect(autocommit=True) as conn:
+        return conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
+        ).fetchone()[0]
+
+
+@pytest.mark.slow
+def test_hung_postgres_every_request_answers_within_3_s_cache_serves_and_all_recovers(
+    own_postgres, own_redis, process_env, tmp_path
+):
+    """PostgreSQL hangs (SIGSTOP on every one of its processes) with both gunicorn workers holding
+    a warm connection: no request waits for it. Health says down, cached entries are served,
+    the rest is a 503; all recovers once PostgreSQL resumes, without a restart."""
+    server, token = own_postgres
+    api = ApiServer(server_env(process_env, redis_url=own_redis.url, database_url=server.url,
+                               API_TOKEN_CACHE_SECONDS="600"), tmp_path / "gunicorn.log")
+    timings: dict[str, list[float]] = {}
+    try:
+        api.wait_ready()
+        with httpx.Client(base_url=api.url, headers={"Authorization": f"Token {token}"}, timeout=20) as client:
+            for sku in ("HUNG-1", "HUNG-2"):
+                saved = client.post("/api/memory/force-regenerate/", json={"product_data": {"sku": sku, "title": "Produto"}})
+                assert saved.status_code == 202, saved.text
+            # Every worker serves authenticated gets (its token cache, L1 and a persistent connection warm)
+            def warm() -> bool:
+                assert client.post("/api/memory/get/", json={"product_id": "HUNG-1"}).status_code == 200
+                return app_connections(server) >= 2
+
+            assert wait_for(warm, timeout=30, interval=0), "both workers should hold a connection"
+            for _ in range(6):
+                assert client.post("/api/memory/get/", json={"product_id": "HUNG-1"}).status_code == 200
+            with server.connect() as conn:
+                before = conn.execute(ENTRIES).fetchall()
+
+            requests = [
+                ("health", "get", "/api/memory/health/", None, 503),
+                ("get cached", "post", "/api/memory/get/", {"product_id": "HUNG-1"}, 200),
+                ("get uncached", "post", "/api/memory/get/", {"product_id": "HUNG-NOVO"}, 503),
+                ("delete", "post", "/api/memory/delete/", {"product_id": "HUNG-2"}, 503),
+                ("regenerate", "post", "/api/memory/force-regenerate/",
+                 {"product_data": {"sku": "HUNG-3", "title": "Novo"}}, 503),
+            ]
+            server.freeze()
+            try:
+                for _ in range(3):  # both workers, whichever answers
+                    for name, method, url, body, expected in requests:
+                        started = time.monotonic()
+                        try:
+                            response = client.request(method, url, json=body)
+                        except httpx.TimeoutException:
+                            pytest.fail(f"{name}: no answer in 20 s while PostgreSQL hangs")
+                        took = time.monotonic() - started
+                        timings.setdefault(name, []).append(took)
+                        assert response.status_code == expected, (name, response.status_code, response.text[:300])
+                        assert response.headers["content-type"] == "application/json"
+                        if name == "health":
+                            assert response.json()["status"] == "down"
+                            assert response.json()["checks"]["redis"]["ok"] is True
+                        elif expected == 503:
+                            assert response.json() == {
+                                "detail": "Banco de dados (PostgreSQL) indisponível no momento; tente novamente em instantes."
+                            }
+                        else:
+                            assert response.json()["tier"] in ("l1", "l2")
+                        assert took < 4.0, (name, took)
+            finally:
+                server.thaw()
+                thawed = time.monotonic()
+
+            # no restart: the next requests reconnect
+            assert wait_for(lambda: client.get("/api/memory/health/").json()["status"] == "ok", timeout=10, interval=0.05)
+            recovered = time.monotonic() - thawed
+            with server.connect() as conn:
+                assert conn.execute(ENTRIES).fetchall() == before  # nothing written while it hung
+            for _ in range(4):
+                assert client.post("/api/memory/get/", json={"product_id": "HUNG-NOVO"}).status_code == 404
+                assert client.post("/api/memory/get/", json={"product_id": "HUNG-2"}).status_code == 200
+            assert client.post("/api/memory/delete/", json={"product_id": "HUNG-2"}).status_code == 200
+            assert client.post("/api/memory/force-regenerate/",
+                               json={"product_data": {"sku": "HUNG-3", "title": "Novo"}}).status_code == 202
+    finally:
+        log = api.log()
+        api.stop()
+    for name, took in timings.items():
+        print(f"{name}: {' '.join(f'{t * 1000:.0f}' for t in took)} ms")
+    print(f"health ok {recovered * 1000:.0f} ms after PostgreSQL resumed")
+    assert "Traceback" not in log
 
 
 # --- Redis killed under load -------------------------------------------------------------------
