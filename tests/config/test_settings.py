@@ -1,5 +1,5 @@
 """The settings read from the environment (beecatalog/settings.py): a wrong value stops every
-entry point with one pt-BR line."""
+entry point with one pt-BR line, and 500s are logged whatever DEBUG says."""
 import os
 import re
 import secrets
@@ -66,3 +66,26 @@ def test_statement_timeout_and_the_other_libpq_options_of_database_url_are_kept(
                DATABASE_URL="postgres://u@127.0.0.1:5432/d?keepalives_idle=30&options=-c%20search_path%3Dx")
     assert done.returncode == 0, done.stderr
     assert done.stdout.split("|") == ["30 ", " -c statement_timeout=1500 -c search_path=x\n"]
+
+
+# --- logging ----------------------------------------------------------------------------------------
+
+SERVE_A_FAILING_VIEW = """
+import django
+django.setup()
+from django.test import Client
+from django.test.utils import override_settings
+with override_settings(ROOT_URLCONF="tests.config.raising_urls"):
+    client = Client(raise_request_exception=False)
+    print(client.get("/quebra/").status_code, client.get("/nada/").status_code)
+"""
+
+
+def test_a_500_is_logged_to_stderr_with_its_traceback_with_debug_off():
+    done = run([sys.executable, "-c", SERVE_A_FAILING_VIEW], SECRET_KEY=KEY, DEBUG="false")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["500", "404"]
+    assert "[ERROR] Internal Server Error: /quebra/" in done.stderr
+    assert "Traceback (most recent call last)" in done.stderr
+    assert "RuntimeError: falha proposital da view" in done.stderr
+    assert "/nada/" not in done.stderr  # a 404 is the client's error, not logged as one of ours
