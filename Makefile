@@ -5,8 +5,11 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha1sum requirements.txt | cut -c1-12)
 
-# The embedded default: SQLite in var/, no Redis, the offline template provider.
-DEMO_ENV := DATABASE_URL=sqlite:///var/demo.sqlite3 REDIS_URL= CELERY_BROKER_URL= LLM_PROVIDER=template MEMORY_LOG_LEVEL=WARNING
+# The embedded default: SQLite in var/, no Redis, the offline template provider. DEBUG stays
+# off, as in production, so each command gets a random SECRET_KEY of its own (nothing it
+# signs outlives the command).
+DEMO_ENV := DATABASE_URL=sqlite:///var/demo.sqlite3 REDIS_URL= CELERY_BROKER_URL= LLM_PROVIDER=template MEMORY_LOG_LEVEL=WARNING \
+	SECRET_KEY=$$($(PY) -c 'import secrets; print(secrets.token_urlsafe(50))')
 
 .PHONY: demo test install migrate run clean
 

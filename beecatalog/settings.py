@@ -5,11 +5,13 @@ environment (see ``.env.example`` and the README's configuration table).
 Modules read ``django.conf.settings``, never ``os.environ``.
 """
 import math
+import re
 import sys
 from pathlib import Path
 from typing import NoReturn
 
 import environ
+from csp.constants import NONE, SELF
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -42,10 +44,62 @@ def env_seconds(name: str, default: float, *, minimum: float = 0, integer: bool 
     return value
 
 
+_BOOLEANS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+
+
+def env_flag(name: str, default: bool) -> bool:
+    """``name`` from the environment as true/false (also 1/0, yes/no, on/off); anything else refuses to start."""
+    raw = env.str(name, default=str(default)).strip()
+    if raw.lower() not in _BOOLEANS:
+        refuse(f"{name}: use true ou false, não {raw!r}")
+    return _BOOLEANS[raw.lower()]
+
+
+# Keys published with the project (the default, .env.example, docker-compose.yml): anyone who has
+# read them can forge sessions, CSRF tokens and password-reset links.
+PUBLIC_SECRET_KEYS = {"dev-insecure-change-me", "change-me-to-a-long-random-string", "change-me"}
 SECRET_KEY = env("SECRET_KEY", default="dev-insecure-change-me")
 DEBUG = env.bool("DEBUG", default=False)
+if not DEBUG and (not SECRET_KEY.strip() or SECRET_KEY in PUBLIC_SECRET_KEYS):
+    refuse("SECRET_KEY não definida ou pública: defina uma chave aleatória própria (por exemplo"
+           " python -c 'import secrets; print(secrets.token_urlsafe(50))') ou DEBUG=true em desenvolvimento")
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+# --- HTTPS (the README's "In production" shows them set) ----------------------
+# All off by default: the embedded default and local runs are plain HTTP.
+SECURE_SSL_REDIRECT = env_flag("SECURE_SSL_REDIRECT", False)
+SECURE_HSTS_SECONDS = env_seconds("SECURE_HSTS_SECONDS", 0, integer=True)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_flag("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_flag("SECURE_HSTS_PRELOAD", False)
+SESSION_COOKIE_SECURE = env_flag("SESSION_COOKIE_SECURE", False)
+CSRF_COOKIE_SECURE = env_flag("CSRF_COOKIE_SECURE", False)
+# Behind a proxy that terminates TLS: the header it sets and its value for HTTPS, as
+# "HTTP_X_FORWARDED_PROTO,https". Trust it only if the proxy always sets (or strips) it.
+_proxy_ssl_header = env.str("SECURE_PROXY_SSL_HEADER", default="").strip()
+SECURE_PROXY_SSL_HEADER = None
+if _proxy_ssl_header:
+    _header, _, _value = (part.strip() for part in _proxy_ssl_header.partition(","))
+    if not re.fullmatch(r"HTTP_[A-Z0-9_]+", _header) or not _value or "," in _value:
+        refuse(f"SECURE_PROXY_SSL_HEADER: use NOME,valor como HTTP_X_FORWARDED_PROTO,https, não {_proxy_ssl_header!r}")
+    SECURE_PROXY_SSL_HEADER = (_header, _value)
+USE_X_FORWARDED_HOST = env_flag("USE_X_FORWARDED_HOST", False)
+
+# Content-Security-Policy (django-csp): nothing is loaded from elsewhere, no inline script runs,
+# and the one inline style allowed is the <style> of drf-spectacular's swagger_ui.html (0.30.0),
+# by its hash (tests/admin/test_e2e_admin.py sees a console error if that template changes).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF, "'sha256-MMpT0iDxyjALd9PdfepImGX3DBfJPXZ4IlDWdPAgtn0='"],
+        "img-src": [SELF, "data:"],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    },
+}
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -66,6 +120,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",

@@ -218,3 +218,32 @@ def test_entries_list_fits_1400_px_with_titles_in_two_lines_at_most(live_server,
     browser.find_element(By.ID, "toggle-nav-sidebar").click()
     assert browser.find_element(By.ID, "nav-sidebar").is_displayed()
     assert severe_errors(browser) == []
+
+
+def test_admin_dashboard_language_menu_and_api_docs_run_under_the_content_security_policy(live_server, browser, catalog):
+    """The policy runs no inline script and loads nothing from elsewhere: each page still works and
+    the browser reports no violation (a blocked script or style is a SEVERE console entry)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    log_in(browser, live_server)
+    for page in ("/admin/memory/productmemoryentry/", "/admin/memory/productmemoryentry/import/",
+                 "/admin/memory/productmemoryentry/export/", "/memory/dashboard/"):
+        browser.get(f"{live_server.url}{page}")
+        assert browser.find_element(By.ID, "content").is_displayed(), page
+        assert severe_errors(browser) == [], page
+
+    # the language menu submits itself on change (a script file, no inline handler)
+    Select(browser.find_element(By.ID, "memory-language-select")).select_by_value("en")
+    WebDriverWait(browser, 10).until(lambda d: d.find_element(By.TAG_NAME, "html").get_attribute("lang") == "en")
+    assert browser.find_element(By.CSS_SELECTOR, "#content h1").text == "Memory dashboard"
+    assert severe_errors(browser) == []
+
+    # Swagger UI, served from drf_spectacular_sidecar, with its start-up script as a file
+    browser.get(f"{live_server.url}/api/docs/")
+    WebDriverWait(browser, 15).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".swagger-ui .opblock"))
+    assert "BeeCatalog Memory API" in browser.find_element(By.CSS_SELECTOR, ".swagger-ui .info .title").text
+    browser.find_element(By.CSS_SELECTOR, ".swagger-ui .opblock .opblock-summary").click()
+    WebDriverWait(browser, 10).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".swagger-ui .opblock-body"))
+    browser.save_screenshot(str(ARTIFACTS / "api-docs.png"))
+    assert severe_errors(browser) == []
