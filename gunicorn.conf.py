@@ -6,7 +6,20 @@ fork. Without ``--preload`` (the default) a worker loads Django after the fork a
 With ``--preload`` the master loaded Django, and started the threads, before forking.
 This file is read before Django is set up, hence the imports inside the hooks.
 """
+import os
+
 from django.apps import apps
+
+
+def on_starting(server):
+    """In the master, before any worker: load the settings, so that a value they refuse
+    (``beecatalog.settings.refuse``: a public SECRET_KEY with DEBUG off, a bad timeout) stops
+    gunicorn here with its one line. Left to the workers, each would print it, and gunicorn, seeing
+    several fail at once, adds a traceback of its own."""
+    from django.conf import settings
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "beecatalog.settings")  # as beecatalog/wsgi.py
+    settings.SECRET_KEY  # the first setting read imports the module
 
 
 def pre_fork(server, worker):
