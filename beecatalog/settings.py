@@ -69,6 +69,8 @@ CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 # --- HTTPS (the README's "In production" shows them set) ----------------------
 # All off by default: the embedded default and local runs are plain HTTP.
 SECURE_SSL_REDIRECT = env_flag("SECURE_SSL_REDIRECT", False)
+# Load balancers and orchestrators probe the process itself, over plain HTTP.
+SECURE_REDIRECT_EXEMPT = [r"^api/memory/health/$"]
 SECURE_HSTS_SECONDS = env_seconds("SECURE_HSTS_SECONDS", 0, integer=True)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env_flag("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
 SECURE_HSTS_PRELOAD = env_flag("SECURE_HSTS_PRELOAD", False)

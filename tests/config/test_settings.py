@@ -128,6 +128,16 @@ def test_check_deploy_is_clean_with_the_production_settings_of_the_readme():
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+@pytest.mark.django_db
+def test_with_the_ssl_redirect_on_plain_http_is_redirected_but_the_health_probe():
+    from django.test import Client, override_settings
+
+    with override_settings(SECURE_SSL_REDIRECT=True):
+        client = Client()  # its middleware reads the settings when it first serves
+        assert client.get("/admin/login/").status_code == 301
+        assert client.get("/api/memory/health/").status_code == 200
+
+
 # --- logging ----------------------------------------------------------------------------------------
 
 SERVE_A_FAILING_VIEW = """
