@@ -148,6 +148,5 @@ def test_health_is_503_and_reads_fail_cleanly_with_postgresql_unreachable(db, tm
     with gunicorn(env, tmp_path, workers=1) as url:
         health = httpx.get(f"{url}/api/memory/health/", timeout=10)
         assert health.status_code == 503
-        assert health.json()["status"] == "down" and health.json()["checks"]["database"]["ok"] is False
-        assert health.json()["checks"]["redis"]["ok"] is True
+        assert health.json() == {"status": "down"}
         assert httpx.get(f"{url}/api/memory/health/", timeout=10).status_code == 503  # the worker is still there
