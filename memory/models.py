@@ -37,6 +37,8 @@ class ProductMemoryEntry(models.Model):
     class Meta:
         verbose_name = _("entrada da memória")
         verbose_name_plural = _("entradas da memória")
+        # Emptying the whole memory is not "delete" many times over: it has its own permission.
+        permissions = [("clear_productmemoryentry", "Pode limpar toda a memória")]
         constraints = [
             models.UniqueConstraint(fields=["product_id", "kind"], name="memory_entry_product_kind_uniq"),
         ]

@@ -1,6 +1,7 @@
-"""The stats dashboard page: staff only, inside the admin's look."""
+"""The stats dashboard page: for staff who may view the entries, inside the admin's look."""
 from django.contrib import admin
 from django.contrib.admin.views.decorators import staff_member_required
+from django.contrib.auth.decorators import permission_required
 from django.shortcuts import render
 from django.utils.translation import gettext as _
 
@@ -8,7 +9,9 @@ from memory.services.dashboard import dashboard_data
 
 
 @staff_member_required
+@permission_required("memory.view_productmemoryentry", raise_exception=True)
 def dashboard(request):
+    """The page; anyone else is sent to the admin login, staff without the view permission get 403."""
     context = {
         **admin.site.each_context(request),
         **dashboard_data(),

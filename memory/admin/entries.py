@@ -191,7 +191,9 @@ class ProductMemoryEntryAdmin(ImportExportMixin, ExportActionMixin, admin.ModelA
         return format_html('<span class="memory-badge memory-badge--{}">{}</span>', status.value, status.label)
 
     def changelist_view(self, request, extra_context=None):
-        extra_context = {**(extra_context or {}), "dashboard_url": reverse("memory:dashboard")}
+        # Linked only for those the dashboard lets in (it needs the view permission, not change).
+        if request.user.has_perm("memory.view_productmemoryentry"):
+            extra_context = {**(extra_context or {}), "dashboard_url": reverse("memory:dashboard")}
         return super().changelist_view(request, extra_context)
 
     # -- detail ---------------------------------------------------------------------

@@ -1,6 +1,11 @@
-"""Who may do what: reads need a user, writes the model permissions on entries."""
+"""Who may do what: reads need a user, writes the model permissions on entries, health's
+checks the view permission."""
 from django.conf import settings
+from django.db import Error as DatabaseLibraryError
+from rest_framework.exceptions import APIException
 from rest_framework.permissions import BasePermission, IsAdminUser, IsAuthenticated
+
+VIEW_ENTRIES = "memory.view_productmemoryentry"
 
 
 class ModelPermission(IsAuthenticated):
@@ -17,9 +22,27 @@ class CanDeleteEntries(ModelPermission):
     perm = "memory.delete_productmemoryentry"
 
 
+class CanClearEntries(ModelPermission):
+    message = "É preciso a permissão memory.clear_productmemoryentry."
+    perm = "memory.clear_productmemoryentry"
+
+
 class CanChangeEntries(ModelPermission):
     message = "É preciso a permissão memory.change_productmemoryentry."
     perm = "memory.change_productmemoryentry"
+
+
+def sees_health_checks(request) -> bool:
+    """True for an authenticated user (token or staff session) holding ``memory.view_productmemoryentry``.
+
+    Health answers anyone, so credentials that are wrong, or that cannot be checked because
+    PostgreSQL is down, count as none rather than failing the request.
+    """
+    try:
+        user = request.user
+        return bool(user and user.is_authenticated and user.has_perm(VIEW_ENTRIES))
+    except (APIException, DatabaseLibraryError):
+        return False
 
 
 class MetricsAccess(BasePermission):

@@ -244,7 +244,10 @@ class ProductErrorSerializer(serializers.Serializer):
 
 class HealthSerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=("ok", "degraded", "down"))
-    checks = serializers.DictField(child=serializers.DictField(), help_text="database, redis, backup_dir, broker")
+    checks = serializers.DictField(
+        child=serializers.DictField(), required=False,
+        help_text="Cada verificação (database, redis, backup_dir, broker); só para quem tem memory.view_productmemoryentry.",
+    )
 
 
 class DetailSerializer(serializers.Serializer):

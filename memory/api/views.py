@@ -18,7 +18,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from memory.api import serializers as s
-from memory.api.permissions import CanChangeEntries, CanDeleteEntries, MetricsAccess
+from memory.api.permissions import (
+    CanChangeEntries, CanClearEntries, CanDeleteEntries, MetricsAccess, sees_health_checks,
+)
 from memory.engine.memory import ProductMemory
 from memory.infra import metrics
 from memory.infra.health import check_health
@@ -113,10 +115,11 @@ class DeleteView(APIView):
 
 
 class ClearView(APIView):
-    permission_classes = [CanDeleteEntries]
+    permission_classes = [CanClearEntries]
 
     @extend_schema(
-        tags=TAG, summary="Limpar toda a memória", request=None, responses={200: s.ClearedSerializer, **ERRORS},
+        tags=TAG, summary="Limpar toda a memória", description="Exige a permissão memory.clear_productmemoryentry.",
+        request=None, responses={200: s.ClearedSerializer, **ERRORS},
     )
     def post(self, request):
         return Response(_shaped(s.ClearedSerializer, {"cleared": ProductMemory().clear()}))
@@ -169,16 +172,23 @@ class ForceRegenerateView(APIView):
 
 
 class HealthView(APIView):
-    authentication_classes = []
+    """Anyone gets the status; the checks (a folder path, error messages) only a user who may view entries."""
+
     permission_classes = [AllowAny]
 
+    def perform_authentication(self, request):
+        """Deferred: the answer never depends on the credentials being good (``sees_health_checks``)."""
+
     @extend_schema(
-        tags=TAG, summary="Health check", auth=[],
+        tags=TAG, summary="Health check",
+        description="Sem credenciais, só `status`; `checks` também para quem tem memory.view_productmemoryentry.",
         responses={200: s.HealthSerializer, 503: OpenApiResponse(s.HealthSerializer, description="PostgreSQL fora do ar.")},
     )
     def get(self, request):
         health = check_health()
         code = status.HTTP_503_SERVICE_UNAVAILABLE if health["status"] == "down" else status.HTTP_200_OK
+        if not sees_health_checks(request):
+            health = {"status": health["status"]}
         return Response(_shaped(s.HealthSerializer, health), status=code)
 
 

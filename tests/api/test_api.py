@@ -13,7 +13,7 @@ from rest_framework.test import APIClient
 from memory.models import ProductMemoryEntry
 from memory.engine.memory import ProductMemory, forget_cached_stats
 
-from tests.helpers import CONTENT, PRODUCT, post_json, seed
+from tests.helpers import CONTENT, PRODUCT, post_json, seed, token_client
 
 
 def expire(product_id):
@@ -283,9 +283,22 @@ def test_force_regenerate_with_broker_down_is_503(api, monkeypatch):
 # --- health -----------------------------------------------------------------------------------
 
 
+@pytest.fixture
+def viewer(make_user):
+    """A token client whose user may view entries, and so health's checks."""
+    return token_client(make_user("viewer", perms=["view_productmemoryentry"]))
+
+
 @pytest.mark.django_db
-def test_health_is_ok_without_credentials():
+def test_health_without_credentials_is_the_status_only():
     response = APIClient().get("/api/memory/health/")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+@pytest.mark.django_db
+def test_health_shows_the_checks_to_a_user_who_may_view_entries(viewer):
+    response = viewer.get("/api/memory/health/")
     assert response.status_code == 200
     data = response.json()
     assert data["status"] == "ok"
@@ -293,30 +306,36 @@ def test_health_is_ok_without_credentials():
 
 
 @pytest.mark.django_db
-def test_health_is_degraded_when_redis_is_down(dead_redis):
-    response = APIClient().get("/api/memory/health/")
+def test_health_is_degraded_when_redis_is_down(dead_redis, viewer):
+    assert APIClient().get("/api/memory/health/").json() == {"status": "degraded"}
+    response = viewer.get("/api/memory/health/")
     assert response.status_code == 200
     assert response.json()["status"] == "degraded" and response.json()["checks"]["redis"]["ok"] is False
 
 
 @pytest.mark.django_db
-def test_health_is_503_when_postgresql_is_down(monkeypatch):
+def test_health_is_503_when_postgresql_is_down(monkeypatch, make_user):
     from django.db import OperationalError
 
     def refuse(*args, **kwargs):
         raise OperationalError('connection to server at "127.0.0.1", port 5432 failed: Connection refused')
 
+    client = APIClient()
+    client.force_authenticate(make_user("root", superuser=True))  # its rights need no query
     monkeypatch.setattr(connection, "cursor", refuse)
-    response = APIClient().get("/api/memory/health/")
+    response = client.get("/api/memory/health/")
     assert response.status_code == 503
     assert response.json()["status"] == "down" and response.json()["checks"]["database"]["ok"] is False
+    anonymous = APIClient().get("/api/memory/health/")
+    assert anonymous.status_code == 503 and anonymous.json() == {"status": "down"}
 
 
 @pytest.mark.django_db
 def test_health_ignores_a_stale_token():
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION="Token 0000000000000000000000000000000000000000")
-    assert client.get("/api/memory/health/").status_code == 200
+    response = client.get("/api/memory/health/")
+    assert response.status_code == 200 and response.json() == {"status": "ok"}
 
 
 # --- bad input ---------------------------------------------------------------------------------

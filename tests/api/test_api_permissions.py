@@ -1,4 +1,4 @@
-"""Who may call what: tokens, staff sessions, model permissions, CSRF, and /metrics."""
+"""Who may call what: tokens, staff sessions, model permissions, CSRF, health's checks, and /metrics."""
 import json
 
 import pytest
@@ -52,8 +52,11 @@ def test_anonymous_gets_401_everywhere_but_health(method, url, body):
 
 
 @pytest.mark.django_db
-def test_anonymous_may_read_health():
-    assert APIClient().get("/api/memory/health/").status_code == 200
+def test_anonymous_may_read_health_but_only_its_status():
+    response = APIClient().get("/api/memory/health/")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+    assert "backup" not in response.content.decode()  # no folder path, no internals
 
 
 @pytest.mark.django_db
@@ -83,11 +86,34 @@ def test_token_user_without_permission_gets_403_and_nothing_changes(make_user, m
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("method, url, body", DELETES, ids=ids(DELETES))
-def test_delete_permission_allows_delete_and_clear(make_user, method, url, body):
+def test_delete_permission_allows_delete_but_not_clear(make_user):
     client = token_client(make_user("deleter", perms=["delete_productmemoryentry"]))
-    assert call(client, method, url, body).status_code == 200
+    seed({"sku": "XYZ789", "title": "Outro"})
+    refused = call(client, *DELETES[1])
+    assert refused.status_code == 403
+    assert refused.json()["detail"] == "É preciso a permissão memory.clear_productmemoryentry."
+    assert ProductMemoryEntry.objects.count() == 2
+    assert call(client, *DELETES[0]).status_code == 200
+    assert list(ProductMemoryEntry.objects.values_list("product_id", flat=True)) == ["XYZ789"]
+
+
+@pytest.mark.django_db
+def test_clear_permission_allows_clear_only(make_user):
+    client = token_client(make_user("clearer", perms=["clear_productmemoryentry"]))
+    assert call(client, *DELETES[0]).status_code == 403
+    assert call(client, *CHANGES[0]).status_code == 403
+    assert ProductMemoryEntry.objects.count() == 1
+    response = call(client, *DELETES[1])
+    assert response.status_code == 200 and response.json() == {"cleared": 1}
     assert not ProductMemoryEntry.objects.exists()
+
+
+@pytest.mark.django_db
+def test_the_clear_permission_is_made_by_the_migrations():
+    from django.contrib.auth.models import Permission
+
+    permission = Permission.objects.get(content_type__app_label="memory", codename="clear_productmemoryentry")
+    assert permission.name == "Pode limpar toda a memória"
 
 
 @pytest.mark.django_db
@@ -168,6 +194,52 @@ def test_token_posts_need_no_csrf_token(make_user):
     client = token_client(make_user("root", superuser=True))
     client.handler.enforce_csrf_checks = True
     assert call(client, *DELETES[0]).status_code == 200
+
+
+# --- health's checks ----------------------------------------------------------------------------
+
+CHECKS = {"database", "redis", "backup_dir", "broker"}
+
+
+def health_of(client) -> dict:
+    response = client.get("/api/memory/health/")
+    assert response.status_code == 200
+    return response.json()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("who, sees_checks", [
+    ("token without permissions", False),
+    ("token with the view permission", True),
+    ("token of a superuser", True),
+    ("staff session without permissions", False),
+    ("staff session with the view permission", True),
+    ("session of a non-staff user with the view permission", False),
+])
+def test_health_shows_its_checks_only_to_users_who_may_view_entries(make_user, who, sees_checks):
+    perms = ["view_productmemoryentry"] if "view permission" in who else []
+    user = make_user("u", perms=perms, staff="staff session" in who, superuser="superuser" in who)
+    client = session_client(user) if "session" in who else token_client(user)
+    health = health_of(client)
+    assert health["status"] == "ok"
+    if sees_checks:
+        assert set(health["checks"]) == CHECKS
+    else:
+        assert health == {"status": "ok"}
+
+
+@pytest.mark.django_db
+def test_health_with_rights_that_postgresql_cannot_check_is_the_status_only(make_user, monkeypatch):
+    from django.db import OperationalError, connection
+
+    client = token_client(make_user("viewer", perms=["view_productmemoryentry"]))
+
+    def refuse(*args, **kwargs):
+        raise OperationalError("connection to server at 127.0.0.1 failed: Connection refused")
+
+    monkeypatch.setattr(connection, "cursor", refuse)
+    response = client.get("/api/memory/health/")
+    assert response.status_code == 503 and response.json() == {"status": "down"}
 
 
 # --- /metrics, schema and docs ------------------------------------------------------------------

@@ -149,9 +149,8 @@ def test_postgres_unreachable_api_answers_503_fast_changes_nothing_and_recovers(
 
         health = client.get("/api/memory/health/")
         assert health.status_code == 503
-        assert health.json()["status"] == "down"
-        assert health.json()["checks"]["database"]["ok"] is False
-        assert health.json()["checks"]["redis"]["ok"] is True
+        # The token cannot be checked without PostgreSQL: the caller gets what anyone gets.
+        assert health.json() == {"status": "down"}
 
         pg_proxy.restore()
         # no restart: the next requests reconnect

@@ -1,4 +1,4 @@
-"""The stats dashboard: its selectors, its chart geometry, and the staff-only page."""
+"""The stats dashboard: its selectors, its chart geometry, and the page for staff who may view entries."""
 import re
 from datetime import date, timedelta
 
@@ -112,6 +112,28 @@ def test_dashboard_needs_staff(client, django_user_model):
     client.login(username="cliente", password="x")
     response = client.get(reverse(DASHBOARD))
     assert response.status_code == 302 and "/admin/login/" in response["Location"]
+
+
+@pytest.mark.django_db
+def test_dashboard_needs_the_view_permission_on_entries(client, make_user):
+    client.force_login(make_user("equipe", staff=True))
+    assert client.get(reverse(DASHBOARD)).status_code == 403
+    assert f'href="{reverse(DASHBOARD)}"' not in client.get(reverse("admin:index")).content.decode()
+    client.force_login(make_user("leitor", staff=True, perms=["view_productmemoryentry"]))
+    assert client.get(reverse(DASHBOARD)).status_code == 200
+    assert f'href="{reverse(DASHBOARD)}"' in client.get(reverse("admin:index")).content.decode()
+    client.force_login(make_user("root", superuser=True))
+    assert client.get(reverse(DASHBOARD)).status_code == 200
+
+
+@pytest.mark.django_db
+def test_the_entries_list_links_the_dashboard_only_for_who_may_open_it(client, make_user):
+    changelist = reverse("admin:memory_productmemoryentry_changelist")
+    client.force_login(make_user("editor", staff=True, perms=["change_productmemoryentry"]))
+    page = client.get(changelist)
+    assert page.status_code == 200 and f'href="{reverse(DASHBOARD)}"' not in page.content.decode()
+    client.force_login(make_user("leitor", staff=True, perms=["view_productmemoryentry"]))
+    assert f'href="{reverse(DASHBOARD)}"' in client.get(changelist).content.decode()
 
 
 @pytest.fixture

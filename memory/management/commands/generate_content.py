@@ -1,7 +1,10 @@
-"""The catalog run: content for every product of a catalog, reusing the memory."""
+"""The catalog run: content for every product of a catalog, reusing the memory.
+
+What it prints of the catalog (row errors, product ids, file names) goes through
+``memory.management.terminal``, so a terminal shows it and obeys none of it.
+"""
 from __future__ import annotations
 
-import json
 import sys
 from itertools import islice
 from pathlib import Path
@@ -10,6 +13,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError
 
 from memory.io.catalog import CATALOG_FORMATS, read_catalog
+from memory.management.terminal import dumps, plain
 from memory.services.generation import (
     FAILED, MAX_BATCH_SIZE, REGENERATED, REUSED, BatchResult, generate_batch, validate_batch_size,
 )
@@ -33,6 +37,14 @@ class Command(BaseCommand):
         parser.add_argument("--json", action="store_true", help="resumo em JSON")
 
     def handle(self, *args, **options):
+        try:
+            return self._checked(options)
+        except CommandError as exc:
+            # Its message may quote the catalog's name or one of its lines.
+            raise CommandError(plain(exc), returncode=exc.returncode) from None
+
+    def _checked(self, options):
+        """The run, every failure turned into one ``CommandError``."""
         path = Path(options["catalog"])
         if not path.is_file():
             raise CommandError(f"Catálogo não encontrado: {path}")
@@ -83,9 +95,7 @@ class Command(BaseCommand):
 
         summary = self._summary(result, bad_rows)
         if options["json"]:
-            self.stdout.write(json.dumps(
-                {**summary, "bad_rows": bad_rows, "failed_rows": failed_rows}, ensure_ascii=False, indent=2
-            ))
+            self.stdout.write(dumps({**summary, "bad_rows": bad_rows, "failed_rows": failed_rows}, indent=2))
         else:
             self._print(summary, bad_rows, failed_rows)
         if bad_rows or failed_rows:
@@ -121,9 +131,9 @@ class Command(BaseCommand):
         from rich.table import Table
 
         for number, error in bad_rows:
-            self.stderr.write(f"linha {number}: {error}")
+            self.stderr.write(plain(f"linha {number}: {error}"))
         for number, error in failed_rows:
-            self.stderr.write(f"linha {number}: falha na geração: {error}")
+            self.stderr.write(plain(f"linha {number}: falha na geração: {error}"))
         table = Table(title="Resumo da execução do catálogo", show_header=False)
         labels = {
             "products": "Produtos",

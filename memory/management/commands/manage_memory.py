@@ -2,7 +2,9 @@
 
 Each subcommand parses its options, calls one service function and shapes the
 output: tables (rich) for people, ``--json`` for scripts. Every failure ends as
-one ``CommandError`` line in pt-BR and a non-zero exit, never a traceback.
+one ``CommandError`` line in pt-BR and a non-zero exit, never a traceback. Stored
+and user-given text (ids, titles, file names, error messages) goes through
+``memory.management.terminal``, so a terminal shows it and obeys none of it.
 
 Exit codes: 0 success; 1 refused or failed (``clear``/``delete`` without
 ``--confirm``, unknown product, bad file, database down, ``health`` down, or
@@ -10,7 +12,6 @@ degraded with ``--strict``); 2 wrong usage (argparse).
 """
 from __future__ import annotations
 
-import json
 from contextlib import contextmanager
 from datetime import datetime
 
@@ -25,6 +26,7 @@ from memory.infra.health import check_health
 from memory.io.export import write_export
 from memory.io.formats import DEFAULT_EXPORT_FORMAT, EXPORT_FORMATS, IMPORT_FORMATS, format_from_filename
 from memory.io.importer import ImportReport, import_entries
+from memory.management.terminal import dumps, literal, plain
 from memory.models import DEFAULT_KIND, ProductMemoryEntry
 from memory.services.backup import RedisUnavailable, create_backup, restore_backup, warm_redis
 from memory.services.purge import purge_expired
@@ -144,8 +146,15 @@ class Command(BaseCommand):
     # -- plumbing ---------------------------------------------------------------------
 
     def handle(self, *args, **options):
-        subcommand = options["subcommand"]
-        handler = getattr(self, "handle_" + subcommand)
+        try:
+            self._run(options)
+        except CommandError as exc:
+            # Its message may quote a product id, a file name or a line of a file.
+            raise CommandError(plain(exc), returncode=exc.returncode) from None
+
+    def _run(self, options):
+        """The subcommand, every failure turned into one ``CommandError``."""
+        handler = getattr(self, "handle_" + options["subcommand"])
         try:
             handler(options)
         except CommandError:
@@ -175,7 +184,7 @@ class Command(BaseCommand):
         return Console(file=out, width=None if terminal else 160, force_terminal=terminal or None)
 
     def _print_json(self, data) -> None:
-        self.stdout.write(json.dumps(data, ensure_ascii=False, indent=2, default=_json_default))
+        self.stdout.write(dumps(data, indent=2, default=_json_default))
 
     @contextmanager
     def _progress(self, enabled: bool = True):
@@ -204,7 +213,7 @@ class Command(BaseCommand):
         table.add_column(style="bold")
         table.add_column(justify="right")
         for label, value in rows:
-            table.add_row(label, value)
+            table.add_row(label, literal(value))
         self._console().print(table)
 
     # -- read commands ---------------------------------------------------------------
@@ -242,14 +251,14 @@ class Command(BaseCommand):
             return self._print_json(page)
         from rich.table import Table
 
-        table = Table(title=f"Entradas ({options['kind']})")
+        table = Table(title=literal(f"Entradas ({options['kind']})", style="table.title"))
         for name, justify in (("Produto", "left"), ("Título", "left"), ("Status", "left"),
                               ("Acertos", "right"), ("Tokens economizados", "right"), ("Expira em", "left")):
             table.add_column(name, justify=justify)
         statuses = {value: str(label) for value, label in EntryStatus.choices}
         for row in page["results"]:
             table.add_row(
-                row["product_id"], row["title"] or "—", statuses.get(row["status"], row["status"]),
+                literal(row["product_id"]), literal(row["title"] or "—"), statuses.get(row["status"], row["status"]),
                 _number(row["hit_count"]), _number(row["tokens_saved"]), _when(row["expires_at"]),
             )
         console = self._console()
@@ -277,7 +286,7 @@ class Command(BaseCommand):
                     detail = ", ".join(f"{k}={v}" for k, v in check.items() if k not in ("ok", "latency_ms"))
                 else:
                     state, detail = "[red]falha[/]", check.get("error", "")
-                table.add_row(names.get(key, key), state, f"{check['latency_ms']} ms", detail)
+                table.add_row(names.get(key, key), state, f"{check['latency_ms']} ms", literal(detail))
             self._console().print(table)
         if status == "down":
             raise CommandError("Memória indisponível: o PostgreSQL não responde.")
@@ -299,7 +308,7 @@ class Command(BaseCommand):
             return
         with self._progress() as on_progress:
             count = write_export(fmt, output, limit=options["limit"], on_progress=on_progress)
-        self.stdout.write(self.style.SUCCESS(f"{_number(count)} entradas exportadas para {output} ({fmt})."))
+        self.stdout.write(self.style.SUCCESS(plain(f"{_number(count)} entradas exportadas para {output} ({fmt}).")))
 
     def _report(self, report: ImportReport, options, what: str) -> None:
         if options["json"]:
@@ -307,7 +316,7 @@ class Command(BaseCommand):
         if not report.ok:
             if not options["json"]:
                 for number, message in report.errors[:MAX_ERRORS_SHOWN]:
-                    self.stderr.write(f"registro {number}: {message}")
+                    self.stderr.write(plain(f"registro {number}: {message}"))
                 hidden = report.error_count - min(len(report.errors), MAX_ERRORS_SHOWN)
                 if hidden > 0:
                     self.stderr.write(f"… e mais {_number(hidden)} registro(s) inválido(s)")
@@ -353,7 +362,7 @@ class Command(BaseCommand):
             )
         if not ProductMemory(kind).delete_product(product_id):
             raise CommandError(f"Produto {product_id!r} não está na memória (tipo {kind}).")
-        self.stdout.write(self.style.SUCCESS(f"Produto {product_id!r} removido da memória."))
+        self.stdout.write(self.style.SUCCESS(plain(f"Produto {product_id!r} removido da memória.")))
 
     def handle_purge(self, options):
         result = purge_expired(batch_size=options["batch_size"])
@@ -371,12 +380,12 @@ class Command(BaseCommand):
             result = create_backup(keep=options["keep"], on_progress=on_progress)
         if options["json"]:
             return self._print_json(result.as_dict())
-        self.stdout.write(self.style.SUCCESS(
+        self.stdout.write(self.style.SUCCESS(plain(
             f"Backup criado: {result.path} ({_number(result.entries)} entradas, {_size(result.bytes)})."
-        ))
+        )))
         if result.removed:
-            self.stdout.write(f"{len(result.removed)} backup(s) antigo(s) removido(s): "
-                              + ", ".join(p.name for p in result.removed))
+            self.stdout.write(plain(f"{len(result.removed)} backup(s) antigo(s) removido(s): "
+                                    + ", ".join(p.name for p in result.removed)))
 
     def handle_restore(self, options):
         with self._progress(not options["json"]) as on_progress:
