@@ -14,6 +14,7 @@ from memory.memory_utils import (
     save_generated_content_to_memory,
 )
 from memory.models import ProductMemoryEntry
+from memory.engine.identifiers import input_fingerprint
 from memory.engine.memory import ProductMemory
 
 pytestmark = pytest.mark.django_db
@@ -34,6 +35,28 @@ def test_saved_content_is_found_by_check_and_batch_check():
     save_generated_content_to_memory(PRODUCT, CONTENT, tokens_prompt=900, tokens_completion=600)
     assert check_product_in_memory(PRODUCT) is True
     assert batch_check_products_in_memory([PRODUCT, {"sku": "OTHER"}]) == {"XYZ789": True, "OTHER": False}
+
+
+def test_identifier_only_data_finds_content_made_from_fuller_data():
+    save_generated_content_to_memory(PRODUCT, CONTENT)
+    by_sku = {"sku": "XYZ789"}
+    assert check_product_in_memory(by_sku) is True
+    assert batch_check_products_in_memory([by_sku, {"sku": "OTHER"}]) == {"XYZ789": True, "OTHER": False}
+    assert ProductMemory().get_product_data(by_sku).content == CONTENT
+    assert ProductMemory().lookup(by_sku).status == "active"
+    assert get_cached_content_or_generate(by_sku, lambda p: pytest.fail("served from memory")) == (CONTENT, True)
+    # Describing data is compared with what the content was made from.
+    assert check_product_in_memory({"sku": "XYZ789", "title": "Fone com fio"}) is False
+    assert ProductMemory().lookup({"sku": "XYZ789", "brand": "Sony"}).status == "stale"
+
+
+def test_saving_identifier_only_data_keeps_its_fingerprint():
+    save_generated_content_to_memory({"sku": "ONLY-SKU"}, CONTENT)
+    entry = ProductMemoryEntry.objects.get(product_id="ONLY-SKU")
+    assert entry.source_data == {"sku": "ONLY-SKU"}
+    assert entry.input_fingerprint == input_fingerprint({"sku": "ONLY-SKU"})
+    assert check_product_in_memory({"sku": "ONLY-SKU"}) is True
+    assert check_product_in_memory({"sku": "ONLY-SKU", "title": "Caneca"}) is False
 
 
 def test_get_cached_content_or_generate_generates_once():

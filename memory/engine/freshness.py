@@ -2,7 +2,8 @@
 
 - **expired**: its ``expires_at`` has passed (``expires_at <= now``), whatever else holds;
 - **stale**: not expired, but made by another generator than the current one, or (for a
-  request that carries product data) from other product data than the request's fingerprint;
+  request whose product data describes the product, not only identifies it) from other
+  product data than the request's fingerprint;
 - **active**: neither.
 
 A row judged on its own (the admin's badge and status filter, ``list_products``, the entry

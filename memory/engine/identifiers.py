@@ -7,6 +7,9 @@ Precedence of ``extract_product_identifier`` (documented in the README):
    (``"gtin:07891234567895"``).
 3. ``title`` (plus ``brand`` when present): a hash of both, normalized so that
    case, accents and white space do not change it (``"title:<hex>"``).
+
+Product data that holds nothing but identifier fields (``sku``, ``gtin``, ``ean``) names a
+product without describing it: it has no fingerprint to compare (:func:`lookup_fingerprint`).
 """
 from __future__ import annotations
 
@@ -19,6 +22,8 @@ from typing import Any
 MAX_IDENTIFIER_LENGTH = 255
 GTIN_LENGTHS = (8, 12, 13, 14)
 GTIN_KEYS = ("gtin", "ean")
+# The fields that name a product without describing it; a title (and its brand) describes it.
+IDENTIFIER_FIELDS = frozenset({"sku", *GTIN_KEYS})
 _SEPARATORS = re.compile(r"[\s\-.]")
 _WHITESPACE = re.compile(r"\s+")
 
@@ -111,3 +116,15 @@ def input_fingerprint(product_data: dict) -> str:
     """Hash of the canonical source data: key order and surrounding spaces do not count,
     any changed attribute does."""
     return hashlib.sha256(canonical_json(_strip_strings(product_data)).encode()).hexdigest()
+
+
+def identifies_only(product_data: dict) -> bool:
+    """True when every field given (not None, not blank) is an identifier field: the data asks
+    for a product by identity and says nothing about what it is."""
+    return all(key in IDENTIFIER_FIELDS or not _present(value) for key, value in product_data.items())
+
+
+def lookup_fingerprint(product_data: dict) -> str | None:
+    """The fingerprint a lookup compares with the stored entry's: None for identifier-only data
+    (the stored content is served whatever it was made from), else :func:`input_fingerprint`."""
+    return None if identifies_only(product_data) else input_fingerprint(product_data)

@@ -21,7 +21,7 @@ from django.utils import timezone
 from memory.infra import metrics, redis
 from memory.engine import freshness
 from memory.engine.counters import DAILY_COUNTS, hit_counter
-from memory.engine.identifiers import extract_product_identifier, input_fingerprint
+from memory.engine.identifiers import extract_product_identifier, input_fingerprint, lookup_fingerprint
 from memory.engine.coherence import invalidation_message, l1_epoch, l1_is_trustworthy, publish_clear, publish_keys
 from memory.engine.validators import INT_MAX, json_object, text, whole_number
 from memory.models import DEFAULT_KIND, DailyStats, ProductMemoryEntry
@@ -35,7 +35,8 @@ MAX_LIST_LIMIT = 1000
 
 @dataclass(frozen=True)
 class ProductRef:
-    """A request for one product: its identifier and, when data was given, its fingerprint."""
+    """A request for one product: its identifier and, when the data given describes the product,
+    its fingerprint (None for a product_id or identifier-only data: a lookup by identity)."""
 
     product_id: str
     fingerprint: str | None
@@ -95,7 +96,7 @@ def resolve_product(product: Any) -> ProductRef:
             raise ValueError("product_id: não pode ser vazio")
         return ProductRef(product_id, None, None)
     if isinstance(product, dict):
-        return ProductRef(extract_product_identifier(product), input_fingerprint(product), product)
+        return ProductRef(extract_product_identifier(product), lookup_fingerprint(product), product)
     raise ValueError(
         f"product_data: deve ser um objeto (dict) ou um product_id (texto), recebido {type(product).__name__}"
     )
@@ -263,7 +264,12 @@ class ProductMemory:
         if source_data is None:
             source_data = ref.source_data or {}
         source_data = json_object("source_data", source_data)
-        fingerprint = ref.fingerprint or input_fingerprint(source_data)
+        # The fingerprint of the product data given, identifier-only data included (a lookup
+        # does not compare it, a later lookup with describing data does); of source_data
+        # for a product_id.
+        fingerprint = ref.fingerprint or input_fingerprint(
+            ref.source_data if ref.source_data is not None else source_data
+        )
 
         logger.info("Salvando produto %s na memória para reutilização futura", ref.product_id)
         snapshot = self.l3.upsert(

@@ -170,6 +170,28 @@ def test_get_expired_or_changed_product_is_404_and_says_why(api):
     assert expired.status_code == 404 and expired.json()["status"] == "expired"
 
 
+@pytest.mark.django_db
+@pytest.mark.parametrize("tiers", ["l1", "l3"])
+def test_get_with_only_an_identifier_serves_content_made_from_fuller_data(api, redis_client, tiers):
+    """The original design's ``{"sku": "ABC123"}``: a lookup by identity, nothing to be stale against."""
+    seed({"sku": "ABC123", "gtin": "7891234567895", "title": "Fone Bluetooth", "brand": "JBL"})
+    if tiers == "l3":
+        caches["memory_l1"].clear()
+        redis_client.flushdb()
+    for product_data in ({"sku": "ABC123"}, {"sku": " ABC123 ", "title": ""}):
+        response = post_json(api, "/api/memory/get/", {"product_data": product_data})
+        assert response.status_code == 200, response.json()
+        assert response.json()["content"] == CONTENT
+    by_gtin = seed({"gtin": "4006381333931", "title": "Caneta"})
+    found = post_json(api, "/api/memory/get/", {"product_data": {"ean": "4006381333931"}}).json()
+    assert found["found"] is True and found["product_id"] == by_gtin.product_id
+    # Data that describes the product is still compared with what the content was made from.
+    described = post_json(api, "/api/memory/get/", {"product_data": {"sku": "ABC123", "brand": "Sony"}})
+    assert described.status_code == 404 and described.json()["status"] == "stale"
+    expire("ABC123")
+    assert post_json(api, "/api/memory/get/", {"product_data": {"sku": "ABC123"}}).json()["status"] == "expired"
+
+
 # --- delete and clear -----------------------------------------------------------------------
 
 
@@ -223,6 +245,22 @@ def test_force_regenerate_by_product_id_uses_the_stored_data(api, eager_tasks):
     response = post_json(api, "/api/memory/force-regenerate/", {"product_id": "ABC123"})
     assert response.status_code == 202
     assert "Caneca" in ProductMemoryEntry.objects.get(product_id="ABC123").payload["title"]
+
+
+@pytest.mark.django_db
+def test_force_regenerate_with_only_a_sku_regenerates_from_the_stored_data(api, eager_tasks):
+    """The original design's example: the SKU names a known product, its stored data is what to write about."""
+    stored = {"sku": "ABC123", "title": "Garrafa Térmica", "brand": "Stanley"}
+    seed(stored, {**CONTENT, "title": "antigo"})
+
+    response = post_json(api, "/api/memory/force-regenerate/", {"product_data": {"sku": "ABC123"}})
+
+    assert response.status_code == 202, response.json()
+    entry = ProductMemoryEntry.objects.get(product_id="ABC123")
+    assert entry.source_data == stored and "Garrafa Térmica" in entry.payload["title"]
+    for product_data in ({"sku": "ABC123"}, stored):
+        got = post_json(api, "/api/memory/get/", {"product_data": product_data}).json()
+        assert got["found"] is True and got["content"] == entry.payload
 
 
 @pytest.mark.django_db

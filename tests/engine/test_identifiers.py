@@ -1,6 +1,8 @@
 import pytest
 
-from memory.engine.identifiers import extract_product_identifier, input_fingerprint
+from memory.engine.identifiers import (
+    extract_product_identifier, identifies_only, input_fingerprint, lookup_fingerprint,
+)
 
 TITLE_ID = extract_product_identifier({"title": "Camiseta Básica Algodão", "brand": "Hering"})
 
@@ -84,3 +86,19 @@ def test_fingerprint_ignores_key_order_but_not_values():
     b = {"attrs": {"tam": 42, "cor": "azul"}, "title": "Tênis", "sku": "A"}
     assert input_fingerprint(a) == input_fingerprint(b)
     assert input_fingerprint(a) != input_fingerprint({**a, "title": "Tênis Pro"})
+
+
+@pytest.mark.parametrize("product, only_identifies", [
+    ({"sku": "ABC123"}, True),
+    ({"ean": "7891234567895"}, True),
+    ({"gtin": "7891234567895", "sku": "ABC123"}, True),
+    ({"sku": "ABC123", "title": "", "brand": None}, True),  # blank fields say nothing
+    ({"sku": "ABC123", "title": "Produto Teste"}, False),
+    ({"sku": "ABC123", "brand": "JBL"}, False),
+    ({"title": "Produto Teste"}, False),  # a title describes the product as it names it
+    ({"sku": "ABC123", "id": 7}, False),  # only the fields the identifier is read from
+])
+def test_identifier_only_data_has_no_lookup_fingerprint(product, only_identifies):
+    assert identifies_only(product) is only_identifies
+    expected = None if only_identifies else input_fingerprint(product)
+    assert lookup_fingerprint(product) == expected
