@@ -1,6 +1,7 @@
 import uuid
 
 import fakeredis
+import kombu.pools
 import pytest
 from django.conf import settings
 from django.contrib.auth.models import Permission, User
@@ -12,6 +13,7 @@ from memory.engine import runtime
 from memory.engine.coherence import wait_until_subscribed
 
 from tests.helpers import l2_caches as _l2_caches, token_client
+from tests.servers import RedisServer
 
 
 def _redis_configured() -> bool:
@@ -136,6 +138,34 @@ def eager_tasks():
     celery_app.conf.task_eager_propagates = True
     yield
     celery_app.conf.task_always_eager, celery_app.conf.task_eager_propagates = saved
+
+
+def _drop_celery_connections() -> None:
+    """The app builds its broker pool and its result store once, from the configuration of the
+    time: after a change they are built again, for the new one."""
+    kombu.pools.reset()
+    celery_app._pool = None
+    celery_app.amqp._producer_pool = None
+    celery_app._backend_cache = None
+    if hasattr(celery_app._local, "backend"):
+        del celery_app._local.backend
+
+
+@pytest.fixture
+def celery_on_own_redis():
+    """Tasks published (not run) to a redis-server of the test's own, broker and result store as
+    in production; yields the server, which the test may kill and start again on its port."""
+    server = RedisServer().start()
+    conf = celery_app.conf
+    saved = {key: conf[key] for key in ("broker_url", "result_backend", "task_always_eager")}
+    conf.update(broker_url=server.url, result_backend=server.url, task_always_eager=False)
+    _drop_celery_connections()
+    try:
+        yield server
+    finally:
+        conf.update(saved)
+        _drop_celery_connections()
+        server.kill()
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ import time
 from datetime import datetime, timedelta, timezone as dt_timezone
 from typing import Callable
 
+import redis
 from django.conf import settings
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
@@ -27,6 +28,16 @@ def wait_for(predicate: Callable[[], object], timeout: float = 10.0, interval: f
         time.sleep(interval)
     return bool(predicate())
 
+
+
+def queued_tasks(redis_url: str, queue: str = "celery") -> list[tuple[str, str]]:
+    """``(task name, task id)`` of each message waiting in a Redis broker's queue, oldest first."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        messages = [json.loads(raw) for raw in reversed(client.lrange(queue, 0, -1))]
+    finally:
+        client.close()
+    return [(m["headers"]["task"], m["headers"]["id"]) for m in messages]
 
 # --- the API tests' product ------------------------------------------------------------------
 

@@ -110,16 +110,50 @@ class CannotRegenerate(Exception):
 
 
 class QueueUnavailable(Exception):
-    """The broker did not take the task."""
+    """The broker or the result store did not take the task; nothing was queued."""
 
 
-BROKER_ERRORS: tuple[type[BaseException], ...] = (KombuOperationalError, *redis.REDIS_ERRORS)
+# What publishing raises when the queue cannot be reached: the broker's connection errors (kombu
+# wraps the transport's), Redis's own, and the RuntimeError the Redis result store raises, with
+# its connection error as the cause, once it gives up reconnecting.
+QUEUE_ERRORS: tuple[type[BaseException], ...] = (KombuOperationalError, *redis.REDIS_ERRORS)
+
+
+def _means_queue_unavailable(exc: BaseException) -> bool:
+    if isinstance(exc, QUEUE_ERRORS):
+        return True
+    return isinstance(exc, RuntimeError) and isinstance(exc.__cause__ or exc.__context__, QUEUE_ERRORS)
 
 
 def _queue_generation(data: dict):
-    """``generate_main_content_task.delay(data, force_regenerate=True)``, the task found by its
-    registered name: services sit below the task module, which imports them."""
-    return current_app.tasks[GENERATE_TASK].delay(data, force_regenerate=True)
+    """``generate_main_content_task.apply_async((data,), {"force_regenerate": True})``, published
+    at most once; ``QueueUnavailable`` when the queue cannot be reached.
+
+    The task is found by its registered name: services sit below the task module, which imports
+    them. ``retry=False``: a publish retried after a lost reply could queue the task twice, and
+    the caller would wait through the retries; the result store's own retries are bounded by
+    ``CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS``.
+    """
+    task = current_app.tasks[GENERATE_TASK]
+    try:
+        return task.apply_async((data,), {"force_regenerate": True}, retry=False)
+    except Exception as exc:
+        if _means_queue_unavailable(exc):
+            raise QueueUnavailable(f"A fila de tarefas não respondeu: {_reason(exc)}") from exc
+        raise
+
+
+def _connection_error(exc: BaseException) -> BaseException:
+    """The connection error itself, not the result store's RuntimeError (and its restart advice)."""
+    if isinstance(exc, RuntimeError):
+        return exc.__cause__ or exc.__context__ or exc
+    return exc
+
+
+def _reason(exc: BaseException) -> str:
+    """Why the queue did not answer, in one line."""
+    error = _connection_error(exc)
+    return " ".join(str(error).split()) or error.__class__.__name__
 
 
 def names_the_product(data: dict) -> bool:
@@ -167,15 +201,12 @@ def enqueue_product_regeneration(product: Any) -> Regeneration:
     ``product`` is product data (a dict) or a product_id; the task gets
     :func:`regeneration_data`, so that ``{"sku": "ABC123"}`` regenerates a known product from
     everything it was made from. Raises what :func:`regeneration_data` raises, and
-    ``QueueUnavailable`` when the broker does not take the task.
+    ``QueueUnavailable`` when the broker or the result store does not take the task.
     """
     ref = resolve_product(product)
     data = regeneration_data(ref.product_id, stored_source_data(ref.product_id),
                              product if isinstance(product, dict) else None)
-    try:
-        result = _queue_generation(data)
-    except BROKER_ERRORS as exc:
-        raise QueueUnavailable(f"A fila de tarefas não respondeu: {exc}") from None
+    result = _queue_generation(data)
     return Regeneration(task_id=result.id, product_id=ref.product_id)
 
 
@@ -212,8 +243,9 @@ def enqueue_regeneration(queryset: QuerySet) -> RegenerationResult:
         try:
             _queue_generation(data)
             queued += 1
-        except BROKER_ERRORS as exc:
-            logger.warning("Fila de tarefas indisponível (%s); regeneração não enviada", exc.__class__.__name__)
+        except QueueUnavailable as exc:
+            logger.warning("Fila de tarefas indisponível (%s); regeneração não enviada",
+                           _connection_error(exc.__cause__).__class__.__name__)
             broker_down = True
             not_queued += 1
     if queued:

@@ -2,6 +2,7 @@
 import csv
 import io
 import json
+import time
 from datetime import timedelta, timezone as dt_timezone
 
 import openpyxl
@@ -22,6 +23,9 @@ from memory.io.schema import EXPORT_FIELDS
 from memory.engine.tiers import cache_key
 from memory.io.export import write_export
 from memory.io.importer import import_entries
+from memory.services.entries import GENERATE_TASK
+
+from tests.helpers import queued_tasks
 
 pytestmark = pytest.mark.django_db
 
@@ -356,12 +360,37 @@ def test_regenerate_action_with_the_broker_down_says_so_and_changes_nothing(staf
     def unreachable(*args, **kwargs):
         raise OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
 
-    monkeypatch.setattr(generate_main_content_task, "delay", unreachable)
+    monkeypatch.setattr(generate_main_content_task, "apply_async", unreachable)
     before = {e.pk: e.updated_at for e in ProductMemoryEntry.objects.all()}
     response = post_action(staff, "regenerate_selected", [entries["stale"], entries["other"]], follow=True)
     assert response.status_code == 200
     assert "A fila de tarefas está inacessível: 2 produtos não foram enviados." in response.content.decode()
     assert {e.pk: e.updated_at for e in ProductMemoryEntry.objects.all()} == before
+
+
+def test_regenerate_action_with_redis_down_says_so_at_once_and_queues_once_it_is_back(
+    staff, entries, celery_on_own_redis
+):
+    server = celery_on_own_redis
+    selected = [entries["stale"], entries["other"]]
+    assert "2 produtos enviados para regeneração." in post_action(
+        staff, "regenerate_selected", selected, follow=True).content.decode()
+    assert len(queued_tasks(server.url)) == 2
+
+    server.kill()
+    # The first call finds the pooled broker connection dead, the next ones the result store's.
+    for attempt in range(3):
+        started = time.monotonic()
+        response = post_action(staff, "regenerate_selected", selected, follow=True)
+        took = time.monotonic() - started
+        assert response.status_code == 200
+        assert "A fila de tarefas está inacessível: 2 produtos não foram enviados." in response.content.decode()
+        assert took < 1.5, f"call {attempt + 1} took {took:.1f} s"
+
+    server.start()  # an empty Redis: it kept nothing from before
+    assert "2 produtos enviados para regeneração." in post_action(
+        staff, "regenerate_selected", selected, follow=True).content.decode()
+    assert [name for name, _ in queued_tasks(server.url)] == [GENERATE_TASK, GENERATE_TASK]
 
 
 def test_extend_expiry_action_adds_one_ttl_and_drops_the_cached_copies(

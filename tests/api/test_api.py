@@ -8,6 +8,8 @@ from django.core.cache import caches
 from django.db import connection
 from django.test import override_settings
 from django.utils import timezone
+from kombu.exceptions import OperationalError
+from redis.exceptions import ConnectionError as RedisConnectionError
 from rest_framework.test import APIClient
 
 from memory.models import ProductMemoryEntry
@@ -292,30 +294,60 @@ def test_force_regenerate_only_queues_the_task(api, monkeypatch):
         calls.append((args, kwargs))
         return AsyncResult("7d1c3f4e-queued")
 
-    monkeypatch.setattr(generate_main_content_task, "delay", queue)
+    monkeypatch.setattr(generate_main_content_task, "apply_async", queue)
     seed({"sku": "ABC123", "title": "Fone", "brand": "JBL"})
 
     response = post_json(api, "/api/memory/force-regenerate/", {"product_data": {"sku": "ABC123", "brand": "Sony"}})
 
     assert response.status_code == 202
     assert response.json() == {"task_id": "7d1c3f4e-queued", "product_id": "ABC123"}
-    assert calls == [(({"sku": "ABC123", "title": "Fone", "brand": "Sony"},), {"force_regenerate": True})]
+    data = {"sku": "ABC123", "title": "Fone", "brand": "Sony"}
+    assert calls == [(((data,), {"force_regenerate": True}), {"retry": False})]  # published once, or not at all
     assert ProductMemoryEntry.objects.get(product_id="ABC123").payload == CONTENT
 
 
-@pytest.mark.django_db
-def test_force_regenerate_with_broker_down_is_503(api, monkeypatch):
-    from kombu.exceptions import OperationalError
+def result_store_gave_up() -> RuntimeError:
+    """What Celery's Redis result store raises once it stops reconnecting."""
+    error = RuntimeError("Retry limit exceeded while trying to reconnect to the Celery result store")
+    error.__cause__ = RedisConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+    return error
 
+
+QUEUE_OUTAGES = {
+    "broker": OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused."),
+    "redis": RedisConnectionError("Connection closed by server."),
+    "result-store": result_store_gave_up(),
+}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("outage", QUEUE_OUTAGES)
+def test_force_regenerate_with_the_queue_unreachable_is_503(api, monkeypatch, outage):
     from memory.tasks import generate_main_content_task
 
-    def refuse(*args, **kwargs):
-        raise OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+    def unreachable(*args, **kwargs):
+        raise QUEUE_OUTAGES[outage]
 
-    monkeypatch.setattr(generate_main_content_task, "delay", refuse)
+    monkeypatch.setattr(generate_main_content_task, "apply_async", unreachable)
     seed()
     response = post_json(api, "/api/memory/force-regenerate/", {"product_id": "ABC123"})
-    assert response.status_code == 503 and "fila" in response.json()["detail"]
+    assert response.status_code == 503
+    assert response.json()["detail"].startswith("A fila de tarefas não respondeu: ")
+    assert "Celery" not in response.json()["detail"]
+
+
+@pytest.mark.django_db
+def test_force_regenerate_does_not_call_any_runtime_error_a_queue_outage(api, monkeypatch):
+    from memory.tasks import generate_main_content_task
+
+    def bug(*args, **kwargs):
+        raise RuntimeError("um erro de programação")
+
+    monkeypatch.setattr(generate_main_content_task, "apply_async", bug)
+    seed()
+    api.raise_request_exception = False
+    response = post_json(api, "/api/memory/force-regenerate/", {"product_id": "ABC123"})
+    assert response.status_code == 500
 
 
 # --- health -----------------------------------------------------------------------------------

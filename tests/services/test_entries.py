@@ -28,11 +28,12 @@ ENTRIES = {
 def queued(monkeypatch):
     calls = []
 
-    def delay(data, force_regenerate=False):
-        calls.append((data, force_regenerate))
+    def apply_async(args, kwargs, **options):
+        (data,) = args
+        calls.append((data, kwargs["force_regenerate"]))
         return AsyncResult(f"task-{len(calls)}")
 
-    monkeypatch.setattr(generate_main_content_task, "delay", delay)
+    monkeypatch.setattr(generate_main_content_task, "apply_async", apply_async)
     return calls
 
 
