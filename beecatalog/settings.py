@@ -16,7 +16,12 @@ from csp.constants import NONE, SELF
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
-environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+# .env fills only what the environment leaves unset, so a value set by the process's own
+# environment (docker-compose.yml's `environment:` inside the containers) wins over a .env
+# written for the host. DOTENV_PATH names another file; empty, none is read.
+DOTENV_PATH = env.str("DOTENV_PATH", default=str(BASE_DIR / ".env"))
+if DOTENV_PATH:
+    environ.Env.read_env(DOTENV_PATH, overwrite=False)
 
 
 def refuse(message: str) -> NoReturn:

@@ -1,0 +1,157 @@
+"""docker-compose.yml, read as Docker Compose reads it (no Docker engine needed): after the README's
+``cp .env.example .env``, every container reaches PostgreSQL, Redis and the broker by their
+service names, whatever the mounted .env (written for the host) says, and web's gunicorn
+workers share their metrics."""
+import json
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+SERVICES = COMPOSE["services"]
+MOUNTED = "/app"  # where every app service mounts the repository, .env included
+LOCAL_HOSTS = ("127.0.0.1", "localhost")
+
+
+def dotenv(path: Path) -> dict:
+    """KEY=value lines, as both Compose and django-environ read .env.example."""
+    pairs = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            key, value = line.split("=", 1)
+            pairs[key.strip()] = value.strip()
+    return pairs
+
+
+HOST_ENV = dotenv(ROOT / ".env.example")  # what `cp .env.example .env` gives Compose and the settings
+
+
+def interpolate(value: str, variables: dict) -> str:
+    """Compose's interpolation: ``${VAR:-default}``, ``${VAR}``, ``$VAR`` from .env; ``$$`` is a ``$``."""
+
+    def one(match):
+        if match.group(0) == "$$":
+            return "$"
+        name, default = match.group(1) or match.group(3), match.group(2)
+        found = variables.get(name, "")
+        return found if found or default is None else default
+
+    return re.sub(r"\$\$|\$\{(\w+)(?::-([^}]*))?\}|\$(\w+)", one, str(value))
+
+
+def environment(service: str) -> dict:
+    """The container's environment as Compose builds it from the file (anchors merged)."""
+    return {k: interpolate(v, HOST_ENV) for k, v in (SERVICES[service].get("environment") or {}).items()}
+
+
+def command(service: str) -> str:
+    """The container's command, with Compose's ``$$`` passed to the shell as ``$``."""
+    return interpolate(SERVICES[service]["command"], {})
+
+
+APP_SERVICES = [name for name, s in SERVICES.items()
+                if re.search(r"\b(manage\.py|gunicorn|celery)\b", str(s.get("command", "")))]
+
+
+def test_the_app_runs_in_web_the_worker_and_beat():
+    assert APP_SERVICES == ["web", "worker", "beat"]
+    for name in APP_SERVICES:
+        assert f".:{MOUNTED}" in SERVICES[name]["volumes"]
+
+
+@pytest.mark.parametrize("service", APP_SERVICES)
+def test_every_app_service_reaches_the_servers_by_their_service_names(service):
+    env = environment(service)
+    wanted = {"DATABASE_URL": "postgres", "REDIS_URL": "redis", "CELERY_BROKER_URL": "redis",
+              "CELERY_RESULT_BACKEND": "redis"}
+    for variable, host in wanted.items():
+        assert urlsplit(env.get(variable, "")).hostname == host, (variable, env.get(variable))
+        assert host in SERVICES
+    assert urlsplit(env["DATABASE_URL"]).path == "/" + SERVICES["postgres"]["environment"]["POSTGRES_DB"]
+
+
+@pytest.mark.parametrize("service", APP_SERVICES)
+def test_every_host_specific_value_of_the_env_example_is_set_by_compose(service):
+    """The settings read the mounted .env for what the environment leaves unset: each value of
+    .env.example that names this machine must be replaced inside the container."""
+    env = environment(service)
+    local = {k for k, v in HOST_ENV.items() if any(h in v for h in LOCAL_HOSTS)}
+    assert {"DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "ALLOWED_HOSTS"} <= local
+    for variable in local:
+        assert variable in env, f"{service} leaves {variable} to .env: {HOST_ENV[variable]}"
+        assert not any(h in env[variable] for h in LOCAL_HOSTS), (variable, env[variable])
+
+
+def test_web_runs_several_gunicorn_workers_with_an_emptied_metrics_folder():
+    env, line = environment("web"), command("web")
+    workers = int(re.search(r"gunicorn .*--workers (\d+)", line).group(1))
+    assert workers > 1
+    folder = env["PROMETHEUS_MULTIPROC_DIR"]
+    assert folder.startswith("/") and not folder.startswith(MOUNTED + "/"), folder  # not the host's var/
+    shell = shlex.split(line)[2]  # sh -c "<this>"
+    steps = [s.strip() for s in re.split(r"&&", shell)]
+    wipe = next(i for i, s in enumerate(steps) if s.startswith("rm -rf "))
+    create = next(i for i, s in enumerate(steps) if s.startswith("mkdir -p "))
+    start = next(i for i, s in enumerate(steps) if s.startswith("gunicorn "))
+    assert wipe < create < start
+    for i in (wipe, create):
+        named = steps[i].split()[-1]
+        assert named in (folder, "${PROMETHEUS_MULTIPROC_DIR}", "${PROMETHEUS_MULTIPROC_DIR:?}"), steps[i]
+
+
+@pytest.mark.parametrize("service", ["worker", "beat"])
+def test_the_single_process_services_share_no_metrics_folder(service):
+    """Set (empty) rather than left to .env, where a host path would not exist in the container."""
+    assert environment(service)["PROMETHEUS_MULTIPROC_DIR"] == ""
+
+
+SHOW = (
+    "import json, os, beecatalog.settings as s; db = s.DATABASES['default'];"
+    "print(json.dumps({'db': [db['HOST'], db['NAME']], 'redis': s.REDIS_URL,"
+    " 'l2': s.CACHES['memory_l2']['LOCATION'], 'broker': s.CELERY_BROKER_URL,"
+    " 'backend': s.CELERY_RESULT_BACKEND, 'eager': s.CELERY_TASK_ALWAYS_EAGER,"
+    " 'allowed_hosts': s.ALLOWED_HOSTS, 'backups': str(s.MEMORY_BACKUP_DIR),"
+    " 'multiproc': [s.PROMETHEUS_MULTIPROC_DIR, os.environ.get('PROMETHEUS_MULTIPROC_DIR')]}))"
+)
+
+
+def settings_with(env: dict, dotenv_file: Path) -> dict:
+    """beecatalog.settings loaded in a child whose environment is only ``env``, reading ``dotenv_file``."""
+    child = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "DOTENV_PATH": str(dotenv_file), **env}
+    out = subprocess.run([sys.executable, "-c", SHOW], env=child, cwd=ROOT,
+                         capture_output=True, text=True, timeout=60, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture
+def host_dotenv(tmp_path) -> Path:
+    path = tmp_path / ".env"
+    path.write_text((ROOT / ".env.example").read_text())
+    return path
+
+
+def test_without_compose_the_copied_env_example_is_what_the_settings_read(host_dotenv):
+    seen = settings_with({}, host_dotenv)
+    assert seen["db"] == ["127.0.0.1", "beecatalog"]
+    assert seen["broker"] == seen["backend"] == "redis://127.0.0.1:6379/0"
+
+
+@pytest.mark.parametrize("service", APP_SERVICES)
+def test_inside_the_containers_compose_wins_over_the_mounted_env(service, host_dotenv):
+    env = environment(service)
+    seen = settings_with(env, host_dotenv)
+    assert seen["db"] == ["postgres", "beecatalog"]
+    assert seen["redis"] == seen["l2"] == env["REDIS_URL"]
+    assert urlsplit(seen["broker"]).hostname == urlsplit(seen["backend"]).hostname == "redis", seen
+    assert seen["eager"] is False
+    assert seen["allowed_hosts"] == ["*"] and seen["backups"] == "/app/var/backups"
+    folder = env.get("PROMETHEUS_MULTIPROC_DIR")
+    assert seen["multiproc"] == [folder, folder]
