@@ -1,12 +1,16 @@
 import uuid
+from urllib.parse import quote
 
 import fakeredis
 import kombu.pools
+import psycopg
 import pytest
 from django.conf import settings
 from django.contrib.auth.models import Permission, User
 from django.core.cache import caches
+from django.db import connection
 from django.test import override_settings
+from psycopg import sql
 
 from beecatalog.celery import app as celery_app
 from memory.engine import runtime
@@ -103,6 +107,29 @@ def process_env():
         "MEMORY_LOG_LEVEL": "WARNING",
     })
     return env
+
+
+@pytest.fixture
+def empty_database(db):
+    """The URL of a new, empty PostgreSQL database (no table, no migration applied) on the test
+    server, for child processes; dropped afterwards."""
+    params = connection.settings_dict
+    name = f"{params['NAME']}_empty"[:63]
+    server = {"host": params["HOST"] or "127.0.0.1", "port": params["PORT"] or 5432,
+              "user": params["USER"], "password": params["PASSWORD"] or None, "dbname": "postgres"}
+    auth = quote(params["USER"] or "", safe="") + (":" + quote(params["PASSWORD"], safe="") if params["PASSWORD"] else "")
+
+    def run(statement):
+        with psycopg.connect(**server, autocommit=True) as admin:
+            admin.execute(statement)
+
+    drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+    run(drop)
+    run(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield f"postgres://{auth}@{server['host']}:{server['port']}/{name}"
+    finally:
+        run(drop)
 
 
 # --- users, clients and Celery, for every test that goes through a way in ------------------------

@@ -1,8 +1,9 @@
 """Health of what the memory depends on: PostgreSQL, Redis, the backup folder, the broker.
 
 ``status`` is ``ok`` when everything answers, ``degraded`` when only Redis, the
-broker or the backup folder fails (the memory still works through PostgreSQL),
-and ``down`` when PostgreSQL fails.
+broker (unreachable, or no worker consuming its queue) or the backup folder fails
+(the memory still works through PostgreSQL), and ``down`` when PostgreSQL fails
+or lacks migrations.
 """
 from __future__ import annotations
 
@@ -13,12 +14,27 @@ from django.conf import settings
 from django.db import connection
 
 from memory.infra import redis
+from memory.infra.schema import PendingMigrations, require_migrated
+
+# How long the broker check waits for a worker's answer: a running worker answers within
+# milliseconds, so this is what health costs when none runs.
+WORKER_PING_TIMEOUT = 1.0
+
+
+class NoWorker(Exception):
+    """The broker answers but no Celery worker does: queued tasks wait and nothing runs them."""
+
+
+# Failures worded for the reader here, shown without their class name.
+_SELF_EXPLAINED = (PendingMigrations, NoWorker)
 
 
 def _timed(check) -> dict:
     started = time.perf_counter()
     try:
         result = {"ok": True, **check()}
+    except _SELF_EXPLAINED as exc:
+        result = {"ok": False, "error": str(exc)[:300]}
     except Exception as exc:  # a health check reports every failure, whatever its type
         result = {"ok": False, "error": f"{exc.__class__.__name__}: {exc}"[:300]}
     result["latency_ms"] = round((time.perf_counter() - started) * 1000, 2)
@@ -26,9 +42,11 @@ def _timed(check) -> dict:
 
 
 def check_database() -> dict:
+    """PostgreSQL answers, and has every migration applied (else ``PendingMigrations``)."""
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")
         cursor.fetchone()
+    require_migrated(connection.alias)
     return {"vendor": connection.vendor}
 
 
@@ -48,13 +66,22 @@ def check_backup_dir() -> dict:
 
 
 def check_broker() -> dict:
+    """The broker answers and at least one worker answers a ping through it (else ``NoWorker``)."""
     if settings.CELERY_TASK_ALWAYS_EAGER or not settings.CELERY_BROKER_URL:
         return {"configured": False, "mode": "eager"}
     from beecatalog.celery import app
 
     with app.connection_for_write() as conn:
         conn.ensure_connection(max_retries=1, timeout=1)
-    return {"configured": True}
+        # limit=1: the first pong ends the wait. A worker of the solo pool busy with a task
+        # cannot answer; the prefork pool's (the default) main process always can.
+        replies = app.control.ping(timeout=WORKER_PING_TIMEOUT, limit=1, connection=conn)
+    if not replies:
+        raise NoWorker(
+            f"nenhum worker do Celery respondeu em {WORKER_PING_TIMEOUT:.0f} s: as tarefas ficam na fila "
+            "sem ser executadas. Inicie um: celery -A beecatalog worker --loglevel INFO"
+        )
+    return {"configured": True, "worker": next(iter(replies[0]))}
 
 
 def check_health() -> dict:

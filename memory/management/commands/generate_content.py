@@ -12,6 +12,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError
 
+from memory.infra.schema import PendingMigrations, require_migrated
 from memory.io.catalog import CATALOG_FORMATS, read_catalog
 from memory.management.terminal import dumps, plain
 from memory.services.generation import (
@@ -53,13 +54,18 @@ class Command(BaseCommand):
         except ValueError as exc:
             raise CommandError(str(exc)) from None
         try:
+            require_migrated()
             return self._run(path, options)
+        except PendingMigrations as exc:
+            raise CommandError(str(exc)) from None
         except (ValueError, UnicodeDecodeError) as exc:
             raise CommandError(f"Não foi possível ler o catálogo: {exc}") from None
         except GenerationError as exc:
             raise CommandError(f"Falha na geração: {exc}") from None
         except DatabaseError as exc:
-            raise CommandError(f"Banco de dados indisponível: {exc.__class__.__name__}: {exc}") from None
+            # The first line: psycopg adds the statement and a caret on the lines below.
+            first_line = (str(exc).strip().splitlines() or [""])[0]
+            raise CommandError(f"Banco de dados indisponível: {exc.__class__.__name__}: {first_line}") from None
 
     def _run(self, path: Path, options):
         bad_rows: list[tuple[int, str]] = []

@@ -23,6 +23,7 @@ from django.utils import timezone
 from memory.engine.freshness import EntryStatus
 from memory.engine.memory import MAX_LIST_LIMIT, ProductMemory
 from memory.infra.health import check_health
+from memory.infra.schema import MIGRATE_HINT, PendingMigrations, require_migrated
 from memory.io.export import write_export
 from memory.io.formats import DEFAULT_EXPORT_FORMAT, EXPORT_FORMATS, IMPORT_FORMATS, format_from_filename
 from memory.io.importer import ImportReport, import_entries
@@ -156,9 +157,13 @@ class Command(BaseCommand):
         """The subcommand, every failure turned into one ``CommandError``."""
         handler = getattr(self, "handle_" + options["subcommand"])
         try:
+            if options["subcommand"] != "health":  # health reports pending migrations as "down" itself
+                require_migrated()
             handler(options)
         except CommandError:
             raise
+        except PendingMigrations as exc:
+            raise CommandError(str(exc)) from None
         except ProgrammingError as exc:
             raise CommandError(
                 f"Erro no banco de dados ({_first_line(exc)}); as migrações foram aplicadas? "
@@ -289,6 +294,9 @@ class Command(BaseCommand):
                 table.add_row(names.get(key, key), state, f"{check['latency_ms']} ms", literal(detail))
             self._console().print(table)
         if status == "down":
+            error = health["checks"]["database"].get("error", "")
+            if MIGRATE_HINT in error:  # the same line as every other subcommand's
+                raise CommandError(error)
             raise CommandError("Memória indisponível: o PostgreSQL não responde.")
         if status == "degraded" and options["strict"]:
             failed = ", ".join(k for k, c in health["checks"].items() if not c["ok"])

@@ -1,0 +1,47 @@
+"""Requests to a database that lacks migrations get one pt-BR line saying so, not a 500."""
+from __future__ import annotations
+
+import logging
+
+from django.db import Error as DatabaseError
+from django.http import HttpResponse, JsonResponse
+
+from memory.infra.schema import PendingMigrations, require_migrated
+
+logger = logging.getLogger("memory")
+
+API_PREFIX = "/api/"
+
+
+class RequireMigratedDatabase:
+    """Until every migration is applied, every view answers 503 with the hint to run ``migrate``:
+    ``{"detail": ...}`` under ``/api/``, one line of text elsewhere (the admin, the dashboard).
+
+    A view class that reports the database itself (health, where pending migrations are
+    ``down``) says so with ``answers_unmigrated = True``. When the database cannot be asked,
+    the view runs and answers as it does for an outage. Once the database is found migrated
+    this costs one set lookup per request (``memory.infra.schema``).
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+        self._warned = False  # the server's log says it once, its clients on every request
+
+    def __call__(self, request):
+        return self.get_response(request)
+
+    def process_view(self, request, view_func, view_args, view_kwargs):
+        if getattr(getattr(view_func, "view_class", None), "answers_unmigrated", False):
+            return None
+        try:
+            require_migrated()
+        except PendingMigrations as exc:
+            if not self._warned:
+                self._warned = True
+                logger.warning("%s", exc)
+            if request.path_info.startswith(API_PREFIX):
+                return JsonResponse({"detail": str(exc)}, status=503, json_dumps_params={"ensure_ascii": False})
+            return HttpResponse(f"{exc}\n", status=503, content_type="text/plain; charset=utf-8")
+        except DatabaseError:
+            return None
+        return None
