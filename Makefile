@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed-$(shell sha1sum requirements.txt | cut -c1-12)
 DEMO_ENV := DATABASE_URL=sqlite:///var/demo.sqlite3 REDIS_URL= CELERY_BROKER_URL= LLM_PROVIDER=template MEMORY_LOG_LEVEL=WARNING \
 	SECRET_KEY=$$($(PY) -c 'import secrets; print(secrets.token_urlsafe(50))')
 
-.PHONY: demo test install migrate run clean
+.PHONY: demo test install migrate run worker beat clean
 
 install: $(STAMP)
 
@@ -39,6 +39,14 @@ migrate: install
 
 run: install
 	$(PY) manage.py runserver
+
+# Runs the tasks the API, the admin and beat queue (needs CELERY_BROKER_URL or REDIS_URL).
+worker: install
+	$(PY) -m celery -A beecatalog worker --loglevel INFO
+
+# Sends the scheduled jobs to the worker when due; run exactly one.
+beat: install
+	$(PY) -m celery -A beecatalog beat --loglevel INFO
 
 clean:
 	rm -rf var .pytest_cache

@@ -1,4 +1,5 @@
-"""The README's curl examples, run as written against gunicorn with two workers."""
+"""The README's curl examples, run as written against gunicorn with two workers, and the README's
+path from an empty database to the API with a Celery worker."""
 import json
 import os
 import re
@@ -25,12 +26,21 @@ ROOT = Path(settings.BASE_DIR)
 README = ROOT / "README.md"
 
 
+def readme_section(title: str) -> str:
+    return README.read_text().split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
+
+
 def readme_curl_examples() -> list[str]:
-    """The ```bash blocks of the README's "API" section that call curl."""
-    text = README.read_text()
-    section = text.split("\n## API\n", 1)[1].split("\n## ", 1)[0]
-    blocks = re.findall(r"```bash\n(.*?)```", section, re.DOTALL)
+    """The ```bash blocks of the README's "API" section that call curl, in the README's order."""
+    blocks = re.findall(r"```bash\n(.*?)```", readme_section("API"), re.DOTALL)
     return [b for b in blocks if b.lstrip().startswith("curl ")]
+
+
+def endpoint_of(block: str) -> str:
+    return re.search(r"/api/memory/([\w-]+)/", block).group(1)
+
+
+README_ORDER = ["health", "force-regenerate", "get", "force-regenerate", "stats", "list", "export", "delete", "clear"]
 
 
 def child_env(**extra) -> dict:
@@ -102,7 +112,7 @@ def test_readme_curl_examples_work_against_gunicorn(make_user, live_server_url, 
     seed({"sku": "ABC123", "title": "Produto Teste"})
     seed({"sku": "XYZ789", "title": "Fone Bluetooth"})
     examples = readme_curl_examples()
-    assert len(examples) == 8
+    assert [endpoint_of(b) for b in examples] == README_ORDER
 
     # Hits spread over both workers: /metrics must add them up.
     auth = {"Authorization": f"Token {key}"}
@@ -112,32 +122,32 @@ def test_readme_curl_examples_work_against_gunicorn(make_user, live_server_url, 
     # Stats count what the workers have sent to Redis, each within its hit buffer's period.
     assert wait_for(lambda: ProductMemory().stats()["hits"] == 10, timeout=10)
 
-    outputs = {}
+    outputs = []
     for block in examples:
-        endpoint = re.search(r"/api/memory/([\w-]+)/", block).group(1)
-        outputs[endpoint] = run_example(block, live_server_url, key, tmp_path)
+        if endpoint_of(block) == "stats":  # the README's get/ is a hit too, sent within its buffer's period
+            assert wait_for(lambda: ProductMemory().stats()["hits"] == 11, timeout=10)
+        outputs.append(run_example(block, live_server_url, key, tmp_path))
+    health, queued, got, queued_again, stats, listed, _, deleted, cleared = map(
+        lambda out: json.loads(out) if out.strip() else None, outputs
+    )
 
-    stats = json.loads(outputs["stats"])
-    assert stats["total_entries"] == 2 and stats["hits"] == 10
-    listed = json.loads(outputs["list"])
-    assert listed["count"] == 2 and {r["product_id"] for r in listed["results"]} == {"ABC123", "XYZ789"}
-    got = json.loads(outputs["get"])
+    assert health["status"] == "ok"
+    assert queued["product_id"] == queued_again["product_id"] == "ABC123" and queued["task_id"]
     assert got["found"] is True and got["product_id"] == "ABC123" and got["tier"] in {"l1", "l2", "l3"}
-    queued = json.loads(outputs["force-regenerate"])
-    assert queued["product_id"] == "ABC123" and queued["task_id"]
+    assert stats["total_entries"] == 2 and stats["hits"] == 11
+    assert listed["count"] == 2 and {r["product_id"] for r in listed["results"]} == {"ABC123", "XYZ789"}
     exported = (tmp_path / "memory-export.jsonl").read_text().splitlines()
     assert sorted(json.loads(line)["product_id"] for line in exported) == ["ABC123", "XYZ789"]
     regenerated = [json.loads(line) for line in exported if '"ABC123"' in line][0]
     assert regenerated["payload"]["title"].startswith("Produto Teste")  # written by the eager regeneration
-    assert json.loads(outputs["delete"]) == {"deleted": True, "product_id": "ABC123"}
-    assert json.loads(outputs["clear"]) == {"cleared": 1}
-    assert json.loads(outputs["health"])["status"] == "ok"
+    assert deleted == {"deleted": True, "product_id": "ABC123"}
+    assert cleared == {"cleared": 1}
     assert not ProductMemoryEntry.objects.exists()
 
     text = httpx.get(f"{live_server_url}/metrics", headers=auth).text
     assert metric_sum(text, "beecatalog_memory_tier_hits") == 11  # ten gets by id, one by the README's get
-    assert metric_sum(text, "beecatalog_memory_generations") == 1
-    assert metric_sum(text, "beecatalog_memory_generation_seconds") == 1
+    assert metric_sum(text, "beecatalog_memory_generations") == 2  # the README's two regenerations
+    assert metric_sum(text, "beecatalog_memory_generation_seconds") == 2
     assert httpx.get(f"{live_server_url}/metrics").status_code == 401
 
 
@@ -180,3 +190,70 @@ def test_a_chunked_body_is_read_through_gunicorn(transactional_db, make_user, tm
         deleted = httpx.post(f"{url}/api/memory/delete/", content=in_chunks(b'{"product_id": "ABC123"}'), headers=headers)
         assert deleted.status_code == 200 and deleted.json() == {"deleted": True, "product_id": "ABC123"}
     assert not ProductMemoryEntry.objects.exists()
+
+def start_worker(env: dict, log_path: Path) -> subprocess.Popen:
+    """What ``make worker`` runs (one pool process, named, so that the test knows it)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "beecatalog", "worker", "--loglevel", "INFO",
+         "--concurrency", "1", "--hostname", "readme@%h"],
+        cwd=ROOT, env=env, stdout=log_path.open("w"), stderr=subprocess.STDOUT,
+    )
+
+
+def manage(env: dict, *args: str) -> str:
+    done = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, (args, done.stdout, done.stderr)
+    return done.stdout
+
+
+@pytest.mark.slow
+def test_the_readme_path_from_an_empty_database_to_the_api_with_a_worker(empty_database, redis_client, tmp_path):
+    """"Running it" on a database nothing has touched, then every curl example in the README's order,
+    the regenerations run by a real worker through the Redis broker."""
+    steps = re.search(r"```bash\n(.*?)```", readme_section("Running it"), re.DOTALL).group(1)
+    for step in ("createdb", "make migrate", "manage.py createsuperuser", "manage.py drf_create_token USERNAME",
+                 "make run", "make worker"):
+        assert step in steps, f"the README's path lacks {step!r}"
+    broker = settings.CACHES["memory_l2"]["LOCATION"]
+    env = child_env(DATABASE_URL=empty_database, CELERY_BROKER_URL=broker, CELERY_RESULT_BACKEND=broker,
+                    DOTENV_PATH="", MEMORY_BACKUP_DIR=str(tmp_path / "backups"),
+                    DJANGO_SUPERUSER_PASSWORD="senha-forte-123")
+
+    manage(env, "migrate")  # make migrate
+    manage(env, "createsuperuser", "--noinput", "--username", "admin", "--email", "admin@example.com")
+    key = re.search(r"Generated token (\w+) for user admin", manage(env, "drf_create_token", "admin")).group(1)
+    worker_log = tmp_path / "worker.log"
+    worker = start_worker(env, worker_log)
+    server = ApiServer(env, tmp_path / "gunicorn.log", workers=2)
+
+    def regenerations_done(count):
+        return worker_log.read_text().count("Task memory.generate_main_content_task[") >= 2 * count  # received + succeeded
+
+    try:
+        server.wait_ready()
+        health = lambda: httpx.get(f"{server.url}/api/memory/health/", timeout=10).json()  # noqa: E731
+        assert wait_for(lambda: health()["status"] == "ok", timeout=90, interval=0.5), (health(), worker_log.read_text())
+        outputs, regenerations = [], 0
+        for block in readme_curl_examples():
+            outputs.append(json.loads(run_example(block, server.url, key, tmp_path) or "null"))
+            if endpoint_of(block) == "force-regenerate":  # a person sees the worker's log say it
+                regenerations += 1
+                assert wait_for(lambda: regenerations_done(regenerations), timeout=60, interval=0.2), worker_log.read_text()
+    finally:
+        server.stop()
+        worker.terminate()
+        try:
+            worker.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait(timeout=10)
+    health, queued, got, queued_again, stats, listed, _, deleted, cleared = outputs
+    assert health["status"] == "ok" and health["checks"]["broker"]["worker"].startswith("readme@"), health
+    assert queued["product_id"] == queued_again["product_id"] == "ABC123" and queued["task_id"] != queued_again["task_id"]
+    assert worker_log.read_text().count("succeeded") >= 2
+    assert got["found"] is True and got["content"]["title"].startswith("Produto Teste"), got
+    assert stats["total_entries"] == 1 and listed["count"] == 1
+    exported = (tmp_path / "memory-export.jsonl").read_text().splitlines()
+    assert [json.loads(line)["product_id"] for line in exported] == ["ABC123"]
+    assert deleted == {"deleted": True, "product_id": "ABC123"} and cleared == {"cleared": 0}
