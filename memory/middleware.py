@@ -6,7 +6,7 @@ import logging
 from django.db import Error as DatabaseError
 from django.http import HttpResponse, JsonResponse
 
-from memory.infra.schema import PendingMigrations, require_migrated
+from memory.infra.migration_state import PendingMigrations, require_migrated
 
 logger = logging.getLogger("memory")
 
@@ -20,7 +20,7 @@ class RequireMigratedDatabase:
     A view class that reports the database itself (health, where pending migrations are
     ``down``) says so with ``answers_unmigrated = True``. When the database cannot be asked,
     the view runs and answers as it does for an outage. Once the database is found migrated
-    this costs one set lookup per request (``memory.infra.schema``).
+    this costs one set lookup per request (``memory.infra.migration_state``).
     """
 
     def __init__(self, get_response):

@@ -31,20 +31,28 @@ def dotenv(path: Path) -> dict:
     return pairs
 
 
-HOST_ENV = dotenv(ROOT / ".env.example")  # what `cp .env.example .env` gives Compose and the settings
+# What `cp .env.example .env` gives Compose and the settings, with the SECRET_KEY the README
+# says to set (`SECRET_KEY=... docker compose up`, or in .env).
+SECRET_KEY = "a-key-of-the-users-own-0123456789abcdefghijklmnopqrstuvwxyz"
+HOST_ENV = {**dotenv(ROOT / ".env.example"), "SECRET_KEY": SECRET_KEY}
 
 
 def interpolate(value: str, variables: dict) -> str:
-    """Compose's interpolation: ``${VAR:-default}``, ``${VAR}``, ``$VAR`` from .env; ``$$`` is a ``$``."""
+    """Compose's interpolation: ``${VAR:-default}``, ``${VAR:?error}``, ``${VAR}``, ``$VAR``;
+    ``$$`` is a ``$``."""
 
     def one(match):
         if match.group(0) == "$$":
             return "$"
-        name, default = match.group(1) or match.group(3), match.group(2)
+        name, kind, word = match.group(1) or match.group(4), match.group(2), match.group(3)
         found = variables.get(name, "")
-        return found if found or default is None else default
+        if found or kind is None:
+            return found
+        if kind == ":?":
+            raise AssertionError(f"docker compose refuses to start: {name}: {word}")
+        return word
 
-    return re.sub(r"\$\$|\$\{(\w+)(?::-([^}]*))?\}|\$(\w+)", one, str(value))
+    return re.sub(r"\$\$|\$\{(\w+)(?:(:-|:\?)([^}]*))?\}|\$(\w+)", one, str(value))
 
 
 def environment(service: str) -> dict:
@@ -139,7 +147,7 @@ def host_dotenv(tmp_path) -> Path:
 
 
 def test_without_compose_the_copied_env_example_is_what_the_settings_read(host_dotenv):
-    seen = settings_with({}, host_dotenv)
+    seen = settings_with({"SECRET_KEY": SECRET_KEY}, host_dotenv)
     assert seen["db"] == ["127.0.0.1", "beecatalog"]
     assert seen["broker"] == seen["backend"] == "redis://127.0.0.1:6379/0"
 

@@ -244,6 +244,9 @@ class ProductErrorSerializer(serializers.Serializer):
 
 class HealthSerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=("ok", "degraded", "down"))
+    detail = serializers.CharField(
+        required=False, help_text="Com migrações pendentes: o que fazer (Rode: python manage.py migrate).",
+    )
     checks = serializers.DictField(
         child=serializers.DictField(), required=False,
         help_text="Cada verificação (database, redis, backup_dir, broker); só para quem tem memory.view_productmemoryentry.",

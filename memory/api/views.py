@@ -190,7 +190,7 @@ class HealthView(APIView):
         health = check_health()
         code = status.HTTP_503_SERVICE_UNAVAILABLE if health["status"] == "down" else status.HTTP_200_OK
         if not sees_health_checks(request):
-            health = {"status": health["status"]}
+            health = {key: health[key] for key in ("status", "detail") if key in health}
         return Response(_shaped(s.HealthSerializer, health), status=code)
 
 

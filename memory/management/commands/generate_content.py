@@ -12,7 +12,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError
 
-from memory.infra.schema import PendingMigrations, require_migrated
+from memory.infra.migration_state import PendingMigrations, require_migrated
 from memory.io.catalog import CATALOG_FORMATS, read_catalog
 from memory.management.terminal import dumps, plain
 from memory.services.generation import (

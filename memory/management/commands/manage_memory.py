@@ -23,7 +23,7 @@ from django.utils import timezone
 from memory.engine.freshness import EntryStatus
 from memory.engine.memory import MAX_LIST_LIMIT, ProductMemory
 from memory.infra.health import check_health
-from memory.infra.schema import MIGRATE_HINT, PendingMigrations, require_migrated
+from memory.infra.migration_state import PendingMigrations, require_migrated
 from memory.io.export import write_export
 from memory.io.formats import DEFAULT_EXPORT_FORMAT, EXPORT_FORMATS, IMPORT_FORMATS, format_from_filename
 from memory.io.importer import ImportReport, import_entries
@@ -294,9 +294,9 @@ class Command(BaseCommand):
                 table.add_row(names.get(key, key), state, f"{check['latency_ms']} ms", literal(detail))
             self._console().print(table)
         if status == "down":
-            error = health["checks"]["database"].get("error", "")
-            if MIGRATE_HINT in error:  # the same line as every other subcommand's
-                raise CommandError(error)
+            database = health["checks"]["database"]
+            if database.get("pending_migrations"):  # the same line as every other subcommand's
+                raise CommandError(database["error"])
             raise CommandError("Memória indisponível: o PostgreSQL não responde.")
         if status == "degraded" and options["strict"]:
             failed = ", ".join(k for k, c in health["checks"].items() if not c["ok"])

@@ -11,6 +11,8 @@ from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.migrations.executor import MigrationExecutor
 
 MIGRATE_HINT = "Rode: python manage.py migrate"
+# The line for anyone (health without credentials): it names no migration.
+NOT_MIGRATED = f"O banco de dados não está migrado. {MIGRATE_HINT}"
 _NAMES_SHOWN = 3
 
 # Aliases of the databases found with every migration applied: true for this process's life.
