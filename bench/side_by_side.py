@@ -17,7 +17,16 @@ Redis db 8, then:
    ``GET`` + ``json.loads`` of the same JSON; served from L3 (dropped from L1
    and L2) beside a raw prepared ``SELECT`` on the ``(product_id, kind)`` key;
    served from L1 beside the L2 figure;
-3. ``batch_check_products_in_memory`` of every product beside one raw
+3. whole loops: ``--loop`` (2,000) different products read one after the other,
+   the loop timed as a whole (wall clock, so it includes what the hit pusher's
+   background thread does meanwhile, and, for the counted loops, the final push
+   of the counts still buffered at the end of the loop): L2 hits counted and
+   uncounted beside a loop of raw ``GET`` + ``json.loads`` (and of raw ``GET``
+   + decompress + ``json.loads`` of the memory's own keys), and L1 hits counted
+   and uncounted; ``--loop-repeats`` rounds, alternating the loops, medians per
+   hit. A per-call timing leaves out the work a call hands to another thread;
+   a loop does not;
+4. ``batch_check_products_in_memory`` of every product beside one raw
    ``MGET`` of every key plus one raw ``= ANY(%s)`` query.
 
 Diagnostic rows (``count_hit=False``, no Redis configured, the compressed
@@ -52,6 +61,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--products", type=int, default=10_000)
     parser.add_argument("--batch-repeats", type=int, default=7)
+    parser.add_argument("--loop", type=int, default=2000, help="products in each whole loop")
+    parser.add_argument("--loop-repeats", type=int, default=7)
     args = parser.parse_args()
 
     setup_django()
@@ -64,6 +75,7 @@ def main() -> None:
 
     from memory.memory_utils import batch_check_products_in_memory
     from memory.models import DailyStats, ProductMemoryEntry
+    from memory.engine.counters import hit_counter
     from memory.engine.memory import ProductMemory
     from memory.engine.tiers import cache_key
 
@@ -229,8 +241,67 @@ def main() -> None:
     reads["l1_speedup_over_l2_no_hit_count"] = round(
         reads["l2_no_hit_count"]["engine"]["median_us"] / reads["l1_no_hit_count"]["engine"]["median_us"], 1
     )
-    reads["tiers_seen"] = tiers_seen
+    reads["tiers_seen"] = dict(tiers_seen)
     results["reads"] = reads
+
+    # -- whole loops ----------------------------------------------------------
+    loop_indexes = range(min(args.loop, n))
+
+    def raw_loop(raw_call):
+        def run() -> float:
+            gc.collect()
+            started = time.perf_counter()
+            for i in loop_indexes:
+                raw_call(i)
+            return time.perf_counter() - started
+        return run
+
+    def engine_loop(path: str, tier: str, count_hit: bool):
+        """Every product of the loop once, served by ``tier``: L1 emptied (for L2) or filled (for L1)
+        before the clock starts. A counted loop ends with the push of what is still buffered, so
+        that each loop pays for all of its hits' counting, whenever the pusher's tick falls."""
+        call = engine_read(path, count_hit=count_hit)
+
+        def run() -> float:
+            memory.l1.clear()
+            if tier == "l1":
+                for i in loop_indexes:
+                    memory.get_product_data(ids[i], count_hit=False)
+            hit_counter.push()
+            gc.collect()
+            started = time.perf_counter()
+            for i in loop_indexes:
+                call(i)
+            if count_hit:
+                hit_counter.push()
+            return time.perf_counter() - started
+        return run
+
+    loops = {
+        "raw_get_json": raw_loop(raw_get),
+        "raw_get_decompress_json": raw_loop(raw_get_same_bytes),
+        "l2_no_hit_count": engine_loop("loop_l2_nocount", "l2", False),
+        "l2": engine_loop("loop_l2", "l2", True),
+        "l1_no_hit_count": engine_loop("loop_l1_nocount", "l1", False),
+        "l1": engine_loop("loop_l1", "l1", True),
+    }
+    loop_samples: dict[str, list[float]] = {name: [] for name in loops}
+    for _ in range(args.loop_repeats):
+        for name, run in loops.items():
+            loop_samples[name].append(run() / len(loop_indexes))
+    whole = {"products": len(loop_indexes), "repeats": args.loop_repeats}
+    for name, values in loop_samples.items():
+        whole[name] = {"per_hit_us": round(statistics.median(values) * 1e6, 1),
+                       "rounds_us": [round(v * 1e6, 1) for v in values]}
+    raw_loop_us = whole["raw_get_json"]["per_hit_us"]
+    for name in loops:
+        whole[name]["ratio"] = round(whole[name]["per_hit_us"] / raw_loop_us, 2)
+    whole["l1_speedup_over_l2"] = round(whole["l2"]["per_hit_us"] / whole["l1"]["per_hit_us"], 1)
+    whole["l1_speedup_over_l2_no_hit_count"] = round(
+        whole["l2_no_hit_count"]["per_hit_us"] / whole["l1_no_hit_count"]["per_hit_us"], 1
+    )
+    whole["tiers_seen"] = {k: v for k, v in tiers_seen.items() if k.startswith("loop_")}
+    results["whole_loops"] = whole
 
     # -- batch check ------------------------------------------------------------
     any_sql = (
