@@ -75,9 +75,10 @@ def side_by_side(d: dict) -> None:
 def whole_loops(w: dict) -> None:
     print(f"Whole loops: {w['products']:,} different products read in a row, the loop timed as a whole "
           f"(wall clock, the hit pusher's thread included; a counted loop ends with the push of what is "
-          f"still buffered), median of {w['repeats']} rounds, per hit:\n")
-    print("| loop | per hit (median) | ratio to raw GET + json.loads | target | |")
-    print("|---|---:|---:|---|---|")
+          f"still buffered), {w['repeats']} rounds, each memory loop right after a raw loop; medians per hit, "
+          f"and the median of the pairs' ratios:\n")
+    print("| loop | per hit (median) | p10-p90 | ratio to raw GET + json.loads | target | |")
+    print("|---|---:|---:|---:|---|---|")
     rows = [
         ("raw GET + json.loads", "raw_get_json", "", None),
         ("raw GET + decompress + json.loads of the memory's own key", "raw_get_decompress_json", "(what compression costs)", None),
@@ -89,7 +90,8 @@ def whole_loops(w: dict) -> None:
     for label, name, target, limit in rows:
         row = w[name]
         mark = verdict(row["ratio"] <= limit) if limit else ""
-        print(f"| {label} | {row['per_hit_us']:.1f} µs | {row['ratio']:.2f}× | {target} | {mark} |")
+        print(f"| {label} | {row['per_hit_us']:.1f} µs | {row['p10_us']:.0f}-{row['p90_us']:.0f} µs | "
+              f"{row['ratio']:.2f}× | {target} | {mark} |")
     print()
     print(f"L1 against L2 in whole loops: {w['l1_speedup_over_l2']}× faster counting the hit, "
           f"{w['l1_speedup_over_l2_no_hit_count']}× with `count_hit=False` (target ≥ 20×: "
