@@ -41,7 +41,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
 import statistics
 import sys
 import time
@@ -71,7 +70,6 @@ def main() -> None:
     import redis
     from django.conf import settings
     from django.core.cache import caches
-    from django.db import connection
     from psycopg.types.json import Jsonb
 
     from memory.memory_utils import batch_check_products_in_memory
