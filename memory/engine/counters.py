@@ -26,7 +26,7 @@ import logging
 import threading
 import time
 import uuid
-from collections import Counter, deque
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, datetime, time as dt_time, timedelta, timezone as dt_timezone
 
@@ -143,16 +143,11 @@ def _today() -> str:
 
 
 class LocalCounterStore:
-    """Counts kept in this process: used when there is no Redis, or while it is down.
-
-    A hit is only appended to a deque (thread-safe, no lock: it runs on every hit);
-    the hits are folded into the counts whenever the counts are read or drained.
-    """
+    """Counts kept in this process: used when there is no Redis, or while it is down."""
 
     def __init__(self):
         self._lock = threading.Lock()
         self._counts = Counts()
-        self._hits: deque[tuple[tuple[str, str], int, float, str]] = deque()
         self._since = time.monotonic()
 
     def add(self, counts: Counts) -> None:
@@ -160,16 +155,8 @@ class LocalCounterStore:
             self._counts.merge(counts)
 
     def add_hit(self, key: tuple[str, str], tokens_saved: int, at: float, day: str) -> None:
-        self._hits.append((key, tokens_saved, at, day))
-
-    def _fold_hits(self) -> None:
-        """Move the appended hits into the counts; the caller holds the lock."""
-        counts, hits = self._counts, self._hits
-        while True:
-            try:
-                key, tokens_saved, at, day = hits.popleft()
-            except IndexError:
-                return
+        with self._lock:
+            counts = self._counts
             counts.hits[key] += 1
             counts.saved[key] += tokens_saved
             if at > counts.last_hit.get(key, 0):
@@ -181,13 +168,11 @@ class LocalCounterStore:
         """A copy of what is counted so far."""
         copy = Counts()
         with self._lock:
-            self._fold_hits()
             copy.merge(self._counts)
         return copy
 
     def drain(self) -> Counts:
         with self._lock:
-            self._fold_hits()
             counts, self._counts = self._counts, Counts()
             self._since = time.monotonic()
         return counts
@@ -196,7 +181,7 @@ class LocalCounterStore:
         return time.monotonic() - self._since
 
     def is_empty(self) -> bool:
-        return not self._hits and self._counts.is_empty()
+        return self._counts.is_empty()
 
 
 class RedisCounterStore:
