@@ -357,13 +357,10 @@ class DatabaseTier(Tier):
     def _select_snapshots(self, kind: str, product_ids: list[str]) -> list[Snapshot]:
         """One SQL statement whatever the number of products (psycopg sends the list as one array)."""
         table = connection.ops.quote_name(ProductMemoryEntry._meta.db_table)
-        if len(product_ids) == 1:
-            where, param = "product_id = %s", product_ids[0]
-        else:
-            where, param = "product_id = ANY(%s)", product_ids
         with _dropping_broken_connection(), connection.cursor() as cursor:
             cursor.execute(
-                f"SELECT {self.SNAPSHOT_COLUMNS} FROM {table} WHERE kind = %s AND {where}", [kind, param]
+                f"SELECT {self.SNAPSHOT_COLUMNS} FROM {table} WHERE kind = %s AND product_id = ANY(%s)",
+                [kind, product_ids],
             )
             rows = cursor.fetchall()
         return [
