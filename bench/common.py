@@ -12,6 +12,7 @@ import os
 import platform
 import random
 import resource
+import secrets
 import statistics
 import subprocess
 import sys
@@ -36,6 +37,8 @@ def setup_django(*, log_level: str = "WARNING") -> None:
     os.environ.setdefault("REDIS_URL", DEFAULT_REDIS_URL)
     os.environ.setdefault("MEMORY_LOG_LEVEL", log_level)
     os.environ.setdefault("CELERY_BROKER_URL", "")
+    # Production settings (DEBUG off) refuse a public key; a bench run needs only some key.
+    os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(50))
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "beecatalog.settings")
     if os.environ.get("BENCH_ALLOW_ANY_STORE") != "1":
         if not os.environ["DATABASE_URL"].rstrip("/").endswith("/bench"):

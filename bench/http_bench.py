@@ -104,7 +104,7 @@ def main() -> None:
     for variant, extra in variants:
         port = free_port()
         server = subprocess.Popen(
-            [str(ROOT / ".venv" / "bin" / "gunicorn"), "beecatalog.wsgi:application", "-w", str(args.workers),
+            [str(Path(sys.executable).with_name("gunicorn")), "beecatalog.wsgi:application", "-w", str(args.workers),
              "-b", f"127.0.0.1:{port}", "--log-level", "warning"],
             cwd=ROOT, env={**env, **extra}, stdout=subprocess.DEVNULL,
             stderr=open(RESULTS_DIR / f"gunicorn-{variant}.log", "w"),

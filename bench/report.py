@@ -58,6 +58,8 @@ def side_by_side(d: dict) -> None:
           f"{verdict(r['l1_speedup_over_l2'] >= 20)}).\n")
     print("Tiers that served each timed phase (a call served by another tier is left out of that phase's median): "
           f"`{json.dumps(r['tiers_seen'])}`\n")
+    if "whole_loops" in d:
+        whole_loops(d["whole_loops"])
     b = d["batch_check"]
     print("| `batch_check_products_in_memory`, 10,000 products | median | ratio to raw | target |")
     print("|---|---:|---:|---|")
@@ -68,6 +70,32 @@ def side_by_side(d: dict) -> None:
                         ("from_l1", "memory, all in L1")):
         print(f"| {label} | {b[name]['median_ms']} ms | {b[name]['ratio']:.2f}× | ≤ 1.5×: {verdict(b[name]['ratio'] <= 1.5)} |")
     print()
+
+
+def whole_loops(w: dict) -> None:
+    print(f"Whole loops: {w['products']:,} different products read in a row, the loop timed as a whole "
+          f"(wall clock, the hit pusher's thread included; a counted loop ends with the push of what is "
+          f"still buffered), {w['repeats']} rounds, each memory loop right after a raw loop; medians per hit, "
+          f"and the median of the pairs' ratios:\n")
+    print("| loop | per hit (median) | p10-p90 | ratio to raw GET + json.loads | target | |")
+    print("|---|---:|---:|---:|---|---|")
+    rows = [
+        ("raw GET + json.loads", "raw_get_json", "", None),
+        ("raw GET + decompress + json.loads of the memory's own key", "raw_get_decompress_json", "(what compression costs)", None),
+        ("`get_product_data` from L2 (counts the hit)", "l2", "≤ 1.3× GET + json.loads", 1.3),
+        ("… from L2, `count_hit=False`", "l2_no_hit_count", "(diagnostic)", None),
+        ("`get_product_data` from L1 (counts the hit)", "l1", "(see L1/L2 below)", None),
+        ("… from L1, `count_hit=False`", "l1_no_hit_count", "(see L1/L2 below)", None),
+    ]
+    for label, name, target, limit in rows:
+        row = w[name]
+        mark = verdict(row["ratio"] <= limit) if limit else ""
+        print(f"| {label} | {row['per_hit_us']:.1f} µs | {row['p10_us']:.0f}-{row['p90_us']:.0f} µs | "
+              f"{row['ratio']:.2f}× | {target} | {mark} |")
+    print()
+    print(f"L1 against L2 in whole loops: {w['l1_speedup_over_l2']}× faster counting the hit, "
+          f"{w['l1_speedup_over_l2_no_hit_count']}× with `count_hit=False` (target ≥ 20×: "
+          f"{verdict(w['l1_speedup_over_l2'] >= 20)}). Tiers that served the loops: `{json.dumps(w['tiers_seen'])}`\n")
 
 
 def http(d: dict) -> None:

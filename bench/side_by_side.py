@@ -17,7 +17,17 @@ Redis db 8, then:
    ``GET`` + ``json.loads`` of the same JSON; served from L3 (dropped from L1
    and L2) beside a raw prepared ``SELECT`` on the ``(product_id, kind)`` key;
    served from L1 beside the L2 figure;
-3. ``batch_check_products_in_memory`` of every product beside one raw
+3. whole loops: ``--loop`` (2,000) different products read one after the other,
+   the loop timed as a whole (wall clock, so it includes what the hit pusher's
+   background thread does meanwhile, and, for the counted loops, the final push
+   of the counts still buffered at the end of the loop): L2 hits counted and
+   uncounted beside a loop of raw ``GET`` + ``json.loads`` (and of raw ``GET``
+   + decompress + ``json.loads`` of the memory's own keys), and L1 hits counted
+   and uncounted; ``--loop-repeats`` rounds, each memory loop right after a
+   raw loop, the ratio taken pair by pair (its median reported) and the medians
+   per hit. A per-call timing leaves out the work a call hands to another
+   thread; a loop does not;
+4. ``batch_check_products_in_memory`` of every product beside one raw
    ``MGET`` of every key plus one raw ``= ANY(%s)`` query.
 
 Diagnostic rows (``count_hit=False``, no Redis configured, the compressed
@@ -31,7 +41,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
 import statistics
 import sys
 import time
@@ -52,6 +61,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--products", type=int, default=10_000)
     parser.add_argument("--batch-repeats", type=int, default=7)
+    parser.add_argument("--loop", type=int, default=2000, help="products in each whole loop")
+    parser.add_argument("--loop-repeats", type=int, default=7)
     args = parser.parse_args()
 
     setup_django()
@@ -59,11 +70,11 @@ def main() -> None:
     import redis
     from django.conf import settings
     from django.core.cache import caches
-    from django.db import connection
     from psycopg.types.json import Jsonb
 
     from memory.memory_utils import batch_check_products_in_memory
     from memory.models import DailyStats, ProductMemoryEntry
+    from memory.engine.counters import hit_counter
     from memory.engine.memory import ProductMemory
     from memory.engine.tiers import cache_key
 
@@ -229,8 +240,74 @@ def main() -> None:
     reads["l1_speedup_over_l2_no_hit_count"] = round(
         reads["l2_no_hit_count"]["engine"]["median_us"] / reads["l1_no_hit_count"]["engine"]["median_us"], 1
     )
-    reads["tiers_seen"] = tiers_seen
+    reads["tiers_seen"] = dict(tiers_seen)
     results["reads"] = reads
+
+    # -- whole loops ----------------------------------------------------------
+    loop_indexes = range(min(args.loop, n))
+
+    def raw_loop(raw_call):
+        def run() -> float:
+            gc.collect()
+            started = time.perf_counter()
+            for i in loop_indexes:
+                raw_call(i)
+            return time.perf_counter() - started
+        return run
+
+    def engine_loop(path: str, tier: str, count_hit: bool):
+        """Every product of the loop once, served by ``tier``: L1 emptied (for L2) or filled (for L1)
+        before the clock starts. A counted loop ends with the push of what is still buffered, so
+        that each loop pays for all of its hits' counting, whenever the pusher's tick falls."""
+        call = engine_read(path, count_hit=count_hit)
+
+        def run() -> float:
+            memory.l1.clear()
+            if tier == "l1":
+                for i in loop_indexes:
+                    memory.get_product_data(ids[i], count_hit=False)
+            hit_counter.push()
+            gc.collect()
+            started = time.perf_counter()
+            for i in loop_indexes:
+                call(i)
+            if count_hit:
+                hit_counter.push()
+            return time.perf_counter() - started
+        return run
+
+    # Each memory loop is paired with a raw loop run right before it, as the calls above are:
+    # the load of a shared machine moves within seconds, and both loops of a pair see the same.
+    raw_get_loop = raw_loop(raw_get)
+    loops = {
+        "raw_get_decompress_json": raw_loop(raw_get_same_bytes),
+        "l2_no_hit_count": engine_loop("loop_l2_nocount", "l2", False),
+        "l2": engine_loop("loop_l2", "l2", True),
+        "l1_no_hit_count": engine_loop("loop_l1_nocount", "l1", False),
+        "l1": engine_loop("loop_l1", "l1", True),
+    }
+    per_hit: dict[str, list[float]] = {name: [] for name in ["raw_get_json", *loops]}
+    ratios: dict[str, list[float]] = {name: [] for name in loops}
+    for _ in range(args.loop_repeats):
+        for name, run in loops.items():
+            raw_seconds = raw_get_loop()
+            seconds = run()
+            per_hit["raw_get_json"].append(raw_seconds / len(loop_indexes))
+            per_hit[name].append(seconds / len(loop_indexes))
+            ratios[name].append(seconds / raw_seconds)
+    whole: dict = {"products": len(loop_indexes), "repeats": args.loop_repeats}
+    for name, values in per_hit.items():
+        whole[name] = {"per_hit_us": round(statistics.median(values) * 1e6, 1),
+                       "p10_us": round(sorted(values)[len(values) // 10] * 1e6, 1),
+                       "p90_us": round(sorted(values)[len(values) * 9 // 10] * 1e6, 1)}
+        whole[name]["ratio"] = round(statistics.median(ratios[name]), 2) if name in ratios else 1.0
+    # L1 against L2: the ratio of their ratios, each against the raw loop of its own pair.
+    for suffix in ("", "_no_hit_count"):
+        whole["l1_speedup_over_l2" + suffix] = round(
+            statistics.median(ratios["l2" + suffix]) / statistics.median(ratios["l1" + suffix]), 1
+        )
+    whole["tiers_seen"] = {k: v for k, v in tiers_seen.items() if k.startswith("loop_")}
+    results["whole_loops"] = whole
 
     # -- batch check ------------------------------------------------------------
     any_sql = (

@@ -19,8 +19,8 @@ _PERMISSION_CACHES = ("_perm_cache", "_user_perm_cache", "_group_perm_cache")
 class TokenUserCache:
     """Token key -> (user, token), kept ``API_TOKEN_CACHE_SECONDS`` in the process.
 
-    DRF's ``TokenAuthentication`` reads PostgreSQL on every request: more than half
-    the CPU of a ``POST /api/memory/get/`` served from L1 (see docs/benchmarks.md).
+    DRF's ``TokenAuthentication`` reads PostgreSQL on every request, most of the work
+    of a ``POST /api/memory/get/`` served from L1 (docs/benchmarks.md).
     A change to a token or a user empties this cache in every process at once
     (signals in ``memory/api/signals.py``, relayed by the L1 invalidation channel);
     the TTL bounds what a change made outside Django (raw SQL) can outlive. Like L1,

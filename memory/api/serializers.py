@@ -205,9 +205,9 @@ class FoundSerializer(serializers.Serializer):
 
     @classmethod
     def represent_hit(cls, hit) -> dict:
-        """``FoundSerializer(FoundSerializer.from_hit(hit)).data``, built directly: on a get served
-        from L1, running every field's ``to_representation`` was a tenth of the request. Only the
-        dates need a field, for DRF's date format and time zone."""
+        """``FoundSerializer(FoundSerializer.from_hit(hit)).data``, built directly: running every
+        field's ``to_representation`` is a large share of a get served from L1
+        (docs/benchmarks.md). Only the dates need a field, for DRF's date format and time zone."""
         data = cls.from_hit(hit)
         data["created_at"] = _DATETIME.to_representation(data["created_at"])
         data["expires_at"] = _DATETIME.to_representation(data["expires_at"])

@@ -47,8 +47,8 @@ QUERY_ERRORS = {**ERRORS, 400: OpenApiResponse(OpenApiTypes.OBJECT, description=
 def _bound(serializer_class) -> serializers.Serializer:
     """One instance per serializer class, its fields bound once.
 
-    A new DRF serializer deep-copies every declared field; on ``POST /api/memory/get/``
-    served from L1 that was a third of the request (docs/benchmarks.md). Validation and
+    A new DRF serializer deep-copies every declared field, a large share of a
+    ``POST /api/memory/get/`` served from L1 (docs/benchmarks.md). Validation and
     representation read the bound fields without changing them, so one instance serves
     every request and thread.
     """

@@ -1,9 +1,10 @@
 """Hit, miss and token counters kept outside PostgreSQL, and their flush into the rows.
 
 A cache hit must not cost a synchronous PostgreSQL write, so each hit adds to a
-Redis hash (one pipelined round trip), or to a dict in the process when Redis
-is off. :func:`flush_counters` moves everything counted into
-``ProductMemoryEntry`` and ``DailyStats``.
+buffer in the process, which is moved into Redis hashes every
+``MEMORY_HIT_BUFFER_SECONDS`` (into PostgreSQL when Redis is off).
+:func:`flush_counters` moves everything counted into ``ProductMemoryEntry`` and
+``DailyStats``.
 
 Redis keeps two hashes, flushed by two scheduled jobs: the per-entry counts
 (hits, tokens saved, last hit) that :func:`flush_entry_counters` writes into
@@ -20,11 +21,12 @@ private hash behind, and the next flush applies it.
 """
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
 import uuid
-from collections import Counter, deque
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, datetime, time as dt_time, timedelta, timezone as dt_timezone
 
@@ -46,6 +48,10 @@ FLUSHING_PREFIX = "counters:flushing:"
 FLUSH_LOCK_KEY = "counters:flush-lock"
 SEP = "\x1f"
 DAILY_FIELDS = ("hits", "misses", "generations", "tokens_spent", "tokens_saved")
+
+# The tag of an entry-hash field that holds one push's entry counts: their fields as a JSON
+# object (see ``RedisCounterStore.add``).
+PUSHED = "p"
 
 
 @dataclass(frozen=True)
@@ -100,6 +106,9 @@ class Counts:
         counts = cls()
         for raw_key, raw_value in raw.items():
             key = raw_key.decode() if isinstance(raw_key, bytes) else raw_key
+            if key.startswith(PUSHED + SEP):
+                counts.merge(cls.from_fields(json.loads(raw_value)))
+                continue
             value = float(raw_value)
             tag, first, second = key.split(SEP, 2)
             if tag == "h":
@@ -118,7 +127,8 @@ _day_cache: tuple = (None, 0.0, 0.0, "")
 
 def _today() -> str:
     """The date in ``TIME_ZONE``, recomputed only when the clock leaves the day it was computed
-    for: ``timezone.localdate`` on every hit was a fifth of what counting a hit cost."""
+    for: ``timezone.localdate`` on every hit would be a large share of counting it
+    (docs/benchmarks.md)."""
     global _day_cache
     now = time.time()
     tz = timezone.get_default_timezone()
@@ -133,16 +143,11 @@ def _today() -> str:
 
 
 class LocalCounterStore:
-    """Counts kept in this process: used when there is no Redis, or while it is down.
-
-    A hit is only appended to a deque (thread-safe, no lock: it runs on every hit);
-    the hits are folded into the counts whenever the counts are read or drained.
-    """
+    """Counts kept in this process: used when there is no Redis, or while it is down."""
 
     def __init__(self):
         self._lock = threading.Lock()
         self._counts = Counts()
-        self._hits: deque[tuple[tuple[str, str], int, float, str]] = deque()
         self._since = time.monotonic()
 
     def add(self, counts: Counts) -> None:
@@ -150,16 +155,8 @@ class LocalCounterStore:
             self._counts.merge(counts)
 
     def add_hit(self, key: tuple[str, str], tokens_saved: int, at: float, day: str) -> None:
-        self._hits.append((key, tokens_saved, at, day))
-
-    def _fold_hits(self) -> None:
-        """Move the appended hits into the counts; the caller holds the lock."""
-        counts, hits = self._counts, self._hits
-        while True:
-            try:
-                key, tokens_saved, at, day = hits.popleft()
-            except IndexError:
-                return
+        with self._lock:
+            counts = self._counts
             counts.hits[key] += 1
             counts.saved[key] += tokens_saved
             if at > counts.last_hit.get(key, 0):
@@ -171,13 +168,11 @@ class LocalCounterStore:
         """A copy of what is counted so far."""
         copy = Counts()
         with self._lock:
-            self._fold_hits()
             copy.merge(self._counts)
         return copy
 
     def drain(self) -> Counts:
         with self._lock:
-            self._fold_hits()
             counts, self._counts = self._counts, Counts()
             self._since = time.monotonic()
         return counts
@@ -186,11 +181,11 @@ class LocalCounterStore:
         return time.monotonic() - self._since
 
     def is_empty(self) -> bool:
-        return not self._hits and self._counts.is_empty()
+        return self._counts.is_empty()
 
 
 class RedisCounterStore:
-    """Counts in one Redis hash, added with HINCRBY in one pipelined round trip.
+    """Counts in two Redis hashes (per entry, per day), added in one pipelined round trip.
 
     Its methods talk to Redis: callers run them through :func:`memory.infra.redis.run`.
     """
@@ -204,14 +199,26 @@ class RedisCounterStore:
         return redis.client()
 
     def add(self, counts: Counts) -> None:
-        pipe = self._client().pipeline(transaction=False)
-        entry_live = self._key(ENTRY_COUNTS.live)
+        """Add ``counts`` to the live hashes, in one round trip.
+
+        The entry counts (three fields for every product hit) go as one new field of the entry
+        hash, named for this push and holding their fields as JSON: the client packs and parses
+        every command in Python, and a command per field cost more than the hits it counted
+        (docs/benchmarks.md). The flush reads the hash whole, so it adds them up like any
+        field. The daily counts, a few fields a day read by every stats call, are incremented
+        in place.
+        """
+        entry_fields: dict[str, float] = {}
         daily_live = self._key(DAILY_COUNTS.live)
+        pipe = self._client().pipeline(transaction=False)
         for name, value in counts.to_fields().items():
-            if name.startswith("t"):
-                pipe.hset(entry_live, name, value)
+            if name.startswith("d"):
+                pipe.hincrby(daily_live, name, int(value))
             else:
-                pipe.hincrby(daily_live if name.startswith("d") else entry_live, name, int(value))
+                entry_fields[name] = value
+        if entry_fields:
+            pipe.hset(self._key(ENTRY_COUNTS.live), f"{PUSHED}{SEP}{uuid.uuid4().hex}",
+                      json.dumps(entry_fields, ensure_ascii=False))
         pipe.execute()
 
     def snapshot(self, parts: tuple[CounterHash, ...] = (ENTRY_COUNTS, DAILY_COUNTS)) -> Counts:
@@ -291,14 +298,13 @@ def _has_greatest_null_safe() -> bool:
 class HitCounter:
     """Where ``ProductMemory`` records what happened; flushed by :func:`flush_counters`.
 
-    A hit only adds to a dict in the process (microseconds): a Redis round trip
-    per hit cost more than the L1 read it counted (``docs/benchmarks.md``). The
-    hit pusher, a daemon thread started by :mod:`memory.engine.runtime`, moves the
-    buffered counts to Redis every ``MEMORY_HIT_BUFFER_SECONDS``, where the flush
-    of any process finds them; without Redis, while it is down, or while the
-    pusher is not running, they go to PostgreSQL from the process itself. A
-    process killed with SIGKILL loses at most that last second of counts, never
-    content.
+    A hit only adds to a buffer in the process: a Redis round trip per hit would
+    cost more than the L1 read it counts. The hit pusher, a daemon thread started
+    by :mod:`memory.engine.runtime`, moves the buffered counts to Redis every
+    ``MEMORY_HIT_BUFFER_SECONDS``, where the flush of any process finds them;
+    without Redis, while it is down, or while the pusher is not running, they go
+    to PostgreSQL from the process itself. A process killed with SIGKILL loses at
+    most that last second of counts, never content.
     """
 
     def __init__(self):

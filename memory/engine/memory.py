@@ -212,8 +212,8 @@ class ProductMemory:
 
     def lookup(self, product: Any, *, count_hit: bool = True) -> Lookup:
         """One product. A fresh L1 copy is answered here, without the batch bookkeeping of
-        ``lookup_many``: it is the hot path of the API, and the batch's lists and dicts were
-        a third of an L1 hit (docs/benchmarks.md)."""
+        ``lookup_many``: an L1 hit is the hot path of the API, and that bookkeeping is a
+        sizeable share of it (docs/benchmarks.md)."""
         ref = resolve_product(product)  # once: fingerprinting hashes the whole product data
         epoch = l1_epoch()
         cache_tiers = self.cache_tiers
@@ -425,8 +425,8 @@ _local_stats_generation = 0
 
 def cached_for_stats(name: str, compute):
     """``compute()``'s figures (they need a full scan of the table), kept up to
-    ``MEMORY_STATS_CACHE_SECONDS`` unless a write to the memory changes them first: at a
-    million rows a scan costs a second or two, and stats are polled."""
+    ``MEMORY_STATS_CACHE_SECONDS`` unless a write to the memory changes them first: a scan
+    grows with the table (docs/benchmarks.md), and stats are polled."""
     seconds = settings.MEMORY_STATS_CACHE_SECONDS
     if seconds <= 0:
         return compute()

@@ -1,8 +1,10 @@
 """The three tiers, each a small class behind one interface.
 
-Every tier answers ``get_many``, ``set_many``, ``delete_many`` and ``clear`` on
-:class:`Snapshot` objects keyed by ``(product_id, kind)``. ``ProductMemory``
-writes the fall-through once, over a list of tiers.
+Every tier answers ``get_many``, ``delete_many`` and ``clear`` on :class:`Snapshot`
+objects keyed by ``(product_id, kind)``; ``ProductMemory`` writes the fall-through
+once, over a list of tiers. The two cache tiers (:class:`CacheTier`: L1, L2) are
+also written with ``set_many``; L3 only through ``DatabaseTier.upsert``, which
+takes the source data a snapshot does not carry.
 
 L1 and L2 only ever hold copies of L3 rows. A Redis error is never fatal: the
 Redis owner (:mod:`memory.infra.redis`) turns it into a miss (or a skipped write), logs one warning
@@ -15,8 +17,9 @@ import json
 import logging
 import threading
 import time
+from abc import ABC, abstractmethod
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime, timezone as dt_timezone
 from typing import Callable, Iterable
 
@@ -71,8 +74,7 @@ class Snapshot:
                                 generator_version, self.input_fingerprint, fingerprint)
 
     def to_dict(self) -> dict:
-        """A shallow copy: every tier serializes it at once, so ``asdict``'s deep copy of the
-        payload (a third of an L2 read, measured in ``bench/``) bought nothing."""
+        """The fields as a dict, sharing the payload: whoever asks serializes it at once."""
         return dict(self.__dict__)
 
     @classmethod
@@ -108,23 +110,33 @@ def cache_key(key: Key) -> str:
     return f"entry:{kind}:#" + hashlib.sha256(product_id.encode()).hexdigest()
 
 
-class Tier:
+class Tier(ABC):
+    """What every tier answers."""
+
     name: str
 
+    @abstractmethod
     def get_many(self, keys: list[Key]) -> dict[Key, Snapshot]:
-        raise NotImplementedError
+        """The snapshots the tier holds among ``keys`` (fresh or not: the caller decides)."""
 
-    def set_many(self, snapshots: Iterable[Snapshot]) -> None:
-        raise NotImplementedError
-
+    @abstractmethod
     def delete_many(self, keys: Iterable[Key]) -> None:
-        raise NotImplementedError
+        """Drop ``keys`` from the tier."""
 
+    @abstractmethod
     def clear(self) -> None:
-        raise NotImplementedError
+        """Drop every entry of the tier."""
 
 
-class LocalTier(Tier):
+class CacheTier(Tier):
+    """A tier holding copies of L3 rows, written with the snapshots themselves."""
+
+    @abstractmethod
+    def set_many(self, snapshots: Iterable[Snapshot]) -> None:
+        """Store copies of ``snapshots`` until their ``expires_at`` at the latest."""
+
+
+class LocalTier(CacheTier):
     """L1: a per-process Django cache (LocMem), holding copies for ``MEMORY_L1_TTL`` seconds."""
 
     name = L1
@@ -156,7 +168,7 @@ class LocalTier(Tier):
         self.cache.clear()
 
 
-class RedisTier(Tier):
+class RedisTier(CacheTier):
     """L2: Redis through django-redis (JSON serializer, LZ4 compressor from settings).
 
     Entries carry a Redis TTL equal to the time left to ``expires_at``. Writes
@@ -221,17 +233,13 @@ class RedisTier(Tier):
             self._pending_clear = False
 
     def get_many(self, keys):
-        """One GET (one product) or one MGET; a value that cannot be decoded is a miss, and deleted."""
+        """One MGET; a value that cannot be decoded is a miss, and deleted."""
         by_redis_key = {redis.make_key(cache_key(k)): k for k in keys}
         if not by_redis_key:
             return {}
 
         def read():
-            client = redis.client()
-            if len(by_redis_key) == 1:  # GET: MGET's array reply costs ~30 µs more to parse
-                (redis_key,) = by_redis_key
-                return [(redis_key, client.get(redis_key))]
-            return list(zip(by_redis_key, client.mget(list(by_redis_key))))
+            return list(zip(by_redis_key, redis.client().mget(list(by_redis_key))))
 
         found, undecodable = {}, []
         for redis_key, value in self.run_guarded(read, default=[]):
@@ -331,40 +339,28 @@ class DatabaseTier(Tier):
 
     name = L3
 
-    # psycopg sends a list as one array parameter, so a batch is one statement
-    # whatever its size; SQLite has a cap on bound variables, hence chunks there.
+    # SQLite caps the number of bound variables: the ORM read goes in chunks there.
     SQLITE_CHUNK = 900
 
-    # On PostgreSQL the hot paths skip the ORM (its query building cost more than the
-    # round trip, see docs/benchmarks.md); the columns are those of ``Snapshot``.
-    SNAPSHOT_COLUMNS = (
-        "product_id, kind, payload, input_fingerprint, generator_version, tokens_prompt,"
-        " tokens_completion, created_at, expires_at"
-    )
+    SNAPSHOT_FIELDS = tuple(field.name for field in fields(Snapshot))
+    # On PostgreSQL the hot paths skip the ORM, whose query building costs more than the
+    # round trip (docs/benchmarks.md).
+    SNAPSHOT_COLUMNS = ", ".join(SNAPSHOT_FIELDS)
 
     def get_many(self, keys):
         by_kind: dict[str, list[str]] = {}
         for product_id, kind in keys:
             by_kind.setdefault(kind, []).append(product_id)
-        found = {}
-        for kind, product_ids in by_kind.items():
-            if connection.vendor == "postgresql":
-                for snap in self._select_snapshots(kind, product_ids):
-                    found[snap.key] = snap
-                continue
-            for entry in self._select(kind, product_ids):
-                found[(entry.product_id, entry.kind)] = Snapshot.from_entry(entry)
-        return found
+        select = self._select_snapshots if connection.vendor == "postgresql" else self._select_entries
+        return {snap.key: snap for kind, product_ids in by_kind.items() for snap in select(kind, product_ids)}
 
     def _select_snapshots(self, kind: str, product_ids: list[str]) -> list[Snapshot]:
+        """One SQL statement whatever the number of products (psycopg sends the list as one array)."""
         table = connection.ops.quote_name(ProductMemoryEntry._meta.db_table)
-        if len(product_ids) == 1:
-            where, param = "product_id = %s", product_ids[0]
-        else:
-            where, param = "product_id = ANY(%s)", product_ids
         with _dropping_broken_connection(), connection.cursor() as cursor:
             cursor.execute(
-                f"SELECT {self.SNAPSHOT_COLUMNS} FROM {table} WHERE kind = %s AND {where}", [kind, param]
+                f"SELECT {self.SNAPSHOT_COLUMNS} FROM {table} WHERE kind = %s AND product_id = ANY(%s)",
+                [kind, product_ids],
             )
             rows = cursor.fetchall()
         return [
@@ -378,20 +374,14 @@ class DatabaseTier(Tier):
             for product_id, row_kind, payload, fingerprint, generator, prompt, completion, created, expires in rows
         ]
 
-    def _select(self, kind: str, product_ids: list[str]):
-        fields = (
-            "product_id", "kind", "payload", "input_fingerprint", "generator_version",
-            "tokens_prompt", "tokens_completion", "created_at", "expires_at",
-        )
-        base = ProductMemoryEntry.objects.filter(kind=kind).only(*fields)
-        if len(product_ids) == 1:
-            return list(base.filter(product_id=product_ids[0]))
-        if connection.vendor == "postgresql":
-            return list(base.extra(where=["product_id = ANY(%s)"], params=[product_ids]))
-        rows = []
-        for start in range(0, len(product_ids), self.SQLITE_CHUNK):
-            rows.extend(base.filter(product_id__in=product_ids[start:start + self.SQLITE_CHUNK]))
-        return rows
+    def _select_entries(self, kind: str, product_ids: list[str]) -> list[Snapshot]:
+        """The ORM read, for the databases other than PostgreSQL."""
+        base = ProductMemoryEntry.objects.filter(kind=kind).only(*self.SNAPSHOT_FIELDS)
+        return [
+            Snapshot.from_entry(entry)
+            for start in range(0, len(product_ids), self.SQLITE_CHUNK)
+            for entry in base.filter(product_id__in=product_ids[start:start + self.SQLITE_CHUNK])
+        ]
 
     UPSERT_SQL = (
         "INSERT INTO {table} (product_id, kind, payload, source_data, input_fingerprint, generator_version,"
@@ -409,8 +399,8 @@ class DatabaseTier(Tier):
                tokens_prompt, tokens_completion, expires_at) -> Snapshot:
         """Insert or replace the row of ``(product_id, kind)``, keeping its created_at and hit counts.
 
-        On PostgreSQL one ``INSERT ... ON CONFLICT DO UPDATE`` statement, atomic by itself (the
-        ORM's update_or_create took four round trips: BEGIN, SELECT FOR UPDATE, write, COMMIT).
+        On PostgreSQL one ``INSERT ... ON CONFLICT DO UPDATE`` statement, atomic by itself: one
+        round trip, where ``update_or_create`` needs four (BEGIN, SELECT FOR UPDATE, write, COMMIT).
         """
         now = timezone.now()
         if connection.vendor == "postgresql":
@@ -454,9 +444,6 @@ class DatabaseTier(Tier):
                 },
             )
         return Snapshot.from_entry(entry)
-
-    def set_many(self, snapshots):
-        raise TypeError("L3 is written through DatabaseTier.upsert, with the source data")
 
     def delete_many(self, keys) -> int:
         deleted = 0

@@ -11,10 +11,9 @@ ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 class Lz4ReadingZstdCompressor(Lz4Compressor):
     """LZ4 frames, which also reads the zstd frames that earlier releases wrote.
 
-    On a ~3.5 KB content, LZ4 decompresses in ~2 µs where zstd took ~15-20 µs, on
-    every L2 read, and compresses in ~4 µs instead of ~30 µs; its values are
-    ~1.1 KB instead of ~0.75 KB (docs/benchmarks.md). Values already in Redis
-    stay readable until their TTL ends or they are rewritten.
+    Every L2 read decompresses, every L2 write compresses: LZ4 does both several times
+    faster than zstd, for values about half as large again (docs/benchmarks.md). Values
+    already in Redis stay readable until their TTL ends or they are rewritten.
     """
 
     def decompress(self, value: bytes) -> bytes:

@@ -44,8 +44,9 @@ REDIS_UP = Gauge(
     multiprocess_mode="mostrecent",
 )
 
-# Each tier's series, resolved once (``labels()`` on every read cost more than the L1 read),
-# and so that every series exists, at 0, before the first lookup.
+# Each tier's series, resolved once: ``labels()`` looks the series up on every call, a
+# sizeable share of an L1 hit (docs/benchmarks.md); and every series exists, at 0, before
+# the first lookup.
 _TIER_SERIES = {
     tier: (LOOKUP_SECONDS.labels(tier), TIER_HITS.labels(tier), TIER_MISSES.labels(tier)) for tier in TIERS
 }
@@ -73,12 +74,11 @@ def count_generation_stored(tokens: int) -> None:
         TOKENS_SPENT.inc(tokens)
 
 
-def observe_generation(seconds: float, tokens: int | None = None) -> None:
-    """Record the latency of one provider call (the generation module calls this).
+def observe_generation(seconds: float) -> None:
+    """Record the latency of one provider call.
 
-    ``tokens`` is accepted for the caller's convenience but not counted here:
-    tokens spent are counted once, when the content is stored
-    (:func:`count_generation_stored`), so that a call is never counted twice.
+    Its tokens are counted when the content is stored (:func:`count_generation_stored`), so
+    that a generation is counted once.
     """
     GENERATION_SECONDS.observe(seconds)
 

@@ -159,10 +159,9 @@ def encode(value: Any) -> bytes:
 
 
 def decode(raw: bytes) -> Any:
-    """A stored value back: what django-redis' ``decode`` does, minus its attempt to read every
-    value as an integer first; raises one of :data:`DECODE_ERRORS` on a value it cannot read."""
-    client = cache().client
-    return client._serializer.loads(client._compressor.decompress(raw))
+    """A stored value back (django-redis' ``decode``); raises one of :data:`DECODE_ERRORS` on a
+    value it cannot read."""
+    return cache().client.decode(raw)
 
 
 def channel(name: str) -> str:

@@ -189,8 +189,8 @@ def _read_csv(binary: IO[bytes]) -> RawRows:
 
 
 def _read_xlsx(binary: IO[bytes]) -> RawRows:
-    # Imported here, not at the top: openpyxl takes ~55 ms to import, and every process that
-    # imports or restores a backup would pay it for a format only the admin writes.
+    # Imported here, not at the top: openpyxl is slow to import (docs/benchmarks.md), and every
+    # process that imports or restores a backup would pay it for a format only the admin writes.
     from openpyxl import load_workbook
 
     try:

@@ -11,12 +11,13 @@ from __future__ import annotations
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from django.conf import settings
 from django.db import connections
 
+from memory.infra import metrics
 from memory.models import DEFAULT_KIND
 from memory.engine.locks import product_lock
 from memory.engine.memory import Lookup, ProductMemory, ProductRef, resolve_product
@@ -150,7 +151,7 @@ def generate_product(
             tokens_completion=generated.tokens_completion,
             generator_version=generated.generator_version or provider.generator_version,
         )
-    _observe_generation(elapsed, generated.tokens_spent)
+    metrics.observe_generation(elapsed)
     if force_regenerate:
         outcome_status = FORCED
     elif status in ("stale", "expired"):
@@ -158,14 +159,6 @@ def generate_product(
     else:
         outcome_status = GENERATED
     return ProductOutcome(ref.product_id, outcome_status, tokens_spent=generated.tokens_spent, content=generated.content)
-
-
-def _observe_generation(seconds: float, tokens: int) -> None:
-    try:
-        from memory.infra.metrics import observe_generation
-    except ImportError:
-        return
-    observe_generation(seconds, tokens)
 
 
 def validate_batch_size(batch_size: Any, name: str = "batch_size") -> int:

@@ -35,9 +35,9 @@ def purge_expired(batch_size: int = DEFAULT_PURGE_BATCH, max_batches: int | None
     Each batch is its own short transaction, so no statement holds locks on
     many rows for long, and a row refreshed meanwhile (a new ``expires_at``)
     is never deleted. Each batch starts where the previous one ended in the
-    ``expires_at`` index: starting over from the oldest entry walked the index
-    entries of every row already deleted in the run (up to 1.7 s a statement
-    at 1M rows, 0.36 s this way: docs/benchmarks.md).
+    ``expires_at`` index: starting over from the oldest entry would walk the
+    index entries of every row already deleted in the run, which makes the
+    statements of a big purge slower and slower (docs/benchmarks.md).
     """
     batch_size = whole_number("batch_size", batch_size, minimum=1)
     now = timezone.now()

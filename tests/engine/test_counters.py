@@ -1,11 +1,12 @@
 """Hits cost no PostgreSQL write; the flush moves them into the rows exactly."""
+import json
 import threading
 
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from memory.engine.counters import flush_counters, hit_counter
+from memory.engine.counters import Counts, flush_counters, hit_counter
 from memory.models import DailyStats, ProductMemoryEntry
 from memory.engine.memory import ProductMemory
 
@@ -140,3 +141,32 @@ def test_buffered_hits_reach_redis_within_a_tick(entry, redis_client, settings):
     assert wait_for(hit_counter.local.is_empty, timeout=5), "the pusher did not move the counts to Redis"
     assert hit_counter.redis_store().snapshot().hits[("MOCH-1", "main_content")] == 1
     assert flush_counters() == 1
+
+
+def test_counts_pushed_in_several_pushes_add_up_exactly(redis_client):
+    keys = [(pid, "main_content") for pid in ("MOCH-1", "Ação-2", "emoji-😀", "x" * 300)]
+    for tokens in (10**15, 1):  # two pushes, each its own field of the entry hash
+        for product_id, kind in keys:
+            hit_counter.record_hit(product_id, kind, tokens)
+        hit_counter.push()
+    pending = hit_counter.redis_store().snapshot()
+    assert dict(pending.hits) == {key: 2 for key in keys}
+    assert dict(pending.saved) == {key: 10**15 + 1 for key in keys}
+    assert set(pending.last_hit) == set(keys)
+    assert sorted(pending.daily.values()) == [8, 4 * (10**15 + 1)]
+
+
+def test_a_hash_with_fields_of_both_forms_adds_them_all():
+    """Per-field counts (as a hash written field by field holds them) and pushed batches add up."""
+    sep = "\x1f"
+    pushed = json.dumps({f"h{sep}main_content{sep}A": 2, f"s{sep}main_content{sep}A": 40,
+                         f"t{sep}main_content{sep}A": 1700000100.5})
+    counts = Counts.from_fields({
+        f"h{sep}main_content{sep}A".encode(): b"1",
+        f"s{sep}main_content{sep}A".encode(): b"20",
+        f"t{sep}main_content{sep}A".encode(): b"1700000000.25",
+        f"p{sep}0123abcd".encode(): pushed.encode(),
+    })
+    assert counts.hits[("A", "main_content")] == 3
+    assert counts.saved[("A", "main_content")] == 60
+    assert counts.last_hit[("A", "main_content")] == 1700000100.5
