@@ -417,31 +417,19 @@ class DatabaseTier(Tier):
                 tokens_completion=tokens_completion, created_at=created_at.timestamp(),
                 expires_at=expires_at.timestamp(),
             )
+        written = {
+            "payload": payload,
+            "source_data": source_data,
+            "input_fingerprint": input_fingerprint,
+            "generator_version": generator_version,
+            "tokens_prompt": tokens_prompt,
+            "tokens_completion": tokens_completion,
+            "updated_at": now,
+            "expires_at": expires_at,
+        }
         with transaction.atomic():
             entry, _ = ProductMemoryEntry.objects.update_or_create(
-                product_id=product_id,
-                kind=kind,
-                defaults={
-                    "payload": payload,
-                    "source_data": source_data,
-                    "input_fingerprint": input_fingerprint,
-                    "generator_version": generator_version,
-                    "tokens_prompt": tokens_prompt,
-                    "tokens_completion": tokens_completion,
-                    "updated_at": now,
-                    "expires_at": expires_at,
-                },
-                create_defaults={
-                    "payload": payload,
-                    "source_data": source_data,
-                    "input_fingerprint": input_fingerprint,
-                    "generator_version": generator_version,
-                    "tokens_prompt": tokens_prompt,
-                    "tokens_completion": tokens_completion,
-                    "created_at": now,
-                    "updated_at": now,
-                    "expires_at": expires_at,
-                },
+                product_id=product_id, kind=kind, defaults=written, create_defaults={**written, "created_at": now},
             )
         return Snapshot.from_entry(entry)
 
