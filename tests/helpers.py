@@ -4,6 +4,7 @@ module imports from another test module."""
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from datetime import datetime, timedelta, timezone as dt_timezone
 from typing import Callable
@@ -28,6 +29,18 @@ def wait_for(predicate: Callable[[], object], timeout: float = 10.0, interval: f
         time.sleep(interval)
     return bool(predicate())
 
+
+
+def stop_process(process: subprocess.Popen, timeout: float = 15.0) -> None:
+    """End a child process the test started: SIGTERM, then SIGKILL if it outlives ``timeout``."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=timeout)
 
 
 def queued_tasks(redis_url: str, queue: str = "celery") -> list[tuple[str, str]]:

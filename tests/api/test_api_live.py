@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from memory.engine.memory import ProductMemory
 from memory.models import ProductMemoryEntry
 
-from tests.helpers import seed, wait_for
+from tests.helpers import seed, stop_process, wait_for
 from tests.servers import ApiServer
 
 ROOT = Path(settings.BASE_DIR)
@@ -244,12 +244,7 @@ def test_the_readme_path_from_an_empty_database_to_the_api_with_a_worker(empty_d
                 assert wait_for(lambda: regenerations_done(regenerations), timeout=60, interval=0.2), worker_log.read_text()
     finally:
         server.stop()
-        worker.terminate()
-        try:
-            worker.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait(timeout=10)
+        stop_process(worker, timeout=20)
     health, queued, got, queued_again, stats, listed, _, deleted, cleared = outputs
     assert health == {"status": "ok"}
     assert broker["ok"] is True and broker["worker"].startswith("readme@"), broker

@@ -151,8 +151,11 @@ with override_settings(ROOT_URLCONF="tests.config.raising_urls"):
 """
 
 
-def test_a_500_is_logged_to_stderr_with_its_traceback_with_debug_off():
-    done = run([sys.executable, "-c", SERVE_A_FAILING_VIEW], SECRET_KEY=KEY, DEBUG="false")
+@pytest.mark.django_db
+def test_a_500_is_logged_to_stderr_with_its_traceback_with_debug_off(process_env):
+    # the test database: a database without migrations would answer 503 before the view runs
+    done = run([sys.executable, "-c", SERVE_A_FAILING_VIEW], SECRET_KEY=KEY, DEBUG="false",
+               DATABASE_URL=process_env["DATABASE_URL"])
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["500", "404"]
     assert "[ERROR] Internal Server Error: /quebra/" in done.stderr

@@ -10,7 +10,7 @@ from django.conf import settings
 
 from memory.infra.health import WORKER_PING_TIMEOUT
 
-from tests.helpers import wait_for
+from tests.helpers import stop_process, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -57,12 +57,7 @@ def test_no_worker_is_degraded_and_a_running_worker_is_ok(broker_env, tmp_path):
         assert wait_for(lambda: seen.append(health(broker_env)[0]) or seen[-1]["status"] == "ok", 90, interval=0.5), (
             seen[-1], (tmp_path / "worker.log").read_text())
     finally:
-        worker.terminate()
-        try:
-            worker.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait(timeout=15)
+        stop_process(worker)
         log.close()
     broker = seen[-1]["checks"]["broker"]
     assert broker["ok"] is True and broker["worker"].startswith("health-test@"), broker

@@ -14,7 +14,7 @@ from memory.models import DailyStats, ProductMemoryEntry
 from memory.engine.memory import ProductMemory
 from memory.schedules import register_periodic_tasks
 
-from tests.helpers import wait_for
+from tests.helpers import stop_process, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -28,16 +28,6 @@ def start(args, env, log_path):
         [sys.executable, "-m", "celery", "-A", "beecatalog", *args],
         env=env, cwd=settings.BASE_DIR, stdout=log, stderr=subprocess.STDOUT,
     ), log
-
-
-def stop(process):
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=15)
 
 
 def test_beat_and_worker_run_the_jobs_on_their_schedule(redis_client, process_env, tmp_path):
@@ -91,8 +81,8 @@ def test_beat_and_worker_run_the_jobs_on_their_schedule(redis_client, process_en
             memory.get_product_data("LIVE-1")
         second_round = first_round and wait_for(later_hits_flushed, DEADLINE_SECONDS, interval=0.5)
     finally:
-        stop(beat)
-        stop(worker)
+        stop_process(beat)
+        stop_process(worker)
         beat_log.close()
         worker_log.close()
     beat_text, worker_text = (tmp_path / "beat.log").read_text(), (tmp_path / "worker.log").read_text()

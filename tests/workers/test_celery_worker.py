@@ -9,6 +9,7 @@ from celery import Celery
 from django.db import connection
 
 from memory.models import ProductMemoryEntry
+from tests.helpers import stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 BROKER_DB = 13
@@ -45,11 +46,7 @@ def worker(transactional_db, redis_client):
     try:
         yield client
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc, timeout=10)
         redis.Redis.from_url(broker).flushdb()
 
 
