@@ -50,6 +50,10 @@ def setup_django(*, log_level: str = "WARNING") -> None:
     import django
 
     django.setup()
+    from django.core.management import call_command
+
+    # A fresh machine's bench database is empty: bring its tables up before the first query.
+    call_command("migrate", verbosity=0)
 
 
 # -- data ---------------------------------------------------------------------
