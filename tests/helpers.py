@@ -137,3 +137,28 @@ def l2_caches(options: dict, location: str) -> dict:
         **options,
     }
     return {**settings.CACHES, "memory_l2": l2}
+
+
+# --- texts a spreadsheet would run as formulas (CSV injection) -------------------------------
+
+SPREADSHEET_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+"""OWASP's list: a cell starting with one of these is read as a formula by spreadsheets."""
+FORMULA_TEXTS = ('=HYPERLINK("http://x","y")', "+cmd|' /C calc'!A0", "-2+3", "@SUM(A1)", "\tx", "\rx")
+QUOTED_TEXTS = ("'=HYPERLINK(\"http://x\",\"y\")", "''-2+3", "'\tx", "'plain", "'")
+"""Texts that already start with the quote an export puts before a formula."""
+ROUND_TRIP_TEXTS = tuple(t for t in FORMULA_TEXTS if not t[0].isspace()) + QUOTED_TEXTS
+"""The texts a round trip gives back exactly (the row schema trims the text columns in every
+format, so ``"\\tx"`` comes back as ``"x"`` from JSON as from CSV)."""
+
+
+def make_formula_entries(texts=FORMULA_TEXTS):
+    """One entry per text, holding it as its product_id, fingerprint and generator version, and
+    nested in its payload (title, bullet points) and source data."""
+    return [
+        make_entries(
+            1, product_id=text, input_fingerprint=text, generator_version=text,
+            payload={"title": text, "bullet_points": [text, "ok"], "specs": {"cell": text}},
+            source_data={"sku": text, "title": text},
+        )[0]
+        for text in texts
+    ]

@@ -23,11 +23,11 @@ from django.utils.functional import cached_property
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _, ngettext, ngettext_lazy
 from import_export.admin import ExportActionMixin, ImportExportMixin
-from import_export.formats.base_formats import CSV, JSON, XLSX
+from import_export.formats.base_formats import JSON
 from import_export.forms import ExportForm
 
 from memory.admin.filters import ExpiringSoonFilter, GeneratorVersionFilter, KindFilter, StatusFilter
-from memory.admin.resources import ProductMemoryEntryResource
+from memory.admin.resources import ProductMemoryEntryResource, SpreadsheetCSV, SpreadsheetXLSX
 from memory.engine import freshness
 from memory.engine.freshness import EntryStatus
 from memory.io.formats import IMPORT_FORMATS
@@ -40,8 +40,9 @@ COUNT_TIMEOUT_MS = 150
 # A write action runs inside one request; past this many entries ``manage_memory`` is the tool.
 MAX_ACTION_ENTRIES = 10_000
 # django-import-export's classes for the formats of ``memory.io.formats`` it reads and writes:
-# whatever the admin exports, ``manage_memory import`` reads back.
-TABLIB_FORMATS = {"csv": CSV, "json": JSON, "xlsx": XLSX}
+# whatever the admin exports, ``manage_memory import`` reads back (CSV and XLSX escaped as
+# ``manage_memory export`` escapes CSV, JSON as it is).
+TABLIB_FORMATS = {"csv": SpreadsheetCSV, "json": JSON, "xlsx": SpreadsheetXLSX}
 
 
 def estimated_count(queryset, exact_limit: int = EXACT_COUNT_LIMIT) -> int:

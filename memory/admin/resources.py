@@ -7,14 +7,22 @@ identified by ``product_id`` + ``kind``. Every row is cleaned by
 :func:`memory.io.schema.clean_row`, the row schema of ``manage_memory import``, before the
 preview shows it: the admin refuses what the command refuses, with the same words. The copies of
 imported rows in Redis and L1 are dropped once the import commits.
+
+The CSV and XLSX formats (:class:`SpreadsheetCSV`, :class:`SpreadsheetXLSX`) escape text cells
+with :func:`memory.io.formats.spreadsheet_text` on export and undo it on import, as
+``manage_memory`` does: no formula runs when a spreadsheet opens an export, and an XLSX cell
+holds text, never a formula. The JSON format holds every value as it is.
 """
 from __future__ import annotations
 
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 from import_export import fields, resources, widgets
+from import_export.formats.base_formats import CSV, XLSX
 from import_export.results import Error
+import tablib
 
+from memory.io.formats import from_spreadsheet_text, spreadsheet_text
 from memory.io.schema import EXPORT_FIELDS, ImportFileError, RowError, check_header, clean_row, text_cell
 from memory.models import ProductMemoryEntry
 from memory.services.entries import evict_on_commit
@@ -33,6 +41,32 @@ class CleanedWidget(widgets.Widget):
 
     def render(self, value, obj=None, **kwargs):
         return text_cell(self.name, value)
+
+
+def _map_cells(dataset: tablib.Dataset, convert) -> tablib.Dataset:
+    """``dataset`` with ``convert`` applied to every cell, in place (an export can be large)."""
+    for index, row in enumerate(dataset):
+        dataset[index] = [convert(value) for value in row]
+    return dataset
+
+
+class SpreadsheetFormat:
+    """A django-import-export format whose text cells are escaped as
+    :func:`~memory.io.formats.spreadsheet_text` writes them, and read back unescaped."""
+
+    def export_data(self, dataset, **kwargs):
+        return super().export_data(_map_cells(dataset, spreadsheet_text), **kwargs)
+
+    def create_dataset(self, in_stream, **kwargs):
+        return _map_cells(super().create_dataset(in_stream, **kwargs), from_spreadsheet_text)
+
+
+class SpreadsheetCSV(SpreadsheetFormat, CSV):
+    pass
+
+
+class SpreadsheetXLSX(SpreadsheetFormat, XLSX):
+    pass
 
 
 class FileError(Error):

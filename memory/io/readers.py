@@ -22,6 +22,7 @@ from typing import IO, Any, Iterator
 import ijson
 from django.conf import settings
 
+from memory.io.formats import from_spreadsheet_text
 from memory.io.schema import ImportFileError, RowError, check_header
 
 
@@ -211,7 +212,20 @@ def _read_xlsx(binary: IO[bytes]) -> RawRows:
         workbook.close()
 
 
-_READERS = {"json": _read_json, "jsonl": _read_jsonl, "csv": _read_csv, "xlsx": _read_xlsx}
+def _unescaped(read):
+    """A spreadsheet reader whose text cells come back as they were before
+    :func:`~memory.io.formats.spreadsheet_text` escaped them."""
+    def read_unescaped(binary: IO[bytes]) -> RawRows:
+        for number, row in read(binary):
+            if isinstance(row, dict):
+                row = {name: from_spreadsheet_text(value) for name, value in row.items()}
+            yield number, row
+
+    return read_unescaped
+
+
+_READERS = {"json": _read_json, "jsonl": _read_jsonl,
+            "csv": _unescaped(_read_csv), "xlsx": _unescaped(_read_xlsx)}
 
 
 def read_rows(source: Source, fmt: str) -> RawRows:

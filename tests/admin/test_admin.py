@@ -25,7 +25,9 @@ from memory.io.export import write_export
 from memory.io.importer import import_entries
 from memory.services.entries import GENERATE_TASK
 
-from tests.helpers import queued_tasks
+from tests.helpers import (
+    FORMULA_TEXTS, ROUND_TRIP_TEXTS, SPREADSHEET_TRIGGERS, make_formula_entries, queued_tasks, snapshot_table,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -484,6 +486,32 @@ def test_export_has_exactly_the_transfer_columns(staff, entries, fmt):
     assert active["expires_at"] == entries["active"].expires_at.astimezone(dt_timezone.utc).isoformat()
 
 
+@pytest.mark.parametrize("fmt", ["csv", "xlsx"])
+def test_spreadsheet_exports_quote_every_cell_a_spreadsheet_would_run_as_a_formula(staff, fmt):
+    data = export(staff, fmt, make_formula_entries())
+    rows = rows_of(fmt, data)
+    # XLSX is XML, which reads a carriage return back as a line feed.
+    expected = sorted("'" + (text.replace("\r", "\n") if fmt == "xlsx" else text) for text in FORMULA_TEXTS)
+    assert sorted(row["product_id"] for row in rows) == expected
+    assert sorted(row["generator_version"] for row in rows) == expected
+    assert [cell for row in rows for cell in row.values()
+            if isinstance(cell, str) and cell.startswith(SPREADSHEET_TRIGGERS)] == []
+    assert {json.loads(row["payload"])["bullet_points"][0] for row in rows} == set(FORMULA_TEXTS)
+
+
+def test_xlsx_export_holds_formula_texts_as_text_cells_never_formulas(staff):
+    sheet = openpyxl.load_workbook(io.BytesIO(export(staff, "xlsx", make_formula_entries()))).active
+    cells = [cell for row in sheet.iter_rows(min_row=2) for cell in row]
+    assert [cell.coordinate for cell in cells if cell.data_type == "f"] == []
+    product_ids = [row[EXPORT_FIELDS.index("product_id")] for row in sheet.iter_rows(min_row=2)]
+    assert {cell.data_type for cell in product_ids} == {"s"}
+
+
+def test_json_export_holds_formula_texts_as_they_are(staff):
+    rows = rows_of("json", export(staff, "json", make_formula_entries()))
+    assert sorted(row["product_id"] for row in rows) == sorted(FORMULA_TEXTS)
+
+
 def import_file(client, fmt, data, name=None):
     upload = SimpleUploadedFile(name or f"entries.{fmt}", data if isinstance(data, bytes) else data.encode())
     return client.post(reverse("admin:memory_productmemoryentry_import"), {
@@ -606,6 +634,34 @@ def test_admin_imports_what_manage_memory_exports(staff, entries, fmt, django_ca
     restored = ProductMemoryEntry.objects.get(product_id="XYZ-2", kind="main_content")
     for name in EXPORT_FIELDS:
         assert getattr(restored, name) == getattr(entries["other"], name), name
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json", "xlsx"])
+def test_formula_and_quoted_texts_come_back_exactly_through_the_admin_and_the_command(
+        staff, fmt, django_capture_on_commit_callbacks):
+    exported = make_formula_entries(ROUND_TRIP_TEXTS)
+    before = snapshot_table()
+    data = export(staff, fmt, exported)
+
+    ProductMemoryEntry.objects.all().delete()
+    preview = import_file(staff, fmt, data)
+    assert not preview.context["result"].has_validation_errors() and not preview.context["result"].has_errors()
+    with django_capture_on_commit_callbacks(execute=True):
+        confirm(staff, preview)
+    assert snapshot_table() == before  # admin export, admin import
+
+    ProductMemoryEntry.objects.all().delete()
+    assert import_entries(io.BytesIO(data), fmt).ok
+    assert snapshot_table() == before  # admin export, manage_memory import
+
+    if fmt != "xlsx":  # manage_memory exports json, jsonl and csv
+        out = io.StringIO()
+        write_export(fmt, out)
+        ProductMemoryEntry.objects.all().delete()
+        preview = import_file(staff, fmt, out.getvalue())
+        with django_capture_on_commit_callbacks(execute=True):
+            confirm(staff, preview)
+        assert snapshot_table() == before  # manage_memory export, admin import
 
 
 def test_import_fills_empty_cells_as_manage_memory_import_does(staff, django_capture_on_commit_callbacks):

@@ -1,4 +1,5 @@
 """``manage_memory``: every subcommand, its refusals, its errors and its exit codes."""
+import csv
 import gzip
 import io
 import json
@@ -22,7 +23,9 @@ from memory.engine.memory import ProductMemory
 from memory.engine.tiers import cache_key
 from memory.io.schema import EXPORT_FIELDS
 
-from tests.helpers import make_entries, snapshot_table
+from tests.helpers import (
+    FORMULA_TEXTS, ROUND_TRIP_TEXTS, SPREADSHEET_TRIGGERS, make_entries, make_formula_entries, snapshot_table,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -153,6 +156,37 @@ def test_export_clear_import_round_trip_through_the_command(fmt, tmp_path):
     out, _ = run("import", "--input-file", str(path))
 
     assert "5 registros lidos: 5 novos, 0 atualizados" in out
+    assert snapshot_table() == before
+
+
+def test_csv_export_quotes_every_cell_a_spreadsheet_would_run_as_a_formula(tmp_path):
+    make_formula_entries()
+    path = tmp_path / "memory.csv"
+    run("export", "--output-file", str(path))
+    with path.open(encoding="utf-8", newline="") as stream:
+        rows = list(csv.DictReader(stream))
+    assert sorted(row["product_id"] for row in rows) == sorted("'" + text for text in FORMULA_TEXTS)
+    assert [cell for row in rows for cell in row.values() if cell.startswith(SPREADSHEET_TRIGGERS)] == []
+    out, _ = run("export", "--format", "jsonl")  # JSON is not a spreadsheet: texts as they are
+    assert sorted(json.loads(line)["product_id"] for line in out.splitlines()) == sorted(FORMULA_TEXTS)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "xlsx"])
+def test_formula_and_quoted_texts_come_back_exactly_through_a_spreadsheet(fmt, tmp_path):
+    """CSV as the command writes it; XLSX as a spreadsheet saves it, quotes in front of formulas."""
+    make_formula_entries(ROUND_TRIP_TEXTS)
+    before = snapshot_table()
+    path = tmp_path / f"memory.{fmt}"
+    run("export", "--output-file", str(tmp_path / "memory.csv"))
+    if fmt == "xlsx":
+        with (tmp_path / "memory.csv").open(encoding="utf-8", newline="") as stream:
+            dataset = tablib.Dataset().load(stream.read(), format="csv")
+        path.write_bytes(dataset.export("xlsx"))
+    run("clear", "--confirm")
+
+    out, _ = run("import", "--input-file", str(path))
+
+    assert f"{len(ROUND_TRIP_TEXTS)} novos" in out
     assert snapshot_table() == before
 
 
