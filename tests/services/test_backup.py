@@ -150,7 +150,7 @@ def test_warm_reports_redis_going_away_midway(redis_client, monkeypatch):
 
     def execute_then_die(pipe, *args, **kwargs):
         calls.append(1)
-        if len(calls) == 2:
+        if len(calls) == 3:  # a batch is two pipelines: its claims, then its copies
             raise redis.exceptions.ConnectionError("Redis foi reiniciado")
         return execute(pipe, *args, **kwargs)
 
