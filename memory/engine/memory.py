@@ -22,7 +22,9 @@ from memory.infra import metrics, redis
 from memory.engine import freshness
 from memory.engine.counters import DAILY_COUNTS, hit_counter
 from memory.engine.identifiers import extract_product_identifier, input_fingerprint, lookup_fingerprint
-from memory.engine.coherence import invalidation_message, l1_epoch, l1_is_trustworthy, publish_clear, publish_keys
+from memory.engine.coherence import (
+    evict_l1, fill_l1, invalidation_message, l1_epoch, l1_is_trustworthy, publish_clear, publish_keys, write_l1,
+)
 from memory.engine.validators import INT_MAX, json_object, text, whole_number
 from memory.models import DEFAULT_KIND, DailyStats, ProductMemoryEntry
 from memory.providers.prompts import current_generator_version
@@ -157,9 +159,12 @@ class ProductMemory:
         statuses: dict[str, str] = {}
         pending = [self._key(pid) for pid in refs]
         found_in: dict[str, list[Snapshot]] = {}
+        claims: dict[Key, str] = {}
         for tier in [*cache_tiers, self.l3]:
             if not pending:
                 break
+            if tier is self.l3 and self.l2 is not None:
+                claims = self.l2.claim_fills(pending)  # before the L3 read: a change after it cancels the fill
             started = time.perf_counter()
             found = tier.get_many(pending)
             elapsed = time.perf_counter() - started
@@ -178,24 +183,24 @@ class ProductMemory:
             pending = still
         for product_id, _ in pending:
             results[product_id] = Lookup(product_id, statuses[product_id])
-        self._fill_upper_tiers(found_in, epoch)
+        self._fill_upper_tiers(found_in, epoch, claims)
         if count_hits:
             self.count_lookups(results.values())
         return results
 
-    def _fill_upper_tiers(self, found_in: dict[str, list[Snapshot]], epoch: int) -> None:
+    def _fill_upper_tiers(self, found_in: dict[str, list[Snapshot]], epoch: int, claims: dict[Key, str]) -> None:
         """Copy what a lower tier served into the tiers above, unless it may be outdated already.
 
-        Redis is filled only where it holds nothing (``SET NX``): a concurrent save
-        or delete in another process wrote its newer value or tombstone first. L1 is
-        filled only if no eviction was heard since the read began.
+        Redis is filled only where the fill claimed before the L3 read still stands (no save or
+        delete of the entry since, in any process) and Redis holds no copy. L1 is filled only if
+        no eviction was heard or made since the read began.
         """
         from_l2 = found_in.get(L2, [])
         from_l3 = found_in.get(L3, [])
         if from_l3 and self.l2 is not None:
-            self.l2.set_many(from_l3, only_if_absent=True)
-        if (from_l2 or from_l3) and l1_is_trustworthy() and l1_epoch() == epoch:
-            self.l1.set_many(from_l2 + from_l3)
+            self.l2.fill_many(from_l3, claims)
+        if from_l2 or from_l3:
+            fill_l1(self.l1, from_l2 + from_l3, epoch)
 
     def count_lookups(self, lookups: Iterable[Lookup]) -> None:
         """Record hits (with their tokens saved) and misses, and log each hit."""
@@ -305,7 +310,7 @@ class ProductMemory:
                 published = self.l2.set_many(
                     snapshots, publish=invalidation_message(keys), incr=STATS_GENERATION
                 )
-        self.l1.set_many(snapshots)
+        write_l1(self.l1, snapshots)
         if not published:
             publish_keys(keys)
             forget_cached_stats()
@@ -315,7 +320,7 @@ class ProductMemory:
         counted before the change."""
         if self.l2 is not None:
             self.l2.delete_many(keys)
-        self.l1.delete_many(keys)
+        evict_l1(self.l1, keys)
         publish_keys(keys)
         forget_cached_stats()
 
@@ -334,7 +339,7 @@ class ProductMemory:
         count = self.l3.clear()
         if self.l2 is not None:
             self.l2.clear()
-        self.l1.clear()
+        evict_l1(self.l1, None)
         publish_clear()
         forget_cached_stats()
         logger.info("Memória limpa: %d entradas removidas", count)

@@ -16,7 +16,8 @@ plug in here, behind the same functions.
 What it hands out: :func:`cache` (the django-redis cache), :func:`client` (redis-py, for what
 the cache API lacks), :func:`make_key`/:func:`make_pattern` (key names), :func:`encode`/
 :func:`decode` (values as stored, with the serializer and compressor of ``OPTIONS``), :func:`channel` and
-:func:`pubsub` (the invalidation channel), :func:`lock` (a lock with a TTL). What it runs:
+:func:`pubsub` (the invalidation channel), :func:`lock` (a lock with a TTL), :func:`claim` and
+:func:`set_where_claimed` (writes made only if no one changed a key meanwhile). What it runs:
 :func:`run`/:func:`guarded` (an operation through the breaker), :func:`available` (would
 :func:`run` try Redis now?), :func:`ping`/:func:`probe`/:func:`info` (the truth now, also told
 to the breaker), and :data:`guard` with its recovery callbacks (``guard.on_recovery``).
@@ -34,7 +35,7 @@ from django.core.cache import caches
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 from django_redis.exceptions import CompressorError, ConnectionInterrupted
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, WatchError
 
 logger = logging.getLogger("memory")
 
@@ -182,6 +183,47 @@ def lock(name: str, *, timeout: float, sleep: float = 0.1, blocking_timeout: flo
     """A redis-py lock on the memory key ``name``; its TTL of ``timeout`` seconds frees it when
     the holder dies. Acquire it through :func:`run` (it talks to Redis)."""
     return client().lock(make_key(name), timeout=timeout, sleep=sleep, blocking_timeout=blocking_timeout)
+
+
+def claim(names: list[str], token: str, ttl: float) -> list[str | None]:
+    """What each key of ``names`` (made keys) holds now, after setting it to ``token`` for ``ttl``
+    seconds where it held nothing; None where it went meanwhile. One round trip; run it
+    through :func:`run`."""
+    pipe = client().pipeline(transaction=False)
+    for name in names:
+        pipe.set(name, token, nx=True, px=max(1, int(ttl * 1000)))
+        pipe.get(name)
+    held = pipe.execute()[1::2]
+    return [value.decode() if value is not None else None for value in held]
+
+
+def set_where_claimed(writes: list[tuple[str, bytes, int, str, str]]) -> int:
+    """Each ``(name, value, px, claim_name, token)``: ``SET name value NX PX px`` where
+    ``claim_name`` still holds the ``token`` a :func:`claim` gave, then drop those claims; all
+    of it atomically (WATCH/MULTI: nothing is written if a claim changes before the write).
+    Returns how many were written; run it through :func:`run`.
+
+    Whoever replaces or removes what ``name`` copies deletes ``claim_name`` with it, so a write
+    prepared before that change is refused: WATCH rather than a Lua script, so that it also runs
+    on servers without scripting (fakeredis without lupa)."""
+    if not writes:
+        return 0
+    claim_names = list(dict.fromkeys(write[3] for write in writes))
+    with client().pipeline(transaction=True) as pipe:
+        pipe.watch(*claim_names)
+        held = dict(zip(claim_names, pipe.mget(claim_names)))
+        chosen = [w for w in writes if held[w[3]] is not None and held[w[3]].decode() == w[4]]
+        if not chosen:
+            return 0
+        pipe.multi()
+        for name, value, px, _, _ in chosen:
+            pipe.set(name, value, nx=True, px=max(1, px))
+        pipe.delete(*dict.fromkeys(w[3] for w in chosen))
+        try:
+            replies = pipe.execute()
+        except WatchError:  # a claim changed between the check and the write: nothing written
+            return 0
+    return sum(bool(reply) for reply in replies[:len(chosen)])
 
 
 def available() -> bool:

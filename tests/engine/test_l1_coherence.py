@@ -123,8 +123,9 @@ def test_a_read_that_overlaps_an_eviction_does_not_fill_l1(redis_client, monkeyp
 def test_a_fill_from_postgres_never_overwrites_a_newer_redis_copy(redis_client):
     memory = ProductMemory()
     old = memory.save_product_data({"sku": "COH-6"}, CONTENT)
+    claims = memory.l2.claim_fills([old.key])  # a slow reader about to read the old row
     newer = memory.save_product_data({"sku": "COH-6"}, {**CONTENT, "title": "Versão 2"})
-    memory.l2.set_many([old], only_if_absent=True)  # a slow reader's fill arriving late
+    assert memory.l2.fill_many([old], claims) == 0  # its fill arriving late
     caches["memory_l1"].clear()
     assert memory.get_product_data("COH-6").content["title"] == newer.payload["title"]
 
