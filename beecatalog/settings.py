@@ -373,6 +373,9 @@ LOGGING = {
         },
     },
     "loggers": {
+        # Its own handler: root has none outside Celery. In a worker or beat, whose root handler
+        # prints every line, beecatalog/celery.py removes it (else each line shows twice); the
+        # commands choose the level for their run from their -v (memory.management.terminal).
         "memory": {"handlers": ["console"], "level": env("MEMORY_LOG_LEVEL", default="INFO"), "propagate": True},
         "django.request": {"handlers": ["server_errors"]},
     },

@@ -29,6 +29,7 @@ from memory.engine import freshness
 from memory.engine.tiers import DatabaseTier, Key, RedisTier, shared_redis_tier
 from memory.engine.validators import whole_number
 from memory.infra import redis
+from memory.infra import formatting
 from memory.io.export import export_count, iter_export_batches
 from memory.io.formats import Progress
 from memory.io.importer import ImportReport, import_entries
@@ -153,8 +154,8 @@ def create_backup(keep: int | None = None, *, on_progress: Progress | None = Non
         path=path, entries=entries, bytes=path.stat().st_size,
         seconds=round(time.perf_counter() - started, 3), removed=removed,
     )
-    logger.info("Backup da memória: %d entradas em %s (%d bytes); %d backups antigos removidos",
-                entries, path.name, result.bytes, len(removed))
+    logger.info("Backup da memória: %d entradas em %s (%s); %d backups antigos removidos",
+                entries, path.name, formatting.size(result.bytes), len(removed))
     return result
 
 
@@ -236,5 +237,6 @@ def warm_redis(batch_size: int = WARM_BATCH, *, on_progress: Progress | None = N
     if batch:
         flush()
     result.seconds = round(time.perf_counter() - started, 3)
-    logger.info("Redis aquecido: %d entradas em %d lotes (%.2f s)", result.entries, result.batches, result.seconds)
+    logger.info("Redis aquecido: %d entradas em %d lotes (%s)",
+                result.entries, result.batches, formatting.seconds(result.seconds))
     return result

@@ -1,5 +1,8 @@
 """The catalog run: `manage.py generate_content CATALOG`."""
 import json
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -89,3 +92,55 @@ def test_missing_catalog_and_bad_batch_size_are_command_errors():
         run("/nao/existe.csv")
     with pytest.raises(CommandError, match="batch-size"):
         run(str(SAMPLE), "--batch-size", "0")
+
+
+def catalog_run(env, *args):
+    """``manage.py generate_content`` on the sample catalog in a new process, as a person runs it."""
+    return subprocess.run(
+        [sys.executable, "manage.py", "generate_content", str(SAMPLE), *args],
+        cwd=SAMPLE.parents[1], capture_output=True, text=True, timeout=300, env=env,
+    )
+
+
+PER_PRODUCT = re.compile(r"Salvando produto \S+ na memória|Produto \S+ encontrado na memória")
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_a_terminal_gets_the_summary_and_the_per_product_lines_only_with_v2(process_env):
+    env = {k: v for k, v in process_env.items() if k != "MEMORY_LOG_LEVEL"}  # the default level, INFO
+    first = catalog_run(env)
+    assert first.returncode == 0, first.stderr
+    assert first.stderr == ""  # not one log line per product
+    assert len(first.stdout.splitlines()) <= 12  # the summary table
+    assert "Tokens gastos" in first.stdout and "Custo estimado economizado" in first.stdout
+    second = catalog_run(env, "-v", "2")
+    assert second.returncode == 0, second.stderr
+    per_product = [line for line in second.stderr.splitlines() if PER_PRODUCT.search(line)]
+    assert len(per_product) == 200  # every product of the catalog, each once
+    assert "Reutilizados da memória" in second.stdout
+
+
+def summary_rows(out: str) -> dict[str, str]:
+    rows = {}
+    for line in out.splitlines():
+        cells = [cell.strip() for cell in line.strip("│ ").split("│")]
+        if len(cells) == 2:
+            rows[cells[0]] = cells[1]
+    return rows
+
+
+def test_the_summary_numbers_read_in_pt_br():
+    run(str(SAMPLE))
+    rows = summary_rows(run(str(SAMPLE))[0])
+    assert re.fullmatch(r"\d{1,3}(\.\d{3})+", rows["Tokens economizados"])  # 63.763, no comma, no dot decimal
+    assert re.fullmatch(r"US\$ 0,\d{4}", rows["Custo estimado economizado"])
+    assert rows["Produtos"] == "200"
+
+
+def test_per_product_log_lines_follow_the_verbosity(caplog):
+    run(str(SAMPLE))
+    assert not [r for r in caplog.records if PER_PRODUCT.search(r.getMessage())]
+    caplog.clear()
+    run(str(SAMPLE), "--verbosity", "2")
+    assert len([r for r in caplog.records if PER_PRODUCT.search(r.getMessage())]) == 200

@@ -1,6 +1,7 @@
 """Backups on disk, restore, and refilling Redis from PostgreSQL."""
 import gzip
 import json
+import re
 from datetime import timedelta
 
 import pytest
@@ -179,3 +180,12 @@ def test_warm_reports_redis_going_away_midway(redis_client, monkeypatch):
     monkeypatch.setattr(redis.client.Pipeline, "execute", execute_then_die)
     with pytest.raises(RedisUnavailable, match="após 2 entradas"):
         warm_redis(batch_size=2)
+
+
+def test_the_backup_and_warm_logs_read_in_pt_br(backups, redis_client, caplog):
+    make_entries(3)
+    with caplog.at_level("INFO", logger="memory"):
+        create_backup()
+        warm_redis()
+    assert re.search(r"Backup da memória: 3 entradas em \S+ \(\d{1,3}(,\d)? (B|KB)\)", caplog.text), caplog.text
+    assert re.search(r"Redis aquecido: 3 entradas em 1 lotes \(\d+,\d\d s\)", caplog.text), caplog.text

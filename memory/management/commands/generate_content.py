@@ -14,7 +14,8 @@ from django.db import DatabaseError
 
 from memory.infra.migration_state import PendingMigrations, require_migrated
 from memory.io.catalog import CATALOG_FORMATS, read_catalog
-from memory.management.terminal import dumps, plain
+from memory.infra.formatting import integer, money
+from memory.management.terminal import dumps, memory_log_level, plain
 from memory.services.generation import (
     FAILED, MAX_BATCH_SIZE, REGENERATED, REUSED, BatchResult, generate_batch, validate_batch_size,
 )
@@ -39,7 +40,8 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         try:
-            return self._checked(options)
+            with memory_log_level(options["verbosity"]):
+                return self._checked(options)
         except CommandError as exc:
             # Its message may quote the catalog's name or one of its lines.
             raise CommandError(plain(exc), returncode=exc.returncode) from None
@@ -149,9 +151,9 @@ class Command(BaseCommand):
             "failed": "Falhas",
             "tokens_spent": "Tokens gastos",
             "tokens_saved": "Tokens economizados",
-            "estimated_cost_saved_usd": "Custo estimado economizado (USD)",
+            "estimated_cost_saved_usd": "Custo estimado economizado",
         }
         for key, label in labels.items():
             value = summary[key]
-            table.add_row(label, f"{value:.4f}" if isinstance(value, float) else f"{value:,}".replace(",", "."))
+            table.add_row(label, money(value) if key == "estimated_cost_saved_usd" else integer(value))
         Console(file=self.stdout, width=80).print(table)
