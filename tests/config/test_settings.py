@@ -153,6 +153,14 @@ def test_each_command_refuses_a_bad_setting_in_one_line_before_touching_anything
     assert " não " in line and "segredo" not in line
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("name, value", ISSUE_VALUES)
+def test_celery_refuses_a_bad_setting_in_one_line(name, value):
+    done = run([Path(sys.executable).parent / "celery", "-A", "beecatalog", "inspect", "ping", "--timeout", "1"],
+               SECRET_KEY=KEY, **{name: value})
+    assert_refused_in_one_line(done, name)
+
+
 @pytest.mark.parametrize("values", [
     {"LLM_PROVIDER": "openai", "OPENAI_API_KEY": ""},
     {"LLM_PROVIDER": "openai", "OPENAI_API_KEY": "  ", "OPENAI_BASE_URL": "https://api.openai.com/v1/"},
@@ -269,3 +277,16 @@ def test_the_api_docs_start_up_script_is_served_as_a_file(client, admin_user):
     assert script.status_code == 200
     assert script["Content-Type"].startswith("application/javascript")
     assert "SwaggerUIBundle" in script.content.decode()
+
+
+# --- documentation ------------------------------------------------------------------------------------
+
+
+def test_every_variable_the_settings_read_is_in_the_readmes_table():
+    source = (ROOT / "beecatalog" / "settings.py").read_text()
+    names = set(re.findall(r'\bread\.\w+\("([A-Z][A-Z0-9_]+)"', source))
+    assert {"DATABASE_URL", "MEMORY_DEFAULT_TTL", "LLM_PROVIDER", "DEBUG"} <= names
+    table = (ROOT / "README.md").read_text().split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    documented = set(re.findall(r"^\| `([A-Z0-9_]+)`(?: / `([A-Z0-9_]+)`)?", table, re.M))
+    documented = {name for pair in documented for name in pair if name}
+    assert names - documented == set()
