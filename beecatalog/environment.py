@@ -57,8 +57,9 @@ def number(name: str, default: float, *, minimum: float = 0, integer: bool = Fal
            example: str = "") -> float:
     """``name`` as a number of ``unit`` (a whole one if ``integer``) not below ``minimum``.
 
-    Only digits (and a decimal point where a fraction is allowed): ``90d``, ``30s``, ``1 ano``,
-    ``nan`` and negative values are refused. ``example`` (``"90 dias = 7776000"``) joins the line.
+    A plain number, as Python's ``int``/``float`` read it: a unit (``90d``, ``30s``, ``1 ano``),
+    ``nan``, ``inf`` and values below ``minimum`` are refused. ``example`` (``"90 dias = 7776000"``)
+    joins the line.
     """
     raw = text(name, str(default)).strip()
     try:
