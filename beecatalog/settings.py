@@ -4,93 +4,62 @@ Every setting that changes between machines is read here, once, from the
 environment (see ``.env.example`` and the README's configuration table).
 Modules read ``django.conf.settings``, never ``os.environ``.
 """
-import math
 import re
-import sys
 from pathlib import Path
-from typing import NoReturn
 
 import environ
+from celery.app.backends import BACKEND_ALIASES
 from csp.constants import NONE, SELF
+from kombu.transport import TRANSPORT_ALIASES
+
+from beecatalog import environment as read
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
+# What the LOGGING block reads; every other variable goes through beecatalog.environment.
 env = environ.Env()
+
 # .env fills only what the environment leaves unset, so a value set by the process's own
 # environment (docker-compose.yml's `environment:` inside the containers) wins over a .env
 # written for the host. DOTENV_PATH names another file; empty, none is read.
-DOTENV_PATH = env.str("DOTENV_PATH", default=str(BASE_DIR / ".env"))
+DOTENV_PATH = read.text("DOTENV_PATH", str(BASE_DIR / ".env"))
 if DOTENV_PATH:
+    if read.is_set("DOTENV_PATH") and not Path(DOTENV_PATH).is_file():
+        read.refuse(f"DOTENV_PATH: arquivo não encontrado, não {DOTENV_PATH!r} (vazio: nenhum .env é lido)")
     environ.Env.read_env(DOTENV_PATH, overwrite=False)
-
-
-def refuse(message: str) -> NoReturn:
-    """Stop the process with ``message`` on one line of stderr and no traceback: a setting to fix.
-
-    Every entry point (manage.py, gunicorn's workers, celery, wsgi/asgi) reads this module before
-    anything else; system checks would not do: gunicorn and celery never run them.
-    """
-    sys.stderr.write(f"{message}\n")
-    sys.stderr.flush()
-    # 4 is gunicorn's "App failed to load": its master stops instead of starting workers forever.
-    raise SystemExit(4)
-
-
-def env_seconds(name: str, default: float, *, minimum: float = 0, integer: bool = False) -> float:
-    """``name`` from the environment as a number of seconds (a whole one if ``integer``) not below ``minimum``."""
-    raw = env.str(name, default=str(default)).strip()
-    try:
-        value = int(raw) if integer else float(raw)
-    except ValueError:
-        value = None
-    if value is None or not math.isfinite(value) or value < minimum:
-        refuse(f"{name}: use um número{' inteiro' if integer else ''} de segundos maior ou igual a {minimum:g},"
-               f" não {raw!r}")
-    return value
-
-
-_BOOLEANS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
-
-
-def env_flag(name: str, default: bool) -> bool:
-    """``name`` from the environment as true/false (also 1/0, yes/no, on/off); anything else refuses to start."""
-    raw = env.str(name, default=str(default)).strip()
-    if raw.lower() not in _BOOLEANS:
-        refuse(f"{name}: use true ou false, não {raw!r}")
-    return _BOOLEANS[raw.lower()]
 
 
 # Keys published with the project (the default, .env.example, docker-compose.yml): anyone who has
 # read them can forge sessions, CSRF tokens and password-reset links.
 PUBLIC_SECRET_KEYS = {"dev-insecure-change-me", "change-me-to-a-long-random-string", "change-me"}
-SECRET_KEY = env("SECRET_KEY", default="dev-insecure-change-me")
-DEBUG = env.bool("DEBUG", default=False)
+SECRET_KEY = read.text("SECRET_KEY", "dev-insecure-change-me")
+DEBUG = read.flag("DEBUG", False)
 if not DEBUG and (not SECRET_KEY.strip() or SECRET_KEY in PUBLIC_SECRET_KEYS):
-    refuse("SECRET_KEY não definida ou pública: defina uma chave aleatória própria (por exemplo"
-           " python -c 'import secrets; print(secrets.token_urlsafe(50))') ou DEBUG=true em desenvolvimento")
-ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"])
-CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+    read.refuse("SECRET_KEY não definida ou pública: defina uma chave aleatória própria (por exemplo"
+                " python -c 'import secrets; print(secrets.token_urlsafe(50))') ou DEBUG=true em desenvolvimento")
+ALLOWED_HOSTS = read.items("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
+CSRF_TRUSTED_ORIGINS = read.origins("CSRF_TRUSTED_ORIGINS")
 
 # --- HTTPS (the README's "In production" shows them set) ----------------------
 # All off by default: the embedded default and local runs are plain HTTP.
-SECURE_SSL_REDIRECT = env_flag("SECURE_SSL_REDIRECT", False)
+SECURE_SSL_REDIRECT = read.flag("SECURE_SSL_REDIRECT", False)
 # Load balancers and orchestrators probe the process itself, over plain HTTP.
 SECURE_REDIRECT_EXEMPT = [r"^api/memory/health/$"]
-SECURE_HSTS_SECONDS = env_seconds("SECURE_HSTS_SECONDS", 0, integer=True)
-SECURE_HSTS_INCLUDE_SUBDOMAINS = env_flag("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
-SECURE_HSTS_PRELOAD = env_flag("SECURE_HSTS_PRELOAD", False)
-SESSION_COOKIE_SECURE = env_flag("SESSION_COOKIE_SECURE", False)
-CSRF_COOKIE_SECURE = env_flag("CSRF_COOKIE_SECURE", False)
+SECURE_HSTS_SECONDS = read.whole("SECURE_HSTS_SECONDS", 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = read.flag("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = read.flag("SECURE_HSTS_PRELOAD", False)
+SESSION_COOKIE_SECURE = read.flag("SESSION_COOKIE_SECURE", False)
+CSRF_COOKIE_SECURE = read.flag("CSRF_COOKIE_SECURE", False)
 # Behind a proxy that terminates TLS: the header it sets and its value for HTTPS, as
 # "HTTP_X_FORWARDED_PROTO,https". Trust it only if the proxy always sets (or strips) it.
-_proxy_ssl_header = env.str("SECURE_PROXY_SSL_HEADER", default="").strip()
+_proxy_ssl_header = read.text("SECURE_PROXY_SSL_HEADER").strip()
 SECURE_PROXY_SSL_HEADER = None
 if _proxy_ssl_header:
     _header, _, _value = (part.strip() for part in _proxy_ssl_header.partition(","))
     if not re.fullmatch(r"HTTP_[A-Z0-9_]+", _header) or not _value or "," in _value:
-        refuse(f"SECURE_PROXY_SSL_HEADER: use NOME,valor como HTTP_X_FORWARDED_PROTO,https, não {_proxy_ssl_header!r}")
+        read.refuse(f"SECURE_PROXY_SSL_HEADER: use NOME,valor como HTTP_X_FORWARDED_PROTO,https, não {_proxy_ssl_header!r}")
     SECURE_PROXY_SSL_HEADER = (_header, _value)
-USE_X_FORWARDED_HOST = env_flag("USE_X_FORWARDED_HOST", False)
+USE_X_FORWARDED_HOST = read.flag("USE_X_FORWARDED_HOST", False)
 
 # Content-Security-Policy (django-csp): nothing is loaded from elsewhere, no inline script runs,
 # and the one inline style allowed is the <style> of drf-spectacular's swagger_ui.html (0.30.0),
@@ -162,17 +131,17 @@ WSGI_APPLICATION = "beecatalog.wsgi.application"
 # Unset DATABASE_URL means a SQLite file: the zero-setup demo. Real use, the
 # tests and CI use PostgreSQL through psycopg 3.
 DATABASES = {
-    "default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'var' / 'beecatalog.sqlite3'}"),
+    "default": read.database("DATABASE_URL", f"sqlite:///{BASE_DIR / 'var' / 'beecatalog.sqlite3'}"),
 }
 # What a hung PostgreSQL can cost a request (docs/reliability.md): a new connection waits
 # DB_CONNECT_TIMEOUT for the server (libpq waits 2 s at least), the check of a reused one
 # DB_HEALTH_CHECK_TIMEOUT; a statement runs at most DB_STATEMENT_TIMEOUT (0: no limit), and the
 # backend (memory/infra/postgresql) waits a little longer for the server to say so, then closes
 # the connection as hung.
-DB_CONNECT_TIMEOUT = env_seconds("DB_CONNECT_TIMEOUT", 2, minimum=1, integer=True)  # 0 would wait forever
-DB_HEALTH_CHECK_TIMEOUT = env_seconds("DB_HEALTH_CHECK_TIMEOUT", 1.0, minimum=0.1)
-DB_STATEMENT_TIMEOUT = env_seconds("DB_STATEMENT_TIMEOUT", 30.0)
-DB_CONN_MAX_AGE = env_seconds("DB_CONN_MAX_AGE", 60, integer=True)
+DB_CONNECT_TIMEOUT = read.whole("DB_CONNECT_TIMEOUT", 2, minimum=1)  # 0 would wait forever
+DB_HEALTH_CHECK_TIMEOUT = read.number("DB_HEALTH_CHECK_TIMEOUT", 1.0, minimum=0.1)
+DB_STATEMENT_TIMEOUT = read.number("DB_STATEMENT_TIMEOUT", 30.0)
+DB_CONN_MAX_AGE = read.whole("DB_CONN_MAX_AGE", 60)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     (BASE_DIR / "var").mkdir(exist_ok=True)
     DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
@@ -200,9 +169,9 @@ else:
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Caches: L1 (per process) and L2 (Redis, optional) --------------------
-REDIS_URL = env("REDIS_URL", default="")
-MEMORY_L1_TTL = env.int("MEMORY_L1_TTL", default=60)
-MEMORY_REDIS_TIMEOUT = env.float("MEMORY_REDIS_TIMEOUT", default=0.25)
+REDIS_URL = read.redis_url("REDIS_URL")
+MEMORY_L1_TTL = read.whole("MEMORY_L1_TTL", 60)  # 0: no L1 copies
+MEMORY_REDIS_TIMEOUT = read.number("MEMORY_REDIS_TIMEOUT", 0.25, minimum=0.01)
 
 CACHES = {
     "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "default"},
@@ -210,7 +179,7 @@ CACHES = {
         "BACKEND": "memory.infra.cache_backends.LocalMemoryCache",
         "LOCATION": "memory-l1",
         "TIMEOUT": MEMORY_L1_TTL,
-        "OPTIONS": {"MAX_ENTRIES": env.int("MEMORY_L1_MAX_ENTRIES", default=10000)},
+        "OPTIONS": {"MAX_ENTRIES": read.whole("MEMORY_L1_MAX_ENTRIES", 10000, minimum=1, unit="entradas")},
     },
 }
 if REDIS_URL:
@@ -230,34 +199,34 @@ if REDIS_URL:
     }
 
 # --- The memory -------------------------------------------------------------
-MEMORY_DEFAULT_TTL = env.int("MEMORY_DEFAULT_TTL", default=7_776_000)  # 90 days
-MEMORY_MAX_PAYLOAD_BYTES = env.int("MEMORY_MAX_PAYLOAD_BYTES", default=262_144)
-MEMORY_BACKUP_DIR = Path(env("MEMORY_BACKUP_DIR", default=str(BASE_DIR / "var" / "backups")))
+MEMORY_DEFAULT_TTL = read.whole("MEMORY_DEFAULT_TTL", 7_776_000, minimum=1, example="90 dias = 7776000")
+MEMORY_MAX_PAYLOAD_BYTES = read.whole("MEMORY_MAX_PAYLOAD_BYTES", 262_144, minimum=1, unit="bytes")
+MEMORY_BACKUP_DIR = Path(read.text("MEMORY_BACKUP_DIR", str(BASE_DIR / "var" / "backups")))
 # After a Redis failure, how long to wait before trying Redis again (seconds).
-MEMORY_REDIS_RETRY_AFTER = env.float("MEMORY_REDIS_RETRY_AFTER", default=5.0)
+MEMORY_REDIS_RETRY_AFTER = read.number("MEMORY_REDIS_RETRY_AFTER", 5.0)
 # Hits are buffered in the process and sent to Redis this often (seconds).
-MEMORY_HIT_BUFFER_SECONDS = env.float("MEMORY_HIT_BUFFER_SECONDS", default=1.0)
+MEMORY_HIT_BUFFER_SECONDS = read.number("MEMORY_HIT_BUFFER_SECONDS", 1.0, minimum=0.01)
 # Entry counts in stats need a full table scan: reuse them for this long (0: always fresh).
-MEMORY_STATS_CACHE_SECONDS = env.float("MEMORY_STATS_CACHE_SECONDS", default=15.0)
+MEMORY_STATS_CACHE_SECONDS = read.number("MEMORY_STATS_CACHE_SECONDS", 15.0)
 # Hit counters kept in process (no Redis) are written to PostgreSQL at most this often.
-MEMORY_LOCAL_COUNTER_FLUSH_INTERVAL = env.float("MEMORY_LOCAL_COUNTER_FLUSH_INTERVAL", default=30.0)
+MEMORY_LOCAL_COUNTER_FLUSH_INTERVAL = read.number("MEMORY_LOCAL_COUNTER_FLUSH_INTERVAL", 30.0)
 
 # --- Scheduled jobs (django-celery-beat; memory/schedules.py) -------------------
 # Intervals in seconds, applied to the periodic tasks on every `migrate`.
-MEMORY_PURGE_INTERVAL = env.int("MEMORY_PURGE_INTERVAL", default=3600)
-MEMORY_PURGE_BATCH_SIZE = env.int("MEMORY_PURGE_BATCH_SIZE", default=5000)
-MEMORY_COUNTER_FLUSH_INTERVAL = env.int("MEMORY_COUNTER_FLUSH_INTERVAL", default=60)
-MEMORY_ROLLUP_INTERVAL = env.int("MEMORY_ROLLUP_INTERVAL", default=600)
-MEMORY_BACKUP_INTERVAL = env.int("MEMORY_BACKUP_INTERVAL", default=86400)
+MEMORY_PURGE_INTERVAL = read.whole("MEMORY_PURGE_INTERVAL", 3600, minimum=1)
+MEMORY_PURGE_BATCH_SIZE = read.whole("MEMORY_PURGE_BATCH_SIZE", 5000, minimum=1, unit="linhas")
+MEMORY_COUNTER_FLUSH_INTERVAL = read.whole("MEMORY_COUNTER_FLUSH_INTERVAL", 60, minimum=1)
+MEMORY_ROLLUP_INTERVAL = read.whole("MEMORY_ROLLUP_INTERVAL", 600, minimum=1)
+MEMORY_BACKUP_INTERVAL = read.whole("MEMORY_BACKUP_INTERVAL", 86400, minimum=1)
 # How many backup snapshots the scheduled backup keeps (the oldest go first).
-MEMORY_BACKUP_KEEP = env.int("MEMORY_BACKUP_KEEP", default=7)
+MEMORY_BACKUP_KEEP = read.whole("MEMORY_BACKUP_KEEP", 7, minimum=1, unit="snapshots")
 
 # --- Celery -------------------------------------------------------------------
-CELERY_BROKER_URL = env("CELERY_BROKER_URL", default=REDIS_URL)
+CELERY_BROKER_URL = read.celery_url("CELERY_BROKER_URL", REDIS_URL, TRANSPORT_ALIASES)
 # No broker: tasks run eagerly in the calling process (the embedded default).
-CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=not CELERY_BROKER_URL)
+CELERY_TASK_ALWAYS_EAGER = read.flag("CELERY_TASK_ALWAYS_EAGER", not CELERY_BROKER_URL)
 CELERY_TASK_EAGER_PROPAGATES = True
-CELERY_RESULT_BACKEND = env("CELERY_RESULT_BACKEND", default=CELERY_BROKER_URL or None)
+CELERY_RESULT_BACKEND = read.celery_url("CELERY_RESULT_BACKEND", CELERY_BROKER_URL, BACKEND_ALIASES) or None
 # The Redis result store retries once, 0.2 s later, instead of Celery's 20 times a second: queueing
 # a task with Redis down fails in well under a second (the API answers 503), not after ~19 s.
 CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {
@@ -270,20 +239,31 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
-CELERY_TIMEZONE = env("TIME_ZONE", default="America/Sao_Paulo")
+TIME_ZONE = read.time_zone("TIME_ZONE", "America/Sao_Paulo")  # Django's too (Internationalization)
+CELERY_TIMEZONE = TIME_ZONE
 
 # --- Generation ---------------------------------------------------------------
-LLM_PROVIDER = env("LLM_PROVIDER", default="template")
-LLM_MODEL = env("LLM_MODEL", default="gpt-4o-mini")
-LLM_TIMEOUT = env.float("LLM_TIMEOUT", default=60.0)
-OPENAI_BASE_URL = env("OPENAI_BASE_URL", default="https://api.openai.com/v1")
-OPENAI_API_KEY = env("OPENAI_API_KEY", default="")
-LLM_MAX_ATTEMPTS = env.int("LLM_MAX_ATTEMPTS", default=3)
-LLM_RETRY_BACKOFF = env.float("LLM_RETRY_BACKOFF", default=1.0)
+# The providers memory.providers.get_provider builds.
+LLM_PROVIDERS = ("template", "openai")
+LLM_PROVIDER = read.choice("LLM_PROVIDER", LLM_PROVIDERS, "template")
+LLM_MODEL = read.text("LLM_MODEL", "gpt-4o-mini").strip()
+LLM_TIMEOUT = read.number("LLM_TIMEOUT", 60.0, minimum=0.1)
+OPENAI_BASE_URL = read.http_url("OPENAI_BASE_URL", "https://api.openai.com/v1")
+OPENAI_API_KEY = read.text("OPENAI_API_KEY").strip()
+if LLM_PROVIDER == "openai":
+    if not LLM_MODEL:
+        read.refuse("LLM_MODEL: vazio; com LLM_PROVIDER=openai diga o modelo, como gpt-4o-mini")
+    # OpenAI's own API answers 401 to every request without a key; a compatible server of your
+    # own (Ollama, vLLM) may need none.
+    if not OPENAI_API_KEY and OPENAI_BASE_URL.rstrip("/").startswith("https://api.openai.com"):
+        read.refuse("OPENAI_API_KEY: vazia; com LLM_PROVIDER=openai e OPENAI_BASE_URL da OpenAI defina a chave"
+                    " da API (ou LLM_PROVIDER=template para gerar sem LLM)")
+LLM_MAX_ATTEMPTS = read.whole("LLM_MAX_ATTEMPTS", 3, minimum=1, unit="tentativas")
+LLM_RETRY_BACKOFF = read.number("LLM_RETRY_BACKOFF", 1.0)
 # Generations of one batch chunk that may run at once (threads) against a remote provider.
-LLM_MAX_CONCURRENCY = env.int("LLM_MAX_CONCURRENCY", default=4)
+LLM_MAX_CONCURRENCY = read.whole("LLM_MAX_CONCURRENCY", 4, minimum=1, unit="gerações")
 # Single flight: how long a generation may hold a product's lock, and others wait for it.
-MEMORY_GENERATION_LOCK_TIMEOUT = env.float("MEMORY_GENERATION_LOCK_TIMEOUT", default=180.0)
+MEMORY_GENERATION_LOCK_TIMEOUT = read.number("MEMORY_GENERATION_LOCK_TIMEOUT", 180.0, minimum=1)
 # USD per 1M tokens (prompt, completion), used for the "estimated cost saved" figures.
 LLM_PRICES = {
     "gpt-4o-mini": (0.15, 0.60),
@@ -296,12 +276,12 @@ LLM_DEFAULT_PRICE = (0.15, 0.60)
 
 # --- REST API (memory/api/) ------------------------------------------------------
 # Largest request body the API reads, in bytes (also Django's form limit).
-DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=1_048_576)
+DATA_UPLOAD_MAX_MEMORY_SIZE = read.whole("DATA_UPLOAD_MAX_MEMORY_SIZE", 1_048_576, minimum=1, unit="bytes")
 # Deepest nesting of objects and lists accepted in a JSON body.
-MEMORY_API_MAX_JSON_DEPTH = env.int("MEMORY_API_MAX_JSON_DEPTH", default=32)
+MEMORY_API_MAX_JSON_DEPTH = read.whole("MEMORY_API_MAX_JSON_DEPTH", 32, minimum=1, unit="níveis")
 # How long a process keeps a token's user without asking PostgreSQL again; a change
 # made through Django (token revoked, user deactivated) empties it everywhere at once.
-API_TOKEN_CACHE_SECONDS = env.int("API_TOKEN_CACHE_SECONDS", default=60)
+API_TOKEN_CACHE_SECONDS = read.whole("API_TOKEN_CACHE_SECONDS", 60)
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "memory.api.authentication.CachedTokenAuthentication",
@@ -328,12 +308,10 @@ SPECTACULAR_SETTINGS = {
 }
 # Who may read GET /metrics: "staff" (a staff user, by token or session),
 # "token" (any authenticated user) or "anonymous" (anyone who reaches it).
-METRICS_ALLOW = env.str("METRICS_ALLOW", default="staff")
-if METRICS_ALLOW not in ("staff", "token", "anonymous"):
-    refuse(f"METRICS_ALLOW: use staff, token ou anonymous, não {METRICS_ALLOW!r}")
+METRICS_ALLOW = read.choice("METRICS_ALLOW", ("staff", "token", "anonymous"), "staff")
 # Several gunicorn workers: an empty directory shared by them (prometheus_client
 # reads the same variable from the environment), wiped before each start.
-PROMETHEUS_MULTIPROC_DIR = env.str("PROMETHEUS_MULTIPROC_DIR", default="")
+PROMETHEUS_MULTIPROC_DIR = read.text("PROMETHEUS_MULTIPROC_DIR").strip()
 
 # --- Internationalization -----------------------------------------------------
 LANGUAGE_CODE = "pt-br"
@@ -344,7 +322,6 @@ LANGUAGES = [("pt-br", "Português (Brasil)"), ("en", "English")]
 # "locale" (a folder named so inside beecatalog/ would receive this package's strings and lose the
 # rest as obsolete). Both outrank every package's catalog, locale/ first.
 LOCALE_PATHS = [BASE_DIR / "locale", BASE_DIR / "beecatalog" / "third_party_locale"]
-TIME_ZONE = env("TIME_ZONE", default="America/Sao_Paulo")
 USE_I18N = True
 USE_TZ = True
 
@@ -358,6 +335,9 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
+
+# Read again by LOGGING below, as django-environ reads it: refused here if logging cannot use it.
+MEMORY_LOG_LEVEL = read.choice("MEMORY_LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"), "INFO")
 
 LOGGING = {
     "version": 1,

@@ -9,11 +9,9 @@ from memory.providers.template import TemplateProvider
 
 __all__ = ["ContentProvider", "GenerationError", "OpenAIProvider", "TemplateProvider", "get_provider"]
 
-PROVIDERS = ("template", "openai")
-
-
 def get_provider() -> ContentProvider:
-    """The provider the settings choose; ``ImproperlyConfigured`` for an unknown one."""
+    """The provider the settings choose (one of ``LLM_PROVIDERS``, which the settings refuse
+    anything else from the environment); ``ImproperlyConfigured`` for an unknown one."""
     from django.core.exceptions import ImproperlyConfigured
 
     name = settings.LLM_PROVIDER
@@ -28,4 +26,4 @@ def get_provider() -> ContentProvider:
             max_attempts=settings.LLM_MAX_ATTEMPTS,
             backoff=settings.LLM_RETRY_BACKOFF,
         )
-    raise ImproperlyConfigured(f"LLM_PROVIDER desconhecido: {name!r} (use um de {', '.join(PROVIDERS)})")
+    raise ImproperlyConfigured(f"LLM_PROVIDER desconhecido: {name!r} (use um de {', '.join(settings.LLM_PROVIDERS)})")

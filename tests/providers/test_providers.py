@@ -121,3 +121,19 @@ def test_content_schema_names_the_bad_field(content, field):
     with pytest.raises(ValueError) as excinfo:
         validate_generated_content(content)
     assert str(excinfo.value).startswith(field)
+
+
+def test_every_provider_the_settings_allow_is_built_and_no_other():
+    from django.conf import settings
+    from django.core.exceptions import ImproperlyConfigured
+    from django.test import override_settings
+
+    from memory.providers import get_provider
+
+    built = {}
+    for name in settings.LLM_PROVIDERS:
+        with override_settings(LLM_PROVIDER=name, OPENAI_API_KEY="sk-test"):
+            built[name] = type(get_provider())
+    assert built == {"template": TemplateProvider, "openai": OpenAIProvider}
+    with override_settings(LLM_PROVIDER="opena1"), pytest.raises(ImproperlyConfigured, match="use um de template, openai"):
+        get_provider()

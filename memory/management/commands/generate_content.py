@@ -12,7 +12,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError
 
-from memory.infra.migration_state import PendingMigrations, require_migrated
+from memory.infra.migration_state import MissingDatabase, PendingMigrations, require_migrated
 from memory.io.catalog import CATALOG_FORMATS, read_catalog
 from memory.infra.formatting import integer, money
 from memory.management.terminal import dumps, memory_log_level, plain
@@ -58,7 +58,7 @@ class Command(BaseCommand):
         try:
             require_migrated()
             return self._run(path, options)
-        except PendingMigrations as exc:
+        except (PendingMigrations, MissingDatabase) as exc:
             raise CommandError(str(exc)) from None
         except (ValueError, UnicodeDecodeError) as exc:
             raise CommandError(f"Não foi possível ler o catálogo: {exc}") from None

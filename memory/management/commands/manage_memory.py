@@ -25,7 +25,7 @@ from memory.engine.freshness import EntryStatus
 from memory.engine.memory import MAX_LIST_LIMIT, ProductMemory
 from memory.infra.formatting import integer, milliseconds, money, percent, seconds, size
 from memory.infra.health import check_health
-from memory.infra.migration_state import PendingMigrations, require_migrated
+from memory.infra.migration_state import MissingDatabase, PendingMigrations, require_migrated
 from memory.io.export import write_export
 from memory.io.formats import DEFAULT_EXPORT_FORMAT, EXPORT_FORMATS, IMPORT_FORMATS, format_from_filename
 from memory.io.importer import ImportReport, import_entries
@@ -149,7 +149,7 @@ class Command(BaseCommand):
             handler(options)
         except CommandError:
             raise
-        except PendingMigrations as exc:
+        except (PendingMigrations, MissingDatabase) as exc:
             raise CommandError(str(exc)) from None
         except ProgrammingError as exc:
             raise CommandError(
@@ -282,8 +282,8 @@ class Command(BaseCommand):
             self._console().print(table)
         if status == "down":
             database = health["checks"]["database"]
-            if database.get("pending_migrations"):  # the same line as every other subcommand's
-                raise CommandError(database["error"])
+            if database.get("pending_migrations") or database.get("missing_database"):
+                raise CommandError(database["error"])  # the same line as every other subcommand's
             raise CommandError("Memória indisponível: o PostgreSQL não responde.")
         if status == "degraded" and options["strict"]:
             failed = ", ".join(k for k, c in health["checks"].items() if not c["ok"])
