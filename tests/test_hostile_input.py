@@ -159,9 +159,9 @@ def test_session_posts_without_csrf_token_are_refused_and_change_nothing(state, 
 @pytest.mark.parametrize("text", HOSTILE)
 def test_metacharacters_in_product_data_are_stored_and_returned_as_sent(state, api, eager_tasks, text):
     product = {"sku": text, "title": f"Produto {text}", "descricao": text}
-    queued = post_json(api, "/api/memory/force-regenerate/", json.dumps({"product_data": product}).encode())
-    assert queued.status_code == 202, queued.content
-    assert queued.json()["product_id"] == text
+    created = post_json(api, "/api/memory/force-regenerate/", json.dumps({"product_data": product}).encode())
+    assert created.status_code == 201, created.content
+    assert created.json()["product_id"] == text
 
     got = post_json(api, "/api/memory/get/", json.dumps({"product_id": text}).encode())
     assert got.status_code == 200

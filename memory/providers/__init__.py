@@ -3,11 +3,13 @@ from __future__ import annotations
 
 from django.conf import settings
 
-from memory.providers.base import ContentProvider, GenerationError
+from memory.providers.base import ContentProvider, GenerationError, ProviderUnavailable
 from memory.providers.openai import OpenAIProvider
 from memory.providers.template import TemplateProvider
 
-__all__ = ["ContentProvider", "GenerationError", "OpenAIProvider", "TemplateProvider", "get_provider"]
+__all__ = [
+    "ContentProvider", "GenerationError", "OpenAIProvider", "ProviderUnavailable", "TemplateProvider", "get_provider",
+]
 
 def get_provider() -> ContentProvider:
     """The provider the settings choose (one of ``LLM_PROVIDERS``, which the settings refuse

@@ -6,7 +6,16 @@ from memory.providers.prompts import generator_version
 
 
 class GenerationError(Exception):
-    """A generation that failed for good: nothing is saved, no savings are counted."""
+    """A generation that failed for good: nothing is saved, no savings are counted.
+
+    Raised as itself when the provider answered with nothing usable (malformed output, a refused
+    request); :class:`ProviderUnavailable` when it could not answer now.
+    """
+
+
+class ProviderUnavailable(GenerationError):
+    """The provider could not write now: out of quota, rate limited, timed out, unreachable or
+    failing (5xx). Trying again later may work."""
 
 
 class ContentProvider:

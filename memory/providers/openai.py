@@ -2,8 +2,11 @@
 
 It asks for a JSON object, checks it against the content schema, and records
 the token usage the server reports. 429, 5xx, timeouts and connection errors
-are retried with exponential back-off (honouring a short ``Retry-After``);
-other 4xx fail at once. Malformed output is asked for again, then fails.
+are retried with exponential back-off (honouring a short ``Retry-After``), then
+fail as ``ProviderUnavailable``; so does an account out of quota, at once (a
+429 whose error code is ``insufficient_quota`` does not pass with time). Other
+4xx fail at once, and malformed output is asked for again, then fails: both as
+``GenerationError``.
 """
 from __future__ import annotations
 
@@ -15,11 +18,24 @@ import httpx
 
 from memory.providers.content import GeneratedContent, validate_generated_content
 from memory.providers.prompts import SYSTEM_PROMPT, USER_PROMPT_TEMPLATE
-from memory.providers.base import ContentProvider, GenerationError
+from memory.providers.base import ContentProvider, GenerationError, ProviderUnavailable
 
 logger = logging.getLogger("memory")
 
 RETRYABLE_STATUS = {429, 500, 502, 503, 504}
+# OpenAI's error code for an account whose credit is spent: no retry helps until someone pays.
+OUT_OF_QUOTA = "insufficient_quota"
+
+
+def _error_code(response: httpx.Response) -> str:
+    """The ``error.code`` (else ``error.type``) of an OpenAI-style error body, or ``""``."""
+    try:
+        error = response.json().get("error")
+    except (ValueError, AttributeError):
+        return ""
+    if not isinstance(error, dict):
+        return ""
+    return str(error.get("code") or error.get("type") or "")
 
 
 class OpenAIProvider(ContentProvider):
@@ -66,8 +82,10 @@ class OpenAIProvider(ContentProvider):
         body = self._request_body(product_data)
         url = f"{self.base_url}/chat/completions"
         last_problem = ""
+        unavailable = True  # what the last attempt met: the provider not answering, or a bad answer
         with httpx.Client(timeout=self.timeout) as client:
             for attempt in range(1, self.max_attempts + 1):
+                unavailable = True
                 try:
                     response = client.post(url, json=body, headers=self._headers())
                 except httpx.TimeoutException:
@@ -75,6 +93,8 @@ class OpenAIProvider(ContentProvider):
                 except httpx.TransportError as exc:
                     last_problem = f"falha de conexão ({exc.__class__.__name__})"
                 else:
+                    if response.status_code == 429 and _error_code(response) == OUT_OF_QUOTA:
+                        raise ProviderUnavailable(f"Provedor sem cota (HTTP 429 {OUT_OF_QUOTA})")
                     if response.status_code in RETRYABLE_STATUS:
                         last_problem = f"HTTP {response.status_code}"
                         if attempt < self.max_attempts:
@@ -90,11 +110,13 @@ class OpenAIProvider(ContentProvider):
                         return self._parse(response)
                     except ValueError as exc:
                         last_problem = f"resposta inválida ({exc})"
+                        unavailable = False
                 if attempt < self.max_attempts:
                     logger.warning("Geração falhou: %s; nova tentativa %d/%d",
                                    last_problem, attempt + 1, self.max_attempts)
                     self._wait(attempt)
-        raise GenerationError(f"Geração falhou após {self.max_attempts} tentativas: {last_problem}")
+        error = ProviderUnavailable if unavailable else GenerationError
+        raise error(f"Geração falhou após {self.max_attempts} tentativas: {last_problem}")
 
     def _parse(self, response: httpx.Response) -> GeneratedContent:
         try:

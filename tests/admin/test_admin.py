@@ -336,7 +336,60 @@ def test_regenerate_action_regenerates_with_the_current_generator(staff, entries
     assert stale.generator_version == current_generator_version()
     assert stale.payload["title"] != "Mochila Escolar" or stale.payload["description"] != "Descrição de Mochila Escolar."
     assert ProductMemory().lookup("OLD-3").status == "active"
-    assert "1 produto enviado para regeneração." in response.content.decode()
+    assert "1 produto regenerado." in response.content.decode()  # eager mode: it ran in the request
+
+
+def test_regenerate_action_with_a_broker_says_the_products_were_queued(staff, entries, published_tasks):
+    response = post_action(staff, "regenerate_selected", [entries["stale"], entries["other"]], follow=True)
+    assert "2 produtos enviados para regeneração." in response.content.decode()
+    assert sorted(data["sku"] for data, _ in published_tasks) == ["OLD-3", "XYZ-2"]
+
+
+LONG_TITLE = "Mochila " + "a" * 5992  # 6,000 characters
+
+
+@pytest.mark.parametrize("mode", ["eager_tasks", "published_tasks"])
+def test_regenerate_action_refuses_source_data_no_generation_accepts_in_both_modes(staff, entries, mode, request):
+    request.getfixturevalue(mode)
+    ProductMemoryEntry.objects.filter(pk=entries["stale"].pk).update(source_data={"sku": "OLD-3", "title": LONG_TITLE})
+    before = ProductMemoryEntry.objects.get(pk=entries["stale"].pk).updated_at
+    response = post_action(staff, "regenerate_selected", [entries["stale"]], follow=True)
+    assert ("1 entrada tem dados de origem que a geração recusa e não foi regenerada: "
+            "OLD-3: title: no máximo 500 caracteres") in response.content.decode()
+    assert ProductMemoryEntry.objects.get(pk=entries["stale"].pk).updated_at == before
+    if mode == "published_tasks":
+        assert request.getfixturevalue("published_tasks") == []
+
+
+def test_regenerate_action_in_eager_mode_with_the_provider_out_of_quota_says_so_and_stops(
+    staff, entries, eager_tasks, openai_provider
+):
+    openai_provider.expect_request("/v1/chat/completions").respond_with_json({"error": {
+        "message": "You exceeded your current quota.", "type": "insufficient_quota", "code": "insufficient_quota",
+    }}, status=429)
+    selected = [entries["stale"], entries["other"], entries["active"]]
+    before = {e.pk: e.updated_at for e in ProductMemoryEntry.objects.all()}
+    html = post_action(staff, "regenerate_selected", selected, follow=True).content.decode()
+    assert "1 produto não foi regenerado, nada foi salvo: " in html
+    assert ": Provedor sem cota (HTTP 429 insufficient_quota)" in html
+    assert ("O provedor de conteúdo está indisponível: mais 2 produtos não foram tentados. "
+            "Tente novamente mais tarde.") in html
+    assert len(openai_provider.log) == 1  # the others were not tried
+    assert {e.pk: e.updated_at for e in ProductMemoryEntry.objects.all()} == before
+
+
+def test_regenerate_action_in_eager_mode_names_each_product_the_provider_failed(
+    staff, entries, eager_tasks, openai_provider
+):
+    openai_provider.expect_request("/v1/chat/completions").respond_with_json(
+        {"choices": [{"message": {"content": "{não é json"}}]})
+    before = {e.pk: e.updated_at for e in ProductMemoryEntry.objects.all()}
+    html = post_action(staff, "regenerate_selected", [entries["stale"], entries["other"]], follow=True).content.decode()
+    assert "2 produtos não foram regenerados, nada foi salvo: " in html
+    for sku in ("OLD-3", "XYZ-2"):
+        assert f"{sku}: Geração falhou após 1 tentativas: resposta inválida (o conteúdo não é JSON)" in html
+    assert "não foram tentados" not in html  # a bad answer is the product's, not the provider's state
+    assert {e.pk: e.updated_at for e in ProductMemoryEntry.objects.all()} == before
 
 
 def test_regenerate_action_skips_entries_it_cannot_regenerate(staff, entries, eager_tasks):

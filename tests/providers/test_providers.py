@@ -7,7 +7,8 @@ from werkzeug import Response
 
 from memory.providers.content import validate_generated_content
 from memory.providers.prompts import PROMPT_VERSION
-from memory.providers import GenerationError, OpenAIProvider, TemplateProvider
+from memory.providers import GenerationError, OpenAIProvider, ProviderUnavailable, TemplateProvider
+from memory.providers.template import clip
 
 PRODUCT = {"sku": "ABC123", "title": "Tênis de Corrida Leve", "brand": "Olympikus", "color": "Azul", "category": "Esporte"}
 GOOD = {
@@ -68,24 +69,43 @@ def test_openai_provider_retries_429_then_succeeds(httpserver):
     assert len(httpserver.log) == 2
 
 
-def test_openai_provider_gives_up_after_repeated_5xx(httpserver):
+def test_openai_provider_gives_up_after_repeated_5xx_as_unavailable(httpserver):
     httpserver.expect_request("/v1/chat/completions").respond_with_data("boom", status=503)
-    with pytest.raises(GenerationError, match="3 tentativas.*HTTP 503"):
+    with pytest.raises(ProviderUnavailable, match="3 tentativas.*HTTP 503"):
         provider(httpserver).generate(PRODUCT)
     assert len(httpserver.log) == 3
 
 
+def test_openai_provider_gives_up_after_repeated_429_as_unavailable(httpserver):
+    httpserver.expect_request("/v1/chat/completions").respond_with_json({"error": {"code": "rate_limit_exceeded"}},
+                                                                        status=429)
+    with pytest.raises(ProviderUnavailable, match="3 tentativas.*HTTP 429"):
+        provider(httpserver).generate(PRODUCT)
+    assert len(httpserver.log) == 3
+
+
+def test_openai_provider_out_of_quota_is_unavailable_at_once(httpserver):
+    httpserver.expect_request("/v1/chat/completions").respond_with_json(
+        {"error": {"message": "You exceeded your current quota.", "type": "insufficient_quota",
+                   "code": "insufficient_quota"}}, status=429)
+    with pytest.raises(ProviderUnavailable, match=r"^Provedor sem cota \(HTTP 429 insufficient_quota\)$"):
+        provider(httpserver).generate(PRODUCT)
+    assert len(httpserver.log) == 1  # waiting does not bring credit back
+
+
 def test_openai_provider_does_not_retry_other_4xx(httpserver):
     httpserver.expect_request("/v1/chat/completions").respond_with_json({"error": "bad key"}, status=401)
-    with pytest.raises(GenerationError, match="HTTP 401"):
+    with pytest.raises(GenerationError, match="HTTP 401") as excinfo:
         provider(httpserver).generate(PRODUCT)
+    assert not isinstance(excinfo.value, ProviderUnavailable)
     assert len(httpserver.log) == 1
 
 
 def test_openai_provider_retries_malformed_json_then_fails(httpserver):
     httpserver.expect_request("/v1/chat/completions").respond_with_json(completion("{not json"))
-    with pytest.raises(GenerationError, match="não é JSON"):
+    with pytest.raises(GenerationError, match="não é JSON") as excinfo:
         provider(httpserver).generate(PRODUCT)
+    assert not isinstance(excinfo.value, ProviderUnavailable)  # it answered: a bad answer, not an outage
     assert len(httpserver.log) == 3
 
 
@@ -102,7 +122,7 @@ def test_openai_provider_times_out(httpserver):
 
     httpserver.expect_request("/v1/chat/completions").respond_with_handler(slow)
     started = time.monotonic()
-    with pytest.raises(GenerationError, match="tempo esgotado"):
+    with pytest.raises(ProviderUnavailable, match="tempo esgotado"):
         provider(httpserver, timeout=0.2, max_attempts=2).generate(PRODUCT)
     assert time.monotonic() - started < 3
 
@@ -137,3 +157,38 @@ def test_every_provider_the_settings_allow_is_built_and_no_other():
     assert built == {"template": TemplateProvider, "openai": OpenAIProvider}
     with override_settings(LLM_PROVIDER="opena1"), pytest.raises(ImproperlyConfigured, match="use um de template, openai"):
         get_provider()
+
+
+def test_openai_provider_unreachable_is_unavailable():
+    with pytest.raises(ProviderUnavailable, match="falha de conexão"):
+        OpenAIProvider(base_url="http://127.0.0.1:1/v1", api_key="", model="m", timeout=1.0,
+                       max_attempts=1).generate(PRODUCT)
+
+
+def test_template_provider_fits_the_schema_with_the_longest_fields_generation_accepts():
+    """Every field at its limit (services.generation.validate_product_data): the product's own
+    description gives way, the closing sentences stay, and the content is valid."""
+    product = {"sku": "L1", "title": "T" * 500, "brand": "Marca " * 33, "category": "c" * 200, "color": "a" * 200,
+               "material": "m" * 200, "size": "s" * 200, "description": "palavra " * 625,
+               "attributes": {"voltagem": "v" * 400}}
+    content = TemplateProvider().generate(product).content
+    validate_generated_content(content)
+    assert len(content["description"]) <= 5000
+    assert "palavra" in content["description"] and content["description"].endswith("do assunto.")
+    assert all(len(bullet) <= 300 for bullet in content["bullet_points"])
+
+
+def test_template_provider_leaves_content_that_fits_as_it_was():
+    product = {**PRODUCT, "description": "Leve e respirável."}
+    content = TemplateProvider().generate(product).content
+    assert "Leve e respirável." in content["description"].split("\n\n")
+
+
+@pytest.mark.parametrize("text, limit, clipped", [
+    ("curto", 10, "curto"),
+    ("uma frase longa demais", 12, "uma frase…"),
+    ("semespacos", 5, "seme…"),
+])
+def test_clip_cuts_at_a_space_and_marks_the_cut(text, limit, clipped):
+    assert clip(text, limit) == clipped
+    assert len(clip(text, limit)) <= limit
