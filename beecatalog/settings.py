@@ -233,6 +233,16 @@ if REDIS_URL:
 MEMORY_DEFAULT_TTL = env.int("MEMORY_DEFAULT_TTL", default=7_776_000)  # 90 days
 MEMORY_MAX_PAYLOAD_BYTES = env.int("MEMORY_MAX_PAYLOAD_BYTES", default=262_144)
 MEMORY_BACKUP_DIR = Path(env("MEMORY_BACKUP_DIR", default=str(BASE_DIR / "var" / "backups")))
+# Limits on a file read by an import, a restore or a catalog run (a gzip, an XLSX are counted
+# decompressed), so that a hostile file is refused in bounded memory and time.
+# All of a file's content; an export of 1,000,000 entries is ~800 MB.
+MEMORY_IMPORT_MAX_BYTES = env.int("MEMORY_IMPORT_MAX_BYTES", default=2 * 1024**3)
+# One line (JSONL, CSV) or one record (a CSV row over several lines, an object of a JSON array).
+MEMORY_IMPORT_MAX_LINE_BYTES = env.int("MEMORY_IMPORT_MAX_LINE_BYTES", default=8 * 1024**2)
+# One CSV field (characters), one XLSX cell or XML text (bytes); payload + escaping fits.
+MEMORY_IMPORT_MAX_FIELD_BYTES = env.int("MEMORY_IMPORT_MAX_FIELD_BYTES", default=2 * 1024**2)
+# A file uploaded to the admin's import, which reads it whole and previews every row in one request.
+MEMORY_IMPORT_ADMIN_MAX_BYTES = env.int("MEMORY_IMPORT_ADMIN_MAX_BYTES", default=10 * 1024**2)
 # After a Redis failure, how long to wait before trying Redis again (seconds).
 MEMORY_REDIS_RETRY_AFTER = env.float("MEMORY_REDIS_RETRY_AFTER", default=5.0)
 # Hits are buffered in the process and sent to Redis this often (seconds).
