@@ -23,14 +23,15 @@ from django.utils.functional import cached_property
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _, ngettext, ngettext_lazy
 from import_export.admin import ExportActionMixin, ImportExportMixin
-from import_export.formats.base_formats import CSV, JSON, XLSX
+from import_export.formats.base_formats import CSV, JSON
 from import_export.forms import ExportForm
 
 from memory.admin.filters import ExpiringSoonFilter, GeneratorVersionFilter, KindFilter, StatusFilter
-from memory.admin.resources import ProductMemoryEntryResource
+from memory.admin.resources import BoundedImportForm, MemoryXLSX, ProductMemoryEntryResource
 from memory.engine import freshness
 from memory.engine.freshness import EntryStatus
 from memory.io.formats import IMPORT_FORMATS
+from memory.io.schema import ImportFileError
 from memory.models import TITLE_SORT_CHARS, ProductMemoryEntry
 from memory.providers.prompts import current_generator_version
 from memory.services.entries import delete_entries, enqueue_regeneration, extend_expiry
@@ -41,7 +42,7 @@ COUNT_TIMEOUT_MS = 150
 MAX_ACTION_ENTRIES = 10_000
 # django-import-export's classes for the formats of ``memory.io.formats`` it reads and writes:
 # whatever the admin exports, ``manage_memory import`` reads back.
-TABLIB_FORMATS = {"csv": CSV, "json": JSON, "xlsx": XLSX}
+TABLIB_FORMATS = {"csv": CSV, "json": JSON, "xlsx": MemoryXLSX}
 
 
 def estimated_count(queryset, exact_limit: int = EXACT_COUNT_LIMIT) -> int:
@@ -110,6 +111,7 @@ class ProductMemoryEntryAdmin(ImportExportMixin, ExportActionMixin, admin.ModelA
     resource_classes = [ProductMemoryEntryResource]
     formats = [TABLIB_FORMATS[name] for name in sorted(IMPORT_FORMATS) if name in TABLIB_FORMATS]
     export_form_class = ExportForm  # every column, always: what is exported must read back
+    import_form_class = BoundedImportForm
     import_export_change_list_template = "admin/memory/productmemoryentry/change_list.html"
     show_change_form_export = False  # the detail page is read-only: export from the list
 
@@ -160,6 +162,13 @@ class ProductMemoryEntryAdmin(ImportExportMixin, ExportActionMixin, admin.ModelA
 
     def has_export_permission(self, request):
         return self.has_view_permission(request)
+
+    def add_data_read_fail_error_to_form(self, form, e):
+        """A file the readers refuse shows their one line; others, django-import-export's message."""
+        if isinstance(e, ImportFileError):
+            form.add_error("import_file", str(e))
+        else:
+            super().add_data_read_fail_error_to_form(form, e)
 
     # -- list -----------------------------------------------------------------------
 
