@@ -283,3 +283,15 @@ def test_the_admin_reads_every_xlsx_row_whatever_dimension_the_sheet_declares(ad
     result = response.context["result"]
     assert not result.has_errors() and not result.has_validation_errors()
     assert result.totals["new"] == 5
+
+
+def test_a_file_of_blank_lines_is_an_empty_import_read_once(db, monkeypatch, tmp_path):
+    from memory.io import importer
+
+    passes = []
+    read = importer.read_rows
+    monkeypatch.setattr(importer, "read_rows", lambda *a, **k: passes.append(1) or read(*a, **k))
+    path = tmp_path / "blank.jsonl.gz"
+    path.write_bytes(gzip_of((b"\n", 4)))
+    report = importer.import_entries(path)
+    assert (report.ok, report.rows, report.created, len(passes)) == (True, 0, 0, 1)
