@@ -1,5 +1,5 @@
 """Hostile import files at full size: what ``manage_memory import`` does with each, how long it
-takes and its peak RSS (the figures of docs/reliability.md, "Hostile files").
+takes (wall clock and CPU) and its peak RSS (the figures of docs/reliability.md, "Hostile files").
 
 Run by hand from the repository root, with the database of ``DATABASE_URL`` migrated::
 
@@ -97,7 +97,8 @@ WRAPPER = (
     "import resource, subprocess, sys, time\n"
     "start = time.perf_counter()\n"
     "done = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n"
-    "print(done.returncode, time.perf_counter() - start, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+    "usage = resource.getrusage(resource.RUSAGE_CHILDREN)\n"
+    "print(done.returncode, time.perf_counter() - start, usage.ru_maxrss, usage.ru_utime + usage.ru_stime)\n"
     "print(done.stderr.strip())\n"
 )
 
@@ -112,8 +113,9 @@ def run(name: str, directory: Path) -> dict:
         cwd=ROOT, capture_output=True, text=True,
     )
     first, *said = done.stdout.splitlines()
-    code, seconds, rss_kib = first.split()
+    code, seconds, rss_kib, cpu = first.split()
     return {"attack": name, "what": what, "file_bytes": size, "exit": int(code), "seconds": round(float(seconds), 2),
+            "cpu_seconds": round(float(cpu), 2),
             "peak_rss_mib": round(int(rss_kib) / 1024), "said": said[-1] if said else "",
             "traceback": "Traceback" in done.stdout}
 
@@ -129,7 +131,8 @@ def main() -> None:
     for name in names:
         result = run(name, directory)
         results.append(result)
-        print(f"{result['what']:<62} exit {result['exit']}  {result['seconds']:>6.2f} s  "
+        print(f"{result['what']:<62} exit {result['exit']}  {result['seconds']:>6.2f} s "
+              f"(CPU {result['cpu_seconds']:>6.2f} s)  "
               f"{result['peak_rss_mib']:>4} MiB  {result['said']}", flush=True)
     (OUT / "import_bombs.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
     for path in directory.iterdir():
