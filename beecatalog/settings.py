@@ -202,6 +202,16 @@ if REDIS_URL:
 MEMORY_DEFAULT_TTL = read.whole("MEMORY_DEFAULT_TTL", 7_776_000, minimum=1, example="90 dias = 7776000")
 MEMORY_MAX_PAYLOAD_BYTES = read.whole("MEMORY_MAX_PAYLOAD_BYTES", 262_144, minimum=1, unit="bytes")
 MEMORY_BACKUP_DIR = Path(read.text("MEMORY_BACKUP_DIR", str(BASE_DIR / "var" / "backups")))
+# Limits on a file read by an import, a restore or a catalog run (a gzip, an XLSX are counted
+# decompressed), so that a hostile file is refused in bounded memory and time.
+# All of a file's content; an export of 1,000,000 entries is ~800 MB.
+MEMORY_IMPORT_MAX_BYTES = read.whole("MEMORY_IMPORT_MAX_BYTES", 2 * 1024**3, minimum=1, unit="bytes")
+# One line (JSONL, CSV) or one record (a CSV row over several lines, an object of a JSON array).
+MEMORY_IMPORT_MAX_LINE_BYTES = read.whole("MEMORY_IMPORT_MAX_LINE_BYTES", 8 * 1024**2, minimum=1, unit="bytes")
+# One CSV field (characters), one XLSX cell or XML text (bytes); payload + escaping fits.
+MEMORY_IMPORT_MAX_FIELD_BYTES = read.whole("MEMORY_IMPORT_MAX_FIELD_BYTES", 2 * 1024**2, minimum=1, unit="bytes")
+# A file uploaded to the admin's import, which reads it whole and previews every row in one request.
+MEMORY_IMPORT_ADMIN_MAX_BYTES = read.whole("MEMORY_IMPORT_ADMIN_MAX_BYTES", 10 * 1024**2, minimum=1, unit="bytes")
 # After a Redis failure, how long to wait before trying Redis again (seconds).
 MEMORY_REDIS_RETRY_AFTER = read.number("MEMORY_REDIS_RETRY_AFTER", 5.0)
 # Hits are buffered in the process and sent to Redis this often (seconds).

@@ -280,7 +280,8 @@ WRONG_FILES = [
                  id="json-wrong-keys"),
     pytest.param("dados.json", json.dumps([{"product_id": "X-1", "payload": "texto"}]).encode(), "payload",
                  id="json-payload-not-object"),
-    pytest.param("dados.csv", b"product_id,payload\nX-\xff,{}\n", "UTF-8", id="csv-invalid-utf8"),
+    # UTF-8 first, then a byte that is not (a file that is all Windows-1252 is read as such).
+    pytest.param("dados.csv", b"product_id,payload\nX-\xc3\xa9,{}\nX-\xff,{}\n", "UTF-8", id="csv-invalid-utf8"),
     pytest.param("dados.csv", b'product_id,payload\nX-1,"' + b'{""a"": ' * 10_000 + b"1" + b"}" * 10_000 + b'"\n',
                  "payload", id="csv-payload-nested-10000"),
     pytest.param("dados.json", b'[{"product_id": "X-1", "payload": ' + b'{"a": ' * 10_000 + b"1" + b"}" * 10_000 + b"}]",

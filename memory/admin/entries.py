@@ -27,10 +27,11 @@ from import_export.formats.base_formats import JSON
 from import_export.forms import ExportForm
 
 from memory.admin.filters import ExpiringSoonFilter, GeneratorVersionFilter, KindFilter, StatusFilter
-from memory.admin.resources import ProductMemoryEntryResource, SpreadsheetCSV, SpreadsheetXLSX
+from memory.admin.resources import BoundedImportForm, ProductMemoryEntryResource, SpreadsheetCSV, SpreadsheetXLSX
 from memory.engine import freshness
 from memory.engine.freshness import EntryStatus
 from memory.io.formats import IMPORT_FORMATS
+from memory.io.schema import ImportFileError
 from memory.models import TITLE_SORT_CHARS, ProductMemoryEntry
 from memory.providers.prompts import current_generator_version
 from memory.services.entries import delete_entries, enqueue_regeneration, extend_expiry
@@ -119,6 +120,7 @@ class ProductMemoryEntryAdmin(ImportExportMixin, ExportActionMixin, admin.ModelA
     resource_classes = [ProductMemoryEntryResource]
     formats = [TABLIB_FORMATS[name] for name in sorted(IMPORT_FORMATS) if name in TABLIB_FORMATS]
     export_form_class = ExportForm  # every column, always: what is exported must read back
+    import_form_class = BoundedImportForm
     import_export_change_list_template = "admin/memory/productmemoryentry/change_list.html"
     show_change_form_export = False  # the detail page is read-only: export from the list
 
@@ -169,6 +171,13 @@ class ProductMemoryEntryAdmin(ImportExportMixin, ExportActionMixin, admin.ModelA
 
     def has_export_permission(self, request):
         return self.has_view_permission(request)
+
+    def add_data_read_fail_error_to_form(self, form, e):
+        """A file the readers refuse shows their one line; others, django-import-export's message."""
+        if isinstance(e, ImportFileError):
+            form.add_error("import_file", str(e))
+        else:
+            super().add_data_read_fail_error_to_form(form, e)
 
     # -- list -----------------------------------------------------------------------
 

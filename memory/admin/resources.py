@@ -12,18 +12,28 @@ The CSV and XLSX formats (:class:`SpreadsheetCSV`, :class:`SpreadsheetXLSX`) esc
 with :func:`memory.io.formats.spreadsheet_text` on export and undo it on import, as
 ``manage_memory`` does: no formula runs when a spreadsheet opens an export, and an XLSX cell
 holds text, never a formula. The JSON format holds every value as it is.
+
+The admin reads an upload whole and previews every row in one request, so an upload past
+``MEMORY_IMPORT_ADMIN_MAX_BYTES`` is refused before it is read, and an XLSX is read by
+:func:`memory.io.readers.xlsx_rows` (checked before it is parsed, every row read) as
+``manage_memory import`` reads it.
 """
 from __future__ import annotations
 
+import io
+
+import tablib
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 from import_export import fields, resources, widgets
 from import_export.formats.base_formats import CSV, XLSX
+from import_export.forms import ImportForm
 from import_export.results import Error
-import tablib
 
 from memory.io.formats import from_spreadsheet_text, spreadsheet_text
-from memory.io.schema import EXPORT_FIELDS, ImportFileError, RowError, check_header, clean_row, text_cell
+from memory.io.readers import xlsx_rows
+from memory.io.schema import EXPORT_FIELDS, ImportFileError, RowError, blank, check_header, clean_row, text_cell
 from memory.models import ProductMemoryEntry
 from memory.services.entries import evict_on_commit
 
@@ -65,7 +75,26 @@ class SpreadsheetCSV(SpreadsheetFormat, CSV):
     pass
 
 
-class SpreadsheetXLSX(SpreadsheetFormat, XLSX):
+class MemoryXLSX(XLSX):
+    """XLSX read as ``manage_memory import`` reads it (:func:`~memory.io.readers.xlsx_rows`)."""
+
+    def create_dataset(self, in_stream, **kwargs):
+        rows = xlsx_rows(io.BytesIO(in_stream))
+        dataset = tablib.Dataset()
+        header = next(rows, None)
+        if header is None:
+            return dataset
+        width = len(header)
+        dataset.headers = list(header)
+        for cells in rows:
+            if all(blank(c) for c in cells):
+                continue
+            # A row may hold fewer cells than the header (or stray ones beyond it).
+            dataset.append((list(cells) + [None] * width)[:width])
+        return dataset
+
+
+class SpreadsheetXLSX(SpreadsheetFormat, MemoryXLSX):
     pass
 
 
@@ -128,3 +157,17 @@ class ProductMemoryEntryResource(resources.ModelResource):
         if not kwargs.get("dry_run") and self._written_keys:
             evict_on_commit(self._written_keys)
         self._written_keys = []
+
+
+class BoundedImportForm(ImportForm):
+    """The import form, refusing a file larger than ``MEMORY_IMPORT_ADMIN_MAX_BYTES`` before it is read."""
+
+    def clean_import_file(self):
+        upload = self.cleaned_data["import_file"]
+        limit = settings.MEMORY_IMPORT_ADMIN_MAX_BYTES
+        if upload.size > limit:
+            raise ValidationError(
+                f"Arquivo grande demais para o admin: {upload.size} bytes (limite MEMORY_IMPORT_ADMIN_MAX_BYTES = "
+                f"{limit} bytes). Use: python manage.py manage_memory import --input-file ARQUIVO"
+            )
+        return upload

@@ -135,7 +135,7 @@ def import_entries(source: str | os.PathLike | IO, fmt: str | None = None, *, dr
             logger.info("Importação recusada: %d registros inválidos em %s; nada foi gravado",
                         report.error_count, src.name or "arquivo")
             return report
-        if dry_run:
+        if dry_run or not report.rows:  # a file of no entries (blank lines only) is not read again
             return report
 
         _write(src, fmt, report, now, on_progress)

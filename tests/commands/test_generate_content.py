@@ -52,7 +52,7 @@ def test_changed_rows_are_regenerated_as_stale(tmp_path):
 def test_bad_rows_are_reported_by_number_skipped_and_fail_the_exit_status(tmp_path):
     catalog = tmp_path / "c.csv"
     catalog.write_text(
-        "sku,gtin,title\nOK-1,,Caneca\n,7891234567890,\n,,\nOK-2,,Prato\n", encoding="utf-8"
+        "sku,gtin,title,price\nOK-1,,Caneca,1\n,7891234567890,,2\n,,,3\nOK-2,,Prato,4\n", encoding="utf-8"
     )
     with pytest.raises(CommandError, match="2 linha"):
         run(str(catalog))
@@ -75,8 +75,9 @@ def test_bad_rows_are_listed_with_line_numbers(tmp_path, capsys):
     "name, content, message",
     [
         ("c.txt", "x", "format"),
-        ("c.json", "{not json", "JSON inválido"),
-        ("c.json", '{"sku": "A"}', "lista de produtos"),
+        ("c.json", "[{not json", "JSON inválido"),
+        ("c.json", "{not json", "lista de objetos"),
+        ("c.json", '{"sku": "A"}', "lista de objetos"),
     ],
 )
 def test_unreadable_catalogs_give_one_clear_error(tmp_path, name, content, message):
@@ -144,3 +145,65 @@ def test_per_product_log_lines_follow_the_verbosity(caplog):
     caplog.clear()
     run(str(SAMPLE), "--verbosity", "2")
     assert len([r for r in caplog.records if PER_PRODUCT.search(r.getMessage())]) == 200
+
+
+# --- catalogs as Excel saves them, and the formats of the import -------------------------------
+
+
+def test_a_semicolon_windows_1252_catalog_as_excel_pt_br_saves_it_is_read(tmp_path):
+    catalog = tmp_path / "c.csv"
+    catalog.write_bytes("sku;title;preço\nCF-1;Caneca Café;10,5\nCF-2;Prato Açaí;7\n".encode("cp1252"))
+    summary = json.loads(run(str(catalog), "--json")[0])
+    assert (summary["products"], summary["failed"]) == (2, 0)
+    entry = ProductMemoryEntry.objects.get(product_id="CF-1")
+    assert entry.source_data == {"sku": "CF-1", "title": "Caneca Café", "preço": "10,5"}
+
+
+def test_a_tab_delimited_utf8_catalog_with_bom_is_read(tmp_path):
+    catalog = tmp_path / "c.csv"
+    catalog.write_bytes("\ufeffsku\ttitle\nTB-1\tCaneca Café\n".encode("utf-8"))
+    assert json.loads(run(str(catalog), "--json")[0])["failed"] == 0
+    assert ProductMemoryEntry.objects.get(product_id="TB-1").source_data["title"] == "Caneca Café"
+
+
+def test_a_catalog_without_an_identifier_column_names_the_columns_it_has(tmp_path):
+    catalog = tmp_path / "c.csv"
+    catalog.write_text("codigo|nome\nA|Caneca\n", encoding="utf-8")
+    with pytest.raises(CommandError) as info:
+        run(str(catalog))
+    message = str(info.value)
+    assert "nenhuma coluna que identifique o produto" in message and "'codigo|nome'" in message
+    assert "\n" not in message
+    assert not ProductMemoryEntry.objects.exists()
+
+
+@pytest.mark.parametrize("name, content", [
+    ("c.csv", b""), ("c.csv", b"sku,title\n"), ("c.csv", b"sku,title\n,\n\n"), ("c.json", b"[]"), ("c.jsonl", b"\n"),
+])
+def test_an_empty_catalog_is_a_command_error(tmp_path, name, content):
+    catalog = tmp_path / name
+    catalog.write_bytes(content)
+    with pytest.raises(CommandError, match="vazio"):
+        run(str(catalog))
+
+
+def test_an_xlsx_catalog_is_read_as_the_import_reads_it(tmp_path):
+    from openpyxl import Workbook
+
+    workbook = Workbook()
+    sheet = workbook.active
+    sheet.append(["sku", "ean", "title"])
+    sheet.append(["X-1", None, "Caneca"])
+    sheet.append([None, 7891234567895, "Prato"])  # Excel hands the GTIN back as a float
+    workbook.save(tmp_path / "c.xlsx")
+    summary = json.loads(run(str(tmp_path / "c.xlsx"), "--json")[0])
+    assert (summary["products"], summary["failed"]) == (2, 0)
+    assert set(ProductMemoryEntry.objects.values_list("product_id", flat=True)) == {"X-1", "gtin:07891234567895"}
+
+
+def test_a_gzipped_catalog_is_read(tmp_path):
+    import gzip
+
+    (tmp_path / "c.jsonl.gz").write_bytes(gzip.compress(b'{"sku": "GZ-1", "title": "Caneca"}\n'))
+    assert json.loads(run(str(tmp_path / "c.jsonl.gz"), "--json")[0])["products"] == 1
+    assert ProductMemoryEntry.objects.filter(product_id="GZ-1").exists()

@@ -28,11 +28,11 @@ ROWS_PER_BATCH_CALL = 500
 
 
 class Command(BaseCommand):
-    help = "Gera conteúdo para os produtos de um catálogo (CSV, JSON ou JSONL), reaproveitando a memória."
+    help = "Gera conteúdo para os produtos de um catálogo (CSV, JSON, JSONL ou XLSX, .gz aceito), reaproveitando a memória."
 
     def add_arguments(self, parser):
         parser.add_argument("catalog", help="arquivo do catálogo")
-        parser.add_argument("--format", choices=CATALOG_FORMATS, help="formato (padrão: pela extensão)")
+        parser.add_argument("--format", choices=CATALOG_FORMATS, help="formato (padrão: pela extensão; .gz aceito)")
         parser.add_argument("--batch-size", type=int, default=10,
                             help=f"gerações por lote (1 a {MAX_BATCH_SIZE}, padrão 10)")
         parser.add_argument("--force", action="store_true", help="regenera mesmo o que está na memória")
@@ -82,6 +82,8 @@ class Command(BaseCommand):
                 bad_rows.append((row.number, row.error))
             else:
                 valid.append((row.number, row.product))
+        if not valid and not bad_rows:
+            raise CommandError(f"Catálogo vazio: nenhum produto em {path}")
 
         result = BatchResult()
         failed_rows: list[tuple[int, str]] = []
