@@ -54,8 +54,6 @@ ALIAS = "memory_l2"
 # What a Redis call may raise when Redis is away, slow or broken: never fatal to the memory.
 REDIS_ERRORS: tuple[type[BaseException], ...] = (ConnectionInterrupted, RedisError, OSError)
 
-
-
 T = TypeVar("T")
 
 
