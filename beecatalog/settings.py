@@ -189,8 +189,8 @@ if REDIS_URL:
         "KEY_PREFIX": "bcm",
         "TIMEOUT": None,
         "OPTIONS": {
-            "CLIENT_CLASS": "django_redis.client.DefaultClient",
-            "SERIALIZER": "django_redis.serializers.json.JSONSerializer",
+            "CLIENT_CLASS": "memory.infra.cache_backends.SigningClient",
+            "SERIALIZER": "memory.infra.serializers.StrictJSONSerializer",
             "COMPRESSOR": "memory.infra.compressors.Lz4ReadingZstdCompressor",
             "SOCKET_CONNECT_TIMEOUT": MEMORY_REDIS_TIMEOUT,
             "SOCKET_TIMEOUT": MEMORY_REDIS_TIMEOUT,

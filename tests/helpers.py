@@ -129,8 +129,8 @@ def l2_caches(options: dict, location: str) -> dict:
     })
     l2["LOCATION"] = location
     l2["OPTIONS"] = {
-        "CLIENT_CLASS": "django_redis.client.DefaultClient",
-        "SERIALIZER": "django_redis.serializers.json.JSONSerializer",
+        "CLIENT_CLASS": "memory.infra.cache_backends.SigningClient",
+        "SERIALIZER": "memory.infra.serializers.StrictJSONSerializer",
         "COMPRESSOR": "memory.infra.compressors.Lz4ReadingZstdCompressor",
         "SOCKET_CONNECT_TIMEOUT": 0.2,
         "SOCKET_TIMEOUT": 0.2,

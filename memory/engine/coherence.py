@@ -142,11 +142,10 @@ class InvalidationListener:
 
     def _apply(self, l1: LocalTier, data) -> None:
         try:
-            message = json.loads(data)
-        except (TypeError, ValueError):  # UnicodeDecodeError included
-            logger.warning("Mensagem de invalidação ilegível ignorada: %r", repr(data)[:100])
-            return
-        if not isinstance(message, dict):
+            message = _read_message(data)
+        except ValueError as exc:  # a message no memory process sends: ignored, logged once
+            shown = repr(data)[:100]
+            redis.invalid_values.report(f"invalidação {shown}", f"Mensagem de invalidação ignorada ({exc}): {shown}")
             return
         if message.get("origin") == self.origin:
             return
@@ -156,7 +155,7 @@ class InvalidationListener:
         if message.get("clear"):
             self.evicted(l1.clear)
         else:
-            keys = [cache_key((pid, kind)) for pid, kind in message.get("keys", [])]
+            keys = [cache_key(key) for key in message["keys"]]
             self.evicted(lambda: l1.cache.delete_many(keys))
 
     def evicted(self, evict: Callable[[], None] | None = None) -> None:
@@ -165,6 +164,26 @@ class InvalidationListener:
             self.epoch += 1
             if evict is not None:
                 evict()
+
+
+def _read_message(data) -> dict:
+    """An invalidation message as :func:`_publish` sends it: ``origin`` and one of ``auth``,
+    ``clear`` or ``keys`` (pairs of texts); ValueError otherwise (Redis is not trusted)."""
+    try:
+        message = json.loads(data)
+    except (TypeError, ValueError, RecursionError):  # UnicodeDecodeError included
+        raise ValueError("ilegível") from None
+    if not isinstance(message, dict) or not isinstance(message.get("origin"), str):
+        raise ValueError("não é um objeto com origin")
+    if message.get("auth") is True or message.get("clear") is True:
+        return message
+    keys = message.get("keys")
+    if not isinstance(keys, list) or not all(
+        isinstance(key, list) and len(key) == 2 and isinstance(key[0], str) and isinstance(key[1], str) for key in keys
+    ):
+        raise ValueError("keys: deve ser uma lista de pares [product_id, kind]")
+    message["keys"] = [tuple(key) for key in keys]
+    return message
 
 
 listener = InvalidationListener()

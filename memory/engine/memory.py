@@ -25,7 +25,7 @@ from memory.engine.identifiers import extract_product_identifier, input_fingerpr
 from memory.engine.coherence import (
     evict_l1, fill_l1, invalidation_message, l1_epoch, l1_is_trustworthy, publish_clear, publish_keys, write_l1,
 )
-from memory.engine.validators import INT_MAX, json_object, text, whole_number
+from memory.engine.validators import BIGINT_MAX, INT_MAX, json_object, text, whole_number
 from memory.models import DEFAULT_KIND, DailyStats, ProductMemoryEntry
 from memory.providers.prompts import current_generator_version
 from memory.engine.tiers import L1, L2, L3, DatabaseTier, Key, LocalTier, Snapshot, shared_redis_tier
@@ -381,6 +381,9 @@ class ProductMemory:
         return memory_figures(self.kind, self.generator_version, self.counter)
 
 
+ENTRY_COUNT_FIELDS = ("total", freshness.ACTIVE, freshness.EXPIRED, freshness.STALE)
+
+
 def memory_figures(kind: str | None, generator_version: str, counter=hit_counter) -> dict:
     """Entry counts (of ``kind``, or of every kind for None) by :mod:`freshness <memory.engine.freshness>`
     status, hits, misses, generations and tokens, including counts not yet flushed to PostgreSQL."""
@@ -389,7 +392,7 @@ def memory_figures(kind: str | None, generator_version: str, counter=hit_counter
         queryset = ProductMemoryEntry.objects.all() if kind is None else ProductMemoryEntry.objects.filter(kind=kind)
         return freshness.status_counts(queryset, generator_version, timezone.now())
 
-    entries = cached_for_stats(f"entries:{kind or '*'}:{generator_version}", count_entries)
+    entries = cached_for_stats(f"entries:{kind or '*'}:{generator_version}", count_entries, ENTRY_COUNT_FIELDS)
     daily = DailyStats.objects.aggregate(
         hits=Sum("hits"), misses=Sum("misses"), generations=Sum("generations"),
         tokens_spent=Sum("tokens_spent"), tokens_saved=Sum("tokens_saved"),
@@ -428,10 +431,17 @@ STATS_GENERATION = "memory-stats:generation"
 _local_stats_generation = 0
 
 
-def cached_for_stats(name: str, compute):
+# The most a stats generation may reach: INCR fails past a 64-bit integer.
+MAX_STATS_GENERATION = 2**62
+
+
+def cached_for_stats(name: str, compute, fields: tuple[str, ...]):
     """``compute()``'s figures (they need a full scan of the table), kept up to
     ``MEMORY_STATS_CACHE_SECONDS`` unless a write to the memory changes them first: a scan
-    grows with the table (docs/benchmarks.md), and stats are polled."""
+    grows with the table (docs/benchmarks.md), and stats are polled.
+
+    The figures are a dict of ``fields``, each a count or None; kept figures read back from
+    Redis are used only in that shape (anything else is counted again, and deleted)."""
     seconds = settings.MEMORY_STATS_CACHE_SECONDS
     if seconds <= 0:
         return compute()
@@ -443,19 +453,61 @@ def cached_for_stats(name: str, compute):
             caches["default"].set(key, value, timeout=seconds)
         return value
 
-    key = f"memory-stats:{name}"
-    found = redis.run(lambda: redis.cache().get_many([STATS_GENERATION, key]))
+    generation_key, kept_key = redis.make_key(STATS_GENERATION), redis.make_key(f"memory-stats:{name}")
+    found = redis.run(lambda: redis.client().mget([generation_key, kept_key]))
     if found is None:
         return compute()
     # Read before counting: figures counted while a write commits are kept under the old
     # generation, which the write's INCR has already (or will have) left behind.
-    generation = found.get(STATS_GENERATION, 0)
-    kept = found.get(key)
-    if isinstance(kept, dict) and kept.get("generation") == generation:
-        return kept["value"]
+    raw_generation, raw_kept = found
+    invalid: dict[str, str] = {}
+    generation = _stats_generation(raw_generation)
+    if generation is None:
+        # Kept figures can no longer be told apart by generation: none is used until a new one.
+        invalid[generation_key] = f"geração das estatísticas não é um inteiro de 0 a {MAX_STATS_GENERATION}"
+        kept = None
+    else:
+        kept = _kept_figures(raw_kept, name, generation, fields, kept_key, invalid)
+    redis.discard(invalid)
+    if kept is not None:
+        return kept
     value = compute()
-    redis.run(lambda: redis.cache().set(key, {"generation": generation, "value": value}, timeout=seconds))
+    if generation is not None:
+        stored = redis.encode({"name": name, "generation": generation, "value": value})
+        redis.run(lambda: redis.client().set(kept_key, stored, px=max(1, int(seconds * 1000))))
     return value
+
+
+def _stats_generation(raw: bytes | None) -> int | None:
+    """The stats generation Redis holds (0 before the first write); None if it is not one."""
+    if raw is None:
+        return 0
+    try:
+        generation = int(raw)
+    except ValueError:
+        return None
+    return generation if 0 <= generation <= MAX_STATS_GENERATION else None
+
+
+def _kept_figures(raw, name: str, generation: int, fields: tuple[str, ...], kept_key: str, invalid: dict):
+    """The figures kept under ``name`` for ``generation``, or None (absent, older, or invalid:
+    then noted in ``invalid``)."""
+    if raw is None:
+        return None
+    try:
+        kept = redis.decode(raw)
+        if not isinstance(kept, dict) or kept.keys() != {"name", "generation", "value"} or kept["name"] != name:
+            raise ValueError("não são estatísticas guardadas deste nome")
+        value = kept["value"]
+        if not isinstance(value, dict) or value.keys() != set(fields):
+            raise ValueError(f"estatísticas sem os campos {', '.join(fields)}")
+        for field in fields:
+            if value[field] is not None:
+                whole_number(field, value[field], maximum=BIGINT_MAX)
+    except ValueError as exc:  # redis.InvalidValue included
+        invalid[kept_key] = str(exc)
+        return None
+    return value if kept["generation"] == generation else None
 
 
 def forget_cached_stats() -> None:

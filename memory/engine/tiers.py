@@ -25,7 +25,7 @@ from abc import ABC, abstractmethod
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from datetime import datetime, timezone as dt_timezone
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 from django.conf import settings
 from django.core.cache import caches
@@ -33,6 +33,7 @@ from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from memory.engine import freshness
+from memory.engine.validators import INT_MAX, instant, whole_number
 from memory.infra import redis
 from memory.models import ProductMemoryEntry
 
@@ -44,6 +45,9 @@ KEY_FIELDS = ("product_id", "kind")  # the unique key of a row, the conflict tar
 L1 = "l1"
 L2 = "l2"
 L3 = "l3"
+
+# The lengths of the model's columns.
+MAX_LENGTHS = {"product_id": 255, "kind": 64, "input_fingerprint": 64, "generator_version": 200}
 
 
 @dataclass(frozen=True)
@@ -82,7 +86,28 @@ class Snapshot:
         return dict(self.__dict__)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Snapshot":
+    def from_stored(cls, data: Any, key: Key) -> "Snapshot":
+        """The snapshot of ``key`` that a cache tier stored as :meth:`to_dict`; ``ValueError``
+        naming the field unless every field has its type and bounds (Redis is not trusted).
+
+        The payload's size is bounded before it is read (:func:`memory.infra.redis.decode`),
+        and NaN/Infinity never decode: here it only has to be a JSON object."""
+        if not isinstance(data, dict):
+            raise ValueError(f"snapshot: deve ser um objeto, recebido {type(data).__name__}")
+        if data.keys() != _SNAPSHOT_FIELD_SET:
+            raise ValueError(f"snapshot: os campos devem ser exatamente {', '.join(sorted(_SNAPSHOT_FIELD_SET))}")
+        for name, max_length in MAX_LENGTHS.items():
+            value = data[name]
+            if not isinstance(value, str) or len(value) > max_length:
+                raise ValueError(f"{name}: deve ser um texto de até {max_length} caracteres")
+        if (data["product_id"], data["kind"]) != key:
+            raise ValueError("product_id: o valor é de outra entrada")
+        if not isinstance(data["payload"], dict):
+            raise ValueError(f"payload: deve ser um objeto JSON, recebido {type(data['payload']).__name__}")
+        for name in ("tokens_prompt", "tokens_completion"):
+            whole_number(name, data[name], maximum=INT_MAX)
+        instant("created_at", data["created_at"])
+        instant("expires_at", data["expires_at"])
         return cls(**data)
 
     @classmethod
@@ -104,6 +129,9 @@ class Snapshot:
 
     def expires_at_datetime(self) -> datetime:
         return datetime.fromtimestamp(self.expires_at, tz=dt_timezone.utc)
+
+
+_SNAPSHOT_FIELD_SET = frozenset(field.name for field in fields(Snapshot))
 
 
 def cache_key(key: Key) -> str:
@@ -260,7 +288,8 @@ class RedisTier(CacheTier):
             self._pending_clear = False
 
     def get_many(self, keys):
-        """One MGET; a value that cannot be decoded is a miss, and deleted."""
+        """One MGET; a value this memory did not write, or that is not a valid snapshot of its
+        key, is a miss, deleted and logged (:func:`memory.infra.redis.discard`)."""
         by_redis_key = {redis.make_key(cache_key(k)): k for k in keys}
         if not by_redis_key:
             return {}
@@ -268,17 +297,17 @@ class RedisTier(CacheTier):
         def read():
             return list(zip(by_redis_key, redis.client().mget(list(by_redis_key))))
 
-        found, undecodable = {}, []
+        found, invalid = {}, {}
         for redis_key, value in self.run_guarded(read, default=[]):
             if value is None:
                 continue
+            key = by_redis_key[redis_key]
             try:
-                found[by_redis_key[redis_key]] = Snapshot.from_dict(redis.decode(value))
-            except redis.DECODE_ERRORS:
-                undecodable.append(redis_key)
-        if undecodable:
-            logger.warning("Redis: %d valor(es) ilegível(is) descartado(s), lidos do PostgreSQL", len(undecodable))
-            self.run_guarded(lambda: redis.client().unlink(*undecodable))
+                found[key] = Snapshot.from_stored(redis.decode(value), key)
+            except ValueError as exc:  # redis.InvalidValue included
+                invalid[redis_key] = str(exc)
+        if invalid:
+            redis.discard(invalid)
         return found
 
     def set_many(self, snapshots, publish: tuple[str, str] | None = None, incr: str | None = None) -> bool:
