@@ -49,6 +49,18 @@ def env_seconds(name: str, default: float, *, minimum: float = 0, integer: bool 
     return value
 
 
+def env_whole(name: str, default: int, *, minimum: int, maximum: int) -> int:
+    """``name`` from the environment as a whole number from ``minimum`` to ``maximum``."""
+    raw = env.str(name, default=str(default)).strip()
+    try:
+        value = int(raw)
+    except ValueError:
+        value = None
+    if value is None or not minimum <= value <= maximum:
+        refuse(f"{name}: use um número inteiro de {minimum} a {maximum}, não {raw!r}")
+    return value
+
+
 _BOOLEANS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
 
 
@@ -275,11 +287,35 @@ CELERY_TIMEZONE = env("TIME_ZONE", default="America/Sao_Paulo")
 # --- Generation ---------------------------------------------------------------
 LLM_PROVIDER = env("LLM_PROVIDER", default="template")
 LLM_MODEL = env("LLM_MODEL", default="gpt-4o-mini")
-LLM_TIMEOUT = env.float("LLM_TIMEOUT", default=60.0)
+# Any OpenAI-compatible server (OpenAI, a LiteLLM proxy, vLLM, Ollama) through the official SDK,
+# one client (and connection pool) per process.
 OPENAI_BASE_URL = env("OPENAI_BASE_URL", default="https://api.openai.com/v1")
 OPENAI_API_KEY = env("OPENAI_API_KEY", default="")
-LLM_MAX_ATTEMPTS = env.int("LLM_MAX_ATTEMPTS", default=3)
-LLM_RETRY_BACKOFF = env.float("LLM_RETRY_BACKOFF", default=1.0)
+# Seconds to open a connection, and seconds to wait for the answer of a request.
+LLM_CONNECT_TIMEOUT = env_seconds("LLM_CONNECT_TIMEOUT", 5.0, minimum=0.001)
+LLM_TIMEOUT = env_seconds("LLM_TIMEOUT", 60.0, minimum=0.001)
+# Requests per generation, retries included: the SDK retries 408, 409, 429, 5xx, timeouts and
+# connection errors (back-off with jitter, honouring Retry-After up to 2 minutes); a malformed
+# answer is asked for again within the same budget.
+LLM_MAX_ATTEMPTS = env_whole("LLM_MAX_ATTEMPTS", 3, minimum=1, maximum=20)
+# json_schema: a strict JSON schema built from the content schema (OpenAI, vLLM, recent Ollama);
+# json_object: any JSON object, for servers without structured outputs.
+LLM_RESPONSE_FORMATS = ("json_schema", "json_object")
+LLM_RESPONSE_FORMAT = env.str("LLM_RESPONSE_FORMAT", default="json_schema").strip()
+if LLM_RESPONSE_FORMAT not in LLM_RESPONSE_FORMATS:
+    refuse(f"LLM_RESPONSE_FORMAT: use {' ou '.join(LLM_RESPONSE_FORMATS)}, não {LLM_RESPONSE_FORMAT!r}")
+# Most tokens an answer may use (sent as max_completion_tokens); an answer cut there fails at once.
+LLM_MAX_TOKENS = env_whole("LLM_MAX_TOKENS", 2048, minimum=1, maximum=1_000_000)
+# Sent only when set: some models (reasoning ones) refuse any value but their own.
+_temperature = env.str("LLM_TEMPERATURE", default="").strip()
+LLM_TEMPERATURE = None
+if _temperature:
+    try:
+        LLM_TEMPERATURE = float(_temperature)
+    except ValueError:
+        LLM_TEMPERATURE = math.nan
+    if not 0 <= LLM_TEMPERATURE <= 2:
+        refuse(f"LLM_TEMPERATURE: use um número de 0 a 2 (ou deixe vazia), não {_temperature!r}")
 # Generations of one batch chunk that may run at once (threads) against a remote provider.
 LLM_MAX_CONCURRENCY = env.int("LLM_MAX_CONCURRENCY", default=4)
 # Single flight: how long a generation may hold a product's lock, and others wait for it.

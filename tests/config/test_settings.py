@@ -87,6 +87,14 @@ def test_debug_on_runs_with_the_default_key():
     ("SECURE_PROXY_SSL_HEADER", "X-Forwarded-Proto"),
     ("SECURE_PROXY_SSL_HEADER", "HTTP_X_FORWARDED_PROTO"),
     ("METRICS_ALLOW", "everyone"),
+    ("LLM_TIMEOUT", "0"),
+    ("LLM_CONNECT_TIMEOUT", "cinco"),
+    ("LLM_MAX_ATTEMPTS", "0"),
+    ("LLM_MAX_ATTEMPTS", "três"),
+    ("LLM_RESPONSE_FORMAT", "json"),
+    ("LLM_MAX_TOKENS", "0"),
+    ("LLM_TEMPERATURE", "quente"),
+    ("LLM_TEMPERATURE", "3"),
 ])
 def test_a_bad_value_stops_the_settings_with_one_line_naming_it(name, value):
     line = assert_refused_in_one_line(run([sys.executable, "-c", "import beecatalog.settings"],
