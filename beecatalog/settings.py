@@ -4,6 +4,7 @@ Every setting that changes between machines is read here, once, from the
 environment (see ``.env.example`` and the README's configuration table).
 Modules read ``django.conf.settings``, never ``os.environ``.
 """
+import json
 import math
 import re
 import sys
@@ -320,15 +321,29 @@ if _temperature:
 LLM_MAX_CONCURRENCY = env.int("LLM_MAX_CONCURRENCY", default=4)
 # Single flight: how long a generation may hold a product's lock, and others wait for it.
 MEMORY_GENERATION_LOCK_TIMEOUT = env.float("MEMORY_GENERATION_LOCK_TIMEOUT", default=180.0)
-# USD per 1M tokens (prompt, completion), used for the "estimated cost saved" figures.
-LLM_PRICES = {
-    "gpt-4o-mini": (0.15, 0.60),
-    "gpt-4o": (2.50, 10.00),
-    "gpt-4.1-mini": (0.40, 1.60),
-    "gpt-4.1": (2.00, 8.00),
-    "template": (0.15, 0.60),  # priced as the default model, so the demo shows a realistic figure
+# USD per 1M tokens: prompt, cached prompt, completion. LLM_PRICES (JSON, {"model": [prompt,
+# cached, completion]}) adds models or replaces these. A model without prices has an unknown cost
+# (the stats say so and log a warning), never a default one.
+LLM_PRICES_DEFAULT = {
+    "gpt-4o-mini": (0.15, 0.075, 0.60),
+    "gpt-4o": (2.50, 1.25, 10.00),
+    "gpt-4.1-mini": (0.40, 0.10, 1.60),
+    "gpt-4.1": (2.00, 0.50, 8.00),
+    "template": (0.15, 0.075, 0.60),  # priced as gpt-4o-mini, so the demo shows a realistic figure
 }
-LLM_DEFAULT_PRICE = (0.15, 0.60)
+_prices_raw = env.str("LLM_PRICES", default="").strip()
+try:
+    _prices = json.loads(_prices_raw) if _prices_raw else {}
+except ValueError:
+    refuse(f"LLM_PRICES: JSON inválido, use {{\"modelo\": [prompt, prompt em cache, resposta]}}, não {_prices_raw!r}")
+if not isinstance(_prices, dict):
+    refuse(f"LLM_PRICES: use um objeto {{\"modelo\": [prompt, prompt em cache, resposta]}}, não {_prices_raw!r}")
+for _model, _values in _prices.items():
+    if not (isinstance(_values, list) and len(_values) == 3 and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0 for v in _values)):
+        refuse(f"LLM_PRICES: {_model!r} precisa de três preços não negativos em USD por 1M de tokens"
+               f" (prompt, prompt em cache, resposta), em {_prices_raw!r}")
+LLM_PRICES = {**LLM_PRICES_DEFAULT, **{model: tuple(values) for model, values in _prices.items()}}
 
 # --- REST API (memory/api/) ------------------------------------------------------
 # Largest request body the API reads, in bytes (also Django's form limit).

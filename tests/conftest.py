@@ -15,8 +15,10 @@ from psycopg import sql
 from beecatalog.celery import app as celery_app
 from memory.engine import runtime
 from memory.engine.coherence import wait_until_subscribed
+from memory.providers.openai import reset_clients
 
 from tests.helpers import l2_caches as _l2_caches, token_client
+from tests.providers.fake_openai import FakeOpenAI, FullBacklog
 from tests.servers import RedisServer
 
 
@@ -199,3 +201,21 @@ def celery_on_own_redis():
 def l1_trusted(monkeypatch):
     """This process reads its L1 (it would once subscribed to invalidations), so the tier served is certain."""
     monkeypatch.setattr("memory.engine.memory.l1_is_trustworthy", lambda: True)
+
+
+@pytest.fixture
+def fake_openai():
+    """A scripted OpenAI-compatible server on loopback; the process's SDK clients are forgotten after."""
+    server = FakeOpenAI().start()
+    yield server
+    reset_clients()
+    server.stop()
+
+
+@pytest.fixture
+def full_backlog():
+    """A loopback port that never completes a TCP handshake."""
+    port = FullBacklog()
+    yield port
+    reset_clients()
+    port.close()

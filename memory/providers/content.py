@@ -8,10 +8,17 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class GeneratedContent:
+    """``tokens_cached`` (prompt tokens served from the provider's cache) and ``tokens_reasoning``
+    (completion tokens the model spent thinking) are parts of the prompt and completion counts;
+    ``tokens_wasted`` is what earlier, discarded attempts of the same generation cost."""
+
     content: dict
     tokens_prompt: int = 0
     tokens_completion: int = 0
     generator_version: str | None = None
+    tokens_cached: int = 0
+    tokens_reasoning: int = 0
+    tokens_wasted: int = 0
 
     @property
     def tokens_spent(self) -> int:

@@ -12,6 +12,7 @@ once. Every failure is one of the typed errors of ``providers.base``.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -87,6 +88,14 @@ def _requests_made(exc: openai.APIError) -> int:
         return int(request.headers.get("x-stainless-retry-count", 0)) + 1
     except (AttributeError, TypeError, ValueError):
         return 1
+
+
+def _detail(usage, part: str, name: str) -> int:
+    """``usage.<part>.<name>`` as a count; 0 when the server does not report it."""
+    try:
+        return max(0, int(getattr(getattr(usage, part, None), name, 0) or 0))
+    except (TypeError, ValueError):
+        return 0
 
 
 def _error_code(exc: openai.APIStatusError) -> str:
@@ -182,7 +191,7 @@ class OpenAIProvider(ContentProvider):
                 raise error from None
             used += raw.retries_taken + 1
             try:
-                return self.parse(raw.parse())
+                return dataclasses.replace(self.parse(raw.parse()), tokens_wasted=wasted)
             except TruncatedOutput as exc:
                 exc.tokens_wasted += wasted
                 raise
@@ -222,4 +231,6 @@ class OpenAIProvider(ContentProvider):
             tokens_prompt=prompt,
             tokens_completion=answer,
             generator_version=self.generator_version,
+            tokens_cached=_detail(usage, "prompt_tokens_details", "cached_tokens"),
+            tokens_reasoning=_detail(usage, "completion_tokens_details", "reasoning_tokens"),
         )

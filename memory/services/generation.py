@@ -43,6 +43,7 @@ class ProductOutcome:
     status: str
     tokens_spent: int = 0
     tokens_saved: int = 0
+    tokens_wasted: int = 0  # billed for attempts whose answer was not stored
     error: str | None = None
     content: dict | None = None
     index: int | None = None
@@ -58,6 +59,7 @@ class ProductOutcome:
             "status": self.status,
             "tokens_spent": self.tokens_spent,
             "tokens_saved": self.tokens_saved,
+            "tokens_wasted": self.tokens_wasted,
         }
         if self.error:
             data["error"] = self.error
@@ -83,6 +85,10 @@ class BatchResult:
     def tokens_saved(self) -> int:
         return sum(o.tokens_saved for o in self.outcomes)
 
+    @property
+    def tokens_wasted(self) -> int:
+        return sum(o.tokens_wasted for o in self.outcomes)
+
     def summary(self) -> dict:
         return {
             "total": len(self.outcomes),
@@ -92,6 +98,7 @@ class BatchResult:
             "failed": self.count(FAILED),
             "tokens_spent": self.tokens_spent,
             "tokens_saved": self.tokens_saved,
+            "tokens_wasted": self.tokens_wasted,
             "products": [o.summary() for o in self.outcomes],
         }
 
@@ -142,8 +149,11 @@ def generate_product(
             generated = provider.generate(product_data)
         except (GenerationError, ValueError) as exc:
             logger.error("Falha ao gerar conteúdo do produto %s: %s", ref.product_id, exc)
-            return ProductOutcome(ref.product_id, FAILED, error=str(exc))
+            wasted = getattr(exc, "tokens_wasted", 0)
+            memory.count_wasted_tokens(wasted)
+            return ProductOutcome(ref.product_id, FAILED, error=str(exc), tokens_wasted=wasted)
         elapsed = time.perf_counter() - started
+        memory.count_wasted_tokens(generated.tokens_wasted)
         memory.save_product_data(
             ref,
             generated.content,
@@ -158,7 +168,8 @@ def generate_product(
         outcome_status = REGENERATED
     else:
         outcome_status = GENERATED
-    return ProductOutcome(ref.product_id, outcome_status, tokens_spent=generated.tokens_spent, content=generated.content)
+    return ProductOutcome(ref.product_id, outcome_status, tokens_spent=generated.tokens_spent,
+                          tokens_wasted=generated.tokens_wasted, content=generated.content)
 
 
 def validate_batch_size(batch_size: Any, name: str = "batch_size") -> int:

@@ -95,6 +95,10 @@ def test_debug_on_runs_with_the_default_key():
     ("LLM_MAX_TOKENS", "0"),
     ("LLM_TEMPERATURE", "quente"),
     ("LLM_TEMPERATURE", "3"),
+    ("LLM_PRICES", "gpt-4o-mini=0.15"),
+    ("LLM_PRICES", '["gpt-4o-mini"]'),
+    ("LLM_PRICES", '{"meu-modelo": [0.15, 0.60]}'),
+    ("LLM_PRICES", '{"meu-modelo": [0.15, -1, 0.60]}'),
 ])
 def test_a_bad_value_stops_the_settings_with_one_line_naming_it(name, value):
     line = assert_refused_in_one_line(run([sys.executable, "-c", "import beecatalog.settings"],

@@ -119,7 +119,8 @@ class Command(BaseCommand):
             "failed": result.count(FAILED) + len(bad_rows),
             "tokens_spent": result.tokens_spent,
             "tokens_saved": result.tokens_saved,
-            "estimated_cost_saved_usd": float(cost),
+            "tokens_wasted": result.tokens_wasted,
+            "estimated_cost_saved_usd": None if cost is None else float(cost),
         }
 
     def _progress(self, total: int):
@@ -149,9 +150,16 @@ class Command(BaseCommand):
             "failed": "Falhas",
             "tokens_spent": "Tokens gastos",
             "tokens_saved": "Tokens economizados",
+            "tokens_wasted": "Tokens desperdiçados (tentativas falhas ou descartadas)",
             "estimated_cost_saved_usd": "Custo estimado economizado (USD)",
         }
         for key, label in labels.items():
             value = summary[key]
-            table.add_row(label, f"{value:.4f}" if isinstance(value, float) else f"{value:,}".replace(",", "."))
+            if value is None:
+                text = "desconhecido (modelo sem preço em LLM_PRICES)"
+            elif isinstance(value, float):
+                text = f"{value:.4f}"
+            else:
+                text = f"{value:,}".replace(",", ".")
+            table.add_row(label, text)
         Console(file=self.stdout, width=80).print(table)

@@ -239,7 +239,10 @@ class Command(BaseCommand):
             ("Gerações", _number(stats.get("generations"))),
             ("Tokens gastos", _number(stats["tokens_spent"])),
             ("Tokens economizados", _number(stats["tokens_saved"])),
-            ("Custo estimado economizado", f"{_number(stats['estimated_cost_saved'])} {stats.get('currency', 'USD')}"),
+            ("Tokens desperdiçados", _number(stats["tokens_wasted"])),
+            ("Custo estimado economizado",
+             f"{_number(stats['estimated_cost_saved'])} {stats.get('currency', 'USD')}"
+             if stats["estimated_cost_saved"] is not None else "desconhecido (modelo sem preço em LLM_PRICES)"),
             ("Redis", "disponível" if redis["available"] else "indisponível"),
             ("  memória usada", _size(redis["used_memory_bytes"])),
             ("  chaves", _number(redis["keys"])),
