@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(shell sha1sum requirements.txt | cut -c1-12)
 # The embedded default: SQLite in var/, no Redis, the offline template provider. DEBUG stays
 # off, as in production, so each command gets a random SECRET_KEY of its own (nothing it
 # signs outlives the command).
-DEMO_ENV := DATABASE_URL=sqlite:///var/demo.sqlite3 REDIS_URL= CELERY_BROKER_URL= LLM_PROVIDER=template MEMORY_LOG_LEVEL=WARNING \
+DEMO_ENV := DATABASE_URL=sqlite:///var/demo.sqlite3 REDIS_URL= CELERY_BROKER_URL= LLM_PROVIDER=template \
 	SECRET_KEY=$$($(PY) -c 'import secrets; print(secrets.token_urlsafe(50))')
 
 .PHONY: demo test install migrate run worker beat clean
@@ -26,9 +26,9 @@ demo: install
 	mkdir -p var
 	rm -f var/demo.sqlite3
 	$(DEMO_ENV) $(PY) manage.py migrate --verbosity 0
-	@echo "== 1st catalog run: a cold memory generates (almost) everything =="
+	@echo "== 1ª execução do catálogo: memória fria gera (quase) tudo =="
 	$(DEMO_ENV) $(PY) manage.py generate_content samples/catalog.csv
-	@echo "== 2nd catalog run: the same catalog is served from memory =="
+	@echo "== 2ª execução do catálogo: o mesmo catálogo vem da memória =="
 	$(DEMO_ENV) $(PY) manage.py generate_content samples/catalog.csv
 
 test: install

@@ -1,5 +1,6 @@
 """The Celery app. Broker: ``CELERY_BROKER_URL``, else ``REDIS_URL``; with neither,
 tasks run eagerly in the calling process, so the embedded default still works."""
+import logging
 import os
 
 from celery import Celery, signals
@@ -9,6 +10,16 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "beecatalog.settings")
 app = Celery("beecatalog")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@signals.after_setup_logger.connect
+def _memory_lines_through_the_workers_handler(**kwargs):
+    """The worker (and beat) print every line through the handler Celery puts on the root
+    logger; the console handler LOGGING gives the ``memory`` logger, for the commands and the
+    web processes where root has none, would print each of the memory's lines a second time."""
+    memory = logging.getLogger("memory")
+    for handler in list(memory.handlers):
+        memory.removeHandler(handler)
 
 
 # The memory's background threads (memory.engine.runtime) across the pool's fork. Django is

@@ -15,6 +15,8 @@ import json
 
 from django.conf import settings
 
+from memory.api.parsers import body_too_large_message
+
 READ_SIZE = 64 * 1024
 
 
@@ -58,8 +60,7 @@ class ChunkedBodyMiddleware:
         body = _read_at_most(environ["wsgi.input"], limit)
         if limit is not None and len(body) > limit:
             return _refusal(
-                start_response, "413 Request Entity Too Large",
-                f"O corpo da requisição excede o limite de {limit} bytes.",
+                start_response, "413 Request Entity Too Large", body_too_large_message(limit),
             )
         environ["wsgi.input"] = io.BytesIO(body)
         environ["CONTENT_LENGTH"] = str(len(body))

@@ -77,6 +77,7 @@ def main() -> None:
     from memory.engine.counters import hit_counter
     from memory.engine.memory import ProductMemory
     from memory.engine.tiers import cache_key
+    from memory.infra.redis import SIGNATURE_BYTES
 
     n = args.products
     db = settings.DATABASES["default"]
@@ -85,7 +86,10 @@ def main() -> None:
     )
     raw_redis = redis.Redis.from_url(settings.REDIS_URL)
     l2_cache = caches["memory_l2"]
-    decompress = l2_cache.client._compressor.decompress  # the configured compressor, as the memory reads
+    compressor = l2_cache.client._compressor  # the configured compressor, as the memory reads
+
+    def decompress(stored: bytes) -> bytes:
+        return compressor.decompress(stored[SIGNATURE_BYTES:])  # the raw twin skips the HMAC check
 
     # Only this script's rows: the 1M rows of bench/fill_entries.py may share the table.
     ProductMemoryEntry.objects.filter(product_id__startswith="BENCH-").delete()

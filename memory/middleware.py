@@ -1,4 +1,4 @@
-"""Requests to a database that lacks migrations get one pt-BR line saying so, not a 500."""
+"""Requests to a database that does not exist or lacks migrations get one pt-BR line saying so, not a 500."""
 from __future__ import annotations
 
 import logging
@@ -6,7 +6,7 @@ import logging
 from django.db import Error as DatabaseError
 from django.http import HttpResponse, JsonResponse
 
-from memory.infra.migration_state import PendingMigrations, require_migrated
+from memory.infra.migration_state import NO_DATABASE, MissingDatabase, PendingMigrations, require_migrated
 
 logger = logging.getLogger("memory")
 
@@ -16,6 +16,8 @@ API_PREFIX = "/api/"
 class RequireMigratedDatabase:
     """Until every migration is applied, every view answers 503 with the hint to run ``migrate``:
     ``{"detail": ...}`` under ``/api/``, one line of text elsewhere (the admin, the dashboard).
+    While the database DATABASE_URL names does not exist, the same with ``NO_DATABASE``, which
+    names neither server nor database (the server's log does).
 
     A view class that reports the database itself (health, where pending migrations are
     ``down``) says so with ``answers_unmigrated = True``. When the database cannot be asked,
@@ -25,7 +27,7 @@ class RequireMigratedDatabase:
 
     def __init__(self, get_response):
         self.get_response = get_response
-        self._warned = False  # the server's log says it once, its clients on every request
+        self._warned: set[type] = set()  # the server's log says each once, its clients on every request
 
     def __call__(self, request):
         return self.get_response(request)
@@ -35,13 +37,14 @@ class RequireMigratedDatabase:
             return None
         try:
             require_migrated()
-        except PendingMigrations as exc:
-            if not self._warned:
-                self._warned = True
+        except (PendingMigrations, MissingDatabase) as exc:
+            if type(exc) not in self._warned:
+                self._warned.add(type(exc))
                 logger.warning("%s", exc)
+            detail = NO_DATABASE if isinstance(exc, MissingDatabase) else str(exc)
             if request.path_info.startswith(API_PREFIX):
-                return JsonResponse({"detail": str(exc)}, status=503, json_dumps_params={"ensure_ascii": False})
-            return HttpResponse(f"{exc}\n", status=503, content_type="text/plain; charset=utf-8")
+                return JsonResponse({"detail": detail}, status=503, json_dumps_params={"ensure_ascii": False})
+            return HttpResponse(f"{detail}\n", status=503, content_type="text/plain; charset=utf-8")
         except DatabaseError:
             return None
         return None

@@ -30,6 +30,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import DEFAULT_DB_ALIAS, router, transaction
 
 from memory.engine.validators import whole_number
+from memory.management.terminal import memory_log_level
 from memory.periodic_tasks import BACKUP_TASK, FLUSH_TASK, PURGE_TASK, ROLLUP_TASK
 
 logger = logging.getLogger("memory")
@@ -173,7 +174,8 @@ def register_after_migrate(sender, app_config=None, verbosity=1, using=DEFAULT_D
         return  # django-celery-beat not migrated (yet) on this database
     if not router.allow_migrate_model(using, periodic_task):
         return
-    outcome = register_periodic_tasks(using=using)
+    with memory_log_level(verbosity):  # it runs inside migrate, whose -v decides
+        outcome = register_periodic_tasks(using=using)
     if verbosity >= 2:
         for name, what in outcome.items():
             print(f"  Tarefa agendada '{name}': {what}")

@@ -5,6 +5,7 @@ import fakeredis
 import kombu.pools
 import psycopg
 import pytest
+from celery.result import AsyncResult
 from django.conf import settings
 from django.contrib.auth.models import Permission, User
 from django.core.cache import caches
@@ -16,6 +17,7 @@ from beecatalog.celery import app as celery_app
 from memory.engine import runtime
 from memory.engine.coherence import wait_until_subscribed
 from memory.providers.openai import reset_clients
+from memory.tasks import generate_main_content_task
 
 from tests.helpers import l2_caches as _l2_caches, token_client
 from tests.providers.fake_openai import FakeOpenAI, FullBacklog
@@ -167,6 +169,34 @@ def eager_tasks():
     celery_app.conf.task_eager_propagates = True
     yield
     celery_app.conf.task_always_eager, celery_app.conf.task_eager_propagates = saved
+
+
+@pytest.fixture
+def published_tasks(monkeypatch):
+    """Generation tasks published as to a broker, not run: each ``generate_main_content_task``
+    publish is recorded as ``(data, force_regenerate)`` and answered with a queued AsyncResult."""
+    calls = []
+
+    def apply_async(args, kwargs, **options):
+        (data,) = args
+        calls.append((data, kwargs["force_regenerate"]))
+        return AsyncResult(f"task-{len(calls)}")
+
+    monkeypatch.setattr(generate_main_content_task, "apply_async", apply_async)
+    return calls
+
+
+@pytest.fixture
+def openai_provider(settings, httpserver):
+    """``LLM_PROVIDER=openai`` against the test's own HTTP server (pytest-httpserver, the seam
+    tests/providers uses), one attempt per generation; yields the server to script its answers."""
+    settings.LLM_PROVIDER = "openai"
+    settings.OPENAI_BASE_URL = httpserver.url_for("/v1")
+    settings.OPENAI_API_KEY = "sk-test"
+    settings.LLM_MODEL = "gpt-4o-mini"
+    settings.LLM_TIMEOUT = 2.0
+    settings.LLM_MAX_ATTEMPTS = 1
+    return httpserver
 
 
 def _drop_celery_connections() -> None:

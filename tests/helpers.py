@@ -129,11 +129,36 @@ def l2_caches(options: dict, location: str) -> dict:
     })
     l2["LOCATION"] = location
     l2["OPTIONS"] = {
-        "CLIENT_CLASS": "django_redis.client.DefaultClient",
-        "SERIALIZER": "django_redis.serializers.json.JSONSerializer",
+        "CLIENT_CLASS": "memory.infra.cache_backends.SigningClient",
+        "SERIALIZER": "memory.infra.serializers.StrictJSONSerializer",
         "COMPRESSOR": "memory.infra.compressors.Lz4ReadingZstdCompressor",
         "SOCKET_CONNECT_TIMEOUT": 0.2,
         "SOCKET_TIMEOUT": 0.2,
         **options,
     }
     return {**settings.CACHES, "memory_l2": l2}
+
+
+# --- texts a spreadsheet would run as formulas (CSV injection) -------------------------------
+
+SPREADSHEET_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+"""OWASP's list: a cell starting with one of these is read as a formula by spreadsheets."""
+FORMULA_TEXTS = ('=HYPERLINK("http://x","y")', "+cmd|' /C calc'!A0", "-2+3", "@SUM(A1)", "\tx", "\rx")
+QUOTED_TEXTS = ("'=HYPERLINK(\"http://x\",\"y\")", "''-2+3", "'\tx", "'plain", "'")
+"""Texts that already start with the quote an export puts before a formula."""
+ROUND_TRIP_TEXTS = tuple(t for t in FORMULA_TEXTS if not t[0].isspace()) + QUOTED_TEXTS
+"""The texts a round trip gives back exactly (the row schema trims the text columns in every
+format, so ``"\\tx"`` comes back as ``"x"`` from JSON as from CSV)."""
+
+
+def make_formula_entries(texts=FORMULA_TEXTS):
+    """One entry per text, holding it as its product_id, fingerprint and generator version, and
+    nested in its payload (title, bullet points) and source data."""
+    return [
+        make_entries(
+            1, product_id=text, input_fingerprint=text, generator_version=text,
+            payload={"title": text, "bullet_points": [text, "ok"], "specs": {"cell": text}},
+            source_data={"sku": text, "title": text},
+        )[0]
+        for text in texts
+    ]

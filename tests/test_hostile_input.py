@@ -159,9 +159,9 @@ def test_session_posts_without_csrf_token_are_refused_and_change_nothing(state, 
 @pytest.mark.parametrize("text", HOSTILE)
 def test_metacharacters_in_product_data_are_stored_and_returned_as_sent(state, api, eager_tasks, text):
     product = {"sku": text, "title": f"Produto {text}", "descricao": text}
-    queued = post_json(api, "/api/memory/force-regenerate/", json.dumps({"product_data": product}).encode())
-    assert queued.status_code == 202, queued.content
-    assert queued.json()["product_id"] == text
+    created = post_json(api, "/api/memory/force-regenerate/", json.dumps({"product_data": product}).encode())
+    assert created.status_code == 201, created.content
+    assert created.json()["product_id"] == text
 
     got = post_json(api, "/api/memory/get/", json.dumps({"product_id": text}).encode())
     assert got.status_code == 200
@@ -280,7 +280,8 @@ WRONG_FILES = [
                  id="json-wrong-keys"),
     pytest.param("dados.json", json.dumps([{"product_id": "X-1", "payload": "texto"}]).encode(), "payload",
                  id="json-payload-not-object"),
-    pytest.param("dados.csv", b"product_id,payload\nX-\xff,{}\n", "UTF-8", id="csv-invalid-utf8"),
+    # UTF-8 first, then a byte that is not (a file that is all Windows-1252 is read as such).
+    pytest.param("dados.csv", b"product_id,payload\nX-\xc3\xa9,{}\nX-\xff,{}\n", "UTF-8", id="csv-invalid-utf8"),
     pytest.param("dados.csv", b'product_id,payload\nX-1,"' + b'{""a"": ' * 10_000 + b"1" + b"}" * 10_000 + b'"\n',
                  "payload", id="csv-payload-nested-10000"),
     pytest.param("dados.json", b'[{"product_id": "X-1", "payload": ' + b'{"a": ' * 10_000 + b"1" + b"}" * 10_000 + b"}]",

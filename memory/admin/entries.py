@@ -23,14 +23,15 @@ from django.utils.functional import cached_property
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _, ngettext, ngettext_lazy
 from import_export.admin import ExportActionMixin, ImportExportMixin
-from import_export.formats.base_formats import CSV, JSON, XLSX
+from import_export.formats.base_formats import JSON
 from import_export.forms import ExportForm
 
 from memory.admin.filters import ExpiringSoonFilter, GeneratorVersionFilter, KindFilter, StatusFilter
-from memory.admin.resources import ProductMemoryEntryResource
+from memory.admin.resources import BoundedImportForm, ProductMemoryEntryResource, SpreadsheetCSV, SpreadsheetXLSX
 from memory.engine import freshness
 from memory.engine.freshness import EntryStatus
 from memory.io.formats import IMPORT_FORMATS
+from memory.io.schema import ImportFileError
 from memory.models import TITLE_SORT_CHARS, ProductMemoryEntry
 from memory.providers.prompts import current_generator_version
 from memory.services.entries import delete_entries, enqueue_regeneration, extend_expiry
@@ -39,9 +40,18 @@ EXACT_COUNT_LIMIT = 1000
 COUNT_TIMEOUT_MS = 150
 # A write action runs inside one request; past this many entries ``manage_memory`` is the tool.
 MAX_ACTION_ENTRIES = 10_000
+# Per message, the products whose regeneration failed that are named (with why).
+ERRORS_SHOWN = 3
 # django-import-export's classes for the formats of ``memory.io.formats`` it reads and writes:
-# whatever the admin exports, ``manage_memory import`` reads back.
-TABLIB_FORMATS = {"csv": CSV, "json": JSON, "xlsx": XLSX}
+# whatever the admin exports, ``manage_memory import`` reads back (CSV and XLSX escaped as
+# ``manage_memory export`` escapes CSV, JSON as it is).
+TABLIB_FORMATS = {"csv": SpreadsheetCSV, "json": JSON, "xlsx": SpreadsheetXLSX}
+
+
+def _listed(errors, shown: int = ERRORS_SHOWN) -> str:
+    """``product_id: why`` of the first ``shown`` errors, then "…" when there are more."""
+    listed = "; ".join(f"{product_id}: {why}" for product_id, why in errors[:shown])
+    return listed + ("; …" if len(errors) > shown else "")
 
 
 def estimated_count(queryset, exact_limit: int = EXACT_COUNT_LIMIT) -> int:
@@ -110,6 +120,7 @@ class ProductMemoryEntryAdmin(ImportExportMixin, ExportActionMixin, admin.ModelA
     resource_classes = [ProductMemoryEntryResource]
     formats = [TABLIB_FORMATS[name] for name in sorted(IMPORT_FORMATS) if name in TABLIB_FORMATS]
     export_form_class = ExportForm  # every column, always: what is exported must read back
+    import_form_class = BoundedImportForm
     import_export_change_list_template = "admin/memory/productmemoryentry/change_list.html"
     show_change_form_export = False  # the detail page is read-only: export from the list
 
@@ -160,6 +171,13 @@ class ProductMemoryEntryAdmin(ImportExportMixin, ExportActionMixin, admin.ModelA
 
     def has_export_permission(self, request):
         return self.has_view_permission(request)
+
+    def add_data_read_fail_error_to_form(self, form, e):
+        """A file the readers refuse shows their one line; others, django-import-export's message."""
+        if isinstance(e, ImportFileError):
+            form.add_error("import_file", str(e))
+        else:
+            super().add_data_read_fail_error_to_form(form, e)
 
     # -- list -----------------------------------------------------------------------
 
@@ -234,27 +252,42 @@ class ProductMemoryEntryAdmin(ImportExportMixin, ExportActionMixin, admin.ModelA
 
     @admin.action(permissions=["change"], description=_("Regenerate selected entries (forced, in the background)"))
     def regenerate_selected(self, request, queryset):
+        """Queued with a broker; without one (eager mode) run here, and the messages say what each did."""
         if self._too_many(request, queryset):
             return
         result = enqueue_regeneration(queryset)
         notices = (
             (result.queued, messages.SUCCESS, ngettext_lazy(
                 "%(count)d product queued for regeneration.",
-                "%(count)d products queued for regeneration.", "count")),
+                "%(count)d products queued for regeneration.", "count"), ()),
+            (result.regenerated, messages.SUCCESS, ngettext_lazy(
+                "%(count)d product regenerated.",
+                "%(count)d products regenerated.", "count"), ()),
             (result.lacking_data, messages.WARNING, ngettext_lazy(
                 "%(count)d entry has no source data naming its product (an identifier and a title) to regenerate from.",
                 "%(count)d entries have no source data naming their product (an identifier and a title) to regenerate from.",
-                "count")),
+                "count"), ()),
+            (len(result.refused), messages.WARNING, ngettext_lazy(
+                "%(count)d entry has source data the generation refuses and was not regenerated: %(errors)s",
+                "%(count)d entries have source data the generation refuses and were not regenerated: %(errors)s",
+                "count"), result.refused),
+            (len(result.failed), messages.ERROR, ngettext_lazy(
+                "%(count)d product was not regenerated, nothing was saved: %(errors)s",
+                "%(count)d products were not regenerated, nothing was saved: %(errors)s", "count"), result.failed),
+            (result.not_tried, messages.ERROR, ngettext_lazy(
+                "The content provider is unavailable: %(count)d more product was not tried. Try again later.",
+                "The content provider is unavailable: %(count)d more products were not tried. Try again later.",
+                "count"), ()),
             (result.not_queued, messages.ERROR, ngettext_lazy(
                 "The task queue is unreachable: %(count)d product was not queued. Try again later.",
-                "The task queue is unreachable: %(count)d products were not queued. Try again later.", "count")),
+                "The task queue is unreachable: %(count)d products were not queued. Try again later.", "count"), ()),
             (result.other_kind, messages.WARNING, ngettext_lazy(
                 "%(count)d entry is not main content and cannot be regenerated here.",
-                "%(count)d entries are not main content and cannot be regenerated here.", "count")),
+                "%(count)d entries are not main content and cannot be regenerated here.", "count"), ()),
         )
-        for count, level, message in notices:
+        for count, level, message, errors in notices:
             if count:
-                self.message_user(request, message % {"count": count}, level)
+                self.message_user(request, message % {"count": count, "errors": _listed(errors)}, level)
 
     @admin.action(permissions=["change"], description=_("Extend expiry of selected entries by the default TTL"))
     def extend_expiry_selected(self, request, queryset):

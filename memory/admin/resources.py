@@ -7,15 +7,33 @@ identified by ``product_id`` + ``kind``. Every row is cleaned by
 :func:`memory.io.schema.clean_row`, the row schema of ``manage_memory import``, before the
 preview shows it: the admin refuses what the command refuses, with the same words. The copies of
 imported rows in Redis and L1 are dropped once the import commits.
+
+The CSV and XLSX formats (:class:`SpreadsheetCSV`, :class:`SpreadsheetXLSX`) escape text cells
+with :func:`memory.io.formats.spreadsheet_text` on export and undo it on import, as
+``manage_memory`` does: no formula runs when a spreadsheet opens an export, and an XLSX cell
+holds text, never a formula. The JSON format holds every value as it is.
+
+The admin reads an upload whole and previews every row in one request, so an upload past
+``MEMORY_IMPORT_ADMIN_MAX_BYTES`` is refused before it is read, and an XLSX is read by
+:func:`memory.io.readers.xlsx_rows` (checked before it is parsed, every row read) as
+``manage_memory import`` reads it.
 """
 from __future__ import annotations
 
+import io
+
+import tablib
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 from import_export import fields, resources, widgets
+from import_export.formats.base_formats import CSV, XLSX
+from import_export.forms import ImportForm
 from import_export.results import Error
 
-from memory.io.schema import EXPORT_FIELDS, ImportFileError, RowError, check_header, clean_row, text_cell
+from memory.io.formats import from_spreadsheet_text, spreadsheet_text
+from memory.io.readers import xlsx_rows
+from memory.io.schema import EXPORT_FIELDS, ImportFileError, RowError, blank, check_header, clean_row, text_cell
 from memory.models import ProductMemoryEntry
 from memory.services.entries import evict_on_commit
 
@@ -33,6 +51,51 @@ class CleanedWidget(widgets.Widget):
 
     def render(self, value, obj=None, **kwargs):
         return text_cell(self.name, value)
+
+
+def _map_cells(dataset: tablib.Dataset, convert) -> tablib.Dataset:
+    """``dataset`` with ``convert`` applied to every cell, in place (an export can be large)."""
+    for index, row in enumerate(dataset):
+        dataset[index] = [convert(value) for value in row]
+    return dataset
+
+
+class SpreadsheetFormat:
+    """A django-import-export format whose text cells are escaped as
+    :func:`~memory.io.formats.spreadsheet_text` writes them, and read back unescaped."""
+
+    def export_data(self, dataset, **kwargs):
+        return super().export_data(_map_cells(dataset, spreadsheet_text), **kwargs)
+
+    def create_dataset(self, in_stream, **kwargs):
+        return _map_cells(super().create_dataset(in_stream, **kwargs), from_spreadsheet_text)
+
+
+class SpreadsheetCSV(SpreadsheetFormat, CSV):
+    pass
+
+
+class MemoryXLSX(XLSX):
+    """XLSX read as ``manage_memory import`` reads it (:func:`~memory.io.readers.xlsx_rows`)."""
+
+    def create_dataset(self, in_stream, **kwargs):
+        rows = xlsx_rows(io.BytesIO(in_stream))
+        dataset = tablib.Dataset()
+        header = next(rows, None)
+        if header is None:
+            return dataset
+        width = len(header)
+        dataset.headers = list(header)
+        for cells in rows:
+            if all(blank(c) for c in cells):
+                continue
+            # A row may hold fewer cells than the header (or stray ones beyond it).
+            dataset.append((list(cells) + [None] * width)[:width])
+        return dataset
+
+
+class SpreadsheetXLSX(SpreadsheetFormat, MemoryXLSX):
+    pass
 
 
 class FileError(Error):
@@ -94,3 +157,17 @@ class ProductMemoryEntryResource(resources.ModelResource):
         if not kwargs.get("dry_run") and self._written_keys:
             evict_on_commit(self._written_keys)
         self._written_keys = []
+
+
+class BoundedImportForm(ImportForm):
+    """The import form, refusing a file larger than ``MEMORY_IMPORT_ADMIN_MAX_BYTES`` before it is read."""
+
+    def clean_import_file(self):
+        upload = self.cleaned_data["import_file"]
+        limit = settings.MEMORY_IMPORT_ADMIN_MAX_BYTES
+        if upload.size > limit:
+            raise ValidationError(
+                f"Arquivo grande demais para o admin: {upload.size} bytes (limite MEMORY_IMPORT_ADMIN_MAX_BYTES = "
+                f"{limit} bytes). Use: python manage.py manage_memory import --input-file ARQUIVO"
+            )
+        return upload

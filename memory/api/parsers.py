@@ -19,9 +19,14 @@ class RequestTooLarge(APIException):
     default_code = "request_too_large"
 
 
+def body_too_large_message(limit: int) -> str:
+    """What a client sending a body over ``limit`` bytes is told (by the parser and the chunked-body middleware)."""
+    return f"O corpo da requisição excede o limite de {limit} bytes."
+
+
 def body_too_large() -> RequestTooLarge:
     """The 413 of a body over ``DATA_UPLOAD_MAX_MEMORY_SIZE``."""
-    return RequestTooLarge(f"O corpo da requisição excede o limite de {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes.")
+    return RequestTooLarge(body_too_large_message(settings.DATA_UPLOAD_MAX_MEMORY_SIZE))
 
 
 def _reject_constant(name: str):

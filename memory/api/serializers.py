@@ -240,6 +240,13 @@ class RegenerationSerializer(serializers.Serializer):
     product_id = serializers.CharField()
 
 
+class RegeneratedSerializer(RegenerationSerializer):
+    """Eager mode: the task ran in the request; what it saved."""
+
+    tokens_spent = serializers.IntegerField(help_text="Tokens que a geração custou.")
+    content = serializers.DictField(help_text="O conteúdo salvo.")
+
+
 class ProductErrorSerializer(serializers.Serializer):
     detail = serializers.CharField()
     product_id = serializers.CharField()
@@ -258,3 +265,7 @@ class HealthSerializer(serializers.Serializer):
 
 class DetailSerializer(serializers.Serializer):
     detail = serializers.CharField()
+
+
+class UnavailableSerializer(DetailSerializer):
+    product_id = serializers.CharField(required=False, help_text="Quando foi o provedor que não respondeu.")

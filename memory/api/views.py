@@ -26,7 +26,9 @@ from memory.infra import metrics
 from memory.infra.health import check_health
 from memory.io.export import iter_export
 from memory.io.formats import content_type, export_filename
-from memory.services.entries import CannotRegenerate, QueueUnavailable, enqueue_product_regeneration
+from memory.services.entries import (
+    CREATED, QUEUED, CannotRegenerate, GenerationFailed, QueueUnavailable, enqueue_product_regeneration,
+)
 from memory.services.stats import memory_stats
 
 TAG = ["memória"]
@@ -151,24 +153,45 @@ class ForceRegenerateView(APIView):
 
     @extend_schema(
         tags=TAG, summary="Forçar a regeneração de um produto", request=s.ProductRequestSerializer,
+        description=(
+            "Com um broker, a tarefa vai para a fila (202). Sem broker (modo eager), ela roda na "
+            "requisição e a resposta traz o resultado: 201 ou 200 quando salvo, 502 ou 503 quando o "
+            "provedor falhou (nada salvo). Dados que a geração recusa são 400 nos dois modos, sem nada na fila."
+        ),
         responses={
-            202: s.RegenerationSerializer,
+            202: OpenApiResponse(s.RegenerationSerializer, description="Tarefa na fila (há um broker)."),
+            201: OpenApiResponse(s.RegeneratedSerializer, description="Modo eager: gerado e salvo; não havia entrada."),
+            200: OpenApiResponse(s.RegeneratedSerializer, description="Modo eager: gerado e salvo sobre a entrada que havia."),
             404: OpenApiResponse(s.ProductErrorSerializer, description="Produto desconhecido e dados insuficientes."),
-            503: OpenApiResponse(s.DetailSerializer, description="A fila de tarefas não respondeu."),
+            502: OpenApiResponse(s.ProductErrorSerializer, description="Modo eager: o provedor respondeu sem conteúdo utilizável; nada salvo."),
+            503: OpenApiResponse(
+                s.UnavailableSerializer,
+                description="A fila de tarefas não respondeu (nada na fila), ou, no modo eager, o provedor está "
+                            "indisponível: sem cota, tempo esgotado, fora do ar (nada salvo).",
+            ),
             **BODY_ERRORS,
         },
     )
     def post(self, request):
         body = _validated(s.ProductRequestSerializer, request.data)
         try:
-            queued = enqueue_product_regeneration(body["product"])
+            done = enqueue_product_regeneration(body["product"])
         except CannotRegenerate as exc:
             data = {"detail": str(exc), "product_id": exc.product_id}
             return Response(_shaped(s.ProductErrorSerializer, data), status=status.HTTP_404_NOT_FOUND)
         except QueueUnavailable as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
-        data = {"task_id": queued.task_id, "product_id": queued.product_id}
-        return Response(_shaped(s.RegenerationSerializer, data), status=status.HTTP_202_ACCEPTED)
+        except GenerationFailed as exc:
+            data = {"detail": str(exc), "product_id": exc.product_id}
+            code = status.HTTP_503_SERVICE_UNAVAILABLE if exc.unavailable else status.HTTP_502_BAD_GATEWAY
+            return Response(_shaped(s.ProductErrorSerializer, data), status=code)
+        if done.outcome == QUEUED:
+            data = {"task_id": done.task_id, "product_id": done.product_id}
+            return Response(_shaped(s.RegenerationSerializer, data), status=status.HTTP_202_ACCEPTED)
+        data = {"task_id": done.task_id, "product_id": done.product_id,
+                "tokens_spent": done.tokens_spent, "content": done.content}
+        code = status.HTTP_201_CREATED if done.outcome == CREATED else status.HTTP_200_OK
+        return Response(_shaped(s.RegeneratedSerializer, data), status=code)
 
 
 class HealthView(APIView):

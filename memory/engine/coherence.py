@@ -27,7 +27,7 @@ from typing import Callable
 from django.conf import settings
 from django.db import transaction
 
-from memory.engine.tiers import Key, LocalTier, cache_key
+from memory.engine.tiers import Key, LocalTier, Snapshot, cache_key
 from memory.infra import redis
 
 logger = logging.getLogger("memory")
@@ -53,8 +53,11 @@ class InvalidationListener:
         # One pair per thread: a thread that outlived ``stop()``'s join cannot touch its successor's.
         self._stop = threading.Event()
         self._subscribed = threading.Event()
-        # Bumped whenever L1 may have lost an entry (an eviction heard, a (re)subscription):
-        # a read that began before the bump must not fill L1 with what it read.
+        # Bumped whenever L1 may have lost an entry (an eviction heard or made here, a
+        # (re)subscription): a read that began before the bump must not fill L1 with what it
+        # read. ``l1_lock`` makes each bump and its eviction one step, and each fill's check
+        # and write another, so no fill lands between an eviction and its bump.
+        self.l1_lock = threading.Lock()
         self.epoch = 0
 
     @property
@@ -91,6 +94,7 @@ class InvalidationListener:
         process (another origin, so that it hears the parent's messages)."""
         self.origin = uuid.uuid4().hex
         self._lock = threading.Lock()
+        self.l1_lock = threading.Lock()
         self._thread = None
         self._stop, self._subscribed = threading.Event(), threading.Event()
 
@@ -109,9 +113,8 @@ class InvalidationListener:
                 pubsub = redis.pubsub()
                 pubsub.subscribe(_channel())
                 # Messages sent while we were away are lost: start from an empty L1.
-                l1.clear()
+                self.evicted(l1.clear)
                 clear_auth_caches()
-                self.epoch += 1
                 subscribed.set()
                 backoff = 0.1
                 last_ping = time.monotonic()
@@ -128,7 +131,7 @@ class InvalidationListener:
                 logger.exception("Falha no ouvinte de invalidação do L1")
             finally:
                 subscribed.clear()
-                self.epoch += 1
+                self.evicted()
                 if pubsub is not None:
                     try:
                         pubsub.close()
@@ -139,30 +142,76 @@ class InvalidationListener:
 
     def _apply(self, l1: LocalTier, data) -> None:
         try:
-            message = json.loads(data)
-        except (TypeError, ValueError):  # UnicodeDecodeError included
-            logger.warning("Mensagem de invalidação ilegível ignorada: %r", repr(data)[:100])
-            return
-        if not isinstance(message, dict):
+            message = _read_message(data)
+        except ValueError as exc:  # a message no memory process sends: ignored, logged once
+            shown = repr(data)[:100]
+            redis.invalid_values.report(f"invalidação {shown}", f"Mensagem de invalidação ignorada ({exc}): {shown}")
             return
         if message.get("origin") == self.origin:
             return
         if message.get("auth"):
             clear_auth_caches()
             return
-        self.epoch += 1
         if message.get("clear"):
-            l1.clear()
+            self.evicted(l1.clear)
         else:
-            l1.cache.delete_many([cache_key((pid, kind)) for pid, kind in message.get("keys", [])])
+            keys = [cache_key(key) for key in message["keys"]]
+            self.evicted(lambda: l1.cache.delete_many(keys))
+
+    def evicted(self, evict: Callable[[], None] | None = None) -> None:
+        """L1 may lose entries: ``evict()`` them and bump the epoch, as one step for the fills."""
+        with self.l1_lock:
+            self.epoch += 1
+            if evict is not None:
+                evict()
+
+
+def _read_message(data) -> dict:
+    """An invalidation message as :func:`_publish` sends it: ``origin`` and one of ``auth``,
+    ``clear`` or ``keys`` (pairs of texts); ValueError otherwise (Redis is not trusted)."""
+    try:
+        message = json.loads(data)
+    except (TypeError, ValueError, RecursionError):  # UnicodeDecodeError included
+        raise ValueError("ilegível") from None
+    if not isinstance(message, dict) or not isinstance(message.get("origin"), str):
+        raise ValueError("não é um objeto com origin")
+    if message.get("auth") is True or message.get("clear") is True:
+        return message
+    keys = message.get("keys")
+    if not isinstance(keys, list) or not all(
+        isinstance(key, list) and len(key) == 2 and isinstance(key[0], str) and isinstance(key[1], str) for key in keys
+    ):
+        raise ValueError("keys: deve ser uma lista de pares [product_id, kind]")
+    message["keys"] = [tuple(key) for key in keys]
+    return message
 
 
 listener = InvalidationListener()
 
 
 def l1_epoch() -> int:
-    """Compare before and after a read: unchanged means no eviction was heard meanwhile."""
-    return listener.epoch if redis.configured() else 0
+    """Take it before a read and hand it to :func:`fill_l1`."""
+    return listener.epoch
+
+
+def fill_l1(l1: LocalTier, snapshots: list[Snapshot], epoch: int) -> None:
+    """Copy into L1 what a read that began at ``epoch`` found, unless an eviction was heard or
+    made since (the copies may be outdated) or this process cannot hear evictions now."""
+    with listener.l1_lock:
+        if listener.epoch == epoch and l1_is_trustworthy():
+            l1.set_many(snapshots)
+
+
+def write_l1(l1: LocalTier, snapshots: list[Snapshot]) -> None:
+    """Put copies of rows just written to L3 into L1; a read of this process under way that
+    read the older rows does not fill L1 after them."""
+    listener.evicted(lambda: l1.set_many(snapshots))
+
+
+def evict_l1(l1: LocalTier, keys: list[Key] | None) -> None:
+    """Drop ``keys`` (None: every entry) from L1; a read of this process under way that read
+    them before does not put them back."""
+    listener.evicted(l1.clear if keys is None else lambda: l1.delete_many(keys))
 
 
 def l1_is_trustworthy() -> bool:

@@ -38,6 +38,7 @@ from django.utils import timezone
 
 from redis.exceptions import ResponseError
 
+from memory.engine.validators import instant, whole_number
 from memory.models import DailyStats, ProductMemoryEntry
 from memory.infra import redis
 
@@ -102,24 +103,71 @@ class Counts:
         return fields
 
     @classmethod
-    def from_fields(cls, raw: dict) -> "Counts":
+    def from_fields(cls, raw: dict, invalid: dict | None = None) -> "Counts":
+        """The counts of a counter hash read whole. A field the memory does not write (its name,
+        or its value: a count must be a whole number from 0 to :data:`COUNT_MAX`) is left out
+        whole, and noted in ``invalid`` (field name -> why): Redis is not trusted."""
         counts = cls()
         for raw_key, raw_value in raw.items():
-            key = raw_key.decode() if isinstance(raw_key, bytes) else raw_key
-            if key.startswith(PUSHED + SEP):
-                counts.merge(cls.from_fields(json.loads(raw_value)))
+            try:
+                parsed = _parse_field(raw_key, raw_value)
+            except (ValueError, TypeError, RecursionError) as exc:
+                if invalid is not None:
+                    invalid[raw_key] = str(exc)[:200]
                 continue
-            value = float(raw_value)
-            tag, first, second = key.split(SEP, 2)
-            if tag == "h":
-                counts.hits[(second, first)] += int(value)
-            elif tag == "s":
-                counts.saved[(second, first)] += int(value)
-            elif tag == "t":
-                counts.last_hit[(second, first)] = max(value, counts.last_hit.get((second, first), 0))
-            elif tag == "d":
-                counts.daily[(first, second)] += int(value)
+            for tag, first, second, value in parsed:
+                if tag == "h":
+                    counts.hits[(second, first)] += value
+                elif tag == "s":
+                    counts.saved[(second, first)] += value
+                elif tag == "t":
+                    counts.last_hit[(second, first)] = max(value, counts.last_hit.get((second, first), 0))
+                else:
+                    counts.daily[(first, second)] += value
         return counts
+
+
+# The most one counter field may hold: far above a day of tokens saved, a thousandth of what
+# PostgreSQL's bigint sums overflow at, and exact as a float.
+COUNT_MAX = 2**53
+
+
+def _parse_field(raw_key, raw_value, pushed: bool = False) -> list[tuple[str, str, str, int | float]]:
+    """``(tag, first, second, value)`` of one counter field (several for a pushed one); ValueError
+    unless it is one :meth:`Counts.to_fields` or :meth:`RedisCounterStore.add` writes."""
+    key = raw_key.decode() if isinstance(raw_key, bytes) else raw_key
+    if not isinstance(key, str):
+        raise ValueError("campo: o nome deve ser um texto")
+    if not pushed and key.startswith(PUSHED + SEP):
+        inner = json.loads(raw_value)
+        if not isinstance(inner, dict):
+            raise ValueError("campo: deve ser um objeto JSON de contagens")
+        return [item for name, value in inner.items() for item in _parse_field(name, value, pushed=True)]
+    parts = key.split(SEP, 2)
+    if len(parts) != 3 or parts[0] not in ("d", "h", "s", "t") or (pushed and parts[0] == "d"):
+        raise ValueError("campo: nome que a memória não escreve")
+    tag, first, second = parts
+    if isinstance(raw_value, (bytes, str)):
+        try:
+            value = int(raw_value)  # HINCRBY writes whole numbers as text
+        except ValueError:
+            value = float(raw_value)
+    elif isinstance(raw_value, (int, float)) and not isinstance(raw_value, bool):
+        value = raw_value
+    else:
+        raise ValueError(f"{key}: deve ser um número")
+    if tag == "t":
+        return [(tag, first, second, instant(key, value))]
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise ValueError(f"{key}: deve ser um inteiro, recebido {value!r}")
+        value = int(value)
+    whole_number(key, value, maximum=COUNT_MAX)
+    if tag == "d":
+        date.fromisoformat(first)
+        if second not in DAILY_FIELDS:
+            raise ValueError(f"{key}: contagem diária desconhecida")
+    return [(tag, first, second, value)]
 
 
 _day_cache: tuple = (None, 0.0, 0.0, "")
@@ -221,14 +269,48 @@ class RedisCounterStore:
                       json.dumps(entry_fields, ensure_ascii=False))
         pipe.execute()
 
+    def _read_hash(self, key) -> Counts:
+        """The counts of the hash ``key``; what it holds that the memory does not write is left
+        out and deleted (a key that is not a hash at all, a field that is not a count)."""
+        try:
+            raw = self._client().hgetall(key)
+        except ResponseError as exc:
+            if not str(exc).startswith("WRONGTYPE"):
+                raise
+            redis.discard({key: "não é um hash de contadores"})
+            return Counts()
+        invalid: dict = {}
+        counts = Counts.from_fields(raw, invalid)
+        redis.discard_fields(key, invalid)
+        return counts
+
+    def _flushing(self, part: CounterHash) -> list:
+        """The hashes listed as being flushed; a name that is not one (Redis is not trusted) is
+        unlisted, never read: the flush deletes what it reads."""
+        flushing_set = self._key(part.flushing_set)
+        try:
+            members = self._client().smembers(flushing_set)
+        except ResponseError as exc:
+            if not str(exc).startswith("WRONGTYPE"):
+                raise
+            redis.discard({flushing_set: "não é um conjunto de contadores"})
+            return []
+        prefix = self._key(part.flushing_prefix)
+        foreign = [name for name in members if not _text(name).startswith(prefix)]
+        if foreign:
+            for name in foreign:
+                where = f"{flushing_set} (membro {_text(name)!r})"
+                redis.invalid_values.report(where, f"Redis: {where} não é um hash de contadores; retirado do conjunto")
+            self._client().srem(flushing_set, *foreign)
+        return [name for name in members if name not in foreign]
+
     def snapshot(self, parts: tuple[CounterHash, ...] = (ENTRY_COUNTS, DAILY_COUNTS)) -> Counts:
         """What is counted and not yet flushed, without moving it (for live stats)."""
-        client = self._client()
         counts = Counts()
         for part in parts:
-            counts.merge(Counts.from_fields(client.hgetall(self._key(part.live))))
-            for key in client.smembers(self._key(part.flushing_set)):
-                counts.merge(Counts.from_fields(client.hgetall(key)))
+            counts.merge(self._read_hash(self._key(part.live)))
+            for key in self._flushing(part):
+                counts.merge(self._read_hash(key))
         return counts
 
     def flush(self, apply, part: CounterHash = ENTRY_COUNTS) -> Counts:
@@ -250,8 +332,8 @@ class RedisCounterStore:
             except ResponseError:
                 client.srem(flushing_set, private)  # no live hash: nothing counted since the last flush
             # A hash that an earlier flush failed to apply is still listed: it is applied now.
-            for key in client.smembers(flushing_set):
-                counts = Counts.from_fields(client.hgetall(key))
+            for key in self._flushing(part):
+                counts = self._read_hash(key)
                 apply(counts)
                 client.pipeline(transaction=True).delete(key).srem(flushing_set, key).execute()
                 applied.merge(counts)
@@ -261,6 +343,11 @@ class RedisCounterStore:
                 lock.release()
             except redis.REDIS_ERRORS:
                 pass
+
+
+def _text(name) -> str:
+    """A Redis key or field name as text (redis-py hands them out as bytes)."""
+    return name.decode(errors="replace") if isinstance(name, bytes) else str(name)
 
 
 def apply_counts(counts: Counts) -> None:

@@ -22,8 +22,10 @@ from memory.infra import metrics, redis
 from memory.engine import freshness
 from memory.engine.counters import DAILY_COUNTS, hit_counter
 from memory.engine.identifiers import extract_product_identifier, input_fingerprint, lookup_fingerprint
-from memory.engine.coherence import invalidation_message, l1_epoch, l1_is_trustworthy, publish_clear, publish_keys
-from memory.engine.validators import INT_MAX, json_object, text, whole_number
+from memory.engine.coherence import (
+    evict_l1, fill_l1, invalidation_message, l1_epoch, l1_is_trustworthy, publish_clear, publish_keys, write_l1,
+)
+from memory.engine.validators import BIGINT_MAX, INT_MAX, json_object, text, whole_number
 from memory.models import DEFAULT_KIND, DailyStats, ProductMemoryEntry
 from memory.providers.prompts import current_generator_version
 from memory.engine.tiers import L1, L2, L3, DatabaseTier, Key, LocalTier, Snapshot, shared_redis_tier
@@ -157,9 +159,12 @@ class ProductMemory:
         statuses: dict[str, str] = {}
         pending = [self._key(pid) for pid in refs]
         found_in: dict[str, list[Snapshot]] = {}
+        claims: dict[Key, str] = {}
         for tier in [*cache_tiers, self.l3]:
             if not pending:
                 break
+            if tier is self.l3 and self.l2 is not None:
+                claims = self.l2.claim_fills(pending)  # before the L3 read: a change after it cancels the fill
             started = time.perf_counter()
             found = tier.get_many(pending)
             elapsed = time.perf_counter() - started
@@ -178,24 +183,24 @@ class ProductMemory:
             pending = still
         for product_id, _ in pending:
             results[product_id] = Lookup(product_id, statuses[product_id])
-        self._fill_upper_tiers(found_in, epoch)
+        self._fill_upper_tiers(found_in, epoch, claims)
         if count_hits:
             self.count_lookups(results.values())
         return results
 
-    def _fill_upper_tiers(self, found_in: dict[str, list[Snapshot]], epoch: int) -> None:
+    def _fill_upper_tiers(self, found_in: dict[str, list[Snapshot]], epoch: int, claims: dict[Key, str]) -> None:
         """Copy what a lower tier served into the tiers above, unless it may be outdated already.
 
-        Redis is filled only where it holds nothing (``SET NX``): a concurrent save
-        or delete in another process wrote its newer value or tombstone first. L1 is
-        filled only if no eviction was heard since the read began.
+        Redis is filled only where the fill claimed before the L3 read still stands (no save or
+        delete of the entry since, in any process) and Redis holds no copy. L1 is filled only if
+        no eviction was heard or made since the read began.
         """
         from_l2 = found_in.get(L2, [])
         from_l3 = found_in.get(L3, [])
         if from_l3 and self.l2 is not None:
-            self.l2.set_many(from_l3, only_if_absent=True)
-        if (from_l2 or from_l3) and l1_is_trustworthy() and l1_epoch() == epoch:
-            self.l1.set_many(from_l2 + from_l3)
+            self.l2.fill_many(from_l3, claims)
+        if from_l2 or from_l3:
+            fill_l1(self.l1, from_l2 + from_l3, epoch)
 
     def count_lookups(self, lookups: Iterable[Lookup]) -> None:
         """Record hits (with their tokens saved) and misses, and log each hit."""
@@ -311,7 +316,7 @@ class ProductMemory:
                 published = self.l2.set_many(
                     snapshots, publish=invalidation_message(keys), incr=STATS_GENERATION
                 )
-        self.l1.set_many(snapshots)
+        write_l1(self.l1, snapshots)
         if not published:
             publish_keys(keys)
             forget_cached_stats()
@@ -321,7 +326,7 @@ class ProductMemory:
         counted before the change."""
         if self.l2 is not None:
             self.l2.delete_many(keys)
-        self.l1.delete_many(keys)
+        evict_l1(self.l1, keys)
         publish_keys(keys)
         forget_cached_stats()
 
@@ -340,7 +345,7 @@ class ProductMemory:
         count = self.l3.clear()
         if self.l2 is not None:
             self.l2.clear()
-        self.l1.clear()
+        evict_l1(self.l1, None)
         publish_clear()
         forget_cached_stats()
         logger.info("Memória limpa: %d entradas removidas", count)
@@ -382,6 +387,9 @@ class ProductMemory:
         return memory_figures(self.kind, self.generator_version, self.counter)
 
 
+ENTRY_COUNT_FIELDS = ("total", freshness.ACTIVE, freshness.EXPIRED, freshness.STALE)
+
+
 def memory_figures(kind: str | None, generator_version: str, counter=hit_counter) -> dict:
     """Entry counts (of ``kind``, or of every kind for None) by :mod:`freshness <memory.engine.freshness>`
     status, hits, misses, generations and tokens, including counts not yet flushed to PostgreSQL."""
@@ -390,7 +398,7 @@ def memory_figures(kind: str | None, generator_version: str, counter=hit_counter
         queryset = ProductMemoryEntry.objects.all() if kind is None else ProductMemoryEntry.objects.filter(kind=kind)
         return freshness.status_counts(queryset, generator_version, timezone.now())
 
-    entries = cached_for_stats(f"entries:{kind or '*'}:{generator_version}", count_entries)
+    entries = cached_for_stats(f"entries:{kind or '*'}:{generator_version}", count_entries, ENTRY_COUNT_FIELDS)
     daily = DailyStats.objects.aggregate(
         hits=Sum("hits"), misses=Sum("misses"), generations=Sum("generations"),
         tokens_spent=Sum("tokens_spent"), tokens_saved=Sum("tokens_saved"), tokens_wasted=Sum("tokens_wasted"),
@@ -430,10 +438,17 @@ STATS_GENERATION = "memory-stats:generation"
 _local_stats_generation = 0
 
 
-def cached_for_stats(name: str, compute):
+# The most a stats generation may reach: INCR fails past a 64-bit integer.
+MAX_STATS_GENERATION = 2**62
+
+
+def cached_for_stats(name: str, compute, fields: tuple[str, ...]):
     """``compute()``'s figures (they need a full scan of the table), kept up to
     ``MEMORY_STATS_CACHE_SECONDS`` unless a write to the memory changes them first: a scan
-    grows with the table (docs/benchmarks.md), and stats are polled."""
+    grows with the table (docs/benchmarks.md), and stats are polled.
+
+    The figures are a dict of ``fields``, each a count or None; kept figures read back from
+    Redis are used only in that shape (anything else is counted again, and deleted)."""
     seconds = settings.MEMORY_STATS_CACHE_SECONDS
     if seconds <= 0:
         return compute()
@@ -445,19 +460,61 @@ def cached_for_stats(name: str, compute):
             caches["default"].set(key, value, timeout=seconds)
         return value
 
-    key = f"memory-stats:{name}"
-    found = redis.run(lambda: redis.cache().get_many([STATS_GENERATION, key]))
+    generation_key, kept_key = redis.make_key(STATS_GENERATION), redis.make_key(f"memory-stats:{name}")
+    found = redis.run(lambda: redis.client().mget([generation_key, kept_key]))
     if found is None:
         return compute()
     # Read before counting: figures counted while a write commits are kept under the old
     # generation, which the write's INCR has already (or will have) left behind.
-    generation = found.get(STATS_GENERATION, 0)
-    kept = found.get(key)
-    if isinstance(kept, dict) and kept.get("generation") == generation:
-        return kept["value"]
+    raw_generation, raw_kept = found
+    invalid: dict[str, str] = {}
+    generation = _stats_generation(raw_generation)
+    if generation is None:
+        # Kept figures can no longer be told apart by generation: none is used until a new one.
+        invalid[generation_key] = f"geração das estatísticas não é um inteiro de 0 a {MAX_STATS_GENERATION}"
+        kept = None
+    else:
+        kept = _kept_figures(raw_kept, name, generation, fields, kept_key, invalid)
+    redis.discard(invalid)
+    if kept is not None:
+        return kept
     value = compute()
-    redis.run(lambda: redis.cache().set(key, {"generation": generation, "value": value}, timeout=seconds))
+    if generation is not None:
+        stored = redis.encode({"name": name, "generation": generation, "value": value})
+        redis.run(lambda: redis.client().set(kept_key, stored, px=max(1, int(seconds * 1000))))
     return value
+
+
+def _stats_generation(raw: bytes | None) -> int | None:
+    """The stats generation Redis holds (0 before the first write); None if it is not one."""
+    if raw is None:
+        return 0
+    try:
+        generation = int(raw)
+    except ValueError:
+        return None
+    return generation if 0 <= generation <= MAX_STATS_GENERATION else None
+
+
+def _kept_figures(raw, name: str, generation: int, fields: tuple[str, ...], kept_key: str, invalid: dict):
+    """The figures kept under ``name`` for ``generation``, or None (absent, older, or invalid:
+    then noted in ``invalid``)."""
+    if raw is None:
+        return None
+    try:
+        kept = redis.decode(raw)
+        if not isinstance(kept, dict) or kept.keys() != {"name", "generation", "value"} or kept["name"] != name:
+            raise ValueError("não são estatísticas guardadas deste nome")
+        value = kept["value"]
+        if not isinstance(value, dict) or value.keys() != set(fields):
+            raise ValueError(f"estatísticas sem os campos {', '.join(fields)}")
+        for field in fields:
+            if value[field] is not None:
+                whole_number(field, value[field], maximum=BIGINT_MAX)
+    except ValueError as exc:  # redis.InvalidValue included
+        invalid[kept_key] = str(exc)
+        return None
+    return value if kept["generation"] == generation else None
 
 
 def forget_cached_stats() -> None:

@@ -70,8 +70,10 @@ def save_counts_at_exit() -> None:
 
 def reset_process_state() -> None:
     """Forget what this process learnt: no outage, no deletes owed to Redis, no buffered counts,
-    no cached token users. The threads are left as they are. (Tests call it between cases.)"""
+    no cached token users, no invalid Redis values already reported. The threads are left as
+    they are. (Tests call it between cases.)"""
     redis.guard.reset()
+    redis.invalid_values.reset()
     redis_tier.forget_pending()
     hit_counter.local.drain()
     clear_auth_caches()

@@ -6,7 +6,10 @@ once, over a list of tiers. The two cache tiers (:class:`CacheTier`: L1, L2) are
 also written with ``set_many``; L3 only through ``DatabaseTier.upsert``, which
 takes the source data a snapshot does not carry.
 
-L1 and L2 only ever hold copies of L3 rows. A Redis error is never fatal: the
+L1 and L2 only ever hold copies of L3 rows. A copy read from L3 reaches L2 only through a
+*fill claim* (:meth:`RedisTier.claim_fills` before the L3 read, :meth:`RedisTier.fill_many`
+after it), which every save and delete of the entry cancels: a read that overlapped a change
+never leaves the copy it read in Redis. A Redis error is never fatal: the
 Redis owner (:mod:`memory.infra.redis`) turns it into a miss (or a skipped write), logs one warning
 per outage, and waits ``MEMORY_REDIS_RETRY_AFTER`` seconds before trying again.
 """
@@ -17,11 +20,12 @@ import json
 import logging
 import threading
 import time
+import uuid
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from datetime import datetime, timezone as dt_timezone
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 from django.conf import settings
 from django.core.cache import caches
@@ -29,6 +33,7 @@ from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from memory.engine import freshness
+from memory.engine.validators import INT_MAX, instant, whole_number
 from memory.infra import redis
 from memory.models import ProductMemoryEntry
 
@@ -40,6 +45,9 @@ KEY_FIELDS = ("product_id", "kind")  # the unique key of a row, the conflict tar
 L1 = "l1"
 L2 = "l2"
 L3 = "l3"
+
+# The lengths of the model's columns.
+MAX_LENGTHS = {"product_id": 255, "kind": 64, "input_fingerprint": 64, "generator_version": 200}
 
 
 @dataclass(frozen=True)
@@ -78,7 +86,28 @@ class Snapshot:
         return dict(self.__dict__)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Snapshot":
+    def from_stored(cls, data: Any, key: Key) -> "Snapshot":
+        """The snapshot of ``key`` that a cache tier stored as :meth:`to_dict`; ``ValueError``
+        naming the field unless every field has its type and bounds (Redis is not trusted).
+
+        The payload's size is bounded before it is read (:func:`memory.infra.redis.decode`),
+        and NaN/Infinity never decode: here it only has to be a JSON object."""
+        if not isinstance(data, dict):
+            raise ValueError(f"snapshot: deve ser um objeto, recebido {type(data).__name__}")
+        if data.keys() != _SNAPSHOT_FIELD_SET:
+            raise ValueError(f"snapshot: os campos devem ser exatamente {', '.join(sorted(_SNAPSHOT_FIELD_SET))}")
+        for name, max_length in MAX_LENGTHS.items():
+            value = data[name]
+            if not isinstance(value, str) or len(value) > max_length:
+                raise ValueError(f"{name}: deve ser um texto de até {max_length} caracteres")
+        if (data["product_id"], data["kind"]) != key:
+            raise ValueError("product_id: o valor é de outra entrada")
+        if not isinstance(data["payload"], dict):
+            raise ValueError(f"payload: deve ser um objeto JSON, recebido {type(data['payload']).__name__}")
+        for name in ("tokens_prompt", "tokens_completion"):
+            whole_number(name, data[name], maximum=INT_MAX)
+        instant("created_at", data["created_at"])
+        instant("expires_at", data["expires_at"])
         return cls(**data)
 
     @classmethod
@@ -102,12 +131,29 @@ class Snapshot:
         return datetime.fromtimestamp(self.expires_at, tz=dt_timezone.utc)
 
 
+_SNAPSHOT_FIELD_SET = frozenset(field.name for field in fields(Snapshot))
+
+
 def cache_key(key: Key) -> str:
     """The key of an entry in L1 and L2: readable when safe, hashed otherwise."""
     product_id, kind = key
     if len(product_id) <= 180 and product_id.isprintable() and " " not in product_id:
         return f"entry:{kind}:{product_id}"
     return f"entry:{kind}:#" + hashlib.sha256(product_id.encode()).hexdigest()
+
+
+# A fill claim's key is its entry's key and this suffix: ``entry:*`` still covers both (``clear``),
+# and no entry key ends so (a readable product_id holds no space, a hashed one is hex).
+FILL_CLAIM_SUFFIX = " fill"
+
+
+def fill_claim_key(key: Key) -> str:
+    """The key of the L2 fill claim of an entry (:meth:`RedisTier.claim_fills`)."""
+    return cache_key(key) + FILL_CLAIM_SUFFIX
+
+
+def _with_fill_claims(cache_keys: list[str]) -> list[str]:
+    return cache_keys + [ck + FILL_CLAIM_SUFFIX for ck in cache_keys]
 
 
 class Tier(ABC):
@@ -175,7 +221,16 @@ class RedisTier(CacheTier):
     and deletes that fail during an outage are remembered and replayed as
     deletes when Redis answers again, so that Redis never serves a copy that
     PostgreSQL has since replaced or removed.
+
+    A copy read from L3 is written only if no save or delete of its entry came between the
+    read and the write: the reader claims the fill before reading L3 (:meth:`claim_fills`), every
+    write and delete here drops the entry's claim, and :meth:`fill_many` writes only where its
+    claim still stands, atomically, and only where Redis holds no copy (a newer one).
     """
+
+    # How long a claim waits for its fill: longer than any L3 read (a statement is bounded at
+    # 32 s). A fill that comes later finds no claim and writes nothing, which is only a miss.
+    FILL_CLAIM_TTL = 60.0
 
     name = L2
 
@@ -233,7 +288,8 @@ class RedisTier(CacheTier):
             self._pending_clear = False
 
     def get_many(self, keys):
-        """One MGET; a value that cannot be decoded is a miss, and deleted."""
+        """One MGET; a value this memory did not write, or that is not a valid snapshot of its
+        key, is a miss, deleted and logged (:func:`memory.infra.redis.discard`)."""
         by_redis_key = {redis.make_key(cache_key(k)): k for k in keys}
         if not by_redis_key:
             return {}
@@ -241,23 +297,22 @@ class RedisTier(CacheTier):
         def read():
             return list(zip(by_redis_key, redis.client().mget(list(by_redis_key))))
 
-        found, undecodable = {}, []
+        found, invalid = {}, {}
         for redis_key, value in self.run_guarded(read, default=[]):
             if value is None:
                 continue
+            key = by_redis_key[redis_key]
             try:
-                found[by_redis_key[redis_key]] = Snapshot.from_dict(redis.decode(value))
-            except redis.DECODE_ERRORS:
-                undecodable.append(redis_key)
-        if undecodable:
-            logger.warning("Redis: %d valor(es) ilegível(is) descartado(s), lidos do PostgreSQL", len(undecodable))
-            self.run_guarded(lambda: redis.client().unlink(*undecodable))
+                found[key] = Snapshot.from_stored(redis.decode(value), key)
+            except ValueError as exc:  # redis.InvalidValue included
+                invalid[redis_key] = str(exc)
+        if invalid:
+            redis.discard(invalid)
         return found
 
-    def set_many(self, snapshots, only_if_absent: bool = False, publish: tuple[str, str] | None = None,
-                 incr: str | None = None) -> bool:
-        """Write copies with a TTL equal to their time left; ``only_if_absent`` for fills from
-        L3, so that a fill never overwrites the newer copy a concurrent save just wrote.
+    def set_many(self, snapshots, publish: tuple[str, str] | None = None, incr: str | None = None) -> bool:
+        """Write copies of rows just written to L3, with a TTL equal to their time left, and
+        cancel the fills of older copies under way (their claims go).
 
         ``publish`` (channel, message) and ``incr`` (a counter's key name) go out in the same
         pipeline, after the writes: a save costs one Redis round trip instead of three. True
@@ -265,15 +320,17 @@ class RedisTier(CacheTier):
         """
         now = time.time()
         items = [(cache_key(s.key), s, s.seconds_left(now)) for s in snapshots]
+        claims = [redis.make_key(ck + FILL_CLAIM_SUFFIX) for ck, _, _ in items]
         items = [(ck, s, ttl) for ck, s, ttl in items if ttl > 0]
-        if not items and publish is None and incr is None:
+        if not items and not claims and publish is None and incr is None:
             return True
 
         def write():
             pipe = redis.client().pipeline(transaction=False)
             for ck, snap, ttl in items:
-                pipe.set(redis.make_key(ck), redis.encode(snap.to_dict()), px=max(1, int(ttl * 1000)),
-                         nx=only_if_absent)
+                pipe.set(redis.make_key(ck), redis.encode(snap.to_dict()), px=max(1, int(ttl * 1000)))
+            if claims:
+                pipe.delete(*claims)
             if publish is not None:
                 pipe.publish(*publish)
             if incr is not None:
@@ -282,18 +339,47 @@ class RedisTier(CacheTier):
             return True
 
         return self.run_guarded(
-            write, default=False, on_failure=lambda: self._remember_deletes([ck for ck, _, _ in items])
+            write, default=False,
+            on_failure=lambda: self._remember_deletes(_with_fill_claims([cache_key(s.key) for s in snapshots])),
         )
 
+    def claim_fills(self, keys: list[Key]) -> dict[Key, str]:
+        """Before reading ``keys`` from L3: the claims to hand to :meth:`fill_many` (one round
+        trip; none while Redis is away). A key already claimed by a read under way shares its
+        claim: whichever fills first, the copy is the same row."""
+        if not keys:
+            return {}
+        names = [redis.make_key(fill_claim_key(k)) for k in keys]
+        token = uuid.uuid4().hex
+        held = self.run_guarded(lambda: redis.claim(names, token, self.FILL_CLAIM_TTL), default=None)
+        return {k: t for k, t in zip(keys, held or []) if t is not None}
+
+    def fill_many(self, snapshots: Iterable[Snapshot], claims: dict[Key, str]) -> int:
+        """Copy what was read from L3 after :meth:`claim_fills` into Redis where the claim still
+        stands (no save or delete since) and Redis holds no copy; returns how many were written."""
+        now = time.time()
+        writes = []
+        for snap in snapshots:
+            ttl, token = snap.seconds_left(now), claims.get(snap.key)
+            if ttl > 0 and token is not None:
+                ck = cache_key(snap.key)
+                writes.append((redis.make_key(ck), redis.encode(snap.to_dict()), int(ttl * 1000),
+                               redis.make_key(ck + FILL_CLAIM_SUFFIX), token))
+        if not writes:
+            return 0
+        return self.run_guarded(lambda: redis.set_where_claimed(writes), default=0)
+
     def delete_many(self, keys):
-        cache_keys = [cache_key(k) for k in keys]
-        if cache_keys:
+        """Drop the copies and cancel the fills under way (their claims go with them)."""
+        names = _with_fill_claims([cache_key(k) for k in keys])
+        if names:
             self.run_guarded(
-                lambda: self.cache.delete_many(cache_keys),
-                on_failure=lambda: self._remember_deletes(cache_keys),
+                lambda: self.cache.delete_many(names),
+                on_failure=lambda: self._remember_deletes(names),
             )
 
     def clear(self):
+        """Drop every copy and every fill claim (both are ``entry:*`` keys)."""
         self.run_guarded(self._delete_all_entries, on_failure=self._remember_clear)
 
     DELETE_BATCH = 1000

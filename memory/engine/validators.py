@@ -12,6 +12,15 @@ from typing import Any
 # PostgreSQL's integer and bigint: the model's PositiveIntegerField and PositiveBigIntegerField.
 INT_MAX = 2_147_483_647
 BIGINT_MAX = 9_223_372_036_854_775_807
+# The latest instant (epoch seconds) ``datetime`` can show in any time zone: 9999-12-30.
+EPOCH_MAX = 253_402_214_400
+
+
+def instant(name: str, value: Any) -> float:
+    """``value`` when it is a number of seconds since 1970 (not a bool, not NaN) up to :data:`EPOCH_MAX`."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= EPOCH_MAX:
+        raise ValueError(f"{name}: deve ser um instante (segundos desde 1970) até {EPOCH_MAX}, recebido {value!r}")
+    return value
 
 
 def whole_number(name: str, value: Any, *, minimum: int = 0, maximum: int | None = None) -> int:

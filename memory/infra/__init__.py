@@ -1,2 +1,2 @@
-"""What the memory runs on: the one Redis owner, metrics, health probes, compressors and
-cache backends. Nothing here knows about products."""
+"""What the memory runs on: the one Redis owner, metrics, health probes, compressors, cache
+backends, and how a number reads to a person. Nothing here knows about products."""

@@ -2,8 +2,8 @@
 
 ``status`` is ``ok`` when everything answers, ``degraded`` when only Redis, the
 broker (unreachable, or no worker consuming its queue) or the backup folder fails
-(the memory still works through PostgreSQL), and ``down`` when PostgreSQL fails
-or lacks migrations.
+(the memory still works through PostgreSQL), and ``down`` when PostgreSQL fails,
+lacks the database DATABASE_URL names, or lacks migrations.
 """
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ from django.conf import settings
 from django.db import connection
 
 from memory.infra import redis
-from memory.infra.migration_state import NOT_MIGRATED, PendingMigrations, require_migrated
+from memory.infra.migration_state import (
+    NO_DATABASE, NOT_MIGRATED, MissingDatabase, PendingMigrations, existing_database, require_migrated,
+)
 
 # How long the broker check waits for a worker's answer: a running worker answers within
 # milliseconds, so this is what health costs when none runs.
@@ -26,7 +28,7 @@ class NoWorker(Exception):
 
 
 # Failures worded for the reader here, shown without their class name.
-_SELF_EXPLAINED = (PendingMigrations, NoWorker)
+_SELF_EXPLAINED = (PendingMigrations, MissingDatabase, NoWorker)
 
 
 def _timed(check) -> dict:
@@ -35,6 +37,8 @@ def _timed(check) -> dict:
         result = {"ok": True, **check()}
     except PendingMigrations as exc:
         result = {"ok": False, "error": str(exc)[:300], "pending_migrations": len(exc.names)}
+    except MissingDatabase as exc:
+        result = {"ok": False, "error": str(exc)[:300], "missing_database": exc.name}
     except _SELF_EXPLAINED as exc:
         result = {"ok": False, "error": str(exc)[:300]}
     except Exception as exc:  # a health check reports every failure, whatever its type
@@ -44,8 +48,9 @@ def _timed(check) -> dict:
 
 
 def check_database() -> dict:
-    """PostgreSQL answers, and has every migration applied (else ``PendingMigrations``)."""
-    with connection.cursor() as cursor:
+    """PostgreSQL answers, has the database (else ``MissingDatabase``) and every migration applied
+    (else ``PendingMigrations``)."""
+    with existing_database(connection.alias), connection.cursor() as cursor:
         cursor.execute("SELECT 1")
         cursor.fetchone()
     require_migrated(connection.alias)
@@ -88,7 +93,7 @@ def check_broker() -> dict:
 
 def check_health() -> dict:
     """``{"status": "ok" | "degraded" | "down", "checks": {...}}``, and a ``detail`` line for
-    anyone when the database lacks migrations (``NOT_MIGRATED``)."""
+    anyone when the database does not exist (``NO_DATABASE``) or lacks migrations (``NOT_MIGRATED``)."""
     checks = {
         "database": _timed(check_database),
         "redis": _timed(check_redis),
@@ -104,4 +109,6 @@ def check_health() -> dict:
     health = {"status": status, "checks": checks}
     if checks["database"].get("pending_migrations"):
         health["detail"] = NOT_MIGRATED
+    elif checks["database"].get("missing_database"):
+        health["detail"] = NO_DATABASE
     return health

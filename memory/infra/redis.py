@@ -9,14 +9,22 @@ with :func:`guarded`), which
 - marks Redis back on the first success after an outage, running the recovery callbacks
   (the L2 tier replays the deletes Redis missed).
 
+Redis is not trusted: whoever can write to it could otherwise serve any content. The cache's
+client (:class:`memory.infra.cache_backends.SigningClient`) signs every value it writes with
+an HMAC under a key derived from ``SECRET_KEY`` and checks it on every read, before it
+inflates at most :func:`memory.infra.compressors.max_value_bytes`. What a reader still finds
+wrong in a value is a miss: :func:`discard` deletes it and logs it.
+
 Redis is optional: without ``REDIS_URL`` there is no ``memory_l2`` cache, :func:`configured`
 is False and every operation answers its default at once. The Sentinel and Cluster modes
 plug in here, behind the same functions.
 
 What it hands out: :func:`cache` (the django-redis cache), :func:`client` (redis-py, for what
 the cache API lacks), :func:`make_key`/:func:`make_pattern` (key names), :func:`encode`/
-:func:`decode` (values as stored, with the serializer and compressor of ``OPTIONS``), :func:`channel` and
-:func:`pubsub` (the invalidation channel), :func:`lock` (a lock with a TTL). What it runs:
+:func:`decode` (values as stored: signed, with the serializer and compressor of ``OPTIONS``),
+:func:`discard`/:func:`discard_fields` (what a reader found invalid: deleted, logged once),
+:func:`channel` and :func:`pubsub` (the invalidation channel), :func:`lock` (a lock with a TTL),
+:func:`claim` and :func:`set_where_claimed` (writes made only if no one changed a key meanwhile). What it runs:
 :func:`run`/:func:`guarded` (an operation through the breaker), :func:`available` (would
 :func:`run` try Redis now?), :func:`ping`/:func:`probe`/:func:`info` (the truth now, also told
 to the breaker), and :data:`guard` with its recovery callbacks (``guard.on_recovery``).
@@ -27,14 +35,17 @@ import functools
 import logging
 import threading
 import time
+from collections import OrderedDict
 from typing import Any, Callable, TypeVar
 
 from django.conf import settings
 from django.core.cache import caches
 from django.core.signals import setting_changed
 from django.dispatch import receiver
-from django_redis.exceptions import CompressorError, ConnectionInterrupted
-from redis.exceptions import RedisError
+from django_redis.exceptions import ConnectionInterrupted
+from redis.exceptions import RedisError, WatchError
+
+from memory.infra.cache_backends import SIGNATURE_BYTES, InvalidValue  # noqa: F401 (the owner hands them out)
 
 logger = logging.getLogger("memory")
 
@@ -42,9 +53,6 @@ ALIAS = "memory_l2"
 
 # What a Redis call may raise when Redis is away, slow or broken: never fatal to the memory.
 REDIS_ERRORS: tuple[type[BaseException], ...] = (ConnectionInterrupted, RedisError, OSError)
-
-# What :func:`decode` raises on a value it cannot read (UnicodeDecodeError is a ValueError).
-DECODE_ERRORS: tuple[type[BaseException], ...] = (CompressorError, ValueError, TypeError)
 
 T = TypeVar("T")
 
@@ -154,14 +162,85 @@ def make_pattern(pattern: str) -> str:
 
 
 def encode(value: Any) -> bytes:
-    """A value as the cache stores it (the serializer, then the compressor, of ``OPTIONS``)."""
-    return cache().client.encode(value)
+    """A value as stored: signed, through the serializer and the compressor of ``OPTIONS``
+    (:class:`memory.infra.cache_backends.SigningClient`)."""
+    return cache().client.encode(value, allow_int=False)
 
 
-def decode(raw: bytes) -> Any:
-    """A stored value back (django-redis' ``decode``); raises one of :data:`DECODE_ERRORS` on a
-    value it cannot read."""
+def decode(raw: Any) -> Any:
+    """A value :func:`encode` wrote (or a whole number INCR left), back; :class:`InvalidValue`
+    for anything else: unsigned or forged, larger than any entry, a decompression bomb, unreadable."""
     return cache().client.decode(raw)
+
+
+class _InvalidValueLog:
+    """The warnings about what Redis held that the memory did not write: one per place (a key
+    is deleted, so it comes back only if rewritten), and at most ``per_minute`` lines a minute;
+    past that, one line counts the rest."""
+
+    def __init__(self, per_minute: int = 20, remembered: int = 10_000):
+        self.per_minute = per_minute
+        self.remembered = remembered
+        self._lock = threading.Lock()
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._window_start = 0.0
+        self._lines = 0
+        self._silenced = 0
+
+    def report(self, where: str, line: str) -> None:
+        """Log ``line`` unless a line about ``where`` was logged already."""
+        now = time.monotonic()
+        with self._lock:
+            if where in self._seen:
+                self._seen.move_to_end(where)
+                return
+            self._seen[where] = None
+            if len(self._seen) > self.remembered:
+                self._seen.popitem(last=False)
+            if now - self._window_start >= 60:
+                silenced, self._silenced = self._silenced, 0
+                self._window_start, self._lines = now, 0
+                if silenced:
+                    logger.warning("Redis: mais %d valor(es) inválido(s) descartado(s) sem registro no último minuto",
+                                   silenced)
+            if self._lines >= self.per_minute:
+                self._silenced += 1
+                return
+            self._lines += 1
+        logger.warning("%s", line)
+
+    def reset(self) -> None:
+        with self._lock:
+            self._seen.clear()
+            self._window_start, self._lines, self._silenced = 0.0, 0, 0
+
+
+invalid_values = _InvalidValueLog()
+
+
+def _shown(name) -> str:
+    return name.decode(errors="replace") if isinstance(name, bytes) else str(name)
+
+
+def discard(found: dict) -> None:
+    """Delete the keys whose values a reader found invalid (``{redis key: why}``), logging each
+    once. (A copy a save wrote since the read goes too: the next read fills it again from L3.)"""
+    if not found:
+        return
+    for key, reason in found.items():
+        invalid_values.report(_shown(key), f"Redis: valor inválido em {_shown(key)} descartado ({reason}); "
+                                           "a memória segue pelo PostgreSQL")
+    run(lambda: client().unlink(*found))
+
+
+def discard_fields(key, fields: dict) -> None:
+    """Delete the fields of the hash ``key`` a reader found invalid (``{field: why}``), logging each once."""
+    if not fields:
+        return
+    for field, reason in fields.items():
+        where = f"{_shown(key)} (campo {_shown(field)!r})"
+        invalid_values.report(where, f"Redis: contador inválido em {where} descartado ({reason})")
+    run(lambda: client().hdel(key, *fields))
 
 
 def channel(name: str) -> str:
@@ -182,6 +261,47 @@ def lock(name: str, *, timeout: float, sleep: float = 0.1, blocking_timeout: flo
     """A redis-py lock on the memory key ``name``; its TTL of ``timeout`` seconds frees it when
     the holder dies. Acquire it through :func:`run` (it talks to Redis)."""
     return client().lock(make_key(name), timeout=timeout, sleep=sleep, blocking_timeout=blocking_timeout)
+
+
+def claim(names: list[str], token: str, ttl: float) -> list[str | None]:
+    """What each key of ``names`` (made keys) holds now, after setting it to ``token`` for ``ttl``
+    seconds where it held nothing; None where it went meanwhile. One round trip; run it
+    through :func:`run`."""
+    pipe = client().pipeline(transaction=False)
+    for name in names:
+        pipe.set(name, token, nx=True, px=max(1, int(ttl * 1000)))
+        pipe.get(name)
+    held = pipe.execute()[1::2]
+    return [value.decode() if value is not None else None for value in held]
+
+
+def set_where_claimed(writes: list[tuple[str, bytes, int, str, str]]) -> int:
+    """Each ``(name, value, px, claim_name, token)``: ``SET name value NX PX px`` where
+    ``claim_name`` still holds the ``token`` a :func:`claim` gave, then drop those claims; all
+    of it atomically (WATCH/MULTI: nothing is written if a claim changes before the write).
+    Returns how many were written; run it through :func:`run`.
+
+    Whoever replaces or removes what ``name`` copies deletes ``claim_name`` with it, so a write
+    prepared before that change is refused: WATCH rather than a Lua script, so that it also runs
+    on servers without scripting (fakeredis without lupa)."""
+    if not writes:
+        return 0
+    claim_names = list(dict.fromkeys(write[3] for write in writes))
+    with client().pipeline(transaction=True) as pipe:
+        pipe.watch(*claim_names)
+        held = dict(zip(claim_names, pipe.mget(claim_names)))
+        chosen = [w for w in writes if held[w[3]] is not None and held[w[3]].decode() == w[4]]
+        if not chosen:
+            return 0
+        pipe.multi()
+        for name, value, px, _, _ in chosen:
+            pipe.set(name, value, nx=True, px=max(1, px))
+        pipe.delete(*dict.fromkeys(w[3] for w in chosen))
+        try:
+            replies = pipe.execute()
+        except WatchError:  # a claim changed between the check and the write: nothing written
+            return 0
+    return sum(bool(reply) for reply in replies[:len(chosen)])
 
 
 def available() -> bool:

@@ -3,7 +3,9 @@ backups) writes through :func:`iter_export_batches`, in the formats of :mod:`mem
 and the columns of :mod:`memory.io.schema`, so that what one writes the importer reads back.
 
 Entries go out ordered by id, in bounded memory whatever the row count; datetimes are ISO 8601
-with offset (``2026-11-25T16:30:00.123456+00:00``).
+with offset (``2026-11-25T16:30:00.123456+00:00``). CSV text cells are escaped by
+:func:`~memory.io.formats.spreadsheet_text` (no formula runs when a spreadsheet opens the file);
+JSON and JSONL hold every value as it is.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from typing import IO, Any, Iterator
 from django.db.models import QuerySet
 
 from memory.engine.validators import whole_number
-from memory.io.formats import EXPORT_FORMATS, Progress, check_format
+from memory.io.formats import EXPORT_FORMATS, Progress, check_format, spreadsheet_text
 from memory.io.schema import EXPORT_FIELDS, plain, text_cell
 from memory.models import ProductMemoryEntry
 
@@ -60,7 +62,9 @@ def iter_export_batches(fmt: str, *, limit: int | None = None,
     size = 0
     count = 0
     csv_buffer = io.StringIO()
-    csv_writer = csv.writer(csv_buffer, lineterminator="\n")
+    # RFC 4180 line ends: the writer quotes every text holding one of their characters, so a
+    # carriage return inside a text cannot end its row.
+    csv_writer = csv.writer(csv_buffer, lineterminator="\r\n")
 
     if fmt == "csv":
         csv_writer.writerow(EXPORT_FIELDS)
@@ -70,7 +74,7 @@ def iter_export_batches(fmt: str, *, limit: int | None = None,
     first = True
     for row in rows:
         if fmt == "csv":
-            csv_writer.writerow([text_cell(n, v) for n, v in zip(EXPORT_FIELDS, row)])
+            csv_writer.writerow([spreadsheet_text(text_cell(n, v)) for n, v in zip(EXPORT_FIELDS, row)])
             size = csv_buffer.tell()
         else:
             text = json.dumps(_as_dict(row), ensure_ascii=False)

@@ -12,6 +12,12 @@ django-import-export handles, the API and the command take their choices from he
 - ``xlsx`` (import only): the same column names, first sheet, header in the first row.
 
 A gzipped file (a backup) is recognised by its content.
+
+The :data:`SPREADSHEET_FORMATS` (``csv``, ``xlsx``) hold their text cells as
+:func:`spreadsheet_text` writes them and their readers give them back through
+:func:`from_spreadsheet_text`: a spreadsheet opening an export evaluates no formula, and an
+export imports back exactly as it was. JSON and JSONL are not opened as spreadsheets and hold
+every value as it is.
 """
 from __future__ import annotations
 
@@ -24,6 +30,7 @@ from django.utils import timezone
 
 EXPORT_FORMATS = ("json", "jsonl", "csv")
 IMPORT_FORMATS = ("json", "jsonl", "csv", "xlsx")
+SPREADSHEET_FORMATS = ("csv", "xlsx")
 DEFAULT_EXPORT_FORMAT = "json"
 
 _CONTENT_TYPES = {
@@ -66,3 +73,35 @@ def format_from_filename(name: str | os.PathLike) -> str | None:
     if suffixes and suffixes[-1] == "gz":
         suffixes.pop()
     return _EXTENSIONS.get(suffixes[-1]) if suffixes else None
+
+
+# -- text in spreadsheet cells --------------------------------------------------------------
+#
+# A spreadsheet reads a cell that starts with "=", "+", "-" or "@" as a formula (OWASP's CSV
+# injection; tab and carriage return are in its list too). Such a text gets a single quote in
+# front, which the spreadsheet shows as text. For the escape to be undone without guessing, a
+# text that already starts with quotes followed by one of those characters gets one more quote:
+# the quote is removed again exactly when quotes and then a trigger open the cell. A line feed
+# counts as a trigger too: XLSX (XML) reads a carriage return back as a line feed, and the quote
+# before it must still be recognised.
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r", "\n")
+_QUOTE = "'"
+
+
+def _quoted_trigger(text: str) -> bool:
+    return text.lstrip(_QUOTE).startswith(FORMULA_TRIGGERS)
+
+
+def spreadsheet_text(value: Any) -> Any:
+    """``value`` as a CSV or XLSX cell holds it: a text a spreadsheet would read as a formula
+    gets a leading ``'``; other values are unchanged. :func:`from_spreadsheet_text` undoes it."""
+    if isinstance(value, str) and value.startswith((_QUOTE, *FORMULA_TRIGGERS)) and _quoted_trigger(value):
+        return _QUOTE + value
+    return value
+
+
+def from_spreadsheet_text(value: Any) -> Any:
+    """The value :func:`spreadsheet_text` was given, from the cell it wrote."""
+    if isinstance(value, str) and value.startswith(_QUOTE) and _quoted_trigger(value):
+        return value[1:]
+    return value

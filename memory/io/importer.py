@@ -131,14 +131,16 @@ def import_entries(source: str | os.PathLike | IO, fmt: str | None = None, *, dr
             on_progress("validate", report.rows, report.rows)
         if report.error_count:
             report.created = report.updated = 0
-            logger.warning("Importação recusada: %d registros inválidos em %s; nada foi gravado",
-                           report.error_count, src.name or "arquivo")
+            # The caller's bad file, reported to it: no operational warning.
+            logger.info("Importação recusada: %d registros inválidos em %s; nada foi gravado",
+                        report.error_count, src.name or "arquivo")
             return report
-        if dry_run:
+        if dry_run or not report.rows:  # a file of no entries (blank lines only) is not read again
             return report
 
         _write(src, fmt, report, now, on_progress)
-        logger.info("Importação concluída: %d entradas criadas, %d atualizadas", report.created, report.updated)
+        logger.info("Importação gravada no PostgreSQL: %d entradas criadas, %d atualizadas (%s)",
+                    report.created, report.updated, src.name or "arquivo")
         return report
     finally:
         src.close()

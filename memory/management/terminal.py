@@ -6,11 +6,15 @@ A product id, a title, a file name or an error message is data. Printed raw, a
 read ``API[/]`` as markup and fail. So every command passes such text through
 :func:`plain` before a plain write, hands it to rich tables as :func:`literal`,
 and prints JSON with :func:`dumps`. The data itself (an export to stdout) is
-written as it is: it is a file, not a message.
+written as it is: it is a file, not a message. Numbers read in pt-BR through
+``memory.infra.formatting``; :func:`memory_log_level` decides which of the memory's
+log lines a command shows besides its own messages.
 """
 from __future__ import annotations
 
 import json
+import logging
+from contextlib import contextmanager
 
 from rich.text import Text
 
@@ -42,3 +46,22 @@ def dumps(data, **kwargs) -> str:
     """``json.dumps(data, ensure_ascii=False, **kwargs)``, the same JSON with DEL, C1 and the
     bidirectional characters also written as ``\\uXXXX`` escapes."""
     return json.dumps(data, ensure_ascii=False, **kwargs).translate(_JSON_ESCAPES)
+
+
+# The memory's log lines a command shows, by its -v: its own messages say what a person needs
+# (a summary, the refusals), so by default only warnings join them; -v 2 adds the INFO lines,
+# one per product of a catalog run; -v 3 everything.
+_LOG_LEVELS = {0: logging.ERROR, 1: logging.WARNING, 2: logging.INFO}
+
+
+@contextmanager
+def memory_log_level(verbosity: int):
+    """For the block, the ``memory`` loggers at the level of the command's ``-v`` (warnings at
+    the default 1, INFO from 2, DEBUG from 3), whatever ``MEMORY_LOG_LEVEL`` sets for servers."""
+    logger = logging.getLogger("memory")
+    saved = logger.level
+    logger.setLevel(_LOG_LEVELS.get(verbosity, logging.DEBUG))
+    try:
+        yield
+    finally:
+        logger.setLevel(saved)

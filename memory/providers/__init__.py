@@ -20,11 +20,10 @@ __all__ = [
     "ProviderUnavailable", "QuotaExhausted", "TemplateProvider", "TruncatedOutput", "get_provider",
 ]
 
-PROVIDERS = ("template", "openai")
-
 
 def get_provider() -> ContentProvider:
-    """The provider the settings choose; ``ImproperlyConfigured`` for an unknown one."""
+    """The provider the settings choose (one of ``LLM_PROVIDERS``, which the settings refuse
+    anything else from the environment); ``ImproperlyConfigured`` for an unknown one."""
     from django.core.exceptions import ImproperlyConfigured
 
     name = settings.LLM_PROVIDER
@@ -42,4 +41,4 @@ def get_provider() -> ContentProvider:
             max_tokens=settings.LLM_MAX_TOKENS,
             temperature=settings.LLM_TEMPERATURE,
         )
-    raise ImproperlyConfigured(f"LLM_PROVIDER desconhecido: {name!r} (use um de {', '.join(PROVIDERS)})")
+    raise ImproperlyConfigured(f"LLM_PROVIDER desconhecido: {name!r} (use um de {', '.join(settings.LLM_PROVIDERS)})")

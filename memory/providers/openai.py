@@ -6,7 +6,8 @@ connections alive between products. The SDK does the retries: 408, 409, 429,
 5xx, timeouts and connection errors, with exponential back-off and jitter,
 honouring ``Retry-After`` (seconds, ``retry-after-ms``, an HTTP date) and not
 retrying when it asks for more than the SDK's cap (2 minutes); other 4xx fail at
-once. An answer that is not valid content is asked for again within the same
+once, and so does a 429 whose error code is ``insufficient_quota`` (an account
+out of credit: waiting does not help, ``QuotaExhausted``). An answer that is not valid content is asked for again within the same
 budget of ``max_attempts`` requests; an answer cut at the token limit fails at
 once. Every failure is one of the typed errors of ``providers.base``.
 """
@@ -46,6 +47,30 @@ RESPONSE_FORMATS = ("json_schema", "json_object")
 _NO_KEY = "sem-chave"
 NO_AUTHORIZATION = {"Authorization": openai.Omit()}
 
+# OpenAI's error code for an account whose credit is spent: no retry helps until someone pays.
+OUT_OF_QUOTA = "insufficient_quota"
+
+
+class _Client(openai.OpenAI):
+    """The SDK client, except that a 429 saying the quota is spent is not retried."""
+
+    def _should_retry(self, response) -> bool:
+        if response.status_code == 429 and _body_error_code(response) == OUT_OF_QUOTA:
+            return False
+        return super()._should_retry(response)
+
+
+def _body_error_code(response) -> str:
+    """The ``error.code`` (else ``error.type``) of an OpenAI-style error body, or ``""``."""
+    try:
+        error = response.json().get("error")
+    except (ValueError, AttributeError, UnicodeDecodeError):
+        return ""
+    if not isinstance(error, dict):
+        return ""
+    return str(error.get("code") or error.get("type") or "")
+
+
 _clients: dict[tuple, openai.OpenAI] = {}
 _clients_lock = threading.Lock()
 
@@ -62,7 +87,7 @@ def shared_client(*, base_url: str, api_key: str, connect_timeout: float, read_t
         if client is None:
             for stale in [k for k in _clients if k[0] != key[0]]:
                 del _clients[stale]  # the parent's: not closed here, its sockets are the parent's
-            client = openai.OpenAI(
+            client = _Client(
                 base_url=base_url,
                 api_key=api_key or _NO_KEY,
                 timeout=openai.Timeout(read_timeout, connect=connect_timeout),
@@ -98,10 +123,19 @@ def _detail(usage, part: str, name: str) -> int:
         return 0
 
 
-def _error_code(exc: openai.APIStatusError) -> str:
+def _error_body(exc: openai.APIStatusError) -> dict:
     body = exc.body if isinstance(exc.body, dict) else {}
-    error = body.get("error", body) if isinstance(body.get("error", body), dict) else {}
+    return body.get("error", body) if isinstance(body.get("error", body), dict) else {}
+
+
+def _error_code(exc: openai.APIStatusError) -> str:
+    error = _error_body(exc)
     return str(getattr(exc, "code", None) or error.get("code") or error.get("type") or "")
+
+
+def _error_message(exc: openai.APIStatusError) -> str:
+    """The server's own ``error.message``, else the SDK's (``Error code: 429 - ...``); 200 characters at most."""
+    return str(_error_body(exc).get("message") or exc.message or "")[:200]
 
 
 def _typed_error(exc: openai.OpenAIError, attempts: int, timeouts: tuple[float, float]) -> GenerationError:
@@ -122,8 +156,8 @@ def _typed_error(exc: openai.OpenAIError, attempts: int, timeouts: tuple[float, 
         retry_after = exc.response.headers.get("retry-after-ms") or exc.response.headers.get("retry-after")
         if retry_after:
             detail += f" (Retry-After {retry_after}{' ms' if exc.response.headers.get('retry-after-ms') else ''})"
-        message = str(exc.message or "")[:200]
-        if status == 429 and _error_code(exc) == "insufficient_quota":
+        message = _error_message(exc)
+        if status == 429 and _error_code(exc) == OUT_OF_QUOTA:
             return QuotaExhausted(f"{after}: cota do provedor esgotada ({detail}): {message}")
         if status in (408, 409, 429) or status >= 500:
             return ProviderUnavailable(f"{after}: {detail} {message}".rstrip())

@@ -11,7 +11,9 @@ import hashlib
 import json
 import math
 
-from memory.providers.content import GeneratedContent, validate_generated_content
+from memory.providers.content import (
+    REQUIRED_LIST_FIELDS, REQUIRED_TEXT_FIELDS, GeneratedContent, validate_generated_content,
+)
 from memory.providers.prompts import SYSTEM_PROMPT, USER_PROMPT_TEMPLATE
 from memory.providers.base import ContentProvider
 
@@ -37,8 +39,20 @@ OPENINGS = (
 )
 
 
+MAX_DESCRIPTION = REQUIRED_TEXT_FIELDS["description"]
+MAX_BULLET = REQUIRED_LIST_FIELDS["bullet_points"][2]
+
+
 def estimate_tokens(text: str) -> int:
     return max(1, math.ceil(len(text) / 4))
+
+
+def clip(text: str, limit: int) -> str:
+    """``text`` when it fits ``limit`` characters, else cut at the last space that fits, with "…"."""
+    if len(text) <= limit:
+        return text
+    cut = text[:limit - 1]
+    return (cut.rsplit(" ", 1)[0] if " " in cut else cut).rstrip() + "…"
 
 
 def _pick(data: dict, field: str) -> str:
@@ -65,19 +79,23 @@ class TemplateProvider(ContentProvider):
                    for f, phrase, lower in DETAIL_PHRASES if fields[f]]
         if details:
             paragraphs.append("Produto " + ", ".join(details) + ", com acabamento cuidadoso.")
-        if fields["description"]:
-            paragraphs.append(fields["description"])
+        closing = []
         if category:
-            paragraphs.append(f"Uma escolha certeira na categoria {category.lower()}.")
+            closing.append(f"Uma escolha certeira na categoria {category.lower()}.")
         if brand:
-            paragraphs.append(f"Qualidade {brand} com a confiança de quem entende do assunto.")
+            closing.append(f"Qualidade {brand} com a confiança de quem entende do assunto.")
+        if fields["description"]:
+            # The product's own description is what gives way when the whole would not fit the schema.
+            room = MAX_DESCRIPTION - len("\n\n".join([*paragraphs, "", *closing]))
+            paragraphs.append(clip(fields["description"], max(room, 1)))
+        paragraphs.extend(closing)
 
         bullets = [f"{label}: {fields[f]}" for f, label in BULLET_LABELS if fields[f]]
         attributes = product_data.get("attributes")
         if isinstance(attributes, dict):
             bullets.extend(f"{str(key).capitalize()}: {value}" for key, value in attributes.items())
         bullets.append("Envio rápido para todo o Brasil")
-        bullets = bullets[:6]
+        bullets = [clip(bullet, MAX_BULLET) for bullet in bullets[:6]]
 
         keywords = [title.lower()]
         for value in (category, brand, fields["material"], fields["color"]):
@@ -91,7 +109,7 @@ class TemplateProvider(ContentProvider):
         content = validate_generated_content(
             {
                 "title": full_title[:120],
-                "description": "\n\n".join(paragraphs),
+                "description": clip("\n\n".join(paragraphs), MAX_DESCRIPTION),
                 "bullet_points": bullets,
                 "seo_keywords": keywords,
             }

@@ -26,9 +26,10 @@ from django.conf import settings
 from django.utils import timezone
 
 from memory.engine import freshness
-from memory.engine.tiers import RedisTier, Snapshot, shared_redis_tier
+from memory.engine.tiers import DatabaseTier, Key, RedisTier, shared_redis_tier
 from memory.engine.validators import whole_number
 from memory.infra import redis
+from memory.infra import formatting
 from memory.io.export import export_count, iter_export_batches
 from memory.io.formats import Progress
 from memory.io.importer import ImportReport, import_entries
@@ -41,10 +42,6 @@ logger = logging.getLogger("memory")
 DEFAULT_KEEP = 7
 BACKUP_NAME = re.compile(r"^memory-(\d{8}T\d{6}Z)(?:-(\d+))?\.jsonl\.gz$")
 WARM_BATCH = 1000
-_SNAPSHOT_FIELDS = (
-    "product_id", "kind", "payload", "input_fingerprint", "generator_version",
-    "tokens_prompt", "tokens_completion", "created_at", "expires_at",
-)
 
 
 @dataclass
@@ -157,8 +154,8 @@ def create_backup(keep: int | None = None, *, on_progress: Progress | None = Non
         path=path, entries=entries, bytes=path.stat().st_size,
         seconds=round(time.perf_counter() - started, 3), removed=removed,
     )
-    logger.info("Backup da memória: %d entradas em %s (%d bytes); %d backups antigos removidos",
-                entries, path.name, result.bytes, len(removed))
+    logger.info("Backup da memória: %d entradas em %s (%s); %d backups antigos removidos",
+                entries, path.name, formatting.size(result.bytes), len(removed))
     return result
 
 
@@ -200,40 +197,46 @@ def _redis_tier() -> RedisTier:
 def warm_redis(batch_size: int = WARM_BATCH, *, on_progress: Progress | None = None) -> WarmResult:
     """Copy every active entry of the current generator from PostgreSQL into Redis.
 
-    Entries go in pipelined batches of ``batch_size`` with their remaining TTL.
+    Entries go in pipelined batches of ``batch_size`` with their remaining TTL, as the fills of
+    a read do: each batch is claimed before its rows are read, so an entry saved or deleted
+    meanwhile is not copied (nor a copy Redis already holds replaced).
     Raises :class:`RedisUnavailable` when Redis is not configured, does not
     answer, or goes away during the warm-up.
     """
     batch_size = whole_number("batch_size", batch_size, minimum=1)
     tier = _redis_tier()
+    l3 = DatabaseTier()
     started = time.perf_counter()
+    generator = current_generator_version()
     qs = (
-        ProductMemoryEntry.objects.filter(
-            freshness.status_q(freshness.ACTIVE, current_generator_version(), timezone.now())
-        )
+        ProductMemoryEntry.objects.filter(freshness.status_q(freshness.ACTIVE, generator, timezone.now()))
         .order_by("id")
-        .only(*_SNAPSHOT_FIELDS)
+        .values_list("product_id", "kind")
     )
     total = qs.count() if on_progress else None
     result = WarmResult()
-    batch: list[Snapshot] = []
+    batch: list[Key] = []
 
     def flush() -> None:
-        tier.set_many(batch)
+        claims = tier.claim_fills(batch)
+        now = time.time()
+        active = [s for s in l3.get_many(batch).values() if s.status(None, generator, now) == freshness.ACTIVE]
+        tier.fill_many(active, claims)
         if redis.guard.in_outage:
             raise RedisUnavailable(f"Redis parou de responder durante o aquecimento, após {result.entries} entradas")
-        result.entries += len(batch)
+        result.entries += len(active)
         result.batches += 1
         batch.clear()
         if on_progress:
             on_progress("warm", result.entries, total)
 
-    for entry in qs.iterator(chunk_size=batch_size):
-        batch.append(Snapshot.from_entry(entry))
+    for key in qs.iterator(chunk_size=batch_size):
+        batch.append(key)
         if len(batch) >= batch_size:
             flush()
     if batch:
         flush()
     result.seconds = round(time.perf_counter() - started, 3)
-    logger.info("Redis aquecido: %d entradas em %d lotes (%.2f s)", result.entries, result.batches, result.seconds)
+    logger.info("Redis aquecido: %d entradas em %d lotes (%s)",
+                result.entries, result.batches, formatting.seconds(result.seconds))
     return result

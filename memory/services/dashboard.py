@@ -148,7 +148,6 @@ def dashboard_data(days: int = 30) -> dict:
     stats = memory_stats()
     return {
         "stats": stats,
-        "hit_rate_percent": round(stats["hit_rate"] * 100, 1),
         "charts": {name: bar_chart(name, [(row["date"], row[name]) for row in series]) for name in SERIES},
         "days": days,
         "top_products": top_products(),

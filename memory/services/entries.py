@@ -14,6 +14,7 @@ from datetime import timedelta
 from typing import Any, Iterable
 
 from celery import current_app
+from celery.result import EagerResult
 from django.db import transaction
 from django.db.models import F, QuerySet
 from django.db.models.functions import Greatest
@@ -26,6 +27,7 @@ from memory.engine.tiers import Key
 from memory.infra import redis
 from memory.models import DEFAULT_KIND, ProductMemoryEntry
 from memory.providers.template import FIELD_ALIASES
+from memory.services.generation import FAILED, PROVIDER_UNAVAILABLE, InvalidProductData, validate_product_data
 
 logger = logging.getLogger("memory")
 
@@ -93,9 +95,15 @@ def extend_expiry(queryset: QuerySet, seconds: int | None = None) -> int:
 #
 # The one regeneration rule, for the admin's action and for POST /api/memory/force-regenerate/:
 # a product is regenerated from the source data stored with its entry, with what the request sent
-# laid over it, and only when that data identifies the same product and names it (a title, under
-# any of the names the providers read). An identifier alone would give the writer nothing to
-# write about; only main content has a generation task.
+# laid over it, and only when that data identifies the same product, names it (a title, under
+# any of the names the providers read) and is data a generation accepts (validate_product_data).
+# An identifier alone would give the writer nothing to write about; only main content has a
+# generation task. Data is checked before the task is queued, so a refusal is the caller's
+# answer in both modes and nothing is queued for it.
+#
+# With a broker the task is queued and the caller only learns that. Without one (eager mode,
+# CELERY_TASK_ALWAYS_EAGER) it has already run when apply_async returns: its result, saved or
+# failed, is the caller's answer.
 
 TITLE_KEYS = FIELD_ALIASES["title"]
 GENERATE_TASK = "memory.generate_main_content_task"  # the name memory.tasks registers it under
@@ -111,6 +119,26 @@ class CannotRegenerate(Exception):
 
 class QueueUnavailable(Exception):
     """The broker or the result store did not take the task; nothing was queued."""
+
+
+class GenerationFailed(Exception):
+    """Eager mode: the generation ran in this process and the provider failed; nothing was saved.
+
+    ``unavailable``: the provider could not answer now (out of quota, rate limited, timed out,
+    down), so trying later may work; otherwise it answered with nothing usable. ``reason`` is the
+    provider's message, the exception's own a sentence for the person who asked.
+    """
+
+    def __init__(self, product_id: str, reason: str, *, unavailable: bool):
+        if unavailable:
+            message = (f"Produto {product_id} não foi regenerado: o provedor de conteúdo está indisponível "
+                       f"({reason}). Nada foi salvo; tente novamente mais tarde.")
+        else:
+            message = f"Produto {product_id} não foi regenerado: o provedor de conteúdo falhou ({reason}). Nada foi salvo."
+        super().__init__(message)
+        self.product_id = product_id
+        self.reason = reason
+        self.unavailable = unavailable
 
 
 # What publishing raises when the queue cannot be reached: the broker's connection errors (kombu
@@ -165,7 +193,9 @@ def regeneration_data(product_id: str, stored: dict | None, sent: dict | None = 
     source data; None when there is no entry) with ``sent`` laid over it.
 
     ``CannotRegenerate`` when the data names no product (no title); ``ValueError`` naming
-    ``product_data`` when it identifies another product than ``product_id``.
+    ``product_data`` when it identifies another product than ``product_id``;
+    ``InvalidProductData`` (a ``ValueError`` naming ``product_data`` and the field) when a
+    generation would refuse it.
     """
     merged = {**(stored if isinstance(stored, dict) else {}), **(sent or {})}
     if not names_the_product(merged):
@@ -177,7 +207,7 @@ def regeneration_data(product_id: str, stored: dict | None, sent: dict | None = 
     merged_id = extract_product_identifier(merged)
     if merged_id != product_id:
         raise ValueError(f"product_data: os dados guardados identificam o produto {merged_id}, não {product_id}")
-    return merged
+    return validate_product_data(merged)
 
 
 def stored_source_data(product_id: str, kind: str = DEFAULT_KIND) -> dict | None:
@@ -189,25 +219,51 @@ def stored_source_data(product_id: str, kind: str = DEFAULT_KIND) -> dict | None
     )
 
 
+QUEUED = "queued"  # a worker will run it
+CREATED = "created"  # eager mode: generated and saved, where there was no entry
+REPLACED = "replaced"  # eager mode: generated and saved over the entry there was
+
+
 @dataclass(frozen=True)
 class Regeneration:
     task_id: str
     product_id: str
+    outcome: str = QUEUED
+    tokens_spent: int = 0
+    content: dict | None = None  # what was saved (eager mode)
+
+
+def _regenerate(product_id: str, data: dict, *, existed: bool) -> Regeneration:
+    """Hand ``data`` to the generation task; in eager mode, its outcome.
+
+    ``QueueUnavailable`` as :func:`_queue_generation`; in eager mode ``GenerationFailed`` when the
+    provider failed, and whatever else the task raised.
+    """
+    result = _queue_generation(data)
+    if not isinstance(result, EagerResult):
+        return Regeneration(task_id=result.id, product_id=product_id)
+    summary = result.get(propagate=True)  # the task's own exception when it raised
+    if summary["status"] == FAILED:
+        raise GenerationFailed(product_id, summary.get("error") or "",
+                               unavailable=summary.get("failure") == PROVIDER_UNAVAILABLE)
+    return Regeneration(task_id=result.id, product_id=product_id, outcome=REPLACED if existed else CREATED,
+                        tokens_spent=summary["tokens_spent"], content=summary["content"])
 
 
 def enqueue_product_regeneration(product: Any) -> Regeneration:
-    """Queue ``generate_main_content_task(..., force_regenerate=True)`` for one product.
+    """Run ``generate_main_content_task(..., force_regenerate=True)`` for one product: queued
+    with a broker (``outcome`` ``QUEUED``), run here in eager mode (``CREATED`` or ``REPLACED``).
 
     ``product`` is product data (a dict) or a product_id; the task gets
     :func:`regeneration_data`, so that ``{"sku": "ABC123"}`` regenerates a known product from
-    everything it was made from. Raises what :func:`regeneration_data` raises, and
-    ``QueueUnavailable`` when the broker or the result store does not take the task.
+    everything it was made from. Raises what :func:`regeneration_data` raises, before anything
+    is queued; ``QueueUnavailable`` when the broker or the result store does not take the task;
+    in eager mode ``GenerationFailed`` when the provider failed (nothing saved).
     """
     ref = resolve_product(product)
-    data = regeneration_data(ref.product_id, stored_source_data(ref.product_id),
-                             product if isinstance(product, dict) else None)
-    result = _queue_generation(data)
-    return Regeneration(task_id=result.id, product_id=ref.product_id)
+    stored = stored_source_data(ref.product_id)
+    data = regeneration_data(ref.product_id, stored, product if isinstance(product, dict) else None)
+    return _regenerate(ref.product_id, data, existed=stored is not None)
 
 
 @dataclass(frozen=True)
@@ -216,17 +272,24 @@ class RegenerationResult:
     lacking_data: int  # their source data does not identify and name their product
     other_kind: int
     not_queued: int = 0  # the broker could not be reached
+    regenerated: int = 0  # eager mode: generated and saved
+    refused: tuple[tuple[str, str], ...] = ()  # (product_id, why): data a generation refuses
+    failed: tuple[tuple[str, str], ...] = ()  # eager mode: (product_id, why) the provider failed
+    not_tried: int = 0  # eager mode: left alone once the provider was unavailable
 
 
 def enqueue_regeneration(queryset: QuerySet) -> RegenerationResult:
-    """Queue a forced regeneration for each selected main-content entry the one rule allows
-    (:func:`regeneration_data` of its stored source data); the others are counted, not queued.
+    """Regenerate (forced) each selected main-content entry the one rule allows
+    (:func:`regeneration_data` of its stored source data): queued with a broker, run here in
+    eager mode. The others are counted, not queued.
 
     When the broker cannot be reached, nothing more is tried and the rest is counted as
-    ``not_queued``.
+    ``not_queued``; in eager mode, once the provider is unavailable, the rest is ``not_tried``.
     """
-    queued = lacking = other_kind = not_queued = 0
-    broker_down = False
+    queued = lacking = other_kind = not_queued = regenerated = not_tried = 0
+    refused: list[tuple[str, str]] = []
+    failed: list[tuple[str, str]] = []
+    broker_down = provider_down = False
     rows = queryset.order_by().values_list("product_id", "kind", "source_data")
     for product_id, kind, source_data in rows.iterator(chunk_size=CHUNK):
         if kind != DEFAULT_KIND:
@@ -234,20 +297,36 @@ def enqueue_regeneration(queryset: QuerySet) -> RegenerationResult:
             continue
         try:
             data = regeneration_data(product_id, source_data or {})
+        except InvalidProductData as exc:
+            refused.append((product_id, str(exc).removeprefix("product_data: ")))
+            continue
         except (CannotRegenerate, ValueError):
             lacking += 1
             continue
         if broker_down:
             not_queued += 1
             continue
+        if provider_down:
+            not_tried += 1
+            continue
         try:
-            _queue_generation(data)
-            queued += 1
+            done = _regenerate(product_id, data, existed=True)
         except QueueUnavailable as exc:
             logger.warning("Fila de tarefas indisponível (%s); regeneração não enviada",
                            _connection_error(exc.__cause__).__class__.__name__)
             broker_down = True
             not_queued += 1
+        except GenerationFailed as exc:
+            failed.append((product_id, exc.reason))
+            provider_down = exc.unavailable
+        else:
+            if done.outcome == QUEUED:
+                queued += 1
+            else:
+                regenerated += 1
     if queued:
         logger.info("%d produtos enviados para regeneração forçada", queued)
-    return RegenerationResult(queued, lacking, other_kind, not_queued)
+    if regenerated:
+        logger.info("%d produtos regenerados", regenerated)
+    return RegenerationResult(queued, lacking, other_kind, not_queued, regenerated,
+                              tuple(refused), tuple(failed), not_tried)

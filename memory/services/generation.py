@@ -21,8 +21,9 @@ from memory.infra import metrics
 from memory.models import DEFAULT_KIND
 from memory.engine.locks import product_lock
 from memory.engine.memory import Lookup, ProductMemory, ProductRef, resolve_product
-from memory.engine.validators import whole_number
-from memory.providers import ContentProvider, GenerationError, get_provider
+from memory.engine.validators import json_object, text, whole_number
+from memory.providers import ContentProvider, GenerationError, ProviderUnavailable, get_provider
+from memory.providers.template import FIELD_ALIASES
 
 logger = logging.getLogger("memory")
 
@@ -33,6 +34,40 @@ GENERATED = "generated"
 REGENERATED = "regenerated"  # the stored entry was stale or expired
 FORCED = "forced"
 FAILED = "failed"
+
+# Why a generation failed (``ProductOutcome.failure``): the provider could not answer now (out of
+# quota, rate limited, timed out, down), or it answered with nothing usable.
+PROVIDER_UNAVAILABLE = "provider_unavailable"
+PROVIDER_ERROR = "provider_error"
+
+# The longest text a generation starts from, per field the writers read (under any of its names):
+# a product's own description may be as long as the content's; every other field is a short name.
+PRODUCT_TEXT_LIMITS = {"title": 500, "description": 5000}
+DEFAULT_PRODUCT_TEXT_LIMIT = 200
+
+
+class InvalidProductData(ValueError):
+    """Product data no generation starts from; the message names ``product_data`` and the field."""
+
+
+def validate_product_data(product_data: Any) -> dict:
+    """The product data a generation may start from, unchanged; ``InvalidProductData`` otherwise.
+
+    It must be a JSON object PostgreSQL can store (it is saved as the entry's source data), and
+    each field the writers read must fit its limit: a 6,000-character title is refused here,
+    before any provider is paid or any task queued, not by the content schema afterwards.
+    """
+    try:
+        json_object("product_data", product_data)
+        for field, names in FIELD_ALIASES.items():
+            limit = PRODUCT_TEXT_LIMITS.get(field, DEFAULT_PRODUCT_TEXT_LIMIT)
+            for name in names:
+                value = product_data.get(name)
+                if value is not None:
+                    text(f"product_data: {name}", value if isinstance(value, str) else str(value), max_length=limit)
+    except ValueError as exc:
+        raise InvalidProductData(str(exc)) from None
+    return product_data
 
 
 @dataclass
@@ -45,6 +80,7 @@ class ProductOutcome:
     tokens_saved: int = 0
     tokens_wasted: int = 0  # billed for attempts whose answer was not stored
     error: str | None = None
+    failure: str | None = None  # PROVIDER_UNAVAILABLE or PROVIDER_ERROR when the provider failed
     content: dict | None = None
     index: int | None = None
 
@@ -63,6 +99,8 @@ class ProductOutcome:
         }
         if self.error:
             data["error"] = self.error
+        if self.failure:
+            data["failure"] = self.failure
         if self.index is not None:
             data["index"] = self.index
         if with_content:
@@ -117,8 +155,10 @@ def generate_product(
 ) -> ProductOutcome:
     """Serve the product from memory, or generate it once (single flight) and store it.
 
-    ``known_status`` is the answer of a batch check already made, which spares
-    the first lookup. A failed generation saves nothing and counts no savings.
+    ``known_status`` is the answer of a batch check already made, which spares the first
+    lookup. Data to generate from that :func:`validate_product_data` refuses raises its
+    ``ValueError``: nothing is generated. A failed generation saves nothing and counts no
+    savings; its outcome says why (``failure``).
     """
     provider = provider or get_provider()
     memory = ProductMemory(kind, generator_version=provider.generator_version)
@@ -134,6 +174,7 @@ def generate_product(
             return _reused(lookup)
         status = lookup.status
 
+    validate_product_data(product_data)  # what is served needs no check; what is generated does
     with product_lock(ref.product_id, memory.kind) as acquired:
         if not acquired:
             logger.warning("Produto %s: tempo de espera pela trava esgotado; gerando mesmo assim", ref.product_id)
@@ -151,7 +192,8 @@ def generate_product(
             logger.error("Falha ao gerar conteúdo do produto %s: %s", ref.product_id, exc)
             wasted = getattr(exc, "tokens_wasted", 0)
             memory.count_wasted_tokens(wasted)
-            return ProductOutcome(ref.product_id, FAILED, error=str(exc), tokens_wasted=wasted)
+            failure = PROVIDER_UNAVAILABLE if isinstance(exc, ProviderUnavailable) else PROVIDER_ERROR
+            return ProductOutcome(ref.product_id, FAILED, error=str(exc), tokens_wasted=wasted, failure=failure)
         elapsed = time.perf_counter() - started
         memory.count_wasted_tokens(generated.tokens_wasted)
         memory.save_product_data(
@@ -229,7 +271,12 @@ def generate_batch(
             memory.count_lookups([lookup])
             done(index, _reused(lookup))
         else:
-            misses.append((index, product, lookup.status if lookup and product_id not in seen else None))
+            try:
+                validate_product_data(product)
+            except ValueError as exc:
+                done(index, ProductOutcome(product_id, FAILED, error=str(exc)))
+            else:
+                misses.append((index, product, lookup.status if lookup and product_id not in seen else None))
         seen.add(product_id)
 
     workers = 1 if provider.name == "template" else max(1, min(batch_size, settings.LLM_MAX_CONCURRENCY))

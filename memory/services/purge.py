@@ -11,6 +11,7 @@ from django.utils import timezone
 from memory.engine import freshness
 from memory.engine.memory import ProductMemory
 from memory.engine.validators import whole_number
+from memory.infra import formatting
 from memory.models import ProductMemoryEntry
 
 logger = logging.getLogger("memory")
@@ -67,7 +68,7 @@ def purge_expired(batch_size: int = DEFAULT_PURGE_BATCH, max_batches: int | None
     result.seconds = round(time.perf_counter() - started, 3)
     result.longest_batch_ms = round(result.longest_batch_ms, 2)
     logger.info(
-        "Limpeza de expirados: %d entradas removidas em %d lotes (%.2f s)",
-        result.deleted, result.batches, result.seconds,
+        "Limpeza de expirados: %d entradas removidas em %d lotes (%s)",
+        result.deleted, result.batches, formatting.seconds(result.seconds),
     )
     return result

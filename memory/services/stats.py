@@ -41,7 +41,8 @@ def directory_bytes(path: Path) -> int:
 def prompt_share() -> float:
     """The share of prompt tokens in what the stored entries cost (0.5 when unknown)."""
     sums = cached_for_stats(
-        "token-sums", lambda: ProductMemoryEntry.objects.aggregate(p=Sum("tokens_prompt"), c=Sum("tokens_completion"))
+        "token-sums", lambda: ProductMemoryEntry.objects.aggregate(p=Sum("tokens_prompt"), c=Sum("tokens_completion")),
+        ("p", "c"),
     )
     total = (sums["p"] or 0) + (sums["c"] or 0)
     return (sums["p"] or 0) / total if total else 0.5

@@ -25,7 +25,9 @@ from memory.io.export import write_export
 from memory.io.importer import import_entries
 from memory.services.entries import GENERATE_TASK
 
-from tests.helpers import queued_tasks
+from tests.helpers import (
+    FORMULA_TEXTS, ROUND_TRIP_TEXTS, SPREADSHEET_TRIGGERS, make_formula_entries, queued_tasks, snapshot_table,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -334,7 +336,60 @@ def test_regenerate_action_regenerates_with_the_current_generator(staff, entries
     assert stale.generator_version == current_generator_version()
     assert stale.payload["title"] != "Mochila Escolar" or stale.payload["description"] != "Descrição de Mochila Escolar."
     assert ProductMemory().lookup("OLD-3").status == "active"
-    assert "1 produto enviado para regeneração." in response.content.decode()
+    assert "1 produto regenerado." in response.content.decode()  # eager mode: it ran in the request
+
+
+def test_regenerate_action_with_a_broker_says_the_products_were_queued(staff, entries, published_tasks):
+    response = post_action(staff, "regenerate_selected", [entries["stale"], entries["other"]], follow=True)
+    assert "2 produtos enviados para regeneração." in response.content.decode()
+    assert sorted(data["sku"] for data, _ in published_tasks) == ["OLD-3", "XYZ-2"]
+
+
+LONG_TITLE = "Mochila " + "a" * 5992  # 6,000 characters
+
+
+@pytest.mark.parametrize("mode", ["eager_tasks", "published_tasks"])
+def test_regenerate_action_refuses_source_data_no_generation_accepts_in_both_modes(staff, entries, mode, request):
+    request.getfixturevalue(mode)
+    ProductMemoryEntry.objects.filter(pk=entries["stale"].pk).update(source_data={"sku": "OLD-3", "title": LONG_TITLE})
+    before = ProductMemoryEntry.objects.get(pk=entries["stale"].pk).updated_at
+    response = post_action(staff, "regenerate_selected", [entries["stale"]], follow=True)
+    assert ("1 entrada tem dados de origem que a geração recusa e não foi regenerada: "
+            "OLD-3: title: no máximo 500 caracteres") in response.content.decode()
+    assert ProductMemoryEntry.objects.get(pk=entries["stale"].pk).updated_at == before
+    if mode == "published_tasks":
+        assert request.getfixturevalue("published_tasks") == []
+
+
+def test_regenerate_action_in_eager_mode_with_the_provider_out_of_quota_says_so_and_stops(
+    staff, entries, eager_tasks, openai_provider
+):
+    openai_provider.expect_request("/v1/chat/completions").respond_with_json({"error": {
+        "message": "You exceeded your current quota.", "type": "insufficient_quota", "code": "insufficient_quota",
+    }}, status=429)
+    selected = [entries["stale"], entries["other"], entries["active"]]
+    before = {e.pk: e.updated_at for e in ProductMemoryEntry.objects.all()}
+    html = post_action(staff, "regenerate_selected", selected, follow=True).content.decode()
+    assert "1 produto não foi regenerado, nada foi salvo: " in html
+    assert ": Geração falhou após 1 tentativa: cota do provedor esgotada (HTTP 429)" in html
+    assert ("O provedor de conteúdo está indisponível: mais 2 produtos não foram tentados. "
+            "Tente novamente mais tarde.") in html
+    assert len(openai_provider.log) == 1  # the others were not tried
+    assert {e.pk: e.updated_at for e in ProductMemoryEntry.objects.all()} == before
+
+
+def test_regenerate_action_in_eager_mode_names_each_product_the_provider_failed(
+    staff, entries, eager_tasks, openai_provider
+):
+    openai_provider.expect_request("/v1/chat/completions").respond_with_json(
+        {"choices": [{"message": {"content": "{não é json"}}]})
+    before = {e.pk: e.updated_at for e in ProductMemoryEntry.objects.all()}
+    html = post_action(staff, "regenerate_selected", [entries["stale"], entries["other"]], follow=True).content.decode()
+    assert "2 produtos não foram regenerados, nada foi salvo: " in html
+    for sku in ("OLD-3", "XYZ-2"):
+        assert f"{sku}: Geração falhou após 1 tentativas: resposta inválida (o conteúdo não é JSON)" in html
+    assert "não foram tentados" not in html  # a bad answer is the product's, not the provider's state
+    assert {e.pk: e.updated_at for e in ProductMemoryEntry.objects.all()} == before
 
 
 def test_regenerate_action_skips_entries_it_cannot_regenerate(staff, entries, eager_tasks):
@@ -484,6 +539,32 @@ def test_export_has_exactly_the_transfer_columns(staff, entries, fmt):
     assert active["expires_at"] == entries["active"].expires_at.astimezone(dt_timezone.utc).isoformat()
 
 
+@pytest.mark.parametrize("fmt", ["csv", "xlsx"])
+def test_spreadsheet_exports_quote_every_cell_a_spreadsheet_would_run_as_a_formula(staff, fmt):
+    data = export(staff, fmt, make_formula_entries())
+    rows = rows_of(fmt, data)
+    # XLSX is XML, which reads a carriage return back as a line feed.
+    expected = sorted("'" + (text.replace("\r", "\n") if fmt == "xlsx" else text) for text in FORMULA_TEXTS)
+    assert sorted(row["product_id"] for row in rows) == expected
+    assert sorted(row["generator_version"] for row in rows) == expected
+    assert [cell for row in rows for cell in row.values()
+            if isinstance(cell, str) and cell.startswith(SPREADSHEET_TRIGGERS)] == []
+    assert {json.loads(row["payload"])["bullet_points"][0] for row in rows} == set(FORMULA_TEXTS)
+
+
+def test_xlsx_export_holds_formula_texts_as_text_cells_never_formulas(staff):
+    sheet = openpyxl.load_workbook(io.BytesIO(export(staff, "xlsx", make_formula_entries()))).active
+    cells = [cell for row in sheet.iter_rows(min_row=2) for cell in row]
+    assert [cell.coordinate for cell in cells if cell.data_type == "f"] == []
+    product_ids = [row[EXPORT_FIELDS.index("product_id")] for row in sheet.iter_rows(min_row=2)]
+    assert {cell.data_type for cell in product_ids} == {"s"}
+
+
+def test_json_export_holds_formula_texts_as_they_are(staff):
+    rows = rows_of("json", export(staff, "json", make_formula_entries()))
+    assert sorted(row["product_id"] for row in rows) == sorted(FORMULA_TEXTS)
+
+
 def import_file(client, fmt, data, name=None):
     upload = SimpleUploadedFile(name or f"entries.{fmt}", data if isinstance(data, bytes) else data.encode())
     return client.post(reverse("admin:memory_productmemoryentry_import"), {
@@ -606,6 +687,34 @@ def test_admin_imports_what_manage_memory_exports(staff, entries, fmt, django_ca
     restored = ProductMemoryEntry.objects.get(product_id="XYZ-2", kind="main_content")
     for name in EXPORT_FIELDS:
         assert getattr(restored, name) == getattr(entries["other"], name), name
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json", "xlsx"])
+def test_formula_and_quoted_texts_come_back_exactly_through_the_admin_and_the_command(
+        staff, fmt, django_capture_on_commit_callbacks):
+    exported = make_formula_entries(ROUND_TRIP_TEXTS)
+    before = snapshot_table()
+    data = export(staff, fmt, exported)
+
+    ProductMemoryEntry.objects.all().delete()
+    preview = import_file(staff, fmt, data)
+    assert not preview.context["result"].has_validation_errors() and not preview.context["result"].has_errors()
+    with django_capture_on_commit_callbacks(execute=True):
+        confirm(staff, preview)
+    assert snapshot_table() == before  # admin export, admin import
+
+    ProductMemoryEntry.objects.all().delete()
+    assert import_entries(io.BytesIO(data), fmt).ok
+    assert snapshot_table() == before  # admin export, manage_memory import
+
+    if fmt != "xlsx":  # manage_memory exports json, jsonl and csv
+        out = io.StringIO()
+        write_export(fmt, out)
+        ProductMemoryEntry.objects.all().delete()
+        preview = import_file(staff, fmt, out.getvalue())
+        with django_capture_on_commit_callbacks(execute=True):
+            confirm(staff, preview)
+        assert snapshot_table() == before  # manage_memory export, admin import
 
 
 def test_import_fills_empty_cells_as_manage_memory_import_does(staff, django_capture_on_commit_callbacks):

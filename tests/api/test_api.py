@@ -221,6 +221,12 @@ def test_clear_empties_the_memory_and_counts(api):
 
 
 # --- force-regenerate -----------------------------------------------------------------------
+#
+# In eager mode (no broker: the tests' settings) the task runs in the request and the answer is
+# its outcome; with a broker (published_tasks) the answer is 202 and a worker does the rest.
+
+FORCE_REGENERATE = "/api/memory/force-regenerate/"
+LONG_TITLE = "Fone " + "a" * 5995  # 6,000 characters: the template's description would pass 5,000
 
 
 @pytest.mark.django_db
@@ -228,15 +234,16 @@ def test_force_regenerate_merges_stored_source_data_with_the_body(api, eager_tas
     seed({"sku": "ABC123", "title": "Fone Bluetooth", "brand": "JBL"}, {**CONTENT, "title": "antigo"})
     before = ProductMemoryEntry.objects.get(product_id="ABC123")
 
-    response = post_json(api, "/api/memory/force-regenerate/", {"product_data": {"sku": "ABC123", "color": "preto"}})
+    response = post_json(api, FORCE_REGENERATE, {"product_data": {"sku": "ABC123", "color": "preto"}})
 
-    assert response.status_code == 202
+    assert response.status_code == 200
     data = response.json()
     assert data["product_id"] == "ABC123" and data["task_id"]
     entry = ProductMemoryEntry.objects.get(product_id="ABC123")
     assert entry.source_data == {"sku": "ABC123", "title": "Fone Bluetooth", "brand": "JBL", "color": "preto"}
     assert entry.payload["title"] != "antigo" and "Fone Bluetooth" in entry.payload["title"]
     assert entry.updated_at > before.updated_at
+    assert data["content"] == entry.payload and data["tokens_spent"] == entry.tokens_prompt + entry.tokens_completion
     got = post_json(api, "/api/memory/get/", {"product_data": entry.source_data}).json()
     assert got["found"] is True and got["content"] == entry.payload
 
@@ -244,8 +251,8 @@ def test_force_regenerate_merges_stored_source_data_with_the_body(api, eager_tas
 @pytest.mark.django_db
 def test_force_regenerate_by_product_id_uses_the_stored_data(api, eager_tasks):
     seed({"sku": "ABC123", "title": "Caneca"}, {**CONTENT, "title": "antigo"})
-    response = post_json(api, "/api/memory/force-regenerate/", {"product_id": "ABC123"})
-    assert response.status_code == 202
+    response = post_json(api, FORCE_REGENERATE, {"product_id": "ABC123"})
+    assert response.status_code == 200
     assert "Caneca" in ProductMemoryEntry.objects.get(product_id="ABC123").payload["title"]
 
 
@@ -255,9 +262,9 @@ def test_force_regenerate_with_only_a_sku_regenerates_from_the_stored_data(api, 
     stored = {"sku": "ABC123", "title": "Garrafa Térmica", "brand": "Stanley"}
     seed(stored, {**CONTENT, "title": "antigo"})
 
-    response = post_json(api, "/api/memory/force-regenerate/", {"product_data": {"sku": "ABC123"}})
+    response = post_json(api, FORCE_REGENERATE, {"product_data": {"sku": "ABC123"}})
 
-    assert response.status_code == 202, response.json()
+    assert response.status_code == 200, response.json()
     entry = ProductMemoryEntry.objects.get(product_id="ABC123")
     assert entry.source_data == stored and "Garrafa Térmica" in entry.payload["title"]
     for product_data in ({"sku": "ABC123"}, stored):
@@ -267,18 +274,51 @@ def test_force_regenerate_with_only_a_sku_regenerates_from_the_stored_data(api, 
 
 @pytest.mark.django_db
 def test_force_regenerate_unknown_product_with_only_a_sku_is_404(api, eager_tasks):
-    response = post_json(api, "/api/memory/force-regenerate/", {"product_data": {"sku": "ABC123"}})
+    response = post_json(api, FORCE_REGENERATE, {"product_data": {"sku": "ABC123"}})
     assert response.status_code == 404
     assert response.json()["product_id"] == "ABC123" and "title" in response.json()["detail"]
     assert not ProductMemoryEntry.objects.exists()
-    assert post_json(api, "/api/memory/force-regenerate/", {"product_id": "ABC123"}).status_code == 404
+    assert post_json(api, FORCE_REGENERATE, {"product_id": "ABC123"}).status_code == 404
 
 
 @pytest.mark.django_db
-def test_force_regenerate_unknown_product_with_enough_data_generates_it(api, eager_tasks):
-    response = post_json(api, "/api/memory/force-regenerate/", {"product_data": {"sku": "NEW1", "title": "Mochila"}})
-    assert response.status_code == 202
-    assert ProductMemoryEntry.objects.get(product_id="NEW1").payload["title"].startswith("Mochila")
+def test_force_regenerate_in_eager_mode_is_201_when_it_creates_and_200_when_it_replaces(api, eager_tasks):
+    created = post_json(api, FORCE_REGENERATE, {"product_data": {"sku": "NEW1", "title": "Mochila"}})
+    assert created.status_code == 201, created.json()
+    entry = ProductMemoryEntry.objects.get(product_id="NEW1")
+    assert entry.payload["title"].startswith("Mochila")
+    assert created.json() == {"task_id": created.json()["task_id"], "product_id": "NEW1",
+                              "tokens_spent": entry.tokens_prompt + entry.tokens_completion, "content": entry.payload}
+
+    replaced = post_json(api, FORCE_REGENERATE, {"product_data": {"sku": "NEW1", "title": "Mochila", "cor": "azul"}})
+    assert replaced.status_code == 200, replaced.json()
+    assert ProductMemoryEntry.objects.get(product_id="NEW1").source_data["cor"] == "azul"
+    assert replaced.json()["task_id"] != created.json()["task_id"]
+
+
+@pytest.mark.django_db
+def test_force_regenerate_in_eager_mode_refuses_a_title_no_generation_accepts_with_400(api, eager_tasks):
+    seed({"sku": "ABC123", "title": "Fone"})
+    before = ProductMemoryEntry.objects.get(product_id="ABC123")
+    for body in ({"product_data": {"sku": "NEW1", "title": LONG_TITLE}},
+                 {"product_data": {"sku": "ABC123", "title": LONG_TITLE}}):
+        response = post_json(api, FORCE_REGENERATE, body)
+        assert response.status_code == 400, response.json()
+        assert response.json() == {"product_data": ["title: no máximo 500 caracteres"]}
+    assert list(ProductMemoryEntry.objects.values_list("product_id", "payload", "updated_at")) == [
+        ("ABC123", before.payload, before.updated_at)
+    ]
+
+
+@pytest.mark.django_db
+def test_force_regenerate_with_a_broker_refuses_the_same_data_with_400_and_queues_nothing(api, published_tasks):
+    seed({"sku": "ABC123", "title": "Fone"})
+    response = post_json(api, FORCE_REGENERATE, {"product_data": {"sku": "ABC123", "title": LONG_TITLE}})
+    assert response.status_code == 400
+    assert response.json() == {"product_data": ["title: no máximo 500 caracteres"]}
+    brand = post_json(api, FORCE_REGENERATE, {"product_data": {"sku": "ABC123", "marca": "x" * 201}})
+    assert brand.status_code == 400 and brand.json() == {"product_data": ["marca: no máximo 200 caracteres"]}
+    assert published_tasks == []
 
 
 @pytest.mark.django_db
@@ -297,13 +337,74 @@ def test_force_regenerate_only_queues_the_task(api, monkeypatch):
     monkeypatch.setattr(generate_main_content_task, "apply_async", queue)
     seed({"sku": "ABC123", "title": "Fone", "brand": "JBL"})
 
-    response = post_json(api, "/api/memory/force-regenerate/", {"product_data": {"sku": "ABC123", "brand": "Sony"}})
+    response = post_json(api, FORCE_REGENERATE, {"product_data": {"sku": "ABC123", "brand": "Sony"}})
 
     assert response.status_code == 202
     assert response.json() == {"task_id": "7d1c3f4e-queued", "product_id": "ABC123"}
     data = {"sku": "ABC123", "title": "Fone", "brand": "Sony"}
     assert calls == [(((data,), {"force_regenerate": True}), {"retry": False})]  # published once, or not at all
     assert ProductMemoryEntry.objects.get(product_id="ABC123").payload == CONTENT
+
+
+def quota_spent(server) -> None:
+    """What OpenAI answers an account whose credit is spent."""
+    server.expect_request("/v1/chat/completions").respond_with_json({"error": {
+        "message": "You exceeded your current quota, please check your plan and billing details.",
+        "type": "insufficient_quota", "code": "insufficient_quota",
+    }}, status=429)
+
+
+@pytest.mark.django_db
+def test_force_regenerate_in_eager_mode_with_the_provider_out_of_quota_is_503_and_saves_nothing(
+    api, eager_tasks, openai_provider, settings
+):
+    settings.LLM_MAX_ATTEMPTS = 3  # retries allowed: the spent quota still takes one request
+    quota_spent(openai_provider)
+    seed({"sku": "ABC123", "title": "Fone"})
+    before = ProductMemoryEntry.objects.get(product_id="ABC123")
+
+    response = post_json(api, FORCE_REGENERATE, {"product_id": "ABC123"})
+
+    assert response.status_code == 503, response.json()
+    assert response.json() == {
+        "detail": "Produto ABC123 não foi regenerado: o provedor de conteúdo está indisponível (Geração falhou após"
+                  " 1 tentativa: cota do provedor esgotada (HTTP 429): You exceeded your current quota, please check"
+                  " your plan and billing details.). Nada foi salvo; tente novamente mais tarde.",
+        "product_id": "ABC123",
+    }
+    assert len(openai_provider.log) == 1  # no retry: a spent quota does not come back by waiting
+    after = ProductMemoryEntry.objects.get(product_id="ABC123")
+    assert (after.payload, after.updated_at) == (before.payload, before.updated_at)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("answer, reason", [
+    ({"response_data": "boom", "status": 503}, "HTTP 503"),
+    ({"response_data": "overloaded", "status": 500}, "HTTP 500"),
+])
+def test_force_regenerate_in_eager_mode_with_the_provider_down_is_503(api, eager_tasks, openai_provider, answer, reason):
+    openai_provider.expect_request("/v1/chat/completions").respond_with_data(**answer)
+    response = post_json(api, FORCE_REGENERATE, {"product_data": {"sku": "NEW1", "title": "Mochila"}})
+    assert response.status_code == 503
+    assert reason in response.json()["detail"] and response.json()["product_id"] == "NEW1"
+    assert not ProductMemoryEntry.objects.exists()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("body, code, reason", [
+    ({"choices": [{"message": {"content": "{não é json"}}]}, 200, "o conteúdo não é JSON"),
+    ({"error": {"message": "Incorrect API key"}}, 401, "HTTP 401"),
+])
+def test_force_regenerate_in_eager_mode_with_a_bad_provider_answer_is_502(
+    api, eager_tasks, openai_provider, body, code, reason
+):
+    openai_provider.expect_request("/v1/chat/completions").respond_with_json(body, status=code)
+    response = post_json(api, FORCE_REGENERATE, {"product_data": {"sku": "NEW1", "title": "Mochila"}})
+    assert response.status_code == 502, response.json()
+    detail = response.json()["detail"]
+    assert detail.startswith("Produto NEW1 não foi regenerado: o provedor de conteúdo falhou (") and reason in detail
+    assert detail.endswith("Nada foi salvo.")
+    assert not ProductMemoryEntry.objects.exists()
 
 
 def result_store_gave_up() -> RuntimeError:

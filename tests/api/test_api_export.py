@@ -10,7 +10,9 @@ from django.db import connection
 from memory.models import ProductMemoryEntry
 from memory.io.importer import import_entries
 
-from tests.helpers import CONTENT, seed
+from tests.helpers import (
+    CONTENT, FORMULA_TEXTS, ROUND_TRIP_TEXTS, SPREADSHEET_TRIGGERS, make_formula_entries, seed, snapshot_table,
+)
 
 
 def download(response) -> bytes:
@@ -55,6 +57,34 @@ def test_export_defaults_to_json_and_honours_limit(api, three_entries):
     assert [json.loads(line)["product_id"] for line in limited] == ["A1", "B2"]
     table = list(csv.DictReader(io.StringIO(download(api.get("/api/memory/export/?format=csv&limit=1")).decode())))
     assert [r["product_id"] for r in table] == ["A1"]
+
+
+@pytest.mark.django_db
+def test_csv_export_quotes_every_cell_a_spreadsheet_would_run_as_a_formula(api):
+    make_formula_entries()
+    body = download(api.get("/api/memory/export/?format=csv")).decode()
+    rows = list(csv.DictReader(io.StringIO(body, newline="")))
+    assert sorted(row["product_id"] for row in rows) == sorted("'" + text for text in FORMULA_TEXTS)
+    assert [cell for row in rows for cell in row.values() if cell.startswith(SPREADSHEET_TRIGGERS)] == []
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("fmt", ["json", "jsonl"])
+def test_json_exports_hold_formula_texts_as_they_are(api, fmt):
+    make_formula_entries()
+    body = download(api.get(f"/api/memory/export/?format={fmt}")).decode()
+    rows = json.loads(body) if fmt == "json" else [json.loads(line) for line in body.splitlines()]
+    assert sorted(row["product_id"] for row in rows) == sorted(FORMULA_TEXTS)
+
+
+@pytest.mark.django_db
+def test_csv_export_of_formula_and_quoted_texts_imports_back_exactly(api):
+    make_formula_entries(ROUND_TRIP_TEXTS)
+    before = snapshot_table()
+    body = download(api.get("/api/memory/export/?format=csv"))
+    ProductMemoryEntry.objects.all().delete()
+    assert import_entries(io.BytesIO(body), "csv").ok
+    assert snapshot_table() == before
 
 
 @pytest.mark.django_db

@@ -160,8 +160,8 @@ def test_postgres_unreachable_api_answers_503_fast_changes_nothing_and_recovers(
             assert response.status_code == 200 and response.json()["content"] == CONTENT
         assert table_state() == before  # nothing half-written while PostgreSQL was away
         assert not ProductMemoryEntry.objects.filter(product_id="PG-2").exists()
-        queued = client.post("/api/memory/force-regenerate/", json={"product_data": {"sku": "PG-2", "title": "Novo"}})
-        assert queued.status_code == 202
+        created = client.post("/api/memory/force-regenerate/", json={"product_data": {"sku": "PG-2", "title": "Novo"}})
+        assert created.status_code == 201  # no broker: generated and saved in the request
         assert ProductMemoryEntry.objects.filter(product_id="PG-2").exists()
     assert "Traceback" not in api.log()
 
@@ -217,7 +217,7 @@ def test_hung_postgres_every_request_answers_within_3_s_cache_serves_and_all_rec
         with httpx.Client(base_url=api.url, headers={"Authorization": f"Token {token}"}, timeout=20) as client:
             for sku in ("HUNG-1", "HUNG-2"):
                 saved = client.post("/api/memory/force-regenerate/", json={"product_data": {"sku": sku, "title": "Produto"}})
-                assert saved.status_code == 202, saved.text
+                assert saved.status_code == 201, saved.text
             # Every worker serves authenticated gets (its token cache, L1 and a persistent connection warm)
             def warm() -> bool:
                 assert client.post("/api/memory/get/", json={"product_id": "HUNG-1"}).status_code == 200
@@ -274,7 +274,7 @@ def test_hung_postgres_every_request_answers_within_3_s_cache_serves_and_all_rec
                 assert client.post("/api/memory/get/", json={"product_id": "HUNG-2"}).status_code == 200
             assert client.post("/api/memory/delete/", json={"product_id": "HUNG-2"}).status_code == 200
             assert client.post("/api/memory/force-regenerate/",
-                               json={"product_data": {"sku": "HUNG-3", "title": "Novo"}}).status_code == 202
+                               json={"product_data": {"sku": "HUNG-3", "title": "Novo"}}).status_code == 201
     finally:
         log = api.log()
         api.stop()
@@ -322,7 +322,7 @@ def test_redis_killed_under_api_reads_and_writes_fails_no_request_and_loses_no_w
                     failures.append(repr(exc))
                     return
                 statuses.extend((written.status_code, read.status_code, listed.status_code))
-                if written.status_code == 202:
+                if written.status_code == 201:
                     acknowledged.append(product["sku"])
                     writes.append((product["sku"], sent, answered))
                     if read.status_code != 200:
@@ -376,7 +376,7 @@ def test_redis_killed_under_api_reads_and_writes_fails_no_request_and_loses_no_w
         print(f"{len(statuses)} requests, {len(acknowledged)} acknowledged writes "
               f"({len(during_outage)} while Redis was down), statuses {sorted(set(statuses))}")
         assert failures == []
-        assert set(statuses) <= {200, 202}  # no 5xx, nothing refused
+        assert set(statuses) <= {200, 201}  # no 5xx, nothing refused
         # The outage happened during the writes: Redis died after some, and others were
         # sent after the kill and acknowledged before the restart ...
         assert written_before_kill and len(during_outage) >= WRITES_DURING_OUTAGE

@@ -1,5 +1,8 @@
 """The catalog run: `manage.py generate_content CATALOG`."""
 import json
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -49,7 +52,7 @@ def test_changed_rows_are_regenerated_as_stale(tmp_path):
 def test_bad_rows_are_reported_by_number_skipped_and_fail_the_exit_status(tmp_path):
     catalog = tmp_path / "c.csv"
     catalog.write_text(
-        "sku,gtin,title\nOK-1,,Caneca\n,7891234567890,\n,,\nOK-2,,Prato\n", encoding="utf-8"
+        "sku,gtin,title,price\nOK-1,,Caneca,1\n,7891234567890,,2\n,,,3\nOK-2,,Prato,4\n", encoding="utf-8"
     )
     with pytest.raises(CommandError, match="2 linha"):
         run(str(catalog))
@@ -72,8 +75,9 @@ def test_bad_rows_are_listed_with_line_numbers(tmp_path, capsys):
     "name, content, message",
     [
         ("c.txt", "x", "format"),
-        ("c.json", "{not json", "JSON inválido"),
-        ("c.json", '{"sku": "A"}', "lista de produtos"),
+        ("c.json", "[{not json", "JSON inválido"),
+        ("c.json", "{not json", "lista de objetos"),
+        ("c.json", '{"sku": "A"}', "lista de objetos"),
     ],
 )
 def test_unreadable_catalogs_give_one_clear_error(tmp_path, name, content, message):
@@ -89,3 +93,117 @@ def test_missing_catalog_and_bad_batch_size_are_command_errors():
         run("/nao/existe.csv")
     with pytest.raises(CommandError, match="batch-size"):
         run(str(SAMPLE), "--batch-size", "0")
+
+
+def catalog_run(env, *args):
+    """``manage.py generate_content`` on the sample catalog in a new process, as a person runs it."""
+    return subprocess.run(
+        [sys.executable, "manage.py", "generate_content", str(SAMPLE), *args],
+        cwd=SAMPLE.parents[1], capture_output=True, text=True, timeout=300, env=env,
+    )
+
+
+PER_PRODUCT = re.compile(r"Salvando produto \S+ na memória|Produto \S+ encontrado na memória")
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_a_terminal_gets_the_summary_and_the_per_product_lines_only_with_v2(process_env):
+    env = {k: v for k, v in process_env.items() if k != "MEMORY_LOG_LEVEL"}  # the default level, INFO
+    first = catalog_run(env)
+    assert first.returncode == 0, first.stderr
+    assert first.stderr == ""  # not one log line per product
+    assert len(first.stdout.splitlines()) <= 12  # the summary table
+    assert "Tokens gastos" in first.stdout and "Custo estimado economizado" in first.stdout
+    second = catalog_run(env, "-v", "2")
+    assert second.returncode == 0, second.stderr
+    per_product = [line for line in second.stderr.splitlines() if PER_PRODUCT.search(line)]
+    assert len(per_product) == 200  # every product of the catalog, each once
+    assert "Reutilizados da memória" in second.stdout
+
+
+def summary_rows(out: str) -> dict[str, str]:
+    rows = {}
+    for line in out.splitlines():
+        cells = [cell.strip() for cell in line.strip("│ ").split("│")]
+        if len(cells) == 2:
+            rows[cells[0]] = cells[1]
+    return rows
+
+
+def test_the_summary_numbers_read_in_pt_br():
+    run(str(SAMPLE))
+    rows = summary_rows(run(str(SAMPLE))[0])
+    assert re.fullmatch(r"\d{1,3}(\.\d{3})+", rows["Tokens economizados"])  # 63.763, no comma, no dot decimal
+    assert re.fullmatch(r"US\$ 0,\d{4}", rows["Custo estimado economizado"])
+    assert rows["Produtos"] == "200"
+
+
+def test_per_product_log_lines_follow_the_verbosity(caplog):
+    run(str(SAMPLE))
+    assert not [r for r in caplog.records if PER_PRODUCT.search(r.getMessage())]
+    caplog.clear()
+    run(str(SAMPLE), "--verbosity", "2")
+    assert len([r for r in caplog.records if PER_PRODUCT.search(r.getMessage())]) == 200
+
+
+# --- catalogs as Excel saves them, and the formats of the import -------------------------------
+
+
+def test_a_semicolon_windows_1252_catalog_as_excel_pt_br_saves_it_is_read(tmp_path):
+    catalog = tmp_path / "c.csv"
+    catalog.write_bytes("sku;title;preço\nCF-1;Caneca Café;10,5\nCF-2;Prato Açaí;7\n".encode("cp1252"))
+    summary = json.loads(run(str(catalog), "--json")[0])
+    assert (summary["products"], summary["failed"]) == (2, 0)
+    entry = ProductMemoryEntry.objects.get(product_id="CF-1")
+    assert entry.source_data == {"sku": "CF-1", "title": "Caneca Café", "preço": "10,5"}
+
+
+def test_a_tab_delimited_utf8_catalog_with_bom_is_read(tmp_path):
+    catalog = tmp_path / "c.csv"
+    catalog.write_bytes("\ufeffsku\ttitle\nTB-1\tCaneca Café\n".encode("utf-8"))
+    assert json.loads(run(str(catalog), "--json")[0])["failed"] == 0
+    assert ProductMemoryEntry.objects.get(product_id="TB-1").source_data["title"] == "Caneca Café"
+
+
+def test_a_catalog_without_an_identifier_column_names_the_columns_it_has(tmp_path):
+    catalog = tmp_path / "c.csv"
+    catalog.write_text("codigo|nome\nA|Caneca\n", encoding="utf-8")
+    with pytest.raises(CommandError) as info:
+        run(str(catalog))
+    message = str(info.value)
+    assert "nenhuma coluna que identifique o produto" in message and "'codigo|nome'" in message
+    assert "\n" not in message
+    assert not ProductMemoryEntry.objects.exists()
+
+
+@pytest.mark.parametrize("name, content", [
+    ("c.csv", b""), ("c.csv", b"sku,title\n"), ("c.csv", b"sku,title\n,\n\n"), ("c.json", b"[]"), ("c.jsonl", b"\n"),
+])
+def test_an_empty_catalog_is_a_command_error(tmp_path, name, content):
+    catalog = tmp_path / name
+    catalog.write_bytes(content)
+    with pytest.raises(CommandError, match="vazio"):
+        run(str(catalog))
+
+
+def test_an_xlsx_catalog_is_read_as_the_import_reads_it(tmp_path):
+    from openpyxl import Workbook
+
+    workbook = Workbook()
+    sheet = workbook.active
+    sheet.append(["sku", "ean", "title"])
+    sheet.append(["X-1", None, "Caneca"])
+    sheet.append([None, 7891234567895, "Prato"])  # Excel hands the GTIN back as a float
+    workbook.save(tmp_path / "c.xlsx")
+    summary = json.loads(run(str(tmp_path / "c.xlsx"), "--json")[0])
+    assert (summary["products"], summary["failed"]) == (2, 0)
+    assert set(ProductMemoryEntry.objects.values_list("product_id", flat=True)) == {"X-1", "gtin:07891234567895"}
+
+
+def test_a_gzipped_catalog_is_read(tmp_path):
+    import gzip
+
+    (tmp_path / "c.jsonl.gz").write_bytes(gzip.compress(b'{"sku": "GZ-1", "title": "Caneca"}\n'))
+    assert json.loads(run(str(tmp_path / "c.jsonl.gz"), "--json")[0])["products"] == 1
+    assert ProductMemoryEntry.objects.filter(product_id="GZ-1").exists()

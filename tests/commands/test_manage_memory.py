@@ -1,8 +1,10 @@
 """``manage_memory``: every subcommand, its refusals, its errors and its exit codes."""
+import csv
 import gzip
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 from datetime import timedelta
@@ -22,7 +24,9 @@ from memory.engine.memory import ProductMemory
 from memory.engine.tiers import cache_key
 from memory.io.schema import EXPORT_FIELDS
 
-from tests.helpers import make_entries, snapshot_table
+from tests.helpers import (
+    FORMULA_TEXTS, ROUND_TRIP_TEXTS, SPREADSHEET_TRIGGERS, make_entries, make_formula_entries, snapshot_table,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -153,6 +157,37 @@ def test_export_clear_import_round_trip_through_the_command(fmt, tmp_path):
     out, _ = run("import", "--input-file", str(path))
 
     assert "5 registros lidos: 5 novos, 0 atualizados" in out
+    assert snapshot_table() == before
+
+
+def test_csv_export_quotes_every_cell_a_spreadsheet_would_run_as_a_formula(tmp_path):
+    make_formula_entries()
+    path = tmp_path / "memory.csv"
+    run("export", "--output-file", str(path))
+    with path.open(encoding="utf-8", newline="") as stream:
+        rows = list(csv.DictReader(stream))
+    assert sorted(row["product_id"] for row in rows) == sorted("'" + text for text in FORMULA_TEXTS)
+    assert [cell for row in rows for cell in row.values() if cell.startswith(SPREADSHEET_TRIGGERS)] == []
+    out, _ = run("export", "--format", "jsonl")  # JSON is not a spreadsheet: texts as they are
+    assert sorted(json.loads(line)["product_id"] for line in out.splitlines()) == sorted(FORMULA_TEXTS)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "xlsx"])
+def test_formula_and_quoted_texts_come_back_exactly_through_a_spreadsheet(fmt, tmp_path):
+    """CSV as the command writes it; XLSX as a spreadsheet saves it, quotes in front of formulas."""
+    make_formula_entries(ROUND_TRIP_TEXTS)
+    before = snapshot_table()
+    path = tmp_path / f"memory.{fmt}"
+    run("export", "--output-file", str(tmp_path / "memory.csv"))
+    if fmt == "xlsx":
+        with (tmp_path / "memory.csv").open(encoding="utf-8", newline="") as stream:
+            dataset = tablib.Dataset().load(stream.read(), format="csv")
+        path.write_bytes(dataset.export("xlsx"))
+    run("clear", "--confirm")
+
+    out, _ = run("import", "--input-file", str(path))
+
+    assert f"{len(ROUND_TRIP_TEXTS)} novos" in out
     assert snapshot_table() == before
 
 
@@ -418,3 +453,52 @@ def test_exit_codes_hold_in_a_real_process(tmp_path):
     assert ok.returncode == 0, ok.stderr
     assert not ProductMemoryEntry.objects.exists()
     assert manage("health", env=env).returncode == 0
+
+
+def table_rows(out: str) -> dict[str, list[str]]:
+    """The cells of each row of rich tables, by the first cell."""
+    rows = {}
+    for line in out.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("│┃").split("│")]
+        if len(cells) >= 2 and cells[0]:
+            rows[cells[0]] = cells[1:]
+    return rows
+
+
+def test_stats_numbers_read_in_pt_br_and_json_keeps_machine_numbers(saved, backups):
+    for sku in ("ABC123", "XYZ789", "LMN456"):
+        saved.get_product_data(sku)
+    rows = table_rows(run("stats")[0])
+    assert rows["Tokens economizados"] == ["4.500"]
+    assert re.fullmatch(r"US\$ 0,\d{4}", rows["Custo estimado economizado"][0])
+    assert re.fullmatch(r"\d{1,3},\d%", rows["Taxa de acerto"][0])
+    assert re.fullmatch(r"\d{1,3} B|\d{1,3},\d (KB|MB|GB)", rows["Tabela no PostgreSQL"][0])
+    data = json.loads(run("stats", "--json")[0])
+    assert isinstance(data["estimated_cost_saved"], float) and data["tokens_saved"] == 4500
+
+
+def test_health_latencies_read_in_pt_br(redis_client):
+    rows = table_rows(run("health")[0])
+    assert re.fullmatch(r"\d+,\d ms", rows["PostgreSQL"][1])
+
+
+@pytest.mark.parametrize("verbosity", ["1", "2"])
+def test_import_says_once_that_it_is_done(verbosity, tmp_path, caplog):
+    make_entries(3)
+    path = tmp_path / "memory.jsonl"
+    run("export", "--output-file", str(path))
+    run("clear", "--confirm")
+    caplog.clear()
+    out, err = run("import", "--input-file", str(path), "--verbosity", verbosity)
+    assert (out + err + caplog.text).count("Importação concluída") == 1
+    assert "Importação concluída: 3 registros lidos: 3 novos, 0 atualizados." in out
+    memory_lines = [r for r in caplog.records if r.name.startswith("memory")]
+    assert bool(memory_lines) == (verbosity == "2")  # the memory's own log lines only from -v 2
+
+
+def test_a_refused_import_is_said_once(tmp_path, caplog):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"product_id": "", "payload": {}}\n', encoding="utf-8")
+    message, err = refused("import", "--input-file", str(path))
+    assert "Importação recusada" in message
+    assert "Importação recusada" not in caplog.text + err

@@ -87,11 +87,28 @@ def test_debug_on_runs_with_the_default_key():
     ("SECURE_PROXY_SSL_HEADER", "X-Forwarded-Proto"),
     ("SECURE_PROXY_SSL_HEADER", "HTTP_X_FORWARDED_PROTO"),
     ("METRICS_ALLOW", "everyone"),
+    ("MEMORY_DEFAULT_TTL", "90d"),
+    ("MEMORY_DEFAULT_TTL", "0"),
+    ("MEMORY_L1_TTL", "-1"),
+    ("MEMORY_L1_MAX_ENTRIES", "dez mil"),
+    ("MEMORY_MAX_PAYLOAD_BYTES", "256k"),
+    ("MEMORY_REDIS_TIMEOUT", "0"),
+    ("MEMORY_REDIS_RETRY_AFTER", "5s"),
+    ("MEMORY_HIT_BUFFER_SECONDS", "0"),
+    ("MEMORY_STATS_CACHE_SECONDS", "-15"),
+    ("MEMORY_LOCAL_COUNTER_FLUSH_INTERVAL", "meio minuto"),
+    ("MEMORY_PURGE_INTERVAL", "1h"),
+    ("MEMORY_PURGE_BATCH_SIZE", "0"),
+    ("MEMORY_COUNTER_FLUSH_INTERVAL", "-60"),
+    ("MEMORY_ROLLUP_INTERVAL", "600.5"),
+    ("MEMORY_BACKUP_INTERVAL", "1d"),
+    ("MEMORY_BACKUP_KEEP", "sete"),
     ("LLM_TIMEOUT", "0"),
-    ("LLM_CONNECT_TIMEOUT", "cinco"),
     ("LLM_MAX_ATTEMPTS", "0"),
+    ("LLM_CONNECT_TIMEOUT", "cinco"),
     ("LLM_MAX_ATTEMPTS", "três"),
     ("LLM_RESPONSE_FORMAT", "json"),
+    ("LLM_MAX_ATTEMPTS", "21"),
     ("LLM_MAX_TOKENS", "0"),
     ("LLM_TEMPERATURE", "quente"),
     ("LLM_TEMPERATURE", "3"),
@@ -99,11 +116,77 @@ def test_debug_on_runs_with_the_default_key():
     ("LLM_PRICES", '["gpt-4o-mini"]'),
     ("LLM_PRICES", '{"meu-modelo": [0.15, 0.60]}'),
     ("LLM_PRICES", '{"meu-modelo": [0.15, -1, 0.60]}'),
+    ("LLM_MAX_CONCURRENCY", "4.0"),
+    ("MEMORY_GENERATION_LOCK_TIMEOUT", "3m"),
+    ("DATA_UPLOAD_MAX_MEMORY_SIZE", "1MB"),
+    ("MEMORY_API_MAX_JSON_DEPTH", "0"),
+    ("API_TOKEN_CACHE_SECONDS", "-1"),
+    ("DEBUG", "talvez"),
+    ("CELERY_TASK_ALWAYS_EAGER", "sempre"),
+    ("USE_X_FORWARDED_HOST", "x"),
+    ("LLM_PROVIDER", "opena1"),
+    ("MEMORY_LOG_LEVEL", "verbose"),
+    ("TIME_ZONE", "Brasil/Sao_Paulo"),
+    ("CSRF_TRUSTED_ORIGINS", "memoria.example.com"),
+    ("REDIS_URL", "127.0.0.1:6379"),
+    ("CELERY_BROKER_URL", "redsi://127.0.0.1:6379/0"),
+    ("CELERY_RESULT_BACKEND", "127.0.0.1:6379/0"),
+    ("OPENAI_BASE_URL", "api.openai.com/v1"),
+    ("DATABASE_URL", "postgress://postgres@127.0.0.1:5432/bc"),
+    ("DATABASE_URL", "postgres://postgres@127.0.0.1:porta/bc"),
+    ("DOTENV_PATH", "/nao/existe/.env"),
 ])
 def test_a_bad_value_stops_the_settings_with_one_line_naming_it(name, value):
     line = assert_refused_in_one_line(run([sys.executable, "-c", "import beecatalog.settings"],
                                           SECRET_KEY=KEY, **{name: value}), name)
     assert repr(value) in line
+
+
+# The issue's own examples, through the commands a person runs first.
+ISSUE_VALUES = [
+    ("DATABASE_URL", "postgress://postgres:segredo@127.0.0.1:5432/bc"),
+    ("MEMORY_DEFAULT_TTL", "90d"),
+    ("LLM_PROVIDER", "opena1"),
+    ("REDIS_URL", "127.0.0.1:6379"),
+    ("CELERY_BROKER_URL", "127.0.0.1:6379/0"),
+    ("DEBUG", "talvez"),
+]
+COMMANDS = [["check"], ["migrate", "--verbosity", "0"], ["manage_memory", "health"]]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+@pytest.mark.parametrize("name, value", ISSUE_VALUES)
+def test_each_command_refuses_a_bad_setting_in_one_line_before_touching_anything(name, value, command):
+    line = assert_refused_in_one_line(run([sys.executable, "manage.py", *command], SECRET_KEY=KEY, **{name: value}),
+                                      name)
+    assert " não " in line and "segredo" not in line
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, value", ISSUE_VALUES)
+def test_celery_refuses_a_bad_setting_in_one_line(name, value):
+    done = run([Path(sys.executable).parent / "celery", "-A", "beecatalog", "inspect", "ping", "--timeout", "1"],
+               SECRET_KEY=KEY, **{name: value})
+    assert_refused_in_one_line(done, name)
+
+
+@pytest.mark.parametrize("values", [
+    {"LLM_PROVIDER": "openai", "OPENAI_API_KEY": ""},
+    {"LLM_PROVIDER": "openai", "OPENAI_API_KEY": "  ", "OPENAI_BASE_URL": "https://api.openai.com/v1/"},
+])
+def test_openai_without_a_key_is_refused(values):
+    line = assert_refused_in_one_line(run([sys.executable, "manage.py", "check"], SECRET_KEY=KEY, **values),
+                                      "OPENAI_API_KEY")
+    assert "LLM_PROVIDER=openai" in line
+
+
+def test_openai_compatible_servers_of_ones_own_may_go_without_a_key():
+    show = "import beecatalog.settings as s; print(s.LLM_PROVIDER, repr(s.OPENAI_API_KEY))"
+    done = run([sys.executable, "-c", show], SECRET_KEY=KEY, LLM_PROVIDER="openai", OPENAI_API_KEY="",
+               OPENAI_BASE_URL="http://127.0.0.1:11434/v1")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["openai", "''"]
 
 
 def test_statement_timeout_and_the_other_libpq_options_of_database_url_are_kept():
@@ -204,3 +287,16 @@ def test_the_api_docs_start_up_script_is_served_as_a_file(client, admin_user):
     assert script.status_code == 200
     assert script["Content-Type"].startswith("application/javascript")
     assert "SwaggerUIBundle" in script.content.decode()
+
+
+# --- documentation ------------------------------------------------------------------------------------
+
+
+def test_every_variable_the_settings_read_is_in_the_readmes_table():
+    source = (ROOT / "beecatalog" / "settings.py").read_text()
+    names = set(re.findall(r'\bread\.\w+\("([A-Z][A-Z0-9_]+)"', source))
+    assert {"DATABASE_URL", "MEMORY_DEFAULT_TTL", "LLM_PROVIDER", "DEBUG"} <= names
+    table = (ROOT / "README.md").read_text().split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    documented = set(re.findall(r"^\| `([A-Z0-9_]+)`(?: / `([A-Z0-9_]+)`)?", table, re.M))
+    documented = {name for pair in documented for name in pair if name}
+    assert names - documented == set()

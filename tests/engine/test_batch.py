@@ -51,8 +51,9 @@ def test_batch_check_is_one_mget_and_one_query(size, redis_client, redis_round_t
         result = batch_check_products_in_memory(products)
     assert result == {f"P{i}": i < size // 2 for i in range(size)}
     assert len(queries) == 1
-    # one MGET, then one pipeline refilling Redis with what only PostgreSQL had
-    assert redis_round_trips == ["MGET", "PIPELINE"]
+    # one MGET; one pipeline claiming the fills of the misses before the query; one transaction
+    # (WATCH, the claims read back, MULTI/EXEC) refilling Redis with what only PostgreSQL had
+    assert redis_round_trips == ["MGET", "PIPELINE", "PIPELINE"]
 
 
 def test_batch_check_counts_no_hits(redis_client):

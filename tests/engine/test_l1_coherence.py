@@ -1,4 +1,5 @@
 """L1 coherence across processes: a change on one instance evicts the others' L1 copies within a second."""
+import json
 import os
 import subprocess
 import sys
@@ -123,8 +124,9 @@ def test_a_read_that_overlaps_an_eviction_does_not_fill_l1(redis_client, monkeyp
 def test_a_fill_from_postgres_never_overwrites_a_newer_redis_copy(redis_client):
     memory = ProductMemory()
     old = memory.save_product_data({"sku": "COH-6"}, CONTENT)
+    claims = memory.l2.claim_fills([old.key])  # a slow reader about to read the old row
     newer = memory.save_product_data({"sku": "COH-6"}, {**CONTENT, "title": "Versão 2"})
-    memory.l2.set_many([old], only_if_absent=True)  # a slow reader's fill arriving late
+    assert memory.l2.fill_many([old], claims) == 0  # its fill arriving late
     caches["memory_l1"].clear()
     assert memory.get_product_data("COH-6").content["title"] == newer.payload["title"]
 
@@ -155,3 +157,27 @@ def test_a_garbled_invalidation_message_is_ignored(redis_client, caplog):
         assert wait_for(lambda: "ilegível" in caplog.text, timeout=5)
     assert "Falha no ouvinte" not in caplog.text
     assert memory.get_product_data("COH-4").tier == "l1"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("message", [
+    {"origin": "x", "keys": "abc"},
+    {"origin": "x", "keys": [[1, 2]]},
+    {"origin": "x", "keys": [["COH-5"]]},
+    {"origin": "x", "keys": [{"a": 1}]},
+    {"origin": 7, "clear": True},
+    {"keys": [["COH-5", "main_content"]]},
+    "[" * 100_000,
+])
+def test_a_hostile_invalidation_message_neither_stops_the_listener_nor_empties_l1(redis_client, caplog, message):
+    from memory.engine.coherence import _channel, listener
+
+    memory = ProductMemory()
+    memory.save_product_data({"sku": "COH-5"}, CONTENT)
+    assert memory.get_product_data("COH-5").tier == "l1"
+    with caplog.at_level("WARNING", logger="memory"):
+        redis_client.publish(_channel(), message if isinstance(message, str) else json.dumps(message))
+        assert wait_for(lambda: "Mensagem de invalidação ignorada" in caplog.text, timeout=5)
+    assert "Falha no ouvinte" not in caplog.text
+    assert listener.running and listener.subscribed
+    assert memory.get_product_data("COH-5").tier == "l1"

@@ -1,4 +1,5 @@
-"""What Redis holds for an entry: LZ4-compressed JSON, older zstd values still read, bad ones dropped."""
+"""What Redis holds for an entry: signed LZ4-compressed JSON, zstd frames still read, bad ones dropped."""
+import hmac
 import json
 
 import pytest
@@ -7,6 +8,7 @@ from django.core.cache import caches
 
 from memory.engine.memory import ProductMemory
 from memory.engine.tiers import cache_key
+from memory.infra import redis as redis_owner
 
 PRODUCT = {"sku": "L2-VAL-1", "title": "Garrafa Térmica 1 L"}
 CONTENT = {"title": "Garrafa Térmica Inox 1 L", "description": "Mantém a bebida quente por 12 horas. " * 40}
@@ -31,17 +33,23 @@ def read_from_l2(memory):
     return memory.get_product_data("L2-VAL-1", count_hit=False)
 
 
-def test_values_are_compressed_lz4_frames(memory):
+def signed(body: bytes) -> bytes:
+    return hmac.digest(caches["memory_l2"].client._signing_key(), body, "sha256") + body
+
+
+def test_values_are_signed_compressed_lz4_frames(memory):
     raw = caches["memory_l2"].client.get_client().get(redis_key(memory))
-    assert raw[:4] == b"\x04\x22\x4d\x18"  # the LZ4 frame magic number
+    signature, body = raw[:redis_owner.SIGNATURE_BYTES], raw[redis_owner.SIGNATURE_BYTES:]
+    assert signature == hmac.digest(caches["memory_l2"].client._signing_key(), body, "sha256")
+    assert body[:4] == b"\x04\x22\x4d\x18"  # the LZ4 frame magic number
     assert len(raw) < len(json.dumps(CONTENT).encode()) / 2
 
 
-def test_a_value_written_with_zstd_by_an_earlier_release_is_still_served(memory):
+def test_a_signed_zstd_value_is_still_served(memory):
     redis = caches["memory_l2"].client.get_client()
     plain = caches["memory_l2"].client._serializer.dumps(memory.l2.get_many([("L2-VAL-1", memory.kind)])[
         ("L2-VAL-1", memory.kind)].to_dict())
-    redis.set(redis_key(memory), zstd.compress(plain))
+    redis.set(redis_key(memory), signed(zstd.compress(plain)))
     hit = read_from_l2(memory)
     assert hit.tier == "l2" and hit.content == CONTENT
 
@@ -49,9 +57,9 @@ def test_a_value_written_with_zstd_by_an_earlier_release_is_still_served(memory)
 @pytest.mark.parametrize("garbage", [b"\x04\x22\x4d\x18broken", b"\x28\xb5\x2f\xfdbroken", b"{not json", b"[1, 2]"])
 def test_an_undecodable_value_is_a_miss_served_from_postgres_and_deleted(memory, garbage, caplog):
     redis = caches["memory_l2"].client.get_client()
-    redis.set(redis_key(memory), garbage)
+    redis.set(redis_key(memory), signed(garbage))
     hit = read_from_l2(memory)
     assert hit.tier == "l3" and hit.content == CONTENT
-    assert "ilegível" in caplog.text
+    assert "Redis: valor inválido em" in caplog.text and redis_key(memory) in caplog.text
     # the bad value is gone, and the read filled Redis again with a good one
     assert read_from_l2(memory).tier == "l2"

@@ -20,7 +20,9 @@ from memory.io.export import iter_export
 from memory.io.importer import import_entries
 from memory.io.schema import EXPORT_FIELDS, ImportFileError
 
-from tests.helpers import T0, make_entries, snapshot_table
+from tests.helpers import (
+    FORMULA_TEXTS, ROUND_TRIP_TEXTS, SPREADSHEET_TRIGGERS, T0, make_entries, make_formula_entries, snapshot_table,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -64,6 +66,65 @@ def test_csv_export_holds_json_text_in_payload_cells():
     rows = list(csv.DictReader(io.StringIO(export_text("csv"))))
     assert json.loads(rows[0]["payload"])["description"] == "<b>d</b>\nlinha 2, com vírgula"
     assert rows[0]["last_hit_at"] == ""
+
+
+def test_a_carriage_return_inside_a_csv_text_stays_in_its_cell(redis_client):
+    make_formula_entries(["a\rb", "c\r\nd"])
+    before = snapshot_table()
+    text = export_text("csv")
+    rows = list(csv.DictReader(io.StringIO(text, newline="")))
+    assert sorted(row["product_id"] for row in rows) == ["a\rb", "c\r\nd"]
+    ProductMemory().clear()
+    assert import_entries(io.StringIO(text), "csv").ok
+    assert snapshot_table() == before
+
+
+def test_csv_export_quotes_every_cell_a_spreadsheet_would_run_as_a_formula():
+    make_formula_entries()
+    rows = list(csv.DictReader(io.StringIO(export_text("csv"), newline="")))
+    assert sorted(row["product_id"] for row in rows) == sorted("'" + text for text in FORMULA_TEXTS)
+    assert sorted(row["generator_version"] for row in rows) == sorted("'" + text for text in FORMULA_TEXTS)
+    assert [cell for row in rows for cell in row.values() if cell.startswith(SPREADSHEET_TRIGGERS)] == []
+    # The payload is one JSON text: its nested texts are inside it, behind a brace.
+    assert {json.loads(row["payload"])["bullet_points"][0] for row in rows} == set(FORMULA_TEXTS)
+
+
+@pytest.mark.parametrize("fmt", ["json", "jsonl"])
+def test_json_exports_hold_formula_texts_as_they_are(fmt):
+    make_formula_entries()
+    text = export_text(fmt)
+    data = json.loads(text) if fmt == "json" else [json.loads(line) for line in text.splitlines()]
+    assert sorted(row["product_id"] for row in data) == sorted(FORMULA_TEXTS)
+
+
+@pytest.mark.parametrize("fmt", ["json", "jsonl", "csv"])
+def test_round_trip_gives_back_formula_and_quoted_texts_exactly(fmt, redis_client):
+    make_formula_entries(ROUND_TRIP_TEXTS)
+    before = snapshot_table()
+    text = export_text(fmt)
+    ProductMemory().clear()
+
+    report = import_entries(io.StringIO(text), fmt)
+
+    assert report.ok, report.errors
+    assert snapshot_table() == before
+    assert sorted(before) == sorted((text, "main_content") for text in ROUND_TRIP_TEXTS)
+
+
+def test_a_leading_tab_or_carriage_return_is_trimmed_alike_from_json_and_csv(redis_client):
+    """The row schema trims text columns in every format; the CSV escape changes nothing to that."""
+    make_formula_entries(["\tx", "\ry"])
+    tables = {}
+    for fmt in ("json", "csv"):
+        text = export_text(fmt)
+        ProductMemory().clear()
+        import_entries(io.StringIO(text), fmt)
+        tables[fmt] = snapshot_table()
+        ProductMemory().clear()
+        make_formula_entries(["\tx", "\ry"])
+    assert tables["csv"] == tables["json"]
+    assert sorted(tables["csv"]) == [("x", "main_content"), ("y", "main_content")]
+    assert tables["csv"][("x", "main_content")]["payload"]["bullet_points"][0] == "\tx"  # JSON text keeps it
 
 
 def test_export_respects_a_queryset_and_limit():

@@ -101,6 +101,21 @@ def test_insufficient_quota_is_quota_exhausted(fake_openai):
     assert isinstance(QuotaExhausted("x"), ProviderUnavailable)
 
 
+def test_insufficient_quota_fails_at_once_without_the_sdks_retries(fake_openai):
+    fake_openai.script(then=error(429, "You exceeded your current quota", code="insufficient_quota", headers=FAST))
+    with pytest.raises(QuotaExhausted, match="1 tentativa: cota do provedor esgotada"):
+        provider(fake_openai.url, max_attempts=5).generate(PRODUCT)
+    assert fake_openai.calls == 1  # waiting does not bring credit back
+
+
+def test_repeated_rate_limit_gives_up_after_max_attempts_as_unavailable(fake_openai):
+    fake_openai.script(then=error(429, "Rate limit reached", code="rate_limit_exceeded", headers=FAST))
+    with pytest.raises(ProviderUnavailable, match="3 tentativas.*HTTP 429") as excinfo:
+        provider(fake_openai.url).generate(PRODUCT)
+    assert not isinstance(excinfo.value, QuotaExhausted)
+    assert fake_openai.calls == 3
+
+
 def test_back_off_without_retry_after_grows_with_jitter(fake_openai):
     fake_openai.script(error(503), error(503))
     provider(fake_openai.url).generate(PRODUCT)

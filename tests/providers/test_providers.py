@@ -9,7 +9,8 @@ from memory.providers.content import (
     validate_generated_content,
 )
 from memory.providers.prompts import PROMPT_VERSION
-from memory.providers import TemplateProvider
+from memory.providers import OpenAIProvider, TemplateProvider
+from memory.providers.template import clip
 
 PRODUCT = {"sku": "ABC123", "title": "Tênis de Corrida Leve", "brand": "Olympikus", "color": "Azul", "category": "Esporte"}
 GOOD = {
@@ -79,3 +80,48 @@ def test_strict_json_schema_requires_exactly_the_content_schema_fields():
             "type": "array", "items": {"type": "string"}, "minItems": min_items, "maxItems": max_items}
     for name in REQUIRED_TEXT_FIELDS:
         assert schema["properties"][name] == {"type": "string"}
+
+
+def test_every_provider_the_settings_allow_is_built_and_no_other():
+    from django.conf import settings
+    from django.core.exceptions import ImproperlyConfigured
+    from django.test import override_settings
+
+    from memory.providers import get_provider
+
+    built = {}
+    for name in settings.LLM_PROVIDERS:
+        with override_settings(LLM_PROVIDER=name, OPENAI_API_KEY="sk-test"):
+            built[name] = type(get_provider())
+    assert built == {"template": TemplateProvider, "openai": OpenAIProvider}
+    with override_settings(LLM_PROVIDER="opena1"), pytest.raises(ImproperlyConfigured, match="use um de template, openai"):
+        get_provider()
+
+
+def test_template_provider_fits_the_schema_with_the_longest_fields_generation_accepts():
+    """Every field at its limit (services.generation.validate_product_data): the product's own
+    description gives way, the closing sentences stay, and the content is valid."""
+    product = {"sku": "L1", "title": "T" * 500, "brand": "Marca " * 33, "category": "c" * 200, "color": "a" * 200,
+               "material": "m" * 200, "size": "s" * 200, "description": "palavra " * 625,
+               "attributes": {"voltagem": "v" * 400}}
+    content = TemplateProvider().generate(product).content
+    validate_generated_content(content)
+    assert len(content["description"]) <= 5000
+    assert "palavra" in content["description"] and content["description"].endswith("do assunto.")
+    assert all(len(bullet) <= 300 for bullet in content["bullet_points"])
+
+
+def test_template_provider_leaves_content_that_fits_as_it_was():
+    product = {**PRODUCT, "description": "Leve e respirável."}
+    content = TemplateProvider().generate(product).content
+    assert "Leve e respirável." in content["description"].split("\n\n")
+
+
+@pytest.mark.parametrize("text, limit, clipped", [
+    ("curto", 10, "curto"),
+    ("uma frase longa demais", 12, "uma frase…"),
+    ("semespacos", 5, "seme…"),
+])
+def test_clip_cuts_at_a_space_and_marks_the_cut(text, limit, clipped):
+    assert clip(text, limit) == clipped
+    assert len(clip(text, limit)) <= limit

@@ -1,6 +1,8 @@
 """Backups on disk, restore, and refilling Redis from PostgreSQL."""
 import gzip
 import json
+import re
+import threading
 from datetime import timedelta
 
 import pytest
@@ -128,6 +130,28 @@ def test_warm_refills_redis_after_flushdb_with_active_entries_only(redis_client)
     assert memory.get_product_data("LIVE3").tier == "l2"
 
 
+def test_an_entry_deleted_while_redis_is_warmed_is_not_copied_into_it(redis_client, monkeypatch):
+    memory = ProductMemory()
+    for product_id in ("KEPT", "GONE"):
+        memory.save_product_data(product_id, CONTENT)
+    redis_client.flushdb()
+    tier = memory.l2
+    run_guarded = tier.run_guarded
+
+    def delete_first(*args, **kwargs):
+        # Another process deletes an entry after the warm-up read which rows to copy.
+        monkeypatch.setattr(tier, "run_guarded", run_guarded)
+        ProductMemory().delete_product("GONE")
+        return run_guarded(*args, **kwargs)
+
+    monkeypatch.setattr(tier, "run_guarded", delete_first)
+    result = warm_redis()
+
+    assert result.entries == 1
+    assert caches["memory_l2"].get(cache_key(("KEPT", "main_content")))["payload"] == CONTENT
+    assert caches["memory_l2"].get(cache_key(("GONE", "main_content"))) is None
+
+
 def test_warm_without_redis_configured_is_a_clear_error(no_redis):
     with pytest.raises(RedisUnavailable, match="não configurado"):
         warm_redis()
@@ -147,13 +171,24 @@ def test_warm_reports_redis_going_away_midway(redis_client, monkeypatch):
         memory.save_product_data(f"P{i}", CONTENT)
     calls = []
     execute = redis.client.Pipeline.execute
+    warming = threading.get_ident()  # the hit pusher's pipelines run in another thread
 
     def execute_then_die(pipe, *args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
+        if threading.get_ident() == warming:
+            calls.append(1)
+        if threading.get_ident() == warming and len(calls) == 3:  # a batch is two pipelines: its claims, then its copies
             raise redis.exceptions.ConnectionError("Redis foi reiniciado")
         return execute(pipe, *args, **kwargs)
 
     monkeypatch.setattr(redis.client.Pipeline, "execute", execute_then_die)
     with pytest.raises(RedisUnavailable, match="após 2 entradas"):
         warm_redis(batch_size=2)
+
+
+def test_the_backup_and_warm_logs_read_in_pt_br(backups, redis_client, caplog):
+    make_entries(3)
+    with caplog.at_level("INFO", logger="memory"):
+        create_backup()
+        warm_redis()
+    assert re.search(r"Backup da memória: 3 entradas em \S+ \(\d{1,3}(,\d)? (B|KB)\)", caplog.text), caplog.text
+    assert re.search(r"Redis aquecido: 3 entradas em 1 lotes \(\d+,\d\d s\)", caplog.text), caplog.text

@@ -199,3 +199,17 @@ def test_language_menu_switches_the_admin_to_english_and_back(admin_client):
     assert "Memory dashboard" in admin_client.get(reverse(DASHBOARD)).content.decode()
     admin_client.post(reverse("set_language"), {"language": "pt-br", "next": reverse(DASHBOARD)})
     assert "Painel da memória" in admin_client.get(reverse(DASHBOARD)).content.decode()
+
+
+def card(html: str, name: str) -> str:
+    block = html.split(f'data-card="{name}"')[1].split('<div class="memory-card"')[0]
+    return re.search(r'memory-card-value">(.*?)</div>', block, re.S).group(1).strip()
+
+
+def test_dashboard_numbers_follow_the_commands_formats(admin_client, activity):
+    html = admin_client.get(reverse(DASHBOARD)).content.decode()
+    assert re.fullmatch(r"US\$ 0,\d{4}", card(html, "cost_saved"))  # as `manage_memory stats` writes it
+    assert card(html, "tokens_saved") == "8.000"
+    assert re.fullmatch(r"\d{1,3} B|\d{1,3},\d (KB|MB|GB)", card(html, "table"))
+    english = admin_client.get(reverse(DASHBOARD), HTTP_ACCEPT_LANGUAGE="en").content.decode()
+    assert card(english, "tokens_saved") == "8,000"

@@ -1,6 +1,5 @@
 """The one regeneration rule: the admin's action and the API's force-regenerate agree on every entry."""
 import pytest
-from celery.result import AsyncResult
 
 from memory.engine.identifiers import extract_product_identifier
 from memory.engine.memory import ProductMemory
@@ -8,7 +7,6 @@ from memory.models import ProductMemoryEntry
 from memory.services.entries import (
     CannotRegenerate, enqueue_product_regeneration, enqueue_regeneration, regeneration_data,
 )
-from memory.tasks import generate_main_content_task
 
 pytestmark = pytest.mark.django_db
 
@@ -25,16 +23,8 @@ ENTRIES = {
 
 
 @pytest.fixture
-def queued(monkeypatch):
-    calls = []
-
-    def apply_async(args, kwargs, **options):
-        (data,) = args
-        calls.append((data, kwargs["force_regenerate"]))
-        return AsyncResult(f"task-{len(calls)}")
-
-    monkeypatch.setattr(generate_main_content_task, "apply_async", apply_async)
-    return calls
+def queued(published_tasks):
+    return published_tasks
 
 
 @pytest.fixture

@@ -6,11 +6,13 @@ import pytest
 from django.core.cache import caches
 
 from memory.engine.counters import flush_counters
-from memory.services.generation import generate_batch, generate_product
+from memory.services.generation import (
+    InvalidProductData, generate_batch, generate_product, validate_product_data,
+)
 from memory.engine.locks import product_lock
 from memory.models import DailyStats, ProductMemoryEntry
 from memory.engine.memory import ProductMemory
-from memory.providers import GenerationError, TemplateProvider
+from memory.providers import GenerationError, ProviderUnavailable, TemplateProvider
 from memory.tasks import batch_generate_main_content_task, generate_main_content_task
 
 PRODUCT = {"sku": "ABC123", "title": "Fone Bluetooth", "brand": "JBL"}
@@ -19,8 +21,9 @@ PRODUCT = {"sku": "ABC123", "title": "Fone Bluetooth", "brand": "JBL"}
 class CountingProvider(TemplateProvider):
     """The template writer, counting its calls, optionally slow or failing."""
 
-    def __init__(self, delay=0.0, fail=False, model="template"):
+    def __init__(self, delay=0.0, fail=False, model="template", error=GenerationError):
         self.calls = 0
+        self.error = error
         self.delay = delay
         self.fail = fail
         self.model = model
@@ -31,7 +34,7 @@ class CountingProvider(TemplateProvider):
             self.calls += 1
         time.sleep(self.delay)
         if self.fail:
-            raise GenerationError("provedor fora do ar")
+            raise self.error("provedor fora do ar")
         return super().generate(product_data)
 
 
@@ -92,6 +95,55 @@ def test_failed_generation_saves_nothing_and_counts_no_savings():
     flush_counters()
     assert DailyStats.objects.filter(generations__gt=0).count() == 0
     assert ProductMemory().stats()["tokens_saved"] == 0
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("error, failure", [
+    (ProviderUnavailable, "provider_unavailable"), (GenerationError, "provider_error"),
+])
+def test_a_failed_outcome_says_whether_the_provider_was_unavailable(error, failure):
+    outcome = generate_product(PRODUCT, provider=CountingProvider(fail=True, error=error))
+    assert outcome.summary() == {"product_id": "ABC123", "from_cache": False, "status": "failed", "tokens_spent": 0,
+                                 "tokens_saved": 0, "tokens_wasted": 0, "error": "provedor fora do ar",
+                                 "failure": failure}
+
+
+@pytest.mark.parametrize("product, message", [
+    ({"sku": "A", "title": "t" * 501}, "product_data: title: no máximo 500 caracteres"),
+    ({"sku": "A", "nome": "t" * 501}, "product_data: nome: no máximo 500 caracteres"),
+    ({"sku": "A", "title": "t", "marca": "m" * 201}, "product_data: marca: no máximo 200 caracteres"),
+    ({"sku": "A", "title": "t", "description": "d" * 5001}, "product_data: description: no máximo 5000 caracteres"),
+    ({"sku": "A", "title": "t", "price": 10 ** 300}, "product_data: price: no máximo 200 caracteres"),
+    ({"sku": "A", "title": "t\x00"}, "product_data: contém o caractere nulo"),
+    ({"sku": "A", "title": "t", "peso": float("nan")}, "product_data: contém NaN ou Infinity"),
+])
+def test_validate_product_data_refuses_what_no_generation_starts_from(product, message):
+    with pytest.raises(InvalidProductData) as excinfo:
+        validate_product_data(product)
+    assert str(excinfo.value).startswith(message)
+
+
+def test_validate_product_data_accepts_fields_at_their_limits_and_changes_nothing():
+    product = {"sku": "A", "title": "t" * 500, "brand": "b" * 200, "description": "d" * 5000, "price": 19.9,
+               "attributes": {"voltagem": "v" * 1000}, "size": 42}
+    assert validate_product_data(product) is product
+
+
+@pytest.mark.django_db
+def test_generation_refuses_product_data_before_calling_the_provider():
+    provider = CountingProvider()
+    with pytest.raises(InvalidProductData, match="title: no máximo 500 caracteres"):
+        generate_product({"sku": "LONG", "title": "t" * 6000}, force_regenerate=True, provider=provider)
+    assert provider.calls == 0 and not ProductMemoryEntry.objects.exists()
+
+
+@pytest.mark.django_db
+def test_batch_fails_only_the_product_whose_data_is_refused():
+    provider = CountingProvider()
+    result = generate_batch([{"sku": "LONG", "title": "t" * 6000}, PRODUCT], provider=provider)
+    assert [(o.product_id, o.status) for o in result.outcomes] == [("LONG", "failed"), ("ABC123", "generated")]
+    assert result.outcomes[0].error == "product_data: title: no máximo 500 caracteres"
+    assert provider.calls == 1
 
 
 @pytest.mark.django_db

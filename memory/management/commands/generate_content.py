@@ -12,9 +12,10 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError
 
-from memory.infra.migration_state import PendingMigrations, require_migrated
+from memory.infra.migration_state import MissingDatabase, PendingMigrations, require_migrated
 from memory.io.catalog import CATALOG_FORMATS, read_catalog
-from memory.management.terminal import dumps, plain
+from memory.infra.formatting import cost, integer
+from memory.management.terminal import dumps, memory_log_level, plain
 from memory.services.generation import (
     FAILED, MAX_BATCH_SIZE, REGENERATED, REUSED, BatchResult, generate_batch, validate_batch_size,
 )
@@ -27,11 +28,11 @@ ROWS_PER_BATCH_CALL = 500
 
 
 class Command(BaseCommand):
-    help = "Gera conteúdo para os produtos de um catálogo (CSV, JSON ou JSONL), reaproveitando a memória."
+    help = "Gera conteúdo para os produtos de um catálogo (CSV, JSON, JSONL ou XLSX, .gz aceito), reaproveitando a memória."
 
     def add_arguments(self, parser):
         parser.add_argument("catalog", help="arquivo do catálogo")
-        parser.add_argument("--format", choices=CATALOG_FORMATS, help="formato (padrão: pela extensão)")
+        parser.add_argument("--format", choices=CATALOG_FORMATS, help="formato (padrão: pela extensão; .gz aceito)")
         parser.add_argument("--batch-size", type=int, default=10,
                             help=f"gerações por lote (1 a {MAX_BATCH_SIZE}, padrão 10)")
         parser.add_argument("--force", action="store_true", help="regenera mesmo o que está na memória")
@@ -39,7 +40,8 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         try:
-            return self._checked(options)
+            with memory_log_level(options["verbosity"]):
+                return self._checked(options)
         except CommandError as exc:
             # Its message may quote the catalog's name or one of its lines.
             raise CommandError(plain(exc), returncode=exc.returncode) from None
@@ -56,7 +58,7 @@ class Command(BaseCommand):
         try:
             require_migrated()
             return self._run(path, options)
-        except PendingMigrations as exc:
+        except (PendingMigrations, MissingDatabase) as exc:
             raise CommandError(str(exc)) from None
         except (ValueError, UnicodeDecodeError) as exc:
             raise CommandError(f"Não foi possível ler o catálogo: {exc}") from None
@@ -80,6 +82,8 @@ class Command(BaseCommand):
                 bad_rows.append((row.number, row.error))
             else:
                 valid.append((row.number, row.product))
+        if not valid and not bad_rows:
+            raise CommandError(f"Catálogo vazio: nenhum produto em {path}")
 
         result = BatchResult()
         failed_rows: list[tuple[int, str]] = []
@@ -110,7 +114,7 @@ class Command(BaseCommand):
             )
 
     def _summary(self, result: BatchResult, bad_rows) -> dict:
-        cost = saved_cost(result.tokens_saved)
+        saved = saved_cost(result.tokens_saved)
         return {
             "products": len(result.outcomes) + len(bad_rows),
             "reused": result.count(REUSED),
@@ -120,7 +124,7 @@ class Command(BaseCommand):
             "tokens_spent": result.tokens_spent,
             "tokens_saved": result.tokens_saved,
             "tokens_wasted": result.tokens_wasted,
-            "estimated_cost_saved_usd": None if cost is None else float(cost),
+            "estimated_cost_saved_usd": None if saved is None else float(saved),
         }
 
     def _progress(self, total: int):
@@ -151,15 +155,9 @@ class Command(BaseCommand):
             "tokens_spent": "Tokens gastos",
             "tokens_saved": "Tokens economizados",
             "tokens_wasted": "Tokens desperdiçados (tentativas falhas ou descartadas)",
-            "estimated_cost_saved_usd": "Custo estimado economizado (USD)",
+            "estimated_cost_saved_usd": "Custo estimado economizado",
         }
         for key, label in labels.items():
             value = summary[key]
-            if value is None:
-                text = "desconhecido (modelo sem preço em LLM_PRICES)"
-            elif isinstance(value, float):
-                text = f"{value:.4f}"
-            else:
-                text = f"{value:,}".replace(",", ".")
-            table.add_row(label, text)
+            table.add_row(label, cost(value) if key == "estimated_cost_saved_usd" else integer(value))
         Console(file=self.stdout, width=80).print(table)

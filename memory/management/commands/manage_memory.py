@@ -12,6 +12,7 @@ degraded with ``--strict``); 2 wrong usage (argparse).
 """
 from __future__ import annotations
 
+import argparse
 from contextlib import contextmanager
 from datetime import datetime
 
@@ -22,12 +23,13 @@ from django.utils import timezone
 
 from memory.engine.freshness import EntryStatus
 from memory.engine.memory import MAX_LIST_LIMIT, ProductMemory
+from memory.infra.formatting import cost, integer, milliseconds, percent, seconds, size
 from memory.infra.health import check_health
-from memory.infra.migration_state import PendingMigrations, require_migrated
+from memory.infra.migration_state import MissingDatabase, PendingMigrations, require_migrated
 from memory.io.export import write_export
 from memory.io.formats import DEFAULT_EXPORT_FORMAT, EXPORT_FORMATS, IMPORT_FORMATS, format_from_filename
 from memory.io.importer import ImportReport, import_entries
-from memory.management.terminal import dumps, literal, plain
+from memory.management.terminal import dumps, literal, memory_log_level, plain
 from memory.models import DEFAULT_KIND, ProductMemoryEntry
 from memory.services.backup import RedisUnavailable, create_backup, restore_backup, warm_redis
 from memory.services.purge import purge_expired
@@ -40,25 +42,6 @@ STAGES = {
     "warm": "Aquecendo o Redis",
 }
 MAX_ERRORS_SHOWN = 50
-
-
-def _number(value) -> str:
-    if value is None:
-        return "—"
-    if isinstance(value, float):
-        return f"{value:,.4f}".replace(",", "X").replace(".", ",").replace("X", ".")
-    return f"{value:,}".replace(",", ".")
-
-
-def _size(value) -> str:
-    if value is None:
-        return "—"
-    size = float(value)
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return str(value)
 
 
 def _when(value) -> str:
@@ -96,6 +79,9 @@ class Command(BaseCommand):
 
         def add(name, help_text, *, json_flag=True):
             p = sub.add_parser(name, help=help_text, description=help_text)
+            # After the subcommand too (`manage_memory import -v 2`); unset, the one before it stands.
+            p.add_argument("-v", "--verbosity", type=int, choices=[0, 1, 2, 3], default=argparse.SUPPRESS,
+                           help="0 só os erros da memória, 1 também seus avisos (padrão), 2 também seu log INFO, 3 tudo")
             if json_flag:
                 p.add_argument("--json", action="store_true", help="saída em JSON, para scripts")
             return p
@@ -148,7 +134,8 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         try:
-            self._run(options)
+            with memory_log_level(options["verbosity"]):
+                self._run(options)
         except CommandError as exc:
             # Its message may quote a product id, a file name or a line of a file.
             raise CommandError(plain(exc), returncode=exc.returncode) from None
@@ -162,7 +149,7 @@ class Command(BaseCommand):
             handler(options)
         except CommandError:
             raise
-        except PendingMigrations as exc:
+        except (PendingMigrations, MissingDatabase) as exc:
             raise CommandError(str(exc)) from None
         except ProgrammingError as exc:
             raise CommandError(
@@ -229,25 +216,23 @@ class Command(BaseCommand):
             return self._print_json(stats)
         redis = stats["redis"]
         self._table("Memória de produtos", [
-            ("Entradas", _number(stats["total_entries"])),
-            ("  ativas", _number(stats["active_entries"])),
-            ("  expiradas", _number(stats["expired_entries"])),
-            ("  desatualizadas", _number(stats["stale_entries"])),
-            ("Acertos", _number(stats["hits"])),
-            ("Faltas", _number(stats["misses"])),
-            ("Taxa de acerto", f"{stats['hit_rate'] * 100:.1f}%".replace(".", ",")),
-            ("Gerações", _number(stats.get("generations"))),
-            ("Tokens gastos", _number(stats["tokens_spent"])),
-            ("Tokens economizados", _number(stats["tokens_saved"])),
-            ("Tokens desperdiçados", _number(stats["tokens_wasted"])),
-            ("Custo estimado economizado",
-             f"{_number(stats['estimated_cost_saved'])} {stats.get('currency', 'USD')}"
-             if stats["estimated_cost_saved"] is not None else "desconhecido (modelo sem preço em LLM_PRICES)"),
+            ("Entradas", integer(stats["total_entries"])),
+            ("  ativas", integer(stats["active_entries"])),
+            ("  expiradas", integer(stats["expired_entries"])),
+            ("  desatualizadas", integer(stats["stale_entries"])),
+            ("Acertos", integer(stats["hits"])),
+            ("Faltas", integer(stats["misses"])),
+            ("Taxa de acerto", percent(stats["hit_rate"])),
+            ("Gerações", integer(stats.get("generations"))),
+            ("Tokens gastos", integer(stats["tokens_spent"])),
+            ("Tokens economizados", integer(stats["tokens_saved"])),
+            ("Tokens desperdiçados", integer(stats["tokens_wasted"])),
+            ("Custo estimado economizado", cost(stats["estimated_cost_saved"])),
             ("Redis", "disponível" if redis["available"] else "indisponível"),
-            ("  memória usada", _size(redis["used_memory_bytes"])),
-            ("  chaves", _number(redis["keys"])),
-            ("Tabela no PostgreSQL", _size(stats["database"]["table_bytes"])),
-            ("Pasta de backup", f"{_size(stats['backup_dir']['bytes'])} ({stats['backup_dir']['path']})"),
+            ("  memória usada", size(redis["used_memory_bytes"])),
+            ("  chaves", integer(redis["keys"])),
+            ("Tabela no PostgreSQL", size(stats["database"]["table_bytes"])),
+            ("Pasta de backup", f"{size(stats['backup_dir']['bytes'])} ({stats['backup_dir']['path']})"),
             ("Versão do gerador", str(stats.get("generator_version", "—"))),
         ])
 
@@ -267,13 +252,13 @@ class Command(BaseCommand):
         for row in page["results"]:
             table.add_row(
                 literal(row["product_id"]), literal(row["title"] or "—"), statuses.get(row["status"], row["status"]),
-                _number(row["hit_count"]), _number(row["tokens_saved"]), _when(row["expires_at"]),
+                integer(row["hit_count"]), integer(row["tokens_saved"]), _when(row["expires_at"]),
             )
         console = self._console()
         console.print(table)
         shown = len(page["results"])
         first = options["offset"] + 1 if shown else 0
-        console.print(f"{first}–{options['offset'] + shown} de {_number(page['count'])} entradas")
+        console.print(f"{first}–{options['offset'] + shown} de {integer(page['count'])} entradas")
 
     def handle_health(self, options):
         health = check_health()
@@ -294,12 +279,12 @@ class Command(BaseCommand):
                     detail = ", ".join(f"{k}={v}" for k, v in check.items() if k not in ("ok", "latency_ms"))
                 else:
                     state, detail = "[red]falha[/]", check.get("error", "")
-                table.add_row(names.get(key, key), state, f"{check['latency_ms']} ms", literal(detail))
+                table.add_row(names.get(key, key), state, milliseconds(check["latency_ms"]), literal(detail))
             self._console().print(table)
         if status == "down":
             database = health["checks"]["database"]
-            if database.get("pending_migrations"):  # the same line as every other subcommand's
-                raise CommandError(database["error"])
+            if database.get("pending_migrations") or database.get("missing_database"):
+                raise CommandError(database["error"])  # the same line as every other subcommand's
             raise CommandError("Memória indisponível: o PostgreSQL não responde.")
         if status == "degraded" and options["strict"]:
             failed = ", ".join(k for k, c in health["checks"].items() if not c["ok"])
@@ -315,11 +300,11 @@ class Command(BaseCommand):
             raise CommandError(f"format: {fmt} não é exportado pelo comando; use --format {'|'.join(EXPORT_FORMATS)}")
         if to_stdout:
             count = write_export(fmt, getattr(self.stdout, "_out", self.stdout), limit=options["limit"])
-            self.stderr.write(f"{_number(count)} entradas exportadas ({fmt}).", style_func=lambda s: s)
+            self.stderr.write(f"{integer(count)} entradas exportadas ({fmt}).", style_func=lambda s: s)
             return
         with self._progress() as on_progress:
             count = write_export(fmt, output, limit=options["limit"], on_progress=on_progress)
-        self.stdout.write(self.style.SUCCESS(plain(f"{_number(count)} entradas exportadas para {output} ({fmt}).")))
+        self.stdout.write(self.style.SUCCESS(plain(f"{integer(count)} entradas exportadas para {output} ({fmt}).")))
 
     def _report(self, report: ImportReport, options, what: str) -> None:
         if options["json"]:
@@ -330,15 +315,15 @@ class Command(BaseCommand):
                     self.stderr.write(plain(f"registro {number}: {message}"))
                 hidden = report.error_count - min(len(report.errors), MAX_ERRORS_SHOWN)
                 if hidden > 0:
-                    self.stderr.write(f"… e mais {_number(hidden)} registro(s) inválido(s)")
+                    self.stderr.write(f"… e mais {integer(hidden)} registro(s) inválido(s)")
             raise CommandError(
-                f"{what} recusada: {_number(report.error_count)} de {_number(report.rows)} registro(s) "
+                f"{what} recusada: {integer(report.error_count)} de {integer(report.rows)} registro(s) "
                 "inválido(s); nada foi gravado."
             )
         if options["json"]:
             return
-        summary = (f"{_number(report.rows)} registros lidos: {_number(report.created)} novos, "
-                   f"{_number(report.updated)} atualizados")
+        summary = (f"{integer(report.rows)} registros lidos: {integer(report.created)} novos, "
+                   f"{integer(report.updated)} atualizados")
         if report.dry_run:
             self.stdout.write(f"Simulação ({what.lower()}): {summary}; nada foi gravado.")
         else:
@@ -356,12 +341,12 @@ class Command(BaseCommand):
         if not options["confirm"]:
             total = ProductMemoryEntry.objects.count()
             raise CommandError(
-                f"Recusado: 'clear' apaga todas as {_number(total)} entradas da memória. "
+                f"Recusado: 'clear' apaga todas as {integer(total)} entradas da memória. "
                 "Repita com --confirm para confirmar."
             )
         count = ProductMemory().clear()
         self.stdout.write(self.style.SUCCESS(
-            f"{_number(count)} entradas removidas da memória (PostgreSQL, Redis e cache local)."
+            f"{integer(count)} entradas removidas da memória (PostgreSQL, Redis e cache local)."
         ))
 
     def handle_delete(self, options):
@@ -380,8 +365,8 @@ class Command(BaseCommand):
         if options["json"]:
             return self._print_json(result.as_dict())
         self.stdout.write(self.style.SUCCESS(
-            f"{_number(result.deleted)} entradas expiradas removidas em {result.batches} lote(s) "
-            f"({result.seconds:.2f} s; lote mais longo {result.longest_batch_ms:.0f} ms)."
+            f"{integer(result.deleted)} entradas expiradas removidas em {integer(result.batches)} lote(s) "
+            f"({seconds(result.seconds)}; lote mais longo {milliseconds(result.longest_batch_ms)})."
         ))
 
     # -- backup, restore, warm ---------------------------------------------------------
@@ -392,7 +377,7 @@ class Command(BaseCommand):
         if options["json"]:
             return self._print_json(result.as_dict())
         self.stdout.write(self.style.SUCCESS(plain(
-            f"Backup criado: {result.path} ({_number(result.entries)} entradas, {_size(result.bytes)})."
+            f"Backup criado: {result.path} ({integer(result.entries)} entradas, {size(result.bytes)})."
         )))
         if result.removed:
             self.stdout.write(plain(f"{len(result.removed)} backup(s) antigo(s) removido(s): "
@@ -409,6 +394,6 @@ class Command(BaseCommand):
         if options["json"]:
             return self._print_json(result.as_dict())
         self.stdout.write(self.style.SUCCESS(
-            f"Redis aquecido: {_number(result.entries)} entradas ativas em {result.batches} lote(s) "
-            f"({result.seconds:.2f} s)."
+            f"Redis aquecido: {integer(result.entries)} entradas ativas em {integer(result.batches)} lote(s) "
+            f"({seconds(result.seconds)})."
         ))
