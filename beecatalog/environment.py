@@ -9,6 +9,7 @@ password masked.
 """
 from __future__ import annotations
 
+import json
 import math
 import sys
 import zoneinfo
@@ -54,8 +55,9 @@ _BOOLEANS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "fals
 
 
 def number(name: str, default: float, *, minimum: float = 0, integer: bool = False, unit: str = "segundos",
-           example: str = "") -> float:
-    """``name`` as a number of ``unit`` (a whole one if ``integer``) not below ``minimum``.
+           example: str = "", maximum: float | None = None) -> float:
+    """``name`` as a number of ``unit`` (a whole one if ``integer``) not below ``minimum`` (nor above
+    ``maximum``, when given).
 
     A plain number, as Python's ``int``/``float`` read it: a unit (``90d``, ``30s``, ``1 ano``),
     ``nan``, ``inf`` and values below ``minimum`` are refused. ``example`` (``"90 dias = 7776000"``)
@@ -66,17 +68,22 @@ def number(name: str, default: float, *, minimum: float = 0, integer: bool = Fal
         value = int(raw) if integer else float(raw)
     except ValueError:
         value = None
-    if value is None or not math.isfinite(value) or value < minimum:
+    if (value is None or not math.isfinite(value) or value < minimum
+            or (maximum is not None and value > maximum)):
         kind = "um número inteiro" if integer else "um número"
         of = f" de {unit}" if unit else ""
         hint = f" ({example})" if example else ""
-        refuse(f"{name}: use {kind}{of} maior ou igual a {minimum:g}{hint}, não {raw!r}")
+        bounds = (f"de {minimum:g} a {int(maximum) if float(maximum).is_integer() else maximum}"
+                  if maximum is not None
+                  else f"maior ou igual a {minimum:g}")
+        refuse(f"{name}: use {kind}{of} {bounds}{hint}, não {raw!r}")
     return value
 
 
-def whole(name: str, default: int, *, minimum: int = 0, unit: str = "segundos", example: str = "") -> int:
+def whole(name: str, default: int, *, minimum: int = 0, unit: str = "segundos", example: str = "",
+          maximum: int | None = None) -> int:
     """``name`` as a whole number of ``unit`` not below ``minimum`` (see :func:`number`)."""
-    return number(name, default, minimum=minimum, integer=True, unit=unit, example=example)
+    return number(name, default, minimum=minimum, integer=True, unit=unit, example=example, maximum=maximum)
 
 
 def choice(name: str, choices: Collection[str], default: str) -> str:
@@ -85,6 +92,20 @@ def choice(name: str, choices: Collection[str], default: str) -> str:
     if raw not in choices:
         refuse(f"{name}: use {_one_of(choices)}, não {raw!r}")
     return raw
+
+
+def json_object(name: str, example: str) -> dict:
+    """``name`` as a JSON object (``{}`` when unset or empty); ``example`` shows the form expected."""
+    raw = text(name).strip()
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        refuse(f"{name}: JSON inválido, use {example}, não {raw!r}")
+    if not isinstance(value, dict):
+        refuse(f"{name}: use um objeto {example}, não {raw!r}")
+    return value
 
 
 def items(name: str, default: Iterable[str]) -> list[str]:

@@ -4,6 +4,7 @@ Every setting that changes between machines is read here, once, from the
 environment (see ``.env.example`` and the README's configuration table).
 Modules read ``django.conf.settings``, never ``os.environ``.
 """
+import math
 import re
 from pathlib import Path
 
@@ -257,7 +258,8 @@ CELERY_TIMEZONE = TIME_ZONE
 LLM_PROVIDERS = ("template", "openai")
 LLM_PROVIDER = read.choice("LLM_PROVIDER", LLM_PROVIDERS, "template")
 LLM_MODEL = read.text("LLM_MODEL", "gpt-4o-mini").strip()
-LLM_TIMEOUT = read.number("LLM_TIMEOUT", 60.0, minimum=0.1)
+# Any OpenAI-compatible server (OpenAI, a LiteLLM proxy, vLLM, Ollama) through the official SDK,
+# one client (and connection pool) per process.
 OPENAI_BASE_URL = read.http_url("OPENAI_BASE_URL", "https://api.openai.com/v1")
 OPENAI_API_KEY = read.text("OPENAI_API_KEY").strip()
 if LLM_PROVIDER == "openai":
@@ -268,21 +270,45 @@ if LLM_PROVIDER == "openai":
     if not OPENAI_API_KEY and OPENAI_BASE_URL.rstrip("/").startswith("https://api.openai.com"):
         read.refuse("OPENAI_API_KEY: vazia; com LLM_PROVIDER=openai e OPENAI_BASE_URL da OpenAI defina a chave"
                     " da API (ou LLM_PROVIDER=template para gerar sem LLM)")
-LLM_MAX_ATTEMPTS = read.whole("LLM_MAX_ATTEMPTS", 3, minimum=1, unit="tentativas")
-LLM_RETRY_BACKOFF = read.number("LLM_RETRY_BACKOFF", 1.0)
+# Seconds to open a connection, and seconds to wait for the answer of a request.
+LLM_CONNECT_TIMEOUT = read.number("LLM_CONNECT_TIMEOUT", 5.0, minimum=0.001)
+LLM_TIMEOUT = read.number("LLM_TIMEOUT", 60.0, minimum=0.001)
+# Requests per generation, retries included: the SDK retries 408, 409, 429 (not an account out of
+# quota), 5xx, timeouts and connection errors (back-off with jitter, honouring Retry-After up to
+# 2 minutes); a malformed answer is asked for again within the same budget.
+LLM_MAX_ATTEMPTS = read.whole("LLM_MAX_ATTEMPTS", 3, minimum=1, maximum=20, unit="tentativas")
+# json_schema: a strict JSON schema built from the content schema (OpenAI, vLLM, recent Ollama);
+# json_object: any JSON object, for servers without structured outputs.
+LLM_RESPONSE_FORMATS = ("json_schema", "json_object")
+LLM_RESPONSE_FORMAT = read.choice("LLM_RESPONSE_FORMAT", LLM_RESPONSE_FORMATS, "json_schema")
+# Most tokens an answer may use (sent as max_completion_tokens); an answer cut there fails at once.
+LLM_MAX_TOKENS = read.whole("LLM_MAX_TOKENS", 2048, minimum=1, maximum=1_000_000, unit="tokens")
+# Sent only when set: some models (reasoning ones) refuse any value but their own.
+LLM_TEMPERATURE = (read.number("LLM_TEMPERATURE", 0.0, minimum=0, maximum=2, unit="",
+                               example="ou deixe vazia para não enviar")
+                   if read.text("LLM_TEMPERATURE").strip() else None)
 # Generations of one batch chunk that may run at once (threads) against a remote provider.
 LLM_MAX_CONCURRENCY = read.whole("LLM_MAX_CONCURRENCY", 4, minimum=1, unit="gerações")
 # Single flight: how long a generation may hold a product's lock, and others wait for it.
 MEMORY_GENERATION_LOCK_TIMEOUT = read.number("MEMORY_GENERATION_LOCK_TIMEOUT", 180.0, minimum=1)
-# USD per 1M tokens (prompt, completion), used for the "estimated cost saved" figures.
-LLM_PRICES = {
-    "gpt-4o-mini": (0.15, 0.60),
-    "gpt-4o": (2.50, 10.00),
-    "gpt-4.1-mini": (0.40, 1.60),
-    "gpt-4.1": (2.00, 8.00),
-    "template": (0.15, 0.60),  # priced as the default model, so the demo shows a realistic figure
+# USD per 1M tokens: prompt, cached prompt, completion. LLM_PRICES (JSON, {"model": [prompt,
+# cached, completion]}) adds models or replaces these. A model without prices has an unknown cost
+# (the stats say so and log a warning), never a default one.
+LLM_PRICES_DEFAULT = {
+    "gpt-4o-mini": (0.15, 0.075, 0.60),
+    "gpt-4o": (2.50, 1.25, 10.00),
+    "gpt-4.1-mini": (0.40, 0.10, 1.60),
+    "gpt-4.1": (2.00, 0.50, 8.00),
+    "template": (0.15, 0.075, 0.60),  # priced as gpt-4o-mini, so the demo shows a realistic figure
 }
-LLM_DEFAULT_PRICE = (0.15, 0.60)
+_PRICES_FORM = '{"modelo": [prompt, prompt em cache, resposta]}'
+_prices = read.json_object("LLM_PRICES", _PRICES_FORM)
+for _model, _values in _prices.items():
+    if not (isinstance(_values, list) and len(_values) == 3 and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0 for v in _values)):
+        read.refuse(f"LLM_PRICES: {_model!r} precisa de três preços não negativos em USD por 1M de tokens"
+                    f" (prompt, prompt em cache, resposta), em {read.text('LLM_PRICES').strip()!r}")
+LLM_PRICES = {**LLM_PRICES_DEFAULT, **{model: tuple(values) for model, values in _prices.items()}}
 
 # --- REST API (memory/api/) ------------------------------------------------------
 # Largest request body the API reads, in bytes (also Django's form limit).

@@ -69,6 +69,8 @@ class DailyStats(models.Model):
     generations = models.PositiveBigIntegerField(_("gerações"), default=0)
     tokens_spent = models.PositiveBigIntegerField(_("tokens gastos"), default=0)
     tokens_saved = models.PositiveBigIntegerField(_("tokens economizados"), default=0)
+    # Billed for failed or discarded attempts (errors, malformed or truncated answers).
+    tokens_wasted = models.PositiveBigIntegerField(_("tokens desperdiçados"), default=0)
 
     class Meta:
         verbose_name = _("estatística diária")

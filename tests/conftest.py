@@ -16,9 +16,11 @@ from psycopg import sql
 from beecatalog.celery import app as celery_app
 from memory.engine import runtime
 from memory.engine.coherence import wait_until_subscribed
+from memory.providers.openai import reset_clients
 from memory.tasks import generate_main_content_task
 
 from tests.helpers import l2_caches as _l2_caches, token_client
+from tests.providers.fake_openai import FakeOpenAI, FullBacklog
 from tests.servers import RedisServer
 
 
@@ -194,7 +196,6 @@ def openai_provider(settings, httpserver):
     settings.LLM_MODEL = "gpt-4o-mini"
     settings.LLM_TIMEOUT = 2.0
     settings.LLM_MAX_ATTEMPTS = 1
-    settings.LLM_RETRY_BACKOFF = 0.01
     return httpserver
 
 
@@ -230,3 +231,21 @@ def celery_on_own_redis():
 def l1_trusted(monkeypatch):
     """This process reads its L1 (it would once subscribed to invalidations), so the tier served is certain."""
     monkeypatch.setattr("memory.engine.memory.l1_is_trustworthy", lambda: True)
+
+
+@pytest.fixture
+def fake_openai():
+    """A scripted OpenAI-compatible server on loopback; the process's SDK clients are forgotten after."""
+    server = FakeOpenAI().start()
+    yield server
+    reset_clients()
+    server.stop()
+
+
+@pytest.fixture
+def full_backlog():
+    """A loopback port that never completes a TCP handshake."""
+    port = FullBacklog()
+    yield port
+    reset_clients()
+    port.close()

@@ -147,7 +147,10 @@ class StatsSerializer(serializers.Serializer):
     hit_rate = serializers.FloatField()
     tokens_spent = serializers.IntegerField()
     tokens_saved = serializers.IntegerField()
-    estimated_cost_saved = serializers.FloatField()
+    tokens_wasted = serializers.IntegerField(
+        help_text="Tokens cobrados por tentativas de geração que falharam ou foram descartadas.")
+    estimated_cost_saved = serializers.FloatField(
+        allow_null=True, help_text="USD; nulo quando LLM_PRICES não tem preço para o modelo atual.")
     # Beyond the documented figures: shown when the selector gives them.
     generations = serializers.IntegerField(required=False)
     currency = serializers.CharField(required=False)

@@ -48,7 +48,7 @@ LIVE_KEY = "counters:live"
 FLUSHING_PREFIX = "counters:flushing:"
 FLUSH_LOCK_KEY = "counters:flush-lock"
 SEP = "\x1f"
-DAILY_FIELDS = ("hits", "misses", "generations", "tokens_spent", "tokens_saved")
+DAILY_FIELDS = ("hits", "misses", "generations", "tokens_spent", "tokens_saved", "tokens_wasted")
 
 # The tag of an entry-hash field that holds one push's entry counts: their fields as a JSON
 # object (see ``RedisCounterStore.add``).
@@ -491,6 +491,13 @@ class HitCounter:
         counts.daily[(day, "generations")] = 1
         counts.daily[(day, "tokens_spent")] = tokens_spent
         self._add(counts)
+
+    def record_wasted(self, tokens: int) -> None:
+        """Tokens the provider billed for attempts whose answer was not stored."""
+        if tokens > 0:
+            counts = Counts()
+            counts.daily[(_today(), "tokens_wasted")] = tokens
+            self._add(counts)
 
     def flush_local(self) -> int:
         return sum(self._flush_local().hits.values())

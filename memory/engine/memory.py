@@ -294,6 +294,12 @@ class ProductMemory:
             metrics.count_generation_stored(snapshot.tokens_spent)
         return snapshot
 
+    def count_wasted_tokens(self, tokens: int) -> None:
+        """Count tokens billed for generation attempts that stored nothing (``tokens_wasted``)."""
+        tokens = whole_number("tokens_wasted", tokens, maximum=INT_MAX)
+        self.counter.record_wasted(tokens)
+        metrics.count_tokens_wasted(tokens)
+
     def refresh_caches(self, snapshots: list[Snapshot]) -> None:
         """Put fresh copies of rows just written to L3 into L2 and L1; other processes drop theirs.
 
@@ -395,7 +401,7 @@ def memory_figures(kind: str | None, generator_version: str, counter=hit_counter
     entries = cached_for_stats(f"entries:{kind or '*'}:{generator_version}", count_entries, ENTRY_COUNT_FIELDS)
     daily = DailyStats.objects.aggregate(
         hits=Sum("hits"), misses=Sum("misses"), generations=Sum("generations"),
-        tokens_spent=Sum("tokens_spent"), tokens_saved=Sum("tokens_saved"),
+        tokens_spent=Sum("tokens_spent"), tokens_saved=Sum("tokens_saved"), tokens_wasted=Sum("tokens_wasted"),
     )
     pending: dict[str, int] = {}
     for (_, name), n in counter.pending((DAILY_COUNTS,)).daily.items():
@@ -413,6 +419,7 @@ def memory_figures(kind: str | None, generator_version: str, counter=hit_counter
         "generations": totals["generations"],
         "tokens_spent": totals["tokens_spent"],
         "tokens_saved": totals["tokens_saved"],
+        "tokens_wasted": totals["tokens_wasted"],
         "generator_version": generator_version,
     }
 

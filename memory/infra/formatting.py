@@ -68,6 +68,15 @@ def money(usd, *, sep: Separators = PT_BR) -> str:
     return f"US$ {decimal(amount, 4 if abs(amount) < 1 else 2, sep=sep)}"
 
 
+# A cost the prices cannot give: the model has none in LLM_PRICES (no default price is assumed).
+UNKNOWN_COST = "desconhecido (modelo sem preço em LLM_PRICES)"
+
+
+def cost(usd, *, sep: Separators = PT_BR) -> str:
+    """An estimated cost as :func:`money`; :data:`UNKNOWN_COST` for None (a model without prices)."""
+    return UNKNOWN_COST if usd is None else money(usd, sep=sep)
+
+
 def milliseconds(ms, *, sep: Separators = PT_BR) -> str:
     """A short duration: ``9,2 ms``; ``—`` for None."""
     if ms is None:

@@ -38,6 +38,9 @@ GENERATION_SECONDS = Histogram(
 )
 TOKENS_SPENT = Counter("beecatalog_memory_tokens_spent", "Tokens spent on the generations that were stored")
 TOKENS_SAVED = Counter("beecatalog_memory_tokens_saved", "Tokens saved by serving stored content instead")
+TOKENS_WASTED = Counter(
+    "beecatalog_memory_tokens_wasted", "Tokens billed for generation attempts that failed or were discarded"
+)
 REDIS_UP = Gauge(
     "beecatalog_memory_redis_up",
     "1 when Redis (L2) answered at the last scrape, 0 when it is down or not configured",
@@ -65,6 +68,11 @@ def observe_tier_lookup(tier: str, seconds: float, *, hits: int, misses: int) ->
 def count_tokens_saved(tokens: int) -> None:
     if tokens > 0:
         TOKENS_SAVED.inc(tokens)
+
+
+def count_tokens_wasted(tokens: int) -> None:
+    if tokens > 0:
+        TOKENS_WASTED.inc(tokens)
 
 
 def count_generation_stored(tokens: int) -> None:

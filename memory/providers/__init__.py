@@ -3,13 +3,23 @@ from __future__ import annotations
 
 from django.conf import settings
 
-from memory.providers.base import ContentProvider, GenerationError, ProviderUnavailable
+from memory.providers.base import (
+    BadProviderOutput,
+    ContentProvider,
+    GenerationError,
+    ProviderRejected,
+    ProviderUnavailable,
+    QuotaExhausted,
+    TruncatedOutput,
+)
 from memory.providers.openai import OpenAIProvider
 from memory.providers.template import TemplateProvider
 
 __all__ = [
-    "ContentProvider", "GenerationError", "OpenAIProvider", "ProviderUnavailable", "TemplateProvider", "get_provider",
+    "BadProviderOutput", "ContentProvider", "GenerationError", "OpenAIProvider", "ProviderRejected",
+    "ProviderUnavailable", "QuotaExhausted", "TemplateProvider", "TruncatedOutput", "get_provider",
 ]
+
 
 def get_provider() -> ContentProvider:
     """The provider the settings choose (one of ``LLM_PROVIDERS``, which the settings refuse
@@ -25,7 +35,10 @@ def get_provider() -> ContentProvider:
             api_key=settings.OPENAI_API_KEY,
             model=settings.LLM_MODEL,
             timeout=settings.LLM_TIMEOUT,
+            connect_timeout=settings.LLM_CONNECT_TIMEOUT,
             max_attempts=settings.LLM_MAX_ATTEMPTS,
-            backoff=settings.LLM_RETRY_BACKOFF,
+            response_format=settings.LLM_RESPONSE_FORMAT,
+            max_tokens=settings.LLM_MAX_TOKENS,
+            temperature=settings.LLM_TEMPERATURE,
         )
     raise ImproperlyConfigured(f"LLM_PROVIDER desconhecido: {name!r} (use um de {', '.join(settings.LLM_PROVIDERS)})")

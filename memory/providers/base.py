@@ -1,4 +1,10 @@
-"""The interface every content provider implements."""
+"""The interface every content provider implements, and the errors a generation ends with.
+
+The error classes say what the caller can do: ``ProviderUnavailable`` (try later:
+the API answers 503), ``BadProviderOutput`` (the provider answered, but not
+usable content: 502), ``ProviderRejected`` (the request or the credentials are
+wrong: retrying cannot help). All are ``GenerationError``.
+"""
 from __future__ import annotations
 
 from memory.providers.content import GeneratedContent
@@ -8,14 +14,33 @@ from memory.providers.prompts import generator_version
 class GenerationError(Exception):
     """A generation that failed for good: nothing is saved, no savings are counted.
 
-    Raised as itself when the provider answered with nothing usable (malformed output, a refused
-    request); :class:`ProviderUnavailable` when it could not answer now.
+    ``tokens_wasted``: what the provider billed for the attempts that failed.
     """
+
+    def __init__(self, message: str, *, tokens_wasted: int = 0):
+        super().__init__(message)
+        self.tokens_wasted = tokens_wasted
 
 
 class ProviderUnavailable(GenerationError):
-    """The provider could not write now: out of quota, rate limited, timed out, unreachable or
-    failing (5xx). Trying again later may work."""
+    """The provider could not be reached or would not serve now (timeouts, connection errors,
+    408, 409, 429, 5xx once the retries are spent): the same request may work later."""
+
+
+class QuotaExhausted(ProviderUnavailable):
+    """The account's quota is spent (429 ``insufficient_quota``): no call works until it is topped up."""
+
+
+class ProviderRejected(GenerationError):
+    """The provider refused the request (400, 401, 403, 404, 422...): a setting to fix, not to retry."""
+
+
+class BadProviderOutput(GenerationError):
+    """The provider answered, but not content the schema accepts (not JSON, missing fields, refused)."""
+
+
+class TruncatedOutput(BadProviderOutput):
+    """The answer was cut at the token limit (``finish_reason: "length"``): asking again pays again."""
 
 
 class ContentProvider:

@@ -1,15 +1,24 @@
 """What a generation returns: the content and the tokens it cost."""
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
 class GeneratedContent:
+    """``tokens_cached`` (prompt tokens served from the provider's cache) and ``tokens_reasoning``
+    (completion tokens the model spent thinking) are parts of the prompt and completion counts;
+    ``tokens_wasted`` is what earlier, discarded attempts of the same generation cost."""
+
     content: dict
     tokens_prompt: int = 0
     tokens_completion: int = 0
     generator_version: str | None = None
+    tokens_cached: int = 0
+    tokens_reasoning: int = 0
+    tokens_wasted: int = 0
 
     @property
     def tokens_spent(self) -> int:
@@ -55,3 +64,42 @@ def validate_generated_content(data) -> dict:
             raise ValueError(f"{name}: cada item deve ser texto não vazio de até {max_length} caracteres")
         cleaned[name] = [item.strip() for item in value]
     return cleaned
+
+
+CONTENT_SCHEMA_NAME = "product_content"
+
+
+def content_json_schema() -> dict:
+    """The content schema as a strict JSON schema (OpenAI structured outputs).
+
+    Strict mode wants every property required and no others; it does not take
+    string lengths, which ``validate_generated_content`` still checks.
+    """
+    properties: dict = {name: {"type": "string"} for name in REQUIRED_TEXT_FIELDS}
+    for name, (min_items, max_items, _) in REQUIRED_LIST_FIELDS.items():
+        properties[name] = {"type": "array", "items": {"type": "string"}, "minItems": min_items, "maxItems": max_items}
+    return {
+        "name": CONTENT_SCHEMA_NAME,
+        "strict": True,
+        "schema": {"type": "object", "properties": properties, "required": list(properties),
+                   "additionalProperties": False},
+    }
+
+
+_FENCE = re.compile(r"```[ \t]*(?:json)?[ \t]*\n?(.*?)```", re.DOTALL | re.IGNORECASE)
+
+
+def parse_content_json(text) -> object:
+    """The JSON value of a model's answer: bare, or inside a markdown fence (```json ... ```).
+
+    ``ValueError`` when there is none.
+    """
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError("o conteúdo não é JSON (resposta vazia)")
+    candidates = [text.strip()] + [match.strip() for match in _FENCE.findall(text)]
+    for candidate in candidates:
+        try:
+            return json.loads(candidate)
+        except ValueError:
+            continue
+    raise ValueError("o conteúdo não é JSON")

@@ -1,138 +1,270 @@
-"""An OpenAI-compatible chat-completions client (OpenAI, Ollama, vLLM, LM Studio).
+"""Generation through any OpenAI-compatible chat-completions server (OpenAI, a LiteLLM proxy,
+vLLM, Ollama), on the official ``openai`` SDK.
 
-It asks for a JSON object, checks it against the content schema, and records
-the token usage the server reports. 429, 5xx, timeouts and connection errors
-are retried with exponential back-off (honouring a short ``Retry-After``), then
-fail as ``ProviderUnavailable``; so does an account out of quota, at once (a
-429 whose error code is ``insufficient_quota`` does not pass with time). Other
-4xx fail at once, and malformed output is asked for again, then fails: both as
-``GenerationError``.
+One SDK client per process and configuration (``shared_client``) keeps the
+connections alive between products. The SDK does the retries: 408, 409, 429,
+5xx, timeouts and connection errors, with exponential back-off and jitter,
+honouring ``Retry-After`` (seconds, ``retry-after-ms``, an HTTP date) and not
+retrying when it asks for more than the SDK's cap (2 minutes); other 4xx fail at
+once, and so does a 429 whose error code is ``insufficient_quota`` (an account
+out of credit: waiting does not help, ``QuotaExhausted``). An answer that is not valid content is asked for again within the same
+budget of ``max_attempts`` requests; an answer cut at the token limit fails at
+once. Every failure is one of the typed errors of ``providers.base``.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
-import time
+import os
+import threading
 
-import httpx
+import httpx2
+import openai
 
-from memory.providers.content import GeneratedContent, validate_generated_content
+from memory.providers.base import (
+    BadProviderOutput,
+    ContentProvider,
+    GenerationError,
+    ProviderRejected,
+    ProviderUnavailable,
+    QuotaExhausted,
+    TruncatedOutput,
+)
+from memory.providers.content import (
+    GeneratedContent,
+    content_json_schema,
+    parse_content_json,
+    validate_generated_content,
+)
 from memory.providers.prompts import SYSTEM_PROMPT, USER_PROMPT_TEMPLATE
-from memory.providers.base import ContentProvider, GenerationError, ProviderUnavailable
 
 logger = logging.getLogger("memory")
 
-RETRYABLE_STATUS = {429, 500, 502, 503, 504}
+RESPONSE_FORMATS = ("json_schema", "json_object")
+# The SDK wants a key; servers without one (Ollama, vLLM without --api-key) get this placeholder
+# and no Authorization header (NO_AUTHORIZATION omits it from each request).
+_NO_KEY = "sem-chave"
+NO_AUTHORIZATION = {"Authorization": openai.Omit()}
+
 # OpenAI's error code for an account whose credit is spent: no retry helps until someone pays.
 OUT_OF_QUOTA = "insufficient_quota"
 
 
-def _error_code(response: httpx.Response) -> str:
+class _Client(openai.OpenAI):
+    """The SDK client, except that a 429 saying the quota is spent is not retried."""
+
+    def _should_retry(self, response) -> bool:
+        if response.status_code == 429 and _body_error_code(response) == OUT_OF_QUOTA:
+            return False
+        return super()._should_retry(response)
+
+
+def _body_error_code(response) -> str:
     """The ``error.code`` (else ``error.type``) of an OpenAI-style error body, or ``""``."""
     try:
         error = response.json().get("error")
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, UnicodeDecodeError):
         return ""
     if not isinstance(error, dict):
         return ""
     return str(error.get("code") or error.get("type") or "")
 
 
+_clients: dict[tuple, openai.OpenAI] = {}
+_clients_lock = threading.Lock()
+
+
+def shared_client(*, base_url: str, api_key: str, connect_timeout: float, read_timeout: float) -> openai.OpenAI:
+    """The process's one SDK client for this server and these timeouts.
+
+    Keyed by process id too: a forked worker (gunicorn, Celery prefork) builds its
+    own instead of sharing its parent's sockets.
+    """
+    key = (os.getpid(), base_url, api_key, connect_timeout, read_timeout)
+    with _clients_lock:
+        client = _clients.get(key)
+        if client is None:
+            for stale in [k for k in _clients if k[0] != key[0]]:
+                del _clients[stale]  # the parent's: not closed here, its sockets are the parent's
+            client = _Client(
+                base_url=base_url,
+                api_key=api_key or _NO_KEY,
+                timeout=openai.Timeout(read_timeout, connect=connect_timeout),
+                max_retries=0,  # each call says how many retries its budget leaves
+            )
+            _clients[key] = client
+    return client
+
+
+def reset_clients() -> None:
+    """Close and forget every client of this process (tests, and settings changed at run time)."""
+    with _clients_lock:
+        clients = [c for k, c in _clients.items() if k[0] == os.getpid()]
+        _clients.clear()
+    for client in clients:
+        client.close()
+
+
+def _requests_made(exc: openai.APIError) -> int:
+    """Requests the SDK sent for the call that ended in ``exc`` (it numbers its retries in a header)."""
+    request = getattr(exc, "request", None)
+    try:
+        return int(request.headers.get("x-stainless-retry-count", 0)) + 1
+    except (AttributeError, TypeError, ValueError):
+        return 1
+
+
+def _detail(usage, part: str, name: str) -> int:
+    """``usage.<part>.<name>`` as a count; 0 when the server does not report it."""
+    try:
+        return max(0, int(getattr(getattr(usage, part, None), name, 0) or 0))
+    except (TypeError, ValueError):
+        return 0
+
+
+def _error_body(exc: openai.APIStatusError) -> dict:
+    body = exc.body if isinstance(exc.body, dict) else {}
+    return body.get("error", body) if isinstance(body.get("error", body), dict) else {}
+
+
+def _error_code(exc: openai.APIStatusError) -> str:
+    error = _error_body(exc)
+    return str(getattr(exc, "code", None) or error.get("code") or error.get("type") or "")
+
+
+def _error_message(exc: openai.APIStatusError) -> str:
+    """The server's own ``error.message``, else the SDK's (``Error code: 429 - ...``); 200 characters at most."""
+    return str(_error_body(exc).get("message") or exc.message or "")[:200]
+
+
+def _typed_error(exc: openai.OpenAIError, attempts: int, timeouts: tuple[float, float]) -> GenerationError:
+    """The ``providers.base`` error for an SDK error, after ``attempts`` requests in all."""
+    after = f"Geração falhou após {attempts} tentativa{'s' if attempts != 1 else ''}"
+    if isinstance(exc, openai.APITimeoutError):
+        if isinstance(exc.__cause__, httpx2.ConnectTimeout):
+            problem = f"tempo esgotado ao conectar ao provedor (LLM_CONNECT_TIMEOUT = {timeouts[0]:g} s)"
+        else:
+            problem = f"tempo esgotado aguardando a resposta do provedor (LLM_TIMEOUT = {timeouts[1]:g} s)"
+        return ProviderUnavailable(f"{after}: {problem}")
+    if isinstance(exc, openai.APIConnectionError):
+        cause = exc.__cause__.__class__.__name__ if exc.__cause__ else exc.__class__.__name__
+        return ProviderUnavailable(f"{after}: falha de conexão com o provedor ({cause})")
+    if isinstance(exc, openai.APIStatusError):
+        status = exc.status_code
+        detail = f"HTTP {status}"
+        retry_after = exc.response.headers.get("retry-after-ms") or exc.response.headers.get("retry-after")
+        if retry_after:
+            detail += f" (Retry-After {retry_after}{' ms' if exc.response.headers.get('retry-after-ms') else ''})"
+        message = _error_message(exc)
+        if status == 429 and _error_code(exc) == OUT_OF_QUOTA:
+            return QuotaExhausted(f"{after}: cota do provedor esgotada ({detail}): {message}")
+        if status in (408, 409, 429) or status >= 500:
+            return ProviderUnavailable(f"{after}: {detail} {message}".rstrip())
+        return ProviderRejected(f"Provedor recusou a requisição: {detail} {message}".rstrip())
+    return BadProviderOutput(f"{after}: resposta fora do formato chat-completions ({exc.__class__.__name__})")
+
+
 class OpenAIProvider(ContentProvider):
     name = "openai"
 
-    def __init__(self, *, base_url: str, api_key: str, model: str, timeout: float,
-                 max_attempts: int = 3, backoff: float = 1.0, max_backoff: float = 20.0):
+    def __init__(self, *, base_url: str, api_key: str, model: str, timeout: float, connect_timeout: float = 5.0,
+                 max_attempts: int = 3, response_format: str = "json_schema", max_tokens: int = 2048,
+                 temperature: float | None = None):
+        if response_format not in RESPONSE_FORMATS:
+            raise ValueError(f"response_format: use {' ou '.join(RESPONSE_FORMATS)}, não {response_format!r}")
         self.base_url = base_url.rstrip("/")
         self.api_key = api_key
         self.model = model
         self.timeout = timeout
+        self.connect_timeout = connect_timeout
         self.max_attempts = max(1, max_attempts)
-        self.backoff = backoff
-        self.max_backoff = max_backoff
+        self.response_format = response_format
+        self.max_tokens = max_tokens
+        self.temperature = temperature
 
-    def _request_body(self, product_data: dict) -> dict:
-        return {
+    @property
+    def client(self) -> openai.OpenAI:
+        return shared_client(base_url=self.base_url, api_key=self.api_key,
+                             connect_timeout=self.connect_timeout, read_timeout=self.timeout)
+
+    def request_options(self, product_data: dict) -> dict:
+        """The chat-completions request for one product (also the body of a Batch API line)."""
+        if self.response_format == "json_schema":
+            response_format = {"type": "json_schema", "json_schema": content_json_schema()}
+        else:
+            response_format = {"type": "json_object"}
+        options = {
             "model": self.model,
             "messages": [
                 {"role": "system", "content": SYSTEM_PROMPT},
                 {"role": "user", "content": USER_PROMPT_TEMPLATE.format(
                     product_json=json.dumps(product_data, ensure_ascii=False, default=str))},
             ],
-            "response_format": {"type": "json_object"},
-            "temperature": 0.4,
+            "response_format": response_format,
+            "max_completion_tokens": self.max_tokens,
         }
-
-    def _headers(self) -> dict:
-        headers = {"Content-Type": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        return headers
-
-    def _wait(self, attempt: int, retry_after: str | None = None) -> None:
-        delay = min(self.max_backoff, self.backoff * 2 ** (attempt - 1))
-        if retry_after:
-            try:
-                delay = min(self.max_backoff, max(delay, float(retry_after)))
-            except ValueError:
-                pass
-        time.sleep(delay)
+        if self.temperature is not None:
+            options["temperature"] = self.temperature
+        return options
 
     def generate(self, product_data: dict) -> GeneratedContent:
-        body = self._request_body(product_data)
-        url = f"{self.base_url}/chat/completions"
-        last_problem = ""
-        unavailable = True  # what the last attempt met: the provider not answering, or a bad answer
-        with httpx.Client(timeout=self.timeout) as client:
-            for attempt in range(1, self.max_attempts + 1):
-                unavailable = True
-                try:
-                    response = client.post(url, json=body, headers=self._headers())
-                except httpx.TimeoutException:
-                    last_problem = f"tempo esgotado após {self.timeout:g} s"
-                except httpx.TransportError as exc:
-                    last_problem = f"falha de conexão ({exc.__class__.__name__})"
-                else:
-                    if response.status_code == 429 and _error_code(response) == OUT_OF_QUOTA:
-                        raise ProviderUnavailable(f"Provedor sem cota (HTTP 429 {OUT_OF_QUOTA})")
-                    if response.status_code in RETRYABLE_STATUS:
-                        last_problem = f"HTTP {response.status_code}"
-                        if attempt < self.max_attempts:
-                            logger.warning("Provedor respondeu %s; nova tentativa %d/%d",
-                                           last_problem, attempt + 1, self.max_attempts)
-                            self._wait(attempt, response.headers.get("Retry-After"))
-                        continue
-                    if response.status_code >= 400:
-                        raise GenerationError(
-                            f"Provedor recusou a requisição: HTTP {response.status_code} {response.text[:200]}"
-                        )
-                    try:
-                        return self._parse(response)
-                    except ValueError as exc:
-                        last_problem = f"resposta inválida ({exc})"
-                        unavailable = False
-                if attempt < self.max_attempts:
-                    logger.warning("Geração falhou: %s; nova tentativa %d/%d",
-                                   last_problem, attempt + 1, self.max_attempts)
-                    self._wait(attempt)
-        error = ProviderUnavailable if unavailable else GenerationError
-        raise error(f"Geração falhou após {self.max_attempts} tentativas: {last_problem}")
+        options = self.request_options(product_data)
+        if not self.api_key:
+            options["extra_headers"] = NO_AUTHORIZATION
+        used = 0
+        wasted = 0
+        problem: BadProviderOutput | None = None
+        while used < self.max_attempts:
+            client = self.client.with_options(max_retries=self.max_attempts - used - 1)
+            try:
+                raw = client.chat.completions.with_raw_response.create(**options)
+            except openai.OpenAIError as exc:
+                error = _typed_error(exc, used + _requests_made(exc), (self.connect_timeout, self.timeout))
+                error.tokens_wasted = wasted
+                raise error from None
+            used += raw.retries_taken + 1
+            try:
+                return dataclasses.replace(self.parse(raw.parse()), tokens_wasted=wasted)
+            except TruncatedOutput as exc:
+                exc.tokens_wasted += wasted
+                raise
+            except BadProviderOutput as exc:
+                wasted += exc.tokens_wasted
+                problem = exc
+                if used < self.max_attempts:
+                    logger.warning("Resposta do provedor descartada: %s; nova tentativa %d/%d",
+                                   exc, used + 1, self.max_attempts)
+        raise BadProviderOutput(f"Geração falhou após {used} tentativas: {problem}", tokens_wasted=wasted)
 
-    def _parse(self, response: httpx.Response) -> GeneratedContent:
+    def parse(self, completion) -> GeneratedContent:
+        """Content and usage of one chat completion; ``BadProviderOutput`` (carrying the tokens it
+        cost) when it holds no valid content."""
+        usage = getattr(completion, "usage", None)
+        prompt = int(getattr(usage, "prompt_tokens", 0) or 0)
+        answer = int(getattr(usage, "completion_tokens", 0) or 0)
         try:
-            data = response.json()
-            message = data["choices"][0]["message"]["content"]
-            usage = data.get("usage") or {}
-        except (ValueError, KeyError, IndexError, TypeError):
-            raise ValueError("corpo fora do formato chat-completions") from None
+            choice = completion.choices[0]
+            message = choice.message
+        except (AttributeError, IndexError, TypeError):
+            raise BadProviderOutput("resposta inválida (corpo fora do formato chat-completions)",
+                                    tokens_wasted=prompt + answer) from None
+        if choice.finish_reason == "length":
+            raise TruncatedOutput(
+                f"Resposta cortada no limite de {self.max_tokens} tokens (finish_reason: length);"
+                f" aumente LLM_MAX_TOKENS", tokens_wasted=prompt + answer)
+        if getattr(message, "refusal", None):
+            raise BadProviderOutput(f"resposta inválida (o modelo recusou: {str(message.refusal)[:200]})",
+                                    tokens_wasted=prompt + answer)
         try:
-            content = json.loads(message)
-        except (TypeError, ValueError):
-            raise ValueError("o conteúdo não é JSON") from None
-        content = validate_generated_content(content)
+            content = validate_generated_content(parse_content_json(message.content))
+        except ValueError as exc:
+            raise BadProviderOutput(f"resposta inválida ({exc})", tokens_wasted=prompt + answer) from None
         return GeneratedContent(
             content=content,
-            tokens_prompt=int(usage.get("prompt_tokens") or 0),
-            tokens_completion=int(usage.get("completion_tokens") or 0),
+            tokens_prompt=prompt,
+            tokens_completion=answer,
             generator_version=self.generator_version,
+            tokens_cached=_detail(usage, "prompt_tokens_details", "cached_tokens"),
+            tokens_reasoning=_detail(usage, "completion_tokens_details", "reasoning_tokens"),
         )

@@ -78,6 +78,7 @@ class ProductOutcome:
     status: str
     tokens_spent: int = 0
     tokens_saved: int = 0
+    tokens_wasted: int = 0  # billed for attempts whose answer was not stored
     error: str | None = None
     failure: str | None = None  # PROVIDER_UNAVAILABLE or PROVIDER_ERROR when the provider failed
     content: dict | None = None
@@ -94,6 +95,7 @@ class ProductOutcome:
             "status": self.status,
             "tokens_spent": self.tokens_spent,
             "tokens_saved": self.tokens_saved,
+            "tokens_wasted": self.tokens_wasted,
         }
         if self.error:
             data["error"] = self.error
@@ -121,6 +123,10 @@ class BatchResult:
     def tokens_saved(self) -> int:
         return sum(o.tokens_saved for o in self.outcomes)
 
+    @property
+    def tokens_wasted(self) -> int:
+        return sum(o.tokens_wasted for o in self.outcomes)
+
     def summary(self) -> dict:
         return {
             "total": len(self.outcomes),
@@ -130,6 +136,7 @@ class BatchResult:
             "failed": self.count(FAILED),
             "tokens_spent": self.tokens_spent,
             "tokens_saved": self.tokens_saved,
+            "tokens_wasted": self.tokens_wasted,
             "products": [o.summary() for o in self.outcomes],
         }
 
@@ -183,9 +190,12 @@ def generate_product(
             generated = provider.generate(product_data)
         except (GenerationError, ValueError) as exc:
             logger.error("Falha ao gerar conteúdo do produto %s: %s", ref.product_id, exc)
+            wasted = getattr(exc, "tokens_wasted", 0)
+            memory.count_wasted_tokens(wasted)
             failure = PROVIDER_UNAVAILABLE if isinstance(exc, ProviderUnavailable) else PROVIDER_ERROR
-            return ProductOutcome(ref.product_id, FAILED, error=str(exc), failure=failure)
+            return ProductOutcome(ref.product_id, FAILED, error=str(exc), tokens_wasted=wasted, failure=failure)
         elapsed = time.perf_counter() - started
+        memory.count_wasted_tokens(generated.tokens_wasted)
         memory.save_product_data(
             ref,
             generated.content,
@@ -200,7 +210,8 @@ def generate_product(
         outcome_status = REGENERATED
     else:
         outcome_status = GENERATED
-    return ProductOutcome(ref.product_id, outcome_status, tokens_spent=generated.tokens_spent, content=generated.content)
+    return ProductOutcome(ref.product_id, outcome_status, tokens_spent=generated.tokens_spent,
+                          tokens_wasted=generated.tokens_wasted, content=generated.content)
 
 
 def validate_batch_size(batch_size: Any, name: str = "batch_size") -> int:

@@ -1,6 +1,7 @@
 """Read-only views of the memory for the API, the command line and the dashboard."""
 from __future__ import annotations
 
+import logging
 from decimal import Decimal
 from pathlib import Path
 
@@ -13,6 +14,8 @@ from memory.providers.pricing import estimate_saved_cost
 from memory.engine.memory import cached_for_stats, memory_figures
 from memory.providers.prompts import current_generator_version, current_model_name
 from memory.infra import redis
+
+logger = logging.getLogger("memory")
 
 
 def table_bytes() -> int:
@@ -45,19 +48,27 @@ def prompt_share() -> float:
     return (sums["p"] or 0) / total if total else 0.5
 
 
-def saved_cost(tokens_saved: int) -> Decimal:
+_unpriced_models_warned: set[str] = set()
+
+
+def saved_cost(tokens_saved: int) -> Decimal | None:
     """USD that ``tokens_saved`` would have cost the current model, split into prompt and
-    completion tokens as the stored entries' generations were."""
-    return estimate_saved_cost(
-        tokens_saved, prompt_share(), current_model_name(), settings.LLM_PRICES, settings.LLM_DEFAULT_PRICE,
-    )
+    completion tokens as the stored entries' generations were; None (and a warning, once per
+    model and process) when ``LLM_PRICES`` has no prices for the model."""
+    model = current_model_name()
+    cost = estimate_saved_cost(tokens_saved, prompt_share(), model, settings.LLM_PRICES)
+    if cost is None and model not in _unpriced_models_warned:
+        _unpriced_models_warned.add(model)
+        logger.warning("Modelo %s sem preço em LLM_PRICES: custo estimado desconhecido", model)
+    return cost
 
 
 def memory_stats(kind: str | None = None) -> dict:
     """Everything ``GET /api/memory/stats/``, ``manage_memory stats`` and the dashboard show:
     the entries of every kind (or of ``kind``), hits, tokens, the cost saved, Redis and disk."""
     stats = memory_figures(kind, current_generator_version())
-    stats["estimated_cost_saved"] = float(saved_cost(stats["tokens_saved"]))
+    cost = saved_cost(stats["tokens_saved"])
+    stats["estimated_cost_saved"] = None if cost is None else float(cost)
     stats["currency"] = "USD"
     stats["redis"] = redis.info()
     stats["database"] = {"vendor": connection.vendor, "table_bytes": table_bytes()}

@@ -371,7 +371,7 @@ def test_regenerate_action_in_eager_mode_with_the_provider_out_of_quota_says_so_
     before = {e.pk: e.updated_at for e in ProductMemoryEntry.objects.all()}
     html = post_action(staff, "regenerate_selected", selected, follow=True).content.decode()
     assert "1 produto não foi regenerado, nada foi salvo: " in html
-    assert ": Provedor sem cota (HTTP 429 insufficient_quota)" in html
+    assert ": Geração falhou após 1 tentativa: cota do provedor esgotada (HTTP 429)" in html
     assert ("O provedor de conteúdo está indisponível: mais 2 produtos não foram tentados. "
             "Tente novamente mais tarde.") in html
     assert len(openai_provider.log) == 1  # the others were not tried

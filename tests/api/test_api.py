@@ -356,8 +356,9 @@ def quota_spent(server) -> None:
 
 @pytest.mark.django_db
 def test_force_regenerate_in_eager_mode_with_the_provider_out_of_quota_is_503_and_saves_nothing(
-    api, eager_tasks, openai_provider
+    api, eager_tasks, openai_provider, settings
 ):
+    settings.LLM_MAX_ATTEMPTS = 3  # retries allowed: the spent quota still takes one request
     quota_spent(openai_provider)
     seed({"sku": "ABC123", "title": "Fone"})
     before = ProductMemoryEntry.objects.get(product_id="ABC123")
@@ -366,8 +367,9 @@ def test_force_regenerate_in_eager_mode_with_the_provider_out_of_quota_is_503_an
 
     assert response.status_code == 503, response.json()
     assert response.json() == {
-        "detail": "Produto ABC123 não foi regenerado: o provedor de conteúdo está indisponível (Provedor sem cota "
-                  "(HTTP 429 insufficient_quota)). Nada foi salvo; tente novamente mais tarde.",
+        "detail": "Produto ABC123 não foi regenerado: o provedor de conteúdo está indisponível (Geração falhou após"
+                  " 1 tentativa: cota do provedor esgotada (HTTP 429): You exceeded your current quota, please check"
+                  " your plan and billing details.). Nada foi salvo; tente novamente mais tarde.",
         "product_id": "ABC123",
     }
     assert len(openai_provider.log) == 1  # no retry: a spent quota does not come back by waiting

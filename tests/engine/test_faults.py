@@ -164,7 +164,7 @@ def test_hanging_provider_times_out_releases_the_lock_and_saves_nothing(redis_cl
     port = hang.getsockname()[1]
     try:
         provider = OpenAIProvider(base_url=f"http://127.0.0.1:{port}/v1", api_key="", model="m",
-                                  timeout=0.3, max_attempts=2, backoff=0.01)
+                                  timeout=0.3, max_attempts=2)
         outcome = generate_product({"sku": "HANG-1", "title": "Travado"}, provider=provider)
     finally:
         hang.close()

@@ -104,7 +104,8 @@ def test_failed_generation_saves_nothing_and_counts_no_savings():
 def test_a_failed_outcome_says_whether_the_provider_was_unavailable(error, failure):
     outcome = generate_product(PRODUCT, provider=CountingProvider(fail=True, error=error))
     assert outcome.summary() == {"product_id": "ABC123", "from_cache": False, "status": "failed", "tokens_spent": 0,
-                                 "tokens_saved": 0, "error": "provedor fora do ar", "failure": failure}
+                                 "tokens_saved": 0, "tokens_wasted": 0, "error": "provedor fora do ar",
+                                 "failure": failure}
 
 
 @pytest.mark.parametrize("product, message", [

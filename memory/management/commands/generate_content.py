@@ -14,7 +14,7 @@ from django.db import DatabaseError
 
 from memory.infra.migration_state import MissingDatabase, PendingMigrations, require_migrated
 from memory.io.catalog import CATALOG_FORMATS, read_catalog
-from memory.infra.formatting import integer, money
+from memory.infra.formatting import cost, integer
 from memory.management.terminal import dumps, memory_log_level, plain
 from memory.services.generation import (
     FAILED, MAX_BATCH_SIZE, REGENERATED, REUSED, BatchResult, generate_batch, validate_batch_size,
@@ -114,7 +114,7 @@ class Command(BaseCommand):
             )
 
     def _summary(self, result: BatchResult, bad_rows) -> dict:
-        cost = saved_cost(result.tokens_saved)
+        saved = saved_cost(result.tokens_saved)
         return {
             "products": len(result.outcomes) + len(bad_rows),
             "reused": result.count(REUSED),
@@ -123,7 +123,8 @@ class Command(BaseCommand):
             "failed": result.count(FAILED) + len(bad_rows),
             "tokens_spent": result.tokens_spent,
             "tokens_saved": result.tokens_saved,
-            "estimated_cost_saved_usd": float(cost),
+            "tokens_wasted": result.tokens_wasted,
+            "estimated_cost_saved_usd": None if saved is None else float(saved),
         }
 
     def _progress(self, total: int):
@@ -153,9 +154,10 @@ class Command(BaseCommand):
             "failed": "Falhas",
             "tokens_spent": "Tokens gastos",
             "tokens_saved": "Tokens economizados",
+            "tokens_wasted": "Tokens desperdiçados (tentativas falhas ou descartadas)",
             "estimated_cost_saved_usd": "Custo estimado economizado",
         }
         for key, label in labels.items():
             value = summary[key]
-            table.add_row(label, money(value) if key == "estimated_cost_saved_usd" else integer(value))
+            table.add_row(label, cost(value) if key == "estimated_cost_saved_usd" else integer(value))
         Console(file=self.stdout, width=80).print(table)

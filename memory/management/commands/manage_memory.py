@@ -23,7 +23,7 @@ from django.utils import timezone
 
 from memory.engine.freshness import EntryStatus
 from memory.engine.memory import MAX_LIST_LIMIT, ProductMemory
-from memory.infra.formatting import integer, milliseconds, money, percent, seconds, size
+from memory.infra.formatting import cost, integer, milliseconds, percent, seconds, size
 from memory.infra.health import check_health
 from memory.infra.migration_state import MissingDatabase, PendingMigrations, require_migrated
 from memory.io.export import write_export
@@ -226,7 +226,8 @@ class Command(BaseCommand):
             ("Gerações", integer(stats.get("generations"))),
             ("Tokens gastos", integer(stats["tokens_spent"])),
             ("Tokens economizados", integer(stats["tokens_saved"])),
-            ("Custo estimado economizado", money(stats["estimated_cost_saved"])),
+            ("Tokens desperdiçados", integer(stats["tokens_wasted"])),
+            ("Custo estimado economizado", cost(stats["estimated_cost_saved"])),
             ("Redis", "disponível" if redis["available"] else "indisponível"),
             ("  memória usada", size(redis["used_memory_bytes"])),
             ("  chaves", integer(redis["keys"])),
