@@ -162,3 +162,18 @@ def make_formula_entries(texts=FORMULA_TEXTS):
         )[0]
         for text in texts
     ]
+
+
+def worker_env(process_env: dict, **overrides: str) -> dict:
+    """The environment of a real Celery worker or beat process on the test's own Redis: the
+    project's settings (tests.settings runs every task eagerly), broker and results on the L2
+    Redis, tasks queued."""
+    broker = settings.CACHES["memory_l2"]["LOCATION"]
+    return {
+        **process_env,
+        "DJANGO_SETTINGS_MODULE": "beecatalog.settings",
+        "CELERY_BROKER_URL": broker,
+        "CELERY_RESULT_BACKEND": broker,
+        "CELERY_TASK_ALWAYS_EAGER": "false",
+        **overrides,
+    }

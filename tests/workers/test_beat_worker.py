@@ -14,7 +14,7 @@ from memory.models import DailyStats, ProductMemoryEntry
 from memory.engine.memory import ProductMemory
 from memory.schedules import register_periodic_tasks
 
-from tests.helpers import stop_process, wait_for
+from tests.helpers import stop_process, wait_for, worker_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -43,16 +43,7 @@ def test_beat_and_worker_run_the_jobs_on_their_schedule(redis_client, process_en
         register_periodic_tasks()
     backups = tmp_path / "backups"
 
-    broker = settings.CACHES["memory_l2"]["LOCATION"]
-    env = {
-        **process_env,
-        "DJANGO_SETTINGS_MODULE": "beecatalog.settings",  # tests.settings runs every task eagerly
-        "CELERY_BROKER_URL": broker,
-        "CELERY_RESULT_BACKEND": broker,
-        "CELERY_TASK_ALWAYS_EAGER": "false",
-        "MEMORY_BACKUP_DIR": str(backups),
-        "MEMORY_BACKUP_KEEP": "2",
-    }
+    env = worker_env(process_env, MEMORY_BACKUP_DIR=str(backups), MEMORY_BACKUP_KEEP="2")
     worker, worker_log = start(
         ["worker", "--pool=solo", "--loglevel=INFO", "--without-gossip", "--without-mingle",
          "--without-heartbeat", "--hostname=beat-test@%h"],

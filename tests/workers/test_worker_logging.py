@@ -6,7 +6,7 @@ import pytest
 from celery import Celery
 from django.conf import settings
 
-from tests.helpers import stop_process
+from tests.helpers import stop_process, worker_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -15,15 +15,7 @@ TASK_TIMEOUT_SECONDS = 60
 
 def test_the_worker_prints_each_memory_line_once(redis_client, process_env, tmp_path):
     broker = settings.CACHES["memory_l2"]["LOCATION"]
-    env = {
-        **process_env,
-        "DJANGO_SETTINGS_MODULE": "beecatalog.settings",  # tests.settings runs every task eagerly
-        "CELERY_BROKER_URL": broker,
-        "CELERY_RESULT_BACKEND": broker,
-        "CELERY_TASK_ALWAYS_EAGER": "false",
-        "LLM_PROVIDER": "template",
-        "MEMORY_LOG_LEVEL": "INFO",
-    }
+    env = worker_env(process_env, LLM_PROVIDER="template", MEMORY_LOG_LEVEL="INFO")
     log_path = tmp_path / "worker.log"
     with open(log_path, "w") as log:
         worker = subprocess.Popen(
