@@ -138,9 +138,14 @@ def _error_message(exc: openai.APIStatusError) -> str:
     return str(_error_body(exc).get("message") or exc.message or "")[:200]
 
 
+def _failed_after(attempts: int) -> str:
+    """How every failed generation's message starts."""
+    return f"Geração falhou após {attempts} tentativa{'s' if attempts != 1 else ''}"
+
+
 def _typed_error(exc: openai.OpenAIError, attempts: int, timeouts: tuple[float, float]) -> GenerationError:
     """The ``providers.base`` error for an SDK error, after ``attempts`` requests in all."""
-    after = f"Geração falhou após {attempts} tentativa{'s' if attempts != 1 else ''}"
+    after = _failed_after(attempts)
     if isinstance(exc, openai.APITimeoutError):
         if isinstance(exc.__cause__, httpx2.ConnectTimeout):
             problem = f"tempo esgotado ao conectar ao provedor (LLM_CONNECT_TIMEOUT = {timeouts[0]:g} s)"
@@ -235,7 +240,7 @@ class OpenAIProvider(ContentProvider):
                 if used < self.max_attempts:
                     logger.warning("Resposta do provedor descartada: %s; nova tentativa %d/%d",
                                    exc, used + 1, self.max_attempts)
-        raise BadProviderOutput(f"Geração falhou após {used} tentativas: {problem}", tokens_wasted=wasted)
+        raise BadProviderOutput(f"{_failed_after(used)}: {problem}", tokens_wasted=wasted)
 
     def parse(self, completion) -> GeneratedContent:
         """Content and usage of one chat completion; ``BadProviderOutput`` (carrying the tokens it

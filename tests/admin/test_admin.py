@@ -387,7 +387,7 @@ def test_regenerate_action_in_eager_mode_names_each_product_the_provider_failed(
     html = post_action(staff, "regenerate_selected", [entries["stale"], entries["other"]], follow=True).content.decode()
     assert "2 produtos não foram regenerados, nada foi salvo: " in html
     for sku in ("OLD-3", "XYZ-2"):
-        assert f"{sku}: Geração falhou após 1 tentativas: resposta inválida (o conteúdo não é JSON)" in html
+        assert f"{sku}: Geração falhou após 1 tentativa: resposta inválida (o conteúdo não é JSON)" in html
     assert "não foram tentados" not in html  # a bad answer is the product's, not the provider's state
     assert {e.pk: e.updated_at for e in ProductMemoryEntry.objects.all()} == before
 
