@@ -272,12 +272,8 @@ class RedisCounterStore:
     def _read_hash(self, key) -> Counts:
         """The counts of the hash ``key``; what it holds that the memory does not write is left
         out and deleted (a key that is not a hash at all, a field that is not a count)."""
-        try:
-            raw = self._client().hgetall(key)
-        except ResponseError as exc:
-            if not str(exc).startswith("WRONGTYPE"):
-                raise
-            redis.discard({key: "não é um hash de contadores"})
+        raw = _of_its_type(lambda: self._client().hgetall(key), key, "não é um hash de contadores")
+        if raw is None:
             return Counts()
         invalid: dict = {}
         counts = Counts.from_fields(raw, invalid)
@@ -288,12 +284,9 @@ class RedisCounterStore:
         """The hashes listed as being flushed; a name that is not one (Redis is not trusted) is
         unlisted, never read: the flush deletes what it reads."""
         flushing_set = self._key(part.flushing_set)
-        try:
-            members = self._client().smembers(flushing_set)
-        except ResponseError as exc:
-            if not str(exc).startswith("WRONGTYPE"):
-                raise
-            redis.discard({flushing_set: "não é um conjunto de contadores"})
+        members = _of_its_type(lambda: self._client().smembers(flushing_set), flushing_set,
+                               "não é um conjunto de contadores")
+        if members is None:
             return []
         prefix = self._key(part.flushing_prefix)
         foreign = [name for name in members if not _text(name).startswith(prefix)]
@@ -343,6 +336,18 @@ class RedisCounterStore:
                 lock.release()
             except redis.REDIS_ERRORS:
                 pass
+
+
+def _of_its_type(read, key, why: str):
+    """``read()`` of ``key``, or None when Redis holds a key of another type there (Redis is not
+    trusted): that key is deleted and logged as ``why``."""
+    try:
+        return read()
+    except ResponseError as exc:
+        if not str(exc).startswith("WRONGTYPE"):
+            raise
+        redis.discard({key: why})
+        return None
 
 
 def _text(name) -> str:
