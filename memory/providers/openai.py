@@ -21,6 +21,7 @@ import threading
 
 import httpx2
 import openai
+from django.conf import settings
 
 from memory.providers.base import (
     BadProviderOutput,
@@ -41,7 +42,6 @@ from memory.providers.prompts import SYSTEM_PROMPT, USER_PROMPT_TEMPLATE
 
 logger = logging.getLogger("memory")
 
-RESPONSE_FORMATS = ("json_schema", "json_object")
 # The SDK wants a key; servers without one (Ollama, vLLM without --api-key) get this placeholder
 # and no Authorization header (NO_AUTHORIZATION omits it from each request).
 _NO_KEY = "sem-chave"
@@ -176,8 +176,10 @@ class OpenAIProvider(ContentProvider):
     def __init__(self, *, base_url: str, api_key: str, model: str, timeout: float, connect_timeout: float = 5.0,
                  max_attempts: int = 3, response_format: str = "json_schema", max_tokens: int = 2048,
                  temperature: float | None = None):
-        if response_format not in RESPONSE_FORMATS:
-            raise ValueError(f"response_format: use {' ou '.join(RESPONSE_FORMATS)}, não {response_format!r}")
+        if response_format not in settings.LLM_RESPONSE_FORMATS:
+            raise ValueError(
+                f"response_format: use {' ou '.join(settings.LLM_RESPONSE_FORMATS)}, não {response_format!r}"
+            )
         self.base_url = base_url.rstrip("/")
         self.api_key = api_key
         self.model = model
