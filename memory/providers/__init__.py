@@ -5,6 +5,7 @@ from django.conf import settings
 
 from memory.providers.base import (
     BadProviderOutput,
+    CircuitOpen,
     ContentProvider,
     GenerationError,
     ProviderRejected,
@@ -16,7 +17,7 @@ from memory.providers.openai import OpenAIProvider
 from memory.providers.template import TemplateProvider
 
 __all__ = [
-    "BadProviderOutput", "ContentProvider", "GenerationError", "OpenAIProvider", "ProviderRejected",
+    "BadProviderOutput", "CircuitOpen", "ContentProvider", "GenerationError", "OpenAIProvider", "ProviderRejected",
     "ProviderUnavailable", "QuotaExhausted", "TemplateProvider", "TruncatedOutput", "get_provider",
 ]
 

@@ -31,6 +31,11 @@ class QuotaExhausted(ProviderUnavailable):
     """The account's quota is spent (429 ``insufficient_quota``): no call works until it is topped up."""
 
 
+class CircuitOpen(ProviderUnavailable):
+    """The provider's circuit breaker is open (quota spent, or too many 429/5xx in a row): no call
+    was made, so nothing was paid. The product was not attempted; a later run finishes it."""
+
+
 class ProviderRejected(GenerationError):
     """The provider refused the request (400, 401, 403, 404, 422...): a setting to fix, not to retry."""
 
