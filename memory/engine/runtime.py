@@ -1,4 +1,4 @@
-"""The memory's per-process state: its singletons and its two background threads.
+"""The memory's per-process state: its singletons and its three background threads.
 
 Singletons (one per process, each defined beside its class):
 
@@ -7,7 +7,9 @@ Singletons (one per process, each defined beside its class):
 - ``memory.engine.coherence.listener``: the L1 invalidation listener (thread ``memory-l1-invalidation``),
   and the auth caches registered with it (the API's token users);
 - ``memory.engine.counters.hit_counter``: the buffered counts, and the hit pusher (thread ``memory-hit-counts``);
-- ``memory.engine.locks.process_locks``: the generation locks of the process fallback.
+- ``memory.engine.locks.process_locks``: the generation locks of the process fallback;
+- ``memory.engine.locks.lock_renewer``: the Redis generation locks this process holds, and their
+  renewer (thread ``memory-lock-renewal``), which keeps each from expiring while it is held.
 
 The threads start at one point, :func:`start_background_threads`, called by
 
@@ -28,7 +30,7 @@ import os
 
 from memory.engine.coherence import clear_auth_caches, listener
 from memory.engine.counters import hit_counter
-from memory.engine.locks import process_locks
+from memory.engine.locks import lock_renewer, process_locks
 from memory.engine.tiers import redis_tier
 from memory.infra import redis
 
@@ -36,23 +38,26 @@ logger = logging.getLogger("memory")
 
 
 def start_background_threads() -> None:
-    """Start this process's invalidation listener and hit pusher, unless they run already.
+    """Start this process's invalidation listener, hit pusher and lock renewer, unless they run already.
 
-    Without Redis there is nothing to hear or to push to, and nothing starts.
+    Without Redis there is nothing to hear, to push to or to renew, and nothing starts.
     """
     if not redis.configured():
         return
     listener.start()
     hit_counter.start_pusher()
+    lock_renewer.start()
 
 
 def stop_background_threads() -> None:
-    """Stop both threads and wait for them; the pusher's last counts go to Redis first.
+    """Stop the threads and wait for them; the pusher's last counts go to Redis first.
 
-    Until they start again this process does not read its L1, and counts hits in PostgreSQL.
+    Until they start again this process does not read its L1, counts hits in PostgreSQL, and
+    does not renew the generation locks it holds (their TTL still frees them).
     """
     listener.stop()
     hit_counter.stop_pusher()
+    lock_renewer.stop()
 
 
 def save_counts_at_exit() -> None:
@@ -83,6 +88,7 @@ def _after_fork_in_child() -> None:
     listener.after_fork_in_child()
     hit_counter.after_fork_in_child()
     process_locks.after_fork_in_child()
+    lock_renewer.after_fork_in_child()
 
 
 # Whoever forks (gunicorn, Celery, multiprocessing), the child must not believe it hears

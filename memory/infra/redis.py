@@ -23,7 +23,8 @@ What it hands out: :func:`cache` (the django-redis cache), :func:`client` (redis
 the cache API lacks), :func:`make_key`/:func:`make_pattern` (key names), :func:`encode`/
 :func:`decode` (values as stored: signed, with the serializer and compressor of ``OPTIONS``),
 :func:`discard`/:func:`discard_fields` (what a reader found invalid: deleted, logged once),
-:func:`channel` and :func:`pubsub` (the invalidation channel), :func:`lock` (a lock with a TTL),
+:func:`channel` and :func:`pubsub` (the invalidation channel), :func:`lock` (a lock with a TTL) and
+:func:`renew_lock` (its TTL set back to full while it is held),
 :func:`claim` and :func:`set_where_claimed` (writes made only if no one changed a key meanwhile). What it runs:
 :func:`run`/:func:`guarded` (an operation through the breaker), :func:`available` (would
 :func:`run` try Redis now?), :func:`ping`/:func:`probe`/:func:`info` (the truth now, also told
@@ -43,7 +44,7 @@ from django.core.cache import caches
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 from django_redis.exceptions import ConnectionInterrupted
-from redis.exceptions import RedisError, WatchError
+from redis.exceptions import LockNotOwnedError, RedisError, WatchError
 
 from memory.infra.cache_backends import SIGNATURE_BYTES, InvalidValue  # noqa: F401 (the owner hands them out)
 
@@ -259,8 +260,23 @@ def pubsub():
 
 def lock(name: str, *, timeout: float, sleep: float = 0.1, blocking_timeout: float | None = None):
     """A redis-py lock on the memory key ``name``; its TTL of ``timeout`` seconds frees it when
-    the holder dies. Acquire it through :func:`run` (it talks to Redis)."""
-    return client().lock(make_key(name), timeout=timeout, sleep=sleep, blocking_timeout=blocking_timeout)
+    the holder dies. Acquire it through :func:`run` (it talks to Redis).
+
+    Its token is not kept per thread, so that another thread may :func:`renew_lock` it: a lock
+    object belongs to one holder (make one per acquisition)."""
+    return client().lock(make_key(name), timeout=timeout, sleep=sleep, blocking_timeout=blocking_timeout,
+                         thread_local=False)
+
+
+def renew_lock(held) -> bool:
+    """Set a held :func:`lock`'s TTL back to its full ``timeout``; False when it is no longer
+    held (it expired, or another holder has it now: nothing is changed then). A Redis error is
+    raised, not reported to the breaker: like a release, a renewal is not the caller's request."""
+    try:
+        held.reacquire()
+    except LockNotOwnedError:
+        return False
+    return True
 
 
 def claim(names: list[str], token: str, ttl: float) -> list[str | None]:

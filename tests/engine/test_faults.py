@@ -170,5 +170,5 @@ def test_hanging_provider_times_out_releases_the_lock_and_saves_nothing(redis_cl
         hang.close()
     assert outcome.status == "failed" and "tempo esgotado" in outcome.error
     assert not ProductMemoryEntry.objects.exists()
-    with product_lock("HANG-1", "main_content", timeout=0.2) as acquired:
+    with product_lock("HANG-1", "main_content", timeout=0.2, wait=1) as acquired:
         assert acquired  # the failed generation let go of the product

@@ -18,13 +18,14 @@ from beecatalog import celery as celery_config
 from memory.engine import runtime
 from memory.engine.coherence import l1_is_trustworthy, listener, wait_until_subscribed
 from memory.engine.counters import Counts, flush_counters, hit_counter
+from memory.engine.locks import lock_renewer, product_lock
 from memory.engine.memory import ProductMemory
 from memory.models import ProductMemoryEntry
 
 from tests.servers import RedisServer, free_port
 
 ROOT = Path(settings.BASE_DIR)
-LISTENER, PUSHER = "memory-l1-invalidation", "memory-hit-counts"
+LISTENER, PUSHER, RENEWER = "memory-l1-invalidation", "memory-hit-counts", "memory-lock-renewal"
 CONTENT = {"title": "Produto", "description": "d", "bullet_points": ["a"], "seo_keywords": ["b"]}
 
 
@@ -34,22 +35,23 @@ def alive(name: str) -> bool:
 
 def test_threads_start_at_start_background_threads_and_end_at_stop(redis_client):
     runtime.stop_background_threads()
-    assert not alive(LISTENER) and not alive(PUSHER)
+    assert not alive(LISTENER) and not alive(PUSHER) and not alive(RENEWER)
     assert not listener.subscribed and not l1_is_trustworthy()
     runtime.start_background_threads()
     runtime.start_background_threads()  # a second call starts nothing more
     assert [t.name for t in threading.enumerate()].count(LISTENER) == 1
     assert [t.name for t in threading.enumerate()].count(PUSHER) == 1
+    assert [t.name for t in threading.enumerate()].count(RENEWER) == 1
     assert wait_until_subscribed(10) and l1_is_trustworthy()
     runtime.stop_background_threads()
-    assert not alive(LISTENER) and not alive(PUSHER)
+    assert not alive(LISTENER) and not alive(PUSHER) and not alive(RENEWER)
     assert not l1_is_trustworthy()
 
 
 def test_without_redis_no_thread_starts(no_redis):
     runtime.stop_background_threads()
     runtime.start_background_threads()
-    assert not alive(LISTENER) and not alive(PUSHER)
+    assert not alive(LISTENER) and not alive(PUSHER) and not alive(RENEWER)
     assert l1_is_trustworthy()  # a single instance: L1 is used as is
 
 
@@ -93,6 +95,9 @@ def test_a_forked_child_has_no_threads_until_it_starts_its_own(redis_client):
     misses.daily[("2026-01-01", "misses")] = 3
     hit_counter.local.add(misses)
     read_end, write_end = os.pipe()
+    held = product_lock("RT-FORK", "main_content", timeout=5)
+    held.__enter__()  # a generation lock this process holds (and renews) across the fork
+    assert len(lock_renewer) == 1
     pid = os.fork()
     if pid == 0:  # the child: report, then leave without running the parent's exit handlers
         try:
@@ -100,14 +105,15 @@ def test_a_forked_child_has_no_threads_until_it_starts_its_own(redis_client):
             report = {
                 "subscribed": listener.subscribed,
                 "trusts_l1": l1_is_trustworthy(),
-                "threads": sorted(t.name for t in threading.enumerate() if t.name in (LISTENER, PUSHER)),
+                "threads": sorted(t.name for t in threading.enumerate() if t.name in (LISTENER, PUSHER, RENEWER)),
                 "same_origin": listener.origin == parent_origin,
                 "inherited_counts": not hit_counter.local.is_empty(),
+                "inherited_locks": len(lock_renewer),
             }
             runtime.start_background_threads()
             report["subscribed_after_start"] = wait_until_subscribed(10)
             report["threads_after_start"] = sorted(
-                t.name for t in threading.enumerate() if t.name in (LISTENER, PUSHER) and t.is_alive()
+                t.name for t in threading.enumerate() if t.name in (LISTENER, PUSHER, RENEWER) and t.is_alive()
             )
             os.write(write_end, json.dumps(report).encode())
         finally:
@@ -122,14 +128,16 @@ def test_a_forked_child_has_no_threads_until_it_starts_its_own(redis_client):
         if os.waitpid(pid, os.WNOHANG) == (0, 0):
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
+        held.__exit__(None, None, None)
     assert report == {
         "subscribed": False,
         "trusts_l1": False,
         "threads": [],
         "same_origin": False,
         "inherited_counts": False,
+        "inherited_locks": 0,
         "subscribed_after_start": True,
-        "threads_after_start": [PUSHER, LISTENER],
+        "threads_after_start": [PUSHER, LISTENER, RENEWER],
     }
     assert listener.subscribed  # the parent kept its listener, and its counts
     assert hit_counter.pending().daily[("2026-01-01", "misses")] == 3
