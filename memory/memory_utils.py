@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any, Callable, Iterable
 
 from memory.providers.content import GeneratedContent
-from memory.services.generation import FAILED, generate_product
+from memory.services.generation import UNFINISHED, generate_product
 from memory.engine.identifiers import extract_product_identifier
 from memory.models import DEFAULT_KIND
 from memory.engine.memory import ProductMemory
@@ -82,7 +82,7 @@ def get_cached_content_or_generate(
     """
     provider = _CallerProvider(generate)
     outcome = generate_product(product_data, force_regenerate, provider=provider, kind=kind)
-    if outcome.status == FAILED:
+    if outcome.status in UNFINISHED:
         raise provider.error
     return outcome.content, outcome.from_cache
 

@@ -15,7 +15,8 @@ def generate_main_content_task(product_data, force_regenerate=False):
 
 @shared_task(name="memory.batch_generate_main_content_task")
 def batch_generate_main_content_task(products_list, batch_size=10, force_regenerate=False):
-    """Content for many products: one batch check, generation of the misses only."""
+    """Content for many products: one batch check, generation of the misses only; the JSON summary
+    counts what was reused, generated, failed and not attempted (the provider took no more calls)."""
     if not isinstance(products_list, list):
         raise ValueError("products_list: deve ser uma lista de produtos")
     return generate_batch(products_list, batch_size=batch_size, force_regenerate=bool(force_regenerate)).summary()

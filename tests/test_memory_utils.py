@@ -5,6 +5,7 @@ import pytest
 from django.core.cache import caches
 from django.test import override_settings
 
+from memory.providers import CircuitOpen
 from memory.providers.content import GeneratedContent
 from memory.memory_utils import (
     batch_check_products_in_memory,
@@ -85,6 +86,15 @@ def test_failed_generation_saves_nothing():
         raise TimeoutError("provider timed out")
 
     with pytest.raises(TimeoutError):
+        get_cached_content_or_generate(PRODUCT, generate)
+    assert not ProductMemoryEntry.objects.exists()
+
+
+def test_a_generation_the_open_circuit_did_not_attempt_raises_its_error_to_the_caller():
+    def generate(product):
+        raise CircuitOpen("Circuito do provedor aberto")
+
+    with pytest.raises(CircuitOpen, match="Circuito do provedor aberto"):
         get_cached_content_or_generate(PRODUCT, generate)
     assert not ProductMemoryEntry.objects.exists()
 

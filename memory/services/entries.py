@@ -27,7 +27,9 @@ from memory.engine.tiers import Key
 from memory.infra import redis
 from memory.models import DEFAULT_KIND, ProductMemoryEntry
 from memory.providers.template import FIELD_ALIASES
-from memory.services.generation import FAILED, PROVIDER_UNAVAILABLE, InvalidProductData, validate_product_data
+from memory.services.generation import (
+    PROVIDER_UNAVAILABLE, UNFINISHED, InvalidProductData, validate_product_data,
+)
 
 logger = logging.getLogger("memory")
 
@@ -243,7 +245,7 @@ def _regenerate(product_id: str, data: dict, *, existed: bool) -> Regeneration:
     if not isinstance(result, EagerResult):
         return Regeneration(task_id=result.id, product_id=product_id)
     summary = result.get(propagate=True)  # the task's own exception when it raised
-    if summary["status"] == FAILED:
+    if summary["status"] in UNFINISHED:  # failed, or not attempted (the provider took no call)
         raise GenerationFailed(product_id, summary.get("error") or "",
                                unavailable=summary.get("failure") == PROVIDER_UNAVAILABLE)
     return Regeneration(task_id=result.id, product_id=product_id, outcome=REPLACED if existed else CREATED,

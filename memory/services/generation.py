@@ -4,13 +4,16 @@
 generates under the product's single-flight lock, so that when many callers
 ask for the same uncached product at once, one generation runs and the others
 reuse its result. ``generate_batch`` makes one batch check and generates only
-the misses, in chunks of ``batch_size``.
+the misses, keeping ``min(batch_size, LLM_MAX_CONCURRENCY)`` generations in flight
+(one at a time with the offline template), and stops starting new ones once the
+provider will take no more calls (its circuit breaker is open, its quota is spent):
+the products left are ``not_attempted``, for a later run to finish.
 """
 from __future__ import annotations
 
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
@@ -22,7 +25,9 @@ from memory.models import DEFAULT_KIND
 from memory.engine.locks import product_lock
 from memory.engine.memory import Lookup, ProductMemory, ProductRef, resolve_product
 from memory.engine.validators import json_object, text, whole_number
-from memory.providers import ContentProvider, GenerationError, ProviderUnavailable, get_provider
+from memory.providers import (
+    CircuitOpen, ContentProvider, GenerationError, ProviderUnavailable, QuotaExhausted, get_provider,
+)
 from memory.providers.template import FIELD_ALIASES
 
 logger = logging.getLogger("memory")
@@ -34,6 +39,9 @@ GENERATED = "generated"
 REGENERATED = "regenerated"  # the stored entry was stale or expired
 FORCED = "forced"
 FAILED = "failed"
+NOT_ATTEMPTED = "not_attempted"  # no call was made: the provider took no more calls (nothing paid)
+# The statuses of a product that got no content.
+UNFINISHED = (FAILED, NOT_ATTEMPTED)
 
 # Why a generation failed (``ProductOutcome.failure``): the provider could not answer now (out of
 # quota, rate limited, timed out, down), or it answered with nothing usable.
@@ -83,6 +91,9 @@ class ProductOutcome:
     failure: str | None = None  # PROVIDER_UNAVAILABLE or PROVIDER_ERROR when the provider failed
     content: dict | None = None
     index: int | None = None
+    # The provider takes no more calls for now (breaker open, quota spent): a batch starts no
+    # new generation after this outcome. Not part of the summary.
+    halts_batch: bool = False
 
     @property
     def from_cache(self) -> bool:
@@ -110,7 +121,11 @@ class ProductOutcome:
 
 @dataclass
 class BatchResult:
+    """The outcomes in the order of the products; ``halted``: why the batch stopped starting
+    generations (the message of the outcome that stopped it), None when it did not."""
+
     outcomes: list[ProductOutcome] = field(default_factory=list)
+    halted: str | None = None
 
     def count(self, status: str) -> int:
         return sum(1 for o in self.outcomes if o.status == status)
@@ -134,6 +149,7 @@ class BatchResult:
             "generated": self.count(GENERATED) + self.count(FORCED),
             "regenerated_stale": self.count(REGENERATED),
             "failed": self.count(FAILED),
+            "not_attempted": self.count(NOT_ATTEMPTED),
             "tokens_spent": self.tokens_spent,
             "tokens_saved": self.tokens_saved,
             "tokens_wasted": self.tokens_wasted,
@@ -158,7 +174,8 @@ def generate_product(
     ``known_status`` is the answer of a batch check already made, which spares the first
     lookup. Data to generate from that :func:`validate_product_data` refuses raises its
     ``ValueError``: nothing is generated. A failed generation saves nothing and counts no
-    savings; its outcome says why (``failure``).
+    savings; its outcome says why (``failure``). When the provider's circuit breaker is open
+    (``CircuitOpen``: no call made) the outcome is ``NOT_ATTEMPTED``.
     """
     provider = provider or get_provider()
     memory = ProductMemory(kind, generator_version=provider.generator_version)
@@ -175,9 +192,7 @@ def generate_product(
         status = lookup.status
 
     validate_product_data(product_data)  # what is served needs no check; what is generated does
-    with product_lock(ref.product_id, memory.kind) as acquired:
-        if not acquired:
-            logger.warning("Produto %s: tempo de espera pela trava esgotado; gerando mesmo assim", ref.product_id)
+    with product_lock(ref.product_id, memory.kind):  # waits for as long as another holder generates
         if not force_regenerate:
             # Whoever held the lock may have just generated it.
             lookup = memory.lookup(ref, count_hit=False)
@@ -188,12 +203,17 @@ def generate_product(
         started = time.perf_counter()
         try:
             generated = provider.generate(product_data)
+        except CircuitOpen as exc:
+            logger.warning("Produto %s não tentado: %s", ref.product_id, exc)
+            return ProductOutcome(ref.product_id, NOT_ATTEMPTED, error=str(exc), failure=PROVIDER_UNAVAILABLE,
+                                  halts_batch=True)
         except (GenerationError, ValueError) as exc:
             logger.error("Falha ao gerar conteúdo do produto %s: %s", ref.product_id, exc)
             wasted = getattr(exc, "tokens_wasted", 0)
             memory.count_wasted_tokens(wasted)
             failure = PROVIDER_UNAVAILABLE if isinstance(exc, ProviderUnavailable) else PROVIDER_ERROR
-            return ProductOutcome(ref.product_id, FAILED, error=str(exc), tokens_wasted=wasted, failure=failure)
+            return ProductOutcome(ref.product_id, FAILED, error=str(exc), tokens_wasted=wasted, failure=failure,
+                                  halts_batch=isinstance(exc, QuotaExhausted))
         elapsed = time.perf_counter() - started
         memory.count_wasted_tokens(generated.tokens_wasted)
         memory.save_product_data(
@@ -215,8 +235,16 @@ def generate_product(
 
 
 def validate_batch_size(batch_size: Any, name: str = "batch_size") -> int:
-    """Generations run at once: 1 to ``MAX_BATCH_SIZE``."""
+    """Generations a batch may keep in flight: 1 to ``MAX_BATCH_SIZE``."""
     return whole_number(name, batch_size, minimum=1, maximum=MAX_BATCH_SIZE)
+
+
+def in_flight_limit(batch_size: int, provider: ContentProvider) -> int:
+    """How many generations a batch keeps running at once: ``batch_size``, never more than
+    ``LLM_MAX_CONCURRENCY``; one with the offline template (it is CPU work, done in the caller's thread)."""
+    if provider.name == "template":
+        return 1
+    return max(1, min(batch_size, settings.LLM_MAX_CONCURRENCY))
 
 
 def _in_own_thread(func: Callable, *args, **kwargs):
@@ -226,6 +254,10 @@ def _in_own_thread(func: Callable, *args, **kwargs):
         connections.close_all()  # this thread's connections only
 
 
+def _not_attempted(product_id: str, why: str) -> ProductOutcome:
+    return ProductOutcome(product_id, NOT_ATTEMPTED, error=f"não tentado: {why}", failure=PROVIDER_UNAVAILABLE)
+
+
 def generate_batch(
     products_list: Iterable[Any],
     batch_size: int = 10,
@@ -233,8 +265,22 @@ def generate_batch(
     *,
     provider: ContentProvider | None = None,
     on_outcome: Callable[[ProductOutcome], None] | None = None,
+    halted: str | None = None,
 ) -> BatchResult:
-    """One batch check for every product, then generation of the misses only, ``batch_size`` at a time."""
+    """One batch check for every product, then generation of the misses only, up to
+    :func:`in_flight_limit` at once, until the provider takes no more calls.
+
+    A new generation starts as soon as one ends (no chunk waits for its slowest product). Once
+    an outcome halts the batch (``CircuitOpen``: not attempted; ``QuotaExhausted``: failed),
+    the generations in flight end as they do, and every miss not started yet is
+    ``NOT_ATTEMPTED`` at once, without a call. ``halted`` (an earlier batch's
+    ``BatchResult.halted``, when a run goes through several) starts the batch that way: what
+    is in memory is served, nothing is generated.
+
+    ``on_outcome`` is called in the calling thread once per product, as soon as its outcome is
+    known (reuses and refusals first, then generations in the order they end; ``outcome.index``
+    is the product's position); the result lists the outcomes in the order of the products.
+    """
     batch_size = validate_batch_size(batch_size)
     products = list(products_list)
     provider = provider or get_provider()
@@ -259,7 +305,7 @@ def generate_batch(
     lookups: dict[str, Lookup] = {}
     if not force_regenerate and valid:
         lookups = memory.lookup_many([ref for _, _, ref in valid], count_hits=False)
-    misses: list[tuple[int, dict, str | None]] = []
+    misses: list[tuple[int, dict, str, str | None]] = []
     seen: set[str] = set()
     for index, product, ref in valid:
         product_id = ref.product_id
@@ -276,27 +322,53 @@ def generate_batch(
             except ValueError as exc:
                 done(index, ProductOutcome(product_id, FAILED, error=str(exc)))
             else:
-                misses.append((index, product, lookup.status if lookup and product_id not in seen else None))
+                misses.append((index, product, product_id,
+                               lookup.status if lookup and product_id not in seen else None))
         seen.add(product_id)
 
-    workers = 1 if provider.name == "template" else max(1, min(batch_size, settings.LLM_MAX_CONCURRENCY))
-    for start in range(0, len(misses), batch_size):
-        chunk = misses[start:start + batch_size]
-        if workers == 1:
-            for index, product, status in chunk:
-                done(index, generate_product(product, force_regenerate, provider=provider, known_status=status))
-        else:
-            with ThreadPoolExecutor(max_workers=workers) as pool:
-                futures = [
-                    (index, pool.submit(_in_own_thread, generate_product, product, force_regenerate,
-                                        provider=provider, known_status=status))
-                    for index, product, status in chunk
-                ]
-                for index, future in futures:
-                    done(index, future.result())
-
-    result = BatchResult([o for o in outcomes if o is not None])
+    halted = _generate_misses(misses, force_regenerate, provider, in_flight_limit(batch_size, provider),
+                              done, halted)
+    result = BatchResult([o for o in outcomes if o is not None], halted=halted)
     logger.info(
         "Processamento em lote: %d/%d produtos reutilizados da memória", result.count(REUSED), len(products)
     )
+    if halted:
+        logger.warning("Lote interrompido: %s; %d produtos não tentados", halted, result.count(NOT_ATTEMPTED))
     return result
+
+
+def _generate_misses(misses, force_regenerate: bool, provider: ContentProvider, in_flight: int,
+                     done: Callable[[int, ProductOutcome], None], halted: str | None) -> str | None:
+    """Generate ``misses`` with ``in_flight`` at a time (in this thread when 1), each outcome to
+    ``done`` as it ends; the rest not attempted once one halts the batch. Returns why it halted."""
+    pending = iter(misses)
+
+    def ended(index: int, outcome: ProductOutcome) -> None:
+        nonlocal halted
+        done(index, outcome)
+        if outcome.halts_batch and halted is None:
+            halted = outcome.error or outcome.status
+
+    if in_flight == 1:
+        while halted is None and (item := next(pending, None)) is not None:
+            index, product, _, status = item
+            ended(index, generate_product(product, force_regenerate, provider=provider, known_status=status))
+    else:
+        running: dict[Future, int] = {}
+        with ThreadPoolExecutor(max_workers=in_flight, thread_name_prefix="memory-generation") as pool:
+            while True:
+                while halted is None and len(running) < in_flight:
+                    item = next(pending, None)
+                    if item is None:
+                        break
+                    index, product, _, status = item
+                    running[pool.submit(_in_own_thread, generate_product, product, force_regenerate,
+                                        provider=provider, known_status=status)] = index
+                if not running:
+                    break
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    ended(running.pop(future), future.result())
+    for index, _, product_id, _ in pending:  # what was never started: the batch halted
+        done(index, _not_attempted(product_id, halted))
+    return halted

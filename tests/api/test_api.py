@@ -13,6 +13,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from rest_framework.test import APIClient
 
 from memory.models import ProductMemoryEntry
+from memory.providers import CircuitOpen, OpenAIProvider
 from memory.engine.memory import ProductMemory, forget_cached_stats
 
 from tests.helpers import CONTENT, PRODUCT, post_json, seed, token_client
@@ -387,6 +388,27 @@ def test_force_regenerate_in_eager_mode_with_the_provider_down_is_503(api, eager
     response = post_json(api, FORCE_REGENERATE, {"product_data": {"sku": "NEW1", "title": "Mochila"}})
     assert response.status_code == 503
     assert reason in response.json()["detail"] and response.json()["product_id"] == "NEW1"
+    assert not ProductMemoryEntry.objects.exists()
+
+
+@pytest.mark.django_db
+def test_force_regenerate_in_eager_mode_with_the_provider_circuit_open_is_503_and_calls_nothing(
+    api, eager_tasks, openai_provider, monkeypatch
+):
+    class OpenCircuit(OpenAIProvider):
+        def generate(self, product_data):  # what the breaker does before any request
+            raise CircuitOpen("circuito do provedor aberto após 5 falhas seguidas; nova tentativa em 30 s")
+
+    monkeypatch.setattr("memory.services.generation.get_provider", lambda: OpenCircuit(
+        base_url=openai_provider.url_for("/v1"), api_key="sk-test", model="gpt-4o-mini", timeout=2.0))
+    response = post_json(api, FORCE_REGENERATE, {"product_data": {"sku": "NEW2", "title": "Mochila"}})
+    assert response.status_code == 503, response.json()
+    assert response.json() == {
+        "detail": "Produto NEW2 não foi regenerado: o provedor de conteúdo está indisponível (circuito do provedor"
+                  " aberto após 5 falhas seguidas; nova tentativa em 30 s). Nada foi salvo; tente novamente mais tarde.",
+        "product_id": "NEW2",
+    }
+    assert len(openai_provider.log) == 0
     assert not ProductMemoryEntry.objects.exists()
 
 
