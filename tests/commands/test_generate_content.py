@@ -9,6 +9,8 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from memory.models import ProductMemoryEntry
+from memory.providers import CircuitOpen, GenerationError, TemplateProvider
+from tests.providers.fake_openai import error
 
 pytestmark = pytest.mark.django_db
 
@@ -113,7 +115,7 @@ def test_a_terminal_gets_the_summary_and_the_per_product_lines_only_with_v2(proc
     first = catalog_run(env)
     assert first.returncode == 0, first.stderr
     assert first.stderr == ""  # not one log line per product
-    assert len(first.stdout.splitlines()) <= 12  # the summary table
+    assert len(first.stdout.splitlines()) <= 13  # the summary table: title, borders, 10 rows
     assert "Tokens gastos" in first.stdout and "Custo estimado economizado" in first.stdout
     second = catalog_run(env, "-v", "2")
     assert second.returncode == 0, second.stderr
@@ -207,3 +209,107 @@ def test_a_gzipped_catalog_is_read(tmp_path):
     (tmp_path / "c.jsonl.gz").write_bytes(gzip.compress(b'{"sku": "GZ-1", "title": "Caneca"}\n'))
     assert json.loads(run(str(tmp_path / "c.jsonl.gz"), "--json")[0])["products"] == 1
     assert ProductMemoryEntry.objects.filter(product_id="GZ-1").exists()
+
+
+# --- a run the provider stops: the rest not attempted, exit status 3, finished by the next run ----
+
+BREAKER_OPEN = "Circuito do provedor aberto: nenhuma chamada por 30 s"
+
+
+class StoppingProvider(TemplateProvider):
+    """The template writer, until its circuit opens after ``calls`` generations (when given)."""
+
+    def __init__(self, calls=None):
+        self.limit = calls
+        self.calls = 0
+
+    def generate(self, product_data):
+        self.calls += 1
+        if self.limit is not None and self.calls > self.limit:
+            raise CircuitOpen(BREAKER_OPEN)
+        return super().generate(product_data)
+
+
+def jsonl_catalog(tmp_path, n):
+    catalog = tmp_path / "c.jsonl"
+    catalog.write_text("".join(json.dumps({"sku": f"S{i}", "title": f"Produto {i}"}) + "\n" for i in range(n)),
+                       encoding="utf-8")
+    return catalog
+
+
+def incomplete_run(*args):
+    from io import StringIO
+
+    out, err = StringIO(), StringIO()
+    with pytest.raises(CommandError) as info:
+        call_command("generate_content", *args, stdout=out, stderr=err)
+    return info.value, out.getvalue(), err.getvalue()
+
+
+def test_a_run_whose_provider_opens_its_circuit_exits_3_with_the_not_attempted_and_the_next_run_finishes(
+    tmp_path, monkeypatch
+):
+    catalog = jsonl_catalog(tmp_path, 10)
+    stopping = StoppingProvider(calls=3)
+    monkeypatch.setattr("memory.services.generation.get_provider", lambda: stopping)
+    error, out, err = incomplete_run(str(catalog))
+    assert error.returncode == 3
+    assert str(error) == ("Execução incompleta: 0 falha(s) de geração e 7 produto(s) não tentado(s); rode o comando "
+                          "de novo para concluir (o que já foi salvo é reutilizado)")
+    rows = summary_rows(out)
+    assert (rows["Gerados"], rows["Reutilizados da memória"], rows["Falhas"]) == ("3", "0", "0")
+    assert rows["Não tentados (sem chamada ao provedor)"] == "7"
+    assert f"Geração interrompida: {BREAKER_OPEN}; 7 produto(s) não tentado(s), sem chamada ao provedor" in err
+    assert stopping.calls == 4
+
+    healthy = StoppingProvider()
+    monkeypatch.setattr("memory.services.generation.get_provider", lambda: healthy)
+    summary = json.loads(run(str(catalog), "--json")[0])  # exit 0: no CommandError
+    assert (summary["reused"], summary["generated"], summary["failed"], summary["not_attempted"]) == (3, 7, 0, 0)
+    assert healthy.calls == 7 and ProductMemoryEntry.objects.count() == 10
+
+
+def test_once_halted_the_run_calls_the_provider_for_no_later_batch(tmp_path, monkeypatch):
+    monkeypatch.setattr("memory.management.commands.generate_content.ROWS_PER_BATCH_CALL", 4)
+    catalog = jsonl_catalog(tmp_path, 10)
+    stopping = StoppingProvider(calls=1)
+    monkeypatch.setattr("memory.services.generation.get_provider", lambda: stopping)
+    error, out, _ = incomplete_run(str(catalog), "--json")
+    assert error.returncode == 3
+    summary = json.loads(out)
+    assert (summary["generated"], summary["not_attempted"], summary["halted"]) == (1, 9, BREAKER_OPEN)
+    assert summary["not_attempted_rows"] == list(range(2, 11))
+    assert stopping.calls == 2  # one good, one that met the open circuit; none in the next two batches
+
+
+def test_failed_generations_exit_3_and_bad_rows_alone_exit_1(tmp_path, monkeypatch):
+    class Failing(TemplateProvider):
+        def generate(self, product_data):
+            raise GenerationError("resposta inválida")
+
+    monkeypatch.setattr("memory.services.generation.get_provider", lambda: Failing())
+    error, _, err = incomplete_run(str(jsonl_catalog(tmp_path, 2)))
+    assert error.returncode == 3 and "2 falha(s) de geração e 0 produto(s) não tentado(s)" in str(error)
+    assert "linha 1: falha na geração: resposta inválida" in err
+    catalog = tmp_path / "bad.jsonl"
+    catalog.write_text('{"sku": "OK"}\n"texto"\n', encoding="utf-8")
+    monkeypatch.setattr("memory.services.generation.get_provider", lambda: TemplateProvider())
+    error, _, _ = incomplete_run(str(catalog))
+    assert error.returncode == 1 and str(error) == "1 linha(s) inválida(s) ignorada(s)"
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_the_exit_status_of_an_incomplete_run_reaches_the_shell(tmp_path, process_env, fake_openai):
+    # Every answer a 429 saying the quota is spent: the first product fails, the rest are not attempted.
+    fake_openai.script(then=error(429, "You exceeded your current quota", code="insufficient_quota"))
+    env = {**process_env, "LLM_PROVIDER": "openai", "OPENAI_BASE_URL": fake_openai.url, "OPENAI_API_KEY": "sk-test",
+           "LLM_MODEL": "gpt-4o-mini", "LLM_MAX_ATTEMPTS": "3"}
+    catalog = jsonl_catalog(tmp_path, 6)
+    done = subprocess.run([sys.executable, "manage.py", "generate_content", str(catalog), "--batch-size", "1"],
+                          cwd=SAMPLE.parents[1], capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 3, done.stderr
+    assert fake_openai.calls == 1  # not 6 products x 3 attempts
+    rows = summary_rows(done.stdout)
+    assert (rows["Falhas"], rows["Não tentados (sem chamada ao provedor)"]) == ("1", "5")
+    assert "CommandError: Execução incompleta: 1 falha(s) de geração e 5 produto(s) não tentado(s)" in done.stderr

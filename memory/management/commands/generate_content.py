@@ -1,5 +1,10 @@
 """The catalog run: content for every product of a catalog, reusing the memory.
 
+Exit status: 0 when every product was served or generated; 1 for a command error (no catalog,
+an unreadable one, a database down) or rows skipped as invalid; 3 (``EXIT_INCOMPLETE``) when
+a generation failed or products were not attempted (the provider took no more calls): running
+the command again reuses what was saved and finishes the rest.
+
 What it prints of the catalog (row errors, product ids, file names) goes through
 ``memory.management.terminal``, so a terminal shows it and obeys none of it.
 """
@@ -17,7 +22,7 @@ from memory.io.catalog import CATALOG_FORMATS, read_catalog
 from memory.infra.formatting import cost, integer
 from memory.management.terminal import dumps, memory_log_level, plain
 from memory.services.generation import (
-    FAILED, MAX_BATCH_SIZE, REGENERATED, REUSED, BatchResult, generate_batch, validate_batch_size,
+    FAILED, MAX_BATCH_SIZE, NOT_ATTEMPTED, REGENERATED, REUSED, BatchResult, generate_batch, validate_batch_size,
 )
 from memory.engine.identifiers import extract_product_identifier
 from memory.providers import GenerationError
@@ -25,6 +30,9 @@ from memory.services.stats import saved_cost
 
 # Rows handed to one batch call: bounds memory on large catalogs.
 ROWS_PER_BATCH_CALL = 500
+
+# Some products got no content (failed, or not attempted): another run finishes them.
+EXIT_INCOMPLETE = 3
 
 
 class Command(BaseCommand):
@@ -87,6 +95,7 @@ class Command(BaseCommand):
 
         result = BatchResult()
         failed_rows: list[tuple[int, str]] = []
+        not_attempted_rows: list[int] = []
         progress = self._progress(len(valid))
         with progress:
             task = progress.add_task("Gerando conteúdo", total=len(valid))
@@ -97,21 +106,35 @@ class Command(BaseCommand):
                     batch_size=options["batch_size"],
                     force_regenerate=options["force"],
                     on_outcome=lambda _: progress.advance(task),
+                    halted=result.halted,  # once the provider takes no more calls, the run stops calling it
                 )
                 for outcome in batch.outcomes:
                     if outcome.status == FAILED:
                         failed_rows.append((chunk[outcome.index][0], outcome.error or ""))
+                    elif outcome.status == NOT_ATTEMPTED:
+                        not_attempted_rows.append(chunk[outcome.index][0])
                 result.outcomes.extend(batch.outcomes)
+                result.halted = result.halted or batch.halted
 
         summary = self._summary(result, bad_rows)
         if options["json"]:
-            self.stdout.write(dumps({**summary, "bad_rows": bad_rows, "failed_rows": failed_rows}, indent=2))
+            self.stdout.write(dumps({**summary, "halted": result.halted, "bad_rows": bad_rows,
+                                     "failed_rows": failed_rows, "not_attempted_rows": not_attempted_rows},
+                                    indent=2))
         else:
-            self._print(summary, bad_rows, failed_rows)
-        if bad_rows or failed_rows:
-            raise CommandError(
-                f"{len(bad_rows)} linha(s) inválida(s) ignorada(s) e {len(failed_rows)} falha(s) de geração"
-            )
+            self._print(summary, bad_rows, failed_rows, result.halted)
+        if failed_rows or not_attempted_rows:
+            raise CommandError(self._incomplete(len(bad_rows), len(failed_rows), len(not_attempted_rows)),
+                               returncode=EXIT_INCOMPLETE)
+        if bad_rows:
+            raise CommandError(f"{len(bad_rows)} linha(s) inválida(s) ignorada(s)")
+
+    @staticmethod
+    def _incomplete(bad: int, failed: int, not_attempted: int) -> str:
+        """The last line of a run that left products without content: what to do about it."""
+        skipped = f"{bad} linha(s) inválida(s) ignorada(s); " if bad else ""
+        return (f"Execução incompleta: {skipped}{failed} falha(s) de geração e {not_attempted} produto(s) "
+                f"não tentado(s); rode o comando de novo para concluir (o que já foi salvo é reutilizado)")
 
     def _summary(self, result: BatchResult, bad_rows) -> dict:
         saved = saved_cost(result.tokens_saved)
@@ -121,6 +144,7 @@ class Command(BaseCommand):
             "generated": result.summary()["generated"],
             "stale_regenerated": result.count(REGENERATED),
             "failed": result.count(FAILED) + len(bad_rows),
+            "not_attempted": result.count(NOT_ATTEMPTED),
             "tokens_spent": result.tokens_spent,
             "tokens_saved": result.tokens_saved,
             "tokens_wasted": result.tokens_wasted,
@@ -137,7 +161,7 @@ class Command(BaseCommand):
             console=console, disable=not console.is_terminal or total == 0, transient=True,
         )
 
-    def _print(self, summary: dict, bad_rows, failed_rows) -> None:
+    def _print(self, summary: dict, bad_rows, failed_rows, halted: str | None) -> None:
         from rich.console import Console
         from rich.table import Table
 
@@ -145,6 +169,9 @@ class Command(BaseCommand):
             self.stderr.write(plain(f"linha {number}: {error}"))
         for number, error in failed_rows:
             self.stderr.write(plain(f"linha {number}: falha na geração: {error}"))
+        if halted:
+            self.stderr.write(plain(f"Geração interrompida: {halted}; {summary['not_attempted']} produto(s) "
+                                    f"não tentado(s), sem chamada ao provedor"))
         table = Table(title="Resumo da execução do catálogo", show_header=False)
         labels = {
             "products": "Produtos",
@@ -152,6 +179,7 @@ class Command(BaseCommand):
             "generated": "Gerados",
             "stale_regenerated": "Regenerados (desatualizados)",
             "failed": "Falhas",
+            "not_attempted": "Não tentados (sem chamada ao provedor)",
             "tokens_spent": "Tokens gastos",
             "tokens_saved": "Tokens economizados",
             "tokens_wasted": "Tokens desperdiçados (tentativas falhas ou descartadas)",
