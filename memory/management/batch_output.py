@@ -65,6 +65,10 @@ class BatchOutput:
     def stderr(self):
         return self.command.stderr
 
+    def _note(self, text: str) -> None:
+        """A progress line on stderr, unstyled (stderr's style is for errors)."""
+        self.stderr.write(plain(text), style_func=lambda line: line)
+
     def check_options(self) -> None:
         options = self.options
         if options["batch_status"] is not None:
@@ -105,10 +109,10 @@ class BatchOutput:
         new = {run.pk for run in submission.new_runs}
         for run in submission.runs:
             if run.pk in new:
-                self.stderr.write(plain(f"Lote {run.batch_id or run.reference} enviado: {integer(run.requests)} produto(s)"))
+                self._note(f"Lote {run.batch_id or run.reference} enviado: {integer(run.requests)} produto(s)")
             else:
-                self.stderr.write(plain(f"Retomando o lote {run.batch_id or run.reference}, enviado antes, com"
-                                        f" produtos deste catálogo (não são enviados de novo)"))
+                self._note(f"Retomando o lote {run.batch_id or run.reference}, enviado antes, com produtos deste"
+                           f" catálogo (não são enviados de novo)")
         if submission.runs and not self.options["no_wait"]:
             self._wait(submission.runs)
         outcomes = batch_api.outcomes(submission)
@@ -149,9 +153,8 @@ class BatchOutput:
                     state = (run.status, run.provider_status, done)
                     if not console.is_terminal and shown.get(run.pk) != state:
                         shown[run.pk] = state
-                        self.stderr.write(plain(
-                            f"Lote {run.batch_id or run.reference}: {word}, {integer(done)}/{integer(run.requests)}"
-                            f" requisições concluídas"))
+                        self._note(f"Lote {run.batch_id or run.reference}: {word}, {integer(done)}/"
+                                   f"{integer(run.requests)} requisições concluídas")
 
             try:
                 batch_api.wait(runs, self.provider(), poll_interval=self.options["poll_interval"],
