@@ -231,6 +231,8 @@ MEMORY_ROLLUP_INTERVAL = read.whole("MEMORY_ROLLUP_INTERVAL", 600, minimum=1)
 MEMORY_BACKUP_INTERVAL = read.whole("MEMORY_BACKUP_INTERVAL", 86400, minimum=1)
 # How many backup snapshots the scheduled backup keeps (the oldest go first).
 MEMORY_BACKUP_KEEP = read.whole("MEMORY_BACKUP_KEEP", 7, minimum=1, unit="snapshots")
+# How often the scheduled job checks the open Batch API runs and ingests the finished ones.
+MEMORY_BATCH_INGEST_INTERVAL = read.whole("MEMORY_BATCH_INGEST_INTERVAL", 300, minimum=1)
 
 # --- Celery -------------------------------------------------------------------
 CELERY_BROKER_URL = read.celery_url("CELERY_BROKER_URL", REDIS_URL, TRANSPORT_ALIASES)
@@ -309,6 +311,10 @@ for _model, _values in _prices.items():
         read.refuse(f"LLM_PRICES: {_model!r} precisa de três preços não negativos em USD por 1M de tokens"
                     f" (prompt, prompt em cache, resposta), em {read.text('LLM_PRICES').strip()!r}")
 LLM_PRICES = {**LLM_PRICES_DEFAULT, **{model: tuple(values) for model, values in _prices.items()}}
+# What the Batch API's tokens cost, as a fraction of the direct price (OpenAI bills a batch at half):
+# the factor every cost estimate of a `generate_content --batch-api` run is multiplied by.
+LLM_BATCH_DISCOUNT = read.number("LLM_BATCH_DISCOUNT", 0.5, minimum=0, maximum=1, unit="",
+                                 example="a fração do preço normal; a OpenAI cobra metade: 0.5")
 
 # --- REST API (memory/api/) ------------------------------------------------------
 # Largest request body the API reads, in bytes (also Django's form limit).

@@ -27,17 +27,19 @@ def price_per_million(model: str, prices: dict) -> Prices | None:
 
 
 def estimate_cost(tokens_prompt: int, tokens_completion: int, model: str, prices: dict, *,
-                  tokens_cached: int = 0) -> Decimal | None:
+                  tokens_cached: int = 0, factor: float | Decimal = 1) -> Decimal | None:
     """USD cost of a generation, rounded to the cent's hundredth; None for a model without prices.
 
     ``tokens_cached`` are the part of ``tokens_prompt`` billed at the cached-prompt price.
+    ``factor`` scales every price: a Batch API run is billed at ``LLM_BATCH_DISCOUNT`` (0.5) of
+    them. The tokens stay what they are; only the money changes.
     """
     price = price_per_million(model, prices)
     if price is None:
         return None
     cached = min(max(tokens_cached, 0), tokens_prompt)
     cost = (Decimal(tokens_prompt - cached) * price.prompt + Decimal(cached) * price.cached_prompt
-            + Decimal(tokens_completion) * price.completion) / Decimal(1_000_000)
+            + Decimal(tokens_completion) * price.completion) * Decimal(str(factor)) / Decimal(1_000_000)
     return cost.quantize(Decimal("0.0001"), rounding=ROUND_HALF_UP)
 
 

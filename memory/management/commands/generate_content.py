@@ -20,7 +20,8 @@ from django.db import DatabaseError
 from memory.infra.migration_state import MissingDatabase, PendingMigrations, require_migrated
 from memory.io.catalog import CATALOG_FORMATS, read_catalog
 from memory.infra.formatting import cost, integer
-from memory.management.terminal import dumps, memory_log_level, plain
+from memory.management.batch_output import BatchOutput
+from memory.management.terminal import EXIT_INCOMPLETE, dumps, memory_log_level, plain
 from memory.services.generation import (
     FAILED, MAX_BATCH_SIZE, NOT_ATTEMPTED, REGENERATED, REUSED, BatchResult, generate_batch, validate_batch_size,
 )
@@ -31,20 +32,28 @@ from memory.services.stats import saved_cost
 # Rows handed to one batch call: bounds memory on large catalogs.
 ROWS_PER_BATCH_CALL = 500
 
-# Some products got no content (failed, or not attempted): another run finishes them.
-EXIT_INCOMPLETE = 3
-
 
 class Command(BaseCommand):
     help = "Gera conteúdo para os produtos de um catálogo (CSV, JSON, JSONL ou XLSX, .gz aceito), reaproveitando a memória."
 
     def add_arguments(self, parser):
-        parser.add_argument("catalog", help="arquivo do catálogo")
+        parser.add_argument("catalog", nargs="?", help="arquivo do catálogo")
         parser.add_argument("--format", choices=CATALOG_FORMATS, help="formato (padrão: pela extensão; .gz aceito)")
         parser.add_argument("--batch-size", type=int, default=10,
                             help=f"gerações por lote (1 a {MAX_BATCH_SIZE}, padrão 10)")
         parser.add_argument("--force", action="store_true", help="regenera mesmo o que está na memória")
         parser.add_argument("--json", action="store_true", help="resumo em JSON")
+        batch = parser.add_argument_group("Batch API (LLM_PROVIDER=openai)")
+        batch.add_argument("--batch-api", action="store_true",
+                           help="envia os produtos que faltam na memória como um lote da Batch API (preço com"
+                                " desconto de LLM_BATCH_DISCOUNT), espera os resultados e os grava na memória")
+        batch.add_argument("--no-wait", action="store_true",
+                           help="com --batch-api: mostra o id do lote e sai sem esperar; os resultados são"
+                                " gravados por --batch-status ID ou pela tarefa agendada")
+        batch.add_argument("--batch-status", metavar="ID",
+                           help="consulta o lote ID e, se concluído, grava seus resultados na memória")
+        batch.add_argument("--poll-interval", type=float, default=30.0,
+                           help="segundos entre as consultas do lote enquanto espera (padrão 30)")
 
     def handle(self, *args, **options):
         try:
@@ -56,6 +65,10 @@ class Command(BaseCommand):
 
     def _checked(self, options):
         """The run, every failure turned into one ``CommandError``."""
+        batch = BatchOutput(self, options)
+        batch.check_options()
+        if options["batch_status"] is not None:
+            return self._database_errors(batch.status)
         path = Path(options["catalog"])
         if not path.is_file():
             raise CommandError(f"Catálogo não encontrado: {path}")
@@ -63,9 +76,16 @@ class Command(BaseCommand):
             validate_batch_size(options["batch_size"], "--batch-size")
         except ValueError as exc:
             raise CommandError(str(exc)) from None
+        if options["batch_api"]:
+            batch.provider()  # refused before the catalog is read
+            return self._database_errors(lambda: batch.run(path, *self._read_catalog(path, options)))
+        return self._database_errors(lambda: self._run(path, options))
+
+    def _database_errors(self, work):
+        """``work()``, every failure of the database, the catalog or the provider one ``CommandError``."""
         try:
             require_migrated()
-            return self._run(path, options)
+            return work()
         except (PendingMigrations, MissingDatabase) as exc:
             raise CommandError(str(exc)) from None
         except (ValueError, UnicodeDecodeError) as exc:
@@ -77,7 +97,8 @@ class Command(BaseCommand):
             first_line = (str(exc).strip().splitlines() or [""])[0]
             raise CommandError(f"Banco de dados indisponível: {exc.__class__.__name__}: {first_line}") from None
 
-    def _run(self, path: Path, options):
+    def _read_catalog(self, path: Path, options) -> tuple[list[tuple[int, dict]], list[tuple[int, str]]]:
+        """The catalog's products ``(line, data)`` and its bad rows ``(line, error)``."""
         bad_rows: list[tuple[int, str]] = []
         valid: list[tuple[int, dict]] = []
         for row in read_catalog(path, options["format"]):
@@ -92,6 +113,10 @@ class Command(BaseCommand):
                 valid.append((row.number, row.product))
         if not valid and not bad_rows:
             raise CommandError(f"Catálogo vazio: nenhum produto em {path}")
+        return valid, bad_rows
+
+    def _run(self, path: Path, options):
+        valid, bad_rows = self._read_catalog(path, options)
 
         result = BatchResult()
         failed_rows: list[tuple[int, str]] = []
