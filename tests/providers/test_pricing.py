@@ -35,3 +35,9 @@ def test_prices_are_read_as_decimals():
 
 def test_saved_cost_splits_by_the_prompt_share():
     assert estimate_saved_cost(2_000_000, 0.5, "m", PRICES) == Decimal("0.7500")
+
+
+def test_saved_cost_prices_the_cached_share_at_the_cached_price():
+    # 2M saved: 1M prompt (400k of it cached) and 1M completion
+    assert estimate_saved_cost(2_000_000, 0.5, "m", PRICES, cached_share=0.2) == Decimal("0.7200")
+    assert estimate_saved_cost(2_000_000, 0.5, "m", PRICES, cached_share=0.9) == Decimal("0.6750")  # at most the prompt
