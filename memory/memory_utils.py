@@ -32,16 +32,23 @@ def save_generated_content_to_memory(
     *,
     tokens_prompt: int = 0,
     tokens_completion: int = 0,
+    tokens_cached: int = 0,
+    tokens_reasoning: int = 0,
     ttl: int | None = None,
     kind: str = DEFAULT_KIND,
     generator_version: str | None = None,
 ) -> Snapshot:
-    """Store content generated from ``product_data`` in every tier (PostgreSQL first)."""
+    """Store content generated from ``product_data`` in every tier (PostgreSQL first).
+
+    ``tokens_cached`` and ``tokens_reasoning`` are the parts of the prompt and completion counts
+    the provider reports as cached prompt and reasoning tokens."""
     return ProductMemory(kind).save_product_data(
         product_data,
         content,
         tokens_prompt=tokens_prompt,
         tokens_completion=tokens_completion,
+        tokens_cached=tokens_cached,
+        tokens_reasoning=tokens_reasoning,
         ttl=ttl,
         generator_version=generator_version,
     )

@@ -30,6 +30,12 @@ class ProductMemoryEntry(models.Model):
     generator_version = models.CharField(_("versão do gerador"), max_length=200)
     tokens_prompt = models.PositiveIntegerField(_("tokens do prompt"), default=0)
     tokens_completion = models.PositiveIntegerField(_("tokens da resposta"), default=0)
+    # Parts of the two counts above, as the provider reports them: prompt tokens served from its
+    # cache (billed at the cached-prompt price) and completion tokens spent reasoning (billed as
+    # completion tokens, already in tokens_completion). db_default: rows written by raw SQL that
+    # predates them (bench/) still insert.
+    tokens_cached = models.PositiveIntegerField(_("tokens do prompt em cache"), default=0, db_default=0)
+    tokens_reasoning = models.PositiveIntegerField(_("tokens de raciocínio"), default=0, db_default=0)
     hit_count = models.PositiveBigIntegerField(_("acertos"), default=0)
     tokens_saved = models.PositiveBigIntegerField(_("tokens economizados"), default=0)
     created_at = models.DateTimeField(_("criado em"), default=timezone.now)

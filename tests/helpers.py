@@ -96,6 +96,8 @@ def make_entries(n=3, *, prefix="SKU", kind="main_content", **overrides):
             "generator_version": "template:template:p1",
             "tokens_prompt": 100 + i,
             "tokens_completion": 200 + i,
+            "tokens_cached": 40 + i,
+            "tokens_reasoning": 20 + i,
             "hit_count": i * 3,
             "tokens_saved": i * 900,
             "created_at": T0 + timedelta(seconds=i),

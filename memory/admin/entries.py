@@ -142,14 +142,15 @@ class ProductMemoryEntryAdmin(ImportExportMixin, ExportActionMixin, admin.ModelA
 
     fieldsets = (
         (None, {"fields": ("product_id", "kind", "title", "status_badge", "generator_version", "input_fingerprint")}),
-        (_("Usage"), {"fields": ("tokens_prompt", "tokens_completion", "hit_count", "tokens_saved")}),
+        (_("Usage"), {"fields": ("tokens_prompt", "tokens_cached", "tokens_completion", "tokens_reasoning",
+                                 "hit_count", "tokens_saved")}),
         (_("Dates"), {"fields": ("created_at", "updated_at", "last_hit_at", "expires_at")}),
         (_("Content"), {"fields": ("payload_pretty",)}),
         (_("Source data"), {"fields": ("source_data_pretty",)}),
     )
     readonly_fields = (
         "product_id", "kind", "title", "status_badge", "generator_version", "input_fingerprint",
-        "tokens_prompt", "tokens_completion", "hit_count", "tokens_saved",
+        "tokens_prompt", "tokens_cached", "tokens_completion", "tokens_reasoning", "hit_count", "tokens_saved",
         "created_at", "updated_at", "last_hit_at", "expires_at", "payload_pretty", "source_data_pretty",
     )
 

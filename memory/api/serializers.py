@@ -187,7 +187,11 @@ class FoundSerializer(serializers.Serializer):
     created_at = serializers.DateTimeField()
     expires_at = serializers.DateTimeField()
     tokens_prompt = serializers.IntegerField()
-    tokens_completion = serializers.IntegerField()
+    tokens_completion = serializers.IntegerField(help_text="Inclui os tokens de raciocínio (tokens_reasoning).")
+    tokens_cached = serializers.IntegerField(
+        help_text="Parte de tokens_prompt que o provedor serviu do seu cache (cobrada pelo preço de prompt em cache).")
+    tokens_reasoning = serializers.IntegerField(
+        help_text="Parte de tokens_completion que o modelo gastou raciocinando (já contada em tokens_completion).")
     tokens_saved = serializers.IntegerField(help_text="Tokens que esta consulta economizou (o custo da geração).")
 
     @staticmethod
@@ -203,6 +207,8 @@ class FoundSerializer(serializers.Serializer):
             "expires_at": hit.expires_at,
             "tokens_prompt": snap.tokens_prompt,
             "tokens_completion": snap.tokens_completion,
+            "tokens_cached": snap.tokens_cached,
+            "tokens_reasoning": snap.tokens_reasoning,
             "tokens_saved": hit.tokens_saved,
         }
 

@@ -25,7 +25,7 @@ from memory.engine.identifiers import extract_product_identifier, input_fingerpr
 from memory.engine.coherence import (
     evict_l1, fill_l1, invalidation_message, l1_epoch, l1_is_trustworthy, publish_clear, publish_keys, write_l1,
 )
-from memory.engine.validators import BIGINT_MAX, INT_MAX, json_object, text, whole_number
+from memory.engine.validators import BIGINT_MAX, INT_MAX, json_object, text, token_counts, whole_number
 from memory.models import DEFAULT_KIND, DailyStats, ProductMemoryEntry
 from memory.providers.prompts import current_generator_version
 from memory.engine.tiers import L1, L2, L3, DatabaseTier, Key, LocalTier, Snapshot, shared_redis_tier
@@ -255,17 +255,23 @@ class ProductMemory:
         *,
         tokens_prompt: int = 0,
         tokens_completion: int = 0,
+        tokens_cached: int = 0,
+        tokens_reasoning: int = 0,
         ttl: int | None = None,
         generator_version: str | None = None,
         source_data: dict | None = None,
         count_generation: bool = True,
     ) -> Snapshot:
-        """Store generated content: PostgreSQL first, in a transaction, then Redis and L1."""
+        """Store generated content: PostgreSQL first, in a transaction, then Redis and L1.
+
+        The token counts are what the generation cost: ``tokens_cached`` (prompt tokens the
+        provider served from its cache) is part of ``tokens_prompt``, ``tokens_reasoning``
+        (completion tokens spent reasoning) part of ``tokens_completion``."""
         ref = resolve_product(product)
         content = validate_content(content)
         ttl = validate_ttl(ttl)
-        tokens_prompt = whole_number("tokens_prompt", tokens_prompt, maximum=INT_MAX)
-        tokens_completion = whole_number("tokens_completion", tokens_completion, maximum=INT_MAX)
+        tokens = token_counts({"tokens_prompt": tokens_prompt, "tokens_completion": tokens_completion,
+                               "tokens_cached": tokens_cached, "tokens_reasoning": tokens_reasoning})
         if source_data is None:
             source_data = ref.source_data or {}
         source_data = json_object("source_data", source_data)
@@ -284,14 +290,14 @@ class ProductMemory:
             source_data=source_data,
             input_fingerprint=fingerprint,
             generator_version=generator_version or self.generator_version,
-            tokens_prompt=tokens_prompt,
-            tokens_completion=tokens_completion,
+            **tokens,
             expires_at=timezone.now() + timedelta(seconds=ttl),
         )
         self.refresh_caches([snapshot])
         if count_generation:
             self.counter.record_generation(snapshot.tokens_spent)
-            metrics.count_generation_stored(snapshot.tokens_spent)
+            metrics.count_generation_stored(snapshot.tokens_spent, cached=snapshot.tokens_cached,
+                                            reasoning=snapshot.tokens_reasoning)
         return snapshot
 
     def count_wasted_tokens(self, tokens: int) -> None:

@@ -33,7 +33,7 @@ from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from memory.engine import freshness
-from memory.engine.validators import INT_MAX, instant, whole_number
+from memory.engine.validators import instant, token_counts
 from memory.infra import redis
 from memory.models import ProductMemoryEntry
 
@@ -52,7 +52,9 @@ MAX_LENGTHS = {"product_id": 255, "kind": 64, "input_fingerprint": 64, "generato
 
 @dataclass(frozen=True)
 class Snapshot:
-    """What every tier holds of an entry: the content and what decides its freshness."""
+    """What every tier holds of an entry: the content, what decides its freshness, and what its
+    generation cost (``tokens_cached`` and ``tokens_reasoning`` are parts of ``tokens_prompt`` and
+    ``tokens_completion``; they come last, with defaults, as they came later)."""
 
     product_id: str
     kind: str
@@ -63,6 +65,8 @@ class Snapshot:
     tokens_completion: int
     created_at: float  # epoch seconds
     expires_at: float  # epoch seconds
+    tokens_cached: int = 0
+    tokens_reasoning: int = 0
 
     @property
     def key(self) -> Key:
@@ -91,10 +95,11 @@ class Snapshot:
         naming the field unless every field has its type and bounds (Redis is not trusted).
 
         The payload's size is bounded before it is read (:func:`memory.infra.redis.decode`),
-        and NaN/Infinity never decode: here it only has to be a JSON object."""
+        and NaN/Infinity never decode: here it only has to be a JSON object. A value stored before
+        ``tokens_cached`` and ``tokens_reasoning`` existed (without both) reads with 0 for them."""
         if not isinstance(data, dict):
             raise ValueError(f"snapshot: deve ser um objeto, recebido {type(data).__name__}")
-        if data.keys() != _SNAPSHOT_FIELD_SET:
+        if data.keys() != _SNAPSHOT_FIELD_SET and data.keys() != _SNAPSHOT_FIELD_SET - _LATER_FIELDS:
             raise ValueError(f"snapshot: os campos devem ser exatamente {', '.join(sorted(_SNAPSHOT_FIELD_SET))}")
         for name, max_length in MAX_LENGTHS.items():
             value = data[name]
@@ -104,8 +109,7 @@ class Snapshot:
             raise ValueError("product_id: o valor é de outra entrada")
         if not isinstance(data["payload"], dict):
             raise ValueError(f"payload: deve ser um objeto JSON, recebido {type(data['payload']).__name__}")
-        for name in ("tokens_prompt", "tokens_completion"):
-            whole_number(name, data[name], maximum=INT_MAX)
+        token_counts(data)
         instant("created_at", data["created_at"])
         instant("expires_at", data["expires_at"])
         return cls(**data)
@@ -122,6 +126,8 @@ class Snapshot:
             tokens_completion=entry.tokens_completion,
             created_at=entry.created_at.timestamp(),
             expires_at=entry.expires_at.timestamp(),
+            tokens_cached=entry.tokens_cached,
+            tokens_reasoning=entry.tokens_reasoning,
         )
 
     def created_at_datetime(self) -> datetime:
@@ -132,6 +138,8 @@ class Snapshot:
 
 
 _SNAPSHOT_FIELD_SET = frozenset(field.name for field in fields(Snapshot))
+# The fields a value stored in L2 by an earlier release lacks.
+_LATER_FIELDS = frozenset({"tokens_cached", "tokens_reasoning"})
 
 
 def cache_key(key: Key) -> str:
@@ -456,8 +464,10 @@ class DatabaseTier(Tier):
                 input_fingerprint=fingerprint, generator_version=generator,
                 tokens_prompt=prompt, tokens_completion=completion,
                 created_at=created.timestamp(), expires_at=expires.timestamp(),
+                tokens_cached=cached, tokens_reasoning=reasoning,
             )
-            for product_id, row_kind, payload, fingerprint, generator, prompt, completion, created, expires in rows
+            for (product_id, row_kind, payload, fingerprint, generator, prompt, completion, created, expires,
+                 cached, reasoning) in rows
         ]
 
     def _select_entries(self, kind: str, product_ids: list[str]) -> list[Snapshot]:
@@ -471,18 +481,20 @@ class DatabaseTier(Tier):
 
     UPSERT_SQL = (
         "INSERT INTO {table} (product_id, kind, payload, source_data, input_fingerprint, generator_version,"
-        " tokens_prompt, tokens_completion, hit_count, tokens_saved, created_at, updated_at, expires_at)"
-        " VALUES (%s, %s, %s::jsonb, %s::jsonb, %s, %s, %s, %s, 0, 0, %s, %s, %s)"
+        " tokens_prompt, tokens_completion, tokens_cached, tokens_reasoning, hit_count, tokens_saved,"
+        " created_at, updated_at, expires_at)"
+        " VALUES (%s, %s, %s::jsonb, %s::jsonb, %s, %s, %s, %s, %s, %s, 0, 0, %s, %s, %s)"
         " ON CONFLICT (product_id, kind) DO UPDATE SET payload = EXCLUDED.payload,"
         " source_data = EXCLUDED.source_data, input_fingerprint = EXCLUDED.input_fingerprint,"
         " generator_version = EXCLUDED.generator_version, tokens_prompt = EXCLUDED.tokens_prompt,"
-        " tokens_completion = EXCLUDED.tokens_completion, updated_at = EXCLUDED.updated_at,"
+        " tokens_completion = EXCLUDED.tokens_completion, tokens_cached = EXCLUDED.tokens_cached,"
+        " tokens_reasoning = EXCLUDED.tokens_reasoning, updated_at = EXCLUDED.updated_at,"
         " expires_at = EXCLUDED.expires_at"
         " RETURNING created_at"
     )
 
     def upsert(self, *, product_id, kind, payload, source_data, input_fingerprint, generator_version,
-               tokens_prompt, tokens_completion, expires_at) -> Snapshot:
+               tokens_prompt, tokens_completion, expires_at, tokens_cached=0, tokens_reasoning=0) -> Snapshot:
         """Insert or replace the row of ``(product_id, kind)``, keeping its created_at and hit counts.
 
         On PostgreSQL one ``INSERT ... ON CONFLICT DO UPDATE`` statement, atomic by itself: one
@@ -494,14 +506,15 @@ class DatabaseTier(Tier):
             with _dropping_broken_connection(), connection.cursor() as cursor:
                 cursor.execute(self.UPSERT_SQL.format(table=table), [
                     product_id, kind, json.dumps(payload), json.dumps(source_data), input_fingerprint,
-                    generator_version, tokens_prompt, tokens_completion, now, now, expires_at,
+                    generator_version, tokens_prompt, tokens_completion, tokens_cached, tokens_reasoning,
+                    now, now, expires_at,
                 ])
                 (created_at,) = cursor.fetchone()
             return Snapshot(
                 product_id=product_id, kind=kind, payload=payload, input_fingerprint=input_fingerprint,
                 generator_version=generator_version, tokens_prompt=tokens_prompt,
                 tokens_completion=tokens_completion, created_at=created_at.timestamp(),
-                expires_at=expires_at.timestamp(),
+                expires_at=expires_at.timestamp(), tokens_cached=tokens_cached, tokens_reasoning=tokens_reasoning,
             )
         written = {
             "payload": payload,
@@ -510,6 +523,8 @@ class DatabaseTier(Tier):
             "generator_version": generator_version,
             "tokens_prompt": tokens_prompt,
             "tokens_completion": tokens_completion,
+            "tokens_cached": tokens_cached,
+            "tokens_reasoning": tokens_reasoning,
             "updated_at": now,
             "expires_at": expires_at,
         }

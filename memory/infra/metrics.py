@@ -41,6 +41,14 @@ TOKENS_SAVED = Counter("beecatalog_memory_tokens_saved", "Tokens saved by servin
 TOKENS_WASTED = Counter(
     "beecatalog_memory_tokens_wasted", "Tokens billed for generation attempts that failed or were discarded"
 )
+# Parts of tokens_spent: prompt tokens the provider served from its cache (billed at the cached
+# price), completion tokens spent reasoning (billed as completion tokens).
+TOKENS_CACHED = Counter(
+    "beecatalog_memory_tokens_cached", "Prompt tokens of the stored generations the provider served from its cache"
+)
+TOKENS_REASONING = Counter(
+    "beecatalog_memory_tokens_reasoning", "Completion tokens of the stored generations spent reasoning"
+)
 REDIS_UP = Gauge(
     "beecatalog_memory_redis_up",
     "1 when Redis (L2) answered at the last scrape, 0 when it is down or not configured",
@@ -75,11 +83,16 @@ def count_tokens_wasted(tokens: int) -> None:
         TOKENS_WASTED.inc(tokens)
 
 
-def count_generation_stored(tokens: int) -> None:
-    """A generated content reached the memory, having cost ``tokens``."""
+def count_generation_stored(tokens: int, *, cached: int = 0, reasoning: int = 0) -> None:
+    """A generated content reached the memory, having cost ``tokens``, of which ``cached`` prompt
+    tokens came from the provider's cache and ``reasoning`` completion tokens went to reasoning."""
     GENERATIONS.inc()
     if tokens > 0:
         TOKENS_SPENT.inc(tokens)
+    if cached > 0:
+        TOKENS_CACHED.inc(cached)
+    if reasoning > 0:
+        TOKENS_REASONING.inc(reasoning)
 
 
 def observe_generation(seconds: float) -> None:

@@ -11,7 +11,9 @@ them refuses, the others refuse with the same words.
 - Text holds no NUL character and JSON no ``\\u0000``, NaN or Infinity (PostgreSQL refuses
   them); a whole-number float from a spreadsheet (``123.0``) is read as ``123``.
 - Counters are whole numbers from 0 to the column's maximum (PostgreSQL ``integer`` for the
-  token counts, ``bigint`` for the hit counts).
+  token counts, ``bigint`` for the hit counts); ``tokens_cached`` is at most ``tokens_prompt``
+  and ``tokens_reasoning`` at most ``tokens_completion`` (they are parts of them). A file
+  written before these two columns existed has none: they are 0.
 - Datetimes are ISO 8601, a spreadsheet date or datetime; without an offset (the admin's CSV and
   XLSX write local time) they are read in ``TIME_ZONE``.
 - Empty optional cells get defaults: ``kind`` = ``main_content``; ``source_data`` = ``{}``;
@@ -36,7 +38,7 @@ from memory.providers.prompts import current_generator_version
 
 EXPORT_FIELDS = [
     "product_id", "kind", "payload", "source_data", "input_fingerprint", "generator_version",
-    "tokens_prompt", "tokens_completion", "hit_count", "tokens_saved",
+    "tokens_prompt", "tokens_completion", "tokens_cached", "tokens_reasoning", "hit_count", "tokens_saved",
     "created_at", "updated_at", "last_hit_at", "expires_at",
 ]
 REQUIRED_COLUMNS = ("product_id", "payload")
@@ -45,6 +47,8 @@ DATETIME_FIELDS = ("created_at", "updated_at", "last_hit_at", "expires_at")
 INT_LIMITS = {
     "tokens_prompt": validators.INT_MAX,
     "tokens_completion": validators.INT_MAX,
+    "tokens_cached": validators.INT_MAX,
+    "tokens_reasoning": validators.INT_MAX,
     "hit_count": validators.BIGINT_MAX,
     "tokens_saved": validators.BIGINT_MAX,
 }
@@ -172,6 +176,12 @@ def clean_row(raw: Any, *, now: datetime | None = None) -> dict:
         try:
             row[name] = CLEANERS[name](name, raw.get(name))
         except ValueError as exc:
+            problems[name] = str(exc).removeprefix(f"{name}: ")
+    if not problems.keys() & set(validators.TOKEN_COUNTS):
+        try:
+            validators.token_counts({name: row[name] for name in validators.TOKEN_COUNTS})
+        except ValueError as exc:
+            name = str(exc).partition(":")[0]
             problems[name] = str(exc).removeprefix(f"{name}: ")
     if problems:
         raise RowError(problems)

@@ -115,12 +115,24 @@ def _requests_made(exc: openai.APIError) -> int:
         return 1
 
 
-def _detail(usage, part: str, name: str) -> int:
-    """``usage.<part>.<name>`` as a count; 0 when the server does not report it."""
+# The most a token count may be: the entry's columns are PostgreSQL integers.
+_MAX_COUNT = 2**31 - 1
+
+
+def _count(value) -> int:
+    """A token count the server reported (the SDK does not check the types of a response), within
+    the columns' bounds; 0 for none, or for what is not a count: a paid answer is never lost over
+    its usage."""
     try:
-        return max(0, int(getattr(getattr(usage, part, None), name, 0) or 0))
-    except (TypeError, ValueError):
+        return min(max(0, int(value or 0)), _MAX_COUNT)
+    except (TypeError, ValueError, OverflowError):
         return 0
+
+
+def _detail(usage, part: str, name: str, whole: int) -> int:
+    """``usage.<part>.<name>`` as a count, at most ``whole`` (the count it is a part of); 0 when
+    the server does not report it."""
+    return min(_count(getattr(getattr(usage, part, None), name, 0)), whole)
 
 
 def _error_body(exc: openai.APIStatusError) -> dict:
@@ -248,8 +260,8 @@ class OpenAIProvider(ContentProvider):
         """Content and usage of one chat completion; ``BadProviderOutput`` (carrying the tokens it
         cost) when it holds no valid content."""
         usage = getattr(completion, "usage", None)
-        prompt = int(getattr(usage, "prompt_tokens", 0) or 0)
-        answer = int(getattr(usage, "completion_tokens", 0) or 0)
+        prompt = _count(getattr(usage, "prompt_tokens", 0))
+        answer = _count(getattr(usage, "completion_tokens", 0))
         try:
             choice = completion.choices[0]
             message = choice.message
@@ -272,6 +284,8 @@ class OpenAIProvider(ContentProvider):
             tokens_prompt=prompt,
             tokens_completion=answer,
             generator_version=self.generator_version,
-            tokens_cached=_detail(usage, "prompt_tokens_details", "cached_tokens"),
-            tokens_reasoning=_detail(usage, "completion_tokens_details", "reasoning_tokens"),
+            # OpenAI's usage counts both inside the totals above: cached tokens are prompt tokens
+            # billed at the cached price, reasoning tokens are completion tokens.
+            tokens_cached=_detail(usage, "prompt_tokens_details", "cached_tokens", prompt),
+            tokens_reasoning=_detail(usage, "completion_tokens_details", "reasoning_tokens", answer),
         )

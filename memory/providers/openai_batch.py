@@ -29,7 +29,9 @@ from memory.providers.base import (
     ProviderUnavailable,
 )
 from memory.providers.content import GeneratedContent
-from memory.providers.openai import NO_AUTHORIZATION, OpenAIProvider, _failed_after, _requests_made, _typed_error
+from memory.providers.openai import (
+    NO_AUTHORIZATION, OpenAIProvider, _count, _failed_after, _requests_made, _typed_error,
+)
 
 logger = logging.getLogger("memory")
 
@@ -224,13 +226,6 @@ class BatchClient:
             return LineResult(custom_id, error=exc, **billed)
         return LineResult(custom_id, generated=generated, tokens_prompt=generated.tokens_prompt,
                           tokens_completion=generated.tokens_completion, tokens_cached=generated.tokens_cached)
-
-
-def _count(value) -> int:
-    try:
-        return max(0, int(value or 0))
-    except (TypeError, ValueError):
-        return 0
 
 
 def _line_error(error, status, body, wasted: int) -> GenerationError:

@@ -4,6 +4,15 @@ A model's prices are USD per 1M tokens: prompt, cached prompt (prompt tokens the
 provider served from its cache) and completion. A model the table does not name
 has no cost: every estimate for it is ``None`` (shown as unknown), never a
 default price.
+
+The cost of a generation (an entry's, :func:`estimate_cost`) is
+
+    (prompt - cached) × prompt price + cached × cached-prompt price + completion × completion price
+
+Cached tokens are part of the prompt tokens; reasoning tokens are part of the completion tokens
+(OpenAI's ``usage.completion_tokens`` includes ``completion_tokens_details.reasoning_tokens``) and
+billed at the completion price, so they appear in no term of their own: adding them would count
+them twice.
 """
 from __future__ import annotations
 
@@ -43,12 +52,15 @@ def estimate_cost(tokens_prompt: int, tokens_completion: int, model: str, prices
     return cost.quantize(Decimal("0.0001"), rounding=ROUND_HALF_UP)
 
 
-def estimate_saved_cost(tokens_saved: int, prompt_share: float, model: str, prices: dict) -> Decimal | None:
-    """USD value of ``tokens_saved``, split into prompt and completion by ``prompt_share``;
-    None for a model without prices.
+def estimate_saved_cost(tokens_saved: int, prompt_share: float, model: str, prices: dict, *,
+                        cached_share: float = 0.0) -> Decimal | None:
+    """USD value of ``tokens_saved``, split into prompt and completion by ``prompt_share`` and,
+    of the prompt, into cached by ``cached_share`` (both shares of the whole); None for a model
+    without prices.
 
     Hits are counted as a token total; the split is the one observed over the
     stored entries, so the estimate follows what generations really cost.
     """
     prompt_tokens = round(tokens_saved * prompt_share)
-    return estimate_cost(prompt_tokens, tokens_saved - prompt_tokens, model, prices)
+    cached_tokens = min(round(tokens_saved * cached_share), prompt_tokens)
+    return estimate_cost(prompt_tokens, tokens_saved - prompt_tokens, model, prices, tokens_cached=cached_tokens)

@@ -457,6 +457,8 @@ def _store(run: BatchRun, memory: ProductMemory, pk: int, result: LineResult) ->
                         ref, generated.content,
                         tokens_prompt=generated.tokens_prompt,
                         tokens_completion=generated.tokens_completion,
+                        tokens_cached=generated.tokens_cached,
+                        tokens_reasoning=generated.tokens_reasoning,
                         generator_version=generated.generator_version or run.generator_version,
                     )
                 except ValueError as exc:

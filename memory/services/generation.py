@@ -221,6 +221,8 @@ def generate_product(
             generated.content,
             tokens_prompt=generated.tokens_prompt,
             tokens_completion=generated.tokens_completion,
+            tokens_cached=generated.tokens_cached,
+            tokens_reasoning=generated.tokens_reasoning,
             generator_version=generated.generator_version or provider.generator_version,
         )
     metrics.observe_generation(elapsed)
