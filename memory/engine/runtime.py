@@ -7,7 +7,9 @@ Singletons (one per process, each defined beside its class):
 - ``memory.engine.coherence.listener``: the L1 invalidation listener (thread ``memory-l1-invalidation``),
   and the auth caches registered with it (the API's token users);
 - ``memory.engine.counters.hit_counter``: the buffered counts, and the hit pusher (thread ``memory-hit-counts``);
-- ``memory.engine.locks.process_locks``: the generation locks of the process fallback.
+- ``memory.engine.locks.process_locks``: the generation locks of the process fallback;
+- ``memory.providers.limits``: the provider's gate (rate limit and circuit breaker), with this
+  process's copy of their state (``limits.reset()``).
 
 The threads start at one point, :func:`start_background_threads`, called by
 
@@ -31,6 +33,7 @@ from memory.engine.counters import hit_counter
 from memory.engine.locks import process_locks
 from memory.engine.tiers import redis_tier
 from memory.infra import redis
+from memory.providers import limits
 
 logger = logging.getLogger("memory")
 
@@ -70,9 +73,10 @@ def save_counts_at_exit() -> None:
 
 def reset_process_state() -> None:
     """Forget what this process learnt: no outage, no deletes owed to Redis, no buffered counts,
-    no cached token users, no invalid Redis values already reported. The threads are left as
-    they are. (Tests call it between cases.)"""
+    no cached token users, no invalid Redis values already reported, nothing of the provider's
+    rate limit and circuit breaker. The threads are left as they are. (Tests call it between cases.)"""
     redis.guard.reset()
+    limits.reset()
     redis.invalid_values.reset()
     redis_tier.forget_pending()
     hit_counter.local.drain()
