@@ -183,7 +183,8 @@ class RateLimiter:
             return Slot()
         tokens = max(0, int(tokens))
         started = time.monotonic()
-        if not self._turn.acquire(timeout=self.max_wait):
+        # The turn is held for one Redis transaction (each call bounded by MEMORY_REDIS_TIMEOUT).
+        if not self._turn.acquire(timeout=max(1.0, self.max_wait)):
             raise self._too_long(self.max_wait)
         try:
             limit = self.max_wait - (time.monotonic() - started)
