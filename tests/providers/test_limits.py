@@ -19,6 +19,9 @@ from tests.providers.gate_child import make_gate
 PRODUCT = {"sku": "ABC123", "title": "Tênis de Corrida Leve", "brand": "Olympikus"}
 FAST = {"retry-after-ms": "5"}
 QUOTA = error(429, "You exceeded your current quota", code="insufficient_quota", headers=FAST)
+# How late a request may reach the server after its start time (a loaded machine's thread
+# scheduling) and still count in the right window: the limits leave this much to spare.
+SLACK = 0.5
 
 
 def provider(server_url, **kwargs):
@@ -96,7 +99,7 @@ def test_tokens_wait_until_enough_of_the_last_window_leaves_it():
 def test_three_processes_together_never_start_more_than_the_limit_in_any_window(fake_openai, process_env,
                                                                                 tmp_path):
     rpm, window = 6, 2.0
-    options = json.dumps({"rpm": rpm, "window": window, "slack": 0.3})
+    options = json.dumps({"rpm": rpm, "window": window, "slack": SLACK})
     children = [
         subprocess.Popen([sys.executable, "-m", "tests.providers.gate_child", fake_openai.url, str(tmp_path),
                           options, "6", "3"], env=process_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -119,17 +122,17 @@ def test_three_processes_together_never_start_more_than_the_limit_in_any_window(
     assert len(arrivals) == 18
     # One limit for the three: alone, each would have sent its 6 at once.
     assert most_in_any_window(arrivals, window) <= rpm
-    # And the three used it: 18 starts paced (2 + 0.3) / 6 s apart take about 6.5 s, not 3 windows of idling.
-    assert max(arrivals) - min(arrivals) < 17 * (window + 0.3) / rpm + 2.0
+    # And the three used it: 18 starts paced (2 + 0.5) / 6 s apart take about 7 s, not 3 windows of idling.
+    assert max(arrivals) - min(arrivals) < 17 * (window + SLACK) / rpm + 2.0
 
 
 def test_every_attempt_counts_the_sdks_retries_included(fake_openai, gate):
-    gate(rpm=2, window=1.0, slack=0.2)  # one start every 0.6 s
+    gate(rpm=2, window=1.0, slack=SLACK)  # one start every 0.75 s
     fake_openai.script(error(503, headers=FAST))
-    provider(fake_openai.url, max_attempts=2).generate(PRODUCT)  # a 503, then its retry
+    provider(fake_openai.url, max_attempts=2).generate(PRODUCT)  # a 503, then its retry (asked in 5 ms)
     provider(fake_openai.url).generate(PRODUCT)
     assert fake_openai.calls == 3
-    assert all(gap >= 0.6 - 0.05 for gap in fake_openai.gaps())
+    assert all(gap >= 0.75 - SLACK for gap in fake_openai.gaps())
 
 
 def test_a_request_that_would_wait_too_long_is_not_made(fake_openai, gate):
@@ -150,7 +153,7 @@ def test_tokens_per_window_are_reserved_then_corrected_to_the_usage_reported(fak
     tpm = reserved + 1267 + 10  # one reservation fits beside one answer, not beside two, nor two reservations
     assert 2 * reserved > tpm
     window = 1.0
-    gate(tpm=tpm, window=window, slack=0.2)
+    gate(tpm=tpm, window=window, slack=SLACK)
     for _ in range(5):
         fast.generate(PRODUCT)
     requests = fake_openai.requests[1:]
@@ -161,7 +164,7 @@ def test_tokens_per_window_are_reserved_then_corrected_to_the_usage_reported(fak
 
 
 def test_without_redis_each_process_keeps_the_limit_by_itself(fake_openai, gate, no_redis):
-    gate(rpm=3, window=1.0, slack=0.1)
+    gate(rpm=3, window=1.0, slack=SLACK)
     with ThreadPoolExecutor(max_workers=3) as pool:
         outcomes = list(pool.map(lambda _: attempt(lambda: provider(fake_openai.url).generate(PRODUCT)), range(6)))
     assert outcomes == ["ok"] * 6
@@ -169,7 +172,7 @@ def test_without_redis_each_process_keeps_the_limit_by_itself(fake_openai, gate,
 
 
 def test_redis_going_down_mid_run_leaves_the_limit_to_the_process(fake_openai, gate, flaky_redis):
-    gate(rpm=4, window=1.0, slack=0.1)
+    gate(rpm=4, window=1.0, slack=SLACK)
     fast = provider(fake_openai.url)
     for _ in range(3):
         fast.generate(PRODUCT)
