@@ -291,6 +291,23 @@ LLM_TEMPERATURE = (read.number("LLM_TEMPERATURE", 0.0, minimum=0, maximum=2, uni
                    if read.text("LLM_TEMPERATURE").strip() else None)
 # Generations of one batch chunk that may run at once (threads) against a remote provider.
 LLM_MAX_CONCURRENCY = read.whole("LLM_MAX_CONCURRENCY", 4, minimum=1, unit="gerações")
+# One rate limit for every process and worker together (kept in Redis; per process while Redis is
+# absent or down): requests (retries included) and tokens that may start in any 60-second window;
+# 0: no limit. The defaults are OpenAI's first usage tier for gpt-4o-mini: set your account's.
+# A request reserves its size (4 bytes a token) + LLM_MAX_TOKENS, corrected to the usage it reports.
+LLM_RPM = read.whole("LLM_RPM", 500, minimum=0, unit="requisições por minuto", example="0: sem limite")
+LLM_TPM = read.whole("LLM_TPM", 200_000, minimum=0, unit="tokens por minuto", example="0: sem limite")
+if 0 < LLM_TPM < LLM_MAX_TOKENS:
+    read.refuse(f"LLM_TPM: {read.text('LLM_TPM').strip()!r} tokens por minuto não comportam uma chamada de"
+                f" LLM_MAX_TOKENS = {LLM_MAX_TOKENS}; use 0 (sem limite) ou pelo menos {LLM_MAX_TOKENS}")
+# The longest a request waits for its place under the limit; one that would wait longer is not made
+# (the generation fails as unavailable, nothing paid).
+LLM_RATE_MAX_WAIT = read.number("LLM_RATE_MAX_WAIT", 120.0, minimum=0)
+# Circuit breaker on the provider, shared by every process through Redis: an account out of quota
+# (429 insufficient_quota) or LLM_BREAKER_FAILURES 429/5xx answers in a row stop every call for
+# LLM_BREAKER_COOLDOWN seconds; then one call tests the provider, and its success resumes the rest.
+LLM_BREAKER_FAILURES = read.whole("LLM_BREAKER_FAILURES", 5, minimum=1, unit="respostas")
+LLM_BREAKER_COOLDOWN = read.number("LLM_BREAKER_COOLDOWN", 60.0, minimum=0.001)
 # Single flight: how long a generation may hold a product's lock, and others wait for it.
 MEMORY_GENERATION_LOCK_TIMEOUT = read.number("MEMORY_GENERATION_LOCK_TIMEOUT", 180.0, minimum=1)
 # USD per 1M tokens: prompt, cached prompt, completion. LLM_PRICES (JSON, {"model": [prompt,

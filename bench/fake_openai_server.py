@@ -12,8 +12,9 @@ schema (title, description, bullet_points, seo_keywords) written from the
 product JSON found in the user message, ~3 KB of pt-BR text, and a ``usage``
 block that estimates tokens at 4 characters each (prompt: system + user
 messages; completion: the content). ``GET /stats`` tells how many completions
-it served and the tokens it billed. It serves one request per thread and
-stops by itself after ``--max-seconds``.
+it served and the tokens it billed (``GET /stats?arrivals=1`` adds the
+``time.time()`` at which each request arrived, for ``bench/rate_limit.py``).
+It serves one request per thread and stops by itself after ``--max-seconds``.
 """
 from __future__ import annotations
 
@@ -41,6 +42,7 @@ class State:
         self.rng = random.Random(seed)
         self.min_delay, self.max_delay = min_delay, max_delay
         self.completions = 0
+        self.arrivals: list[float] = []
         self.prompt_tokens = 0
         self.completion_tokens = 0
 
@@ -75,14 +77,19 @@ def make_handler(state: State):
             self.wfile.write(raw)
 
         def do_GET(self):
-            if self.path.rstrip("/").endswith("/stats"):
+            path, _, query = self.path.partition("?")
+            if path.rstrip("/").endswith("/stats"):
                 with state.lock:
-                    self._send(200, {"completions": state.completions, "prompt_tokens": state.prompt_tokens,
-                                     "completion_tokens": state.completion_tokens})
+                    stats = {"completions": state.completions, "prompt_tokens": state.prompt_tokens,
+                             "completion_tokens": state.completion_tokens}
+                    if "arrivals=1" in query:
+                        stats["arrivals"] = list(state.arrivals)
+                    self._send(200, stats)
             else:
                 self._send(404, {"error": {"message": "not found"}})
 
         def do_POST(self):
+            arrived = time.time()
             length = int(self.headers.get("Content-Length") or 0)
             try:
                 request = json.loads(self.rfile.read(length) or b"{}")
@@ -92,6 +99,8 @@ def make_handler(state: State):
             if not self.path.rstrip("/").endswith("/chat/completions"):
                 self._send(404, {"error": {"message": "not found"}})
                 return
+            with state.lock:
+                state.arrivals.append(arrived)
             messages = request.get("messages") or []
             data = product_from(messages)
             title = str(data.get("title") or data.get("sku") or "Produto")

@@ -54,6 +54,26 @@ REDIS_UP = Gauge(
     "1 when Redis (L2) answered at the last scrape, 0 when it is down or not configured",
     multiprocess_mode="mostrecent",
 )
+LLM_REQUESTS = Counter(
+    "beecatalog_memory_llm_requests", "HTTP requests started to the LLM provider, the SDK's retries included"
+)
+LLM_RATE_WAIT_SECONDS = Histogram(
+    "beecatalog_memory_llm_rate_limit_wait_seconds",
+    "Time a request to the LLM provider waited for its place under LLM_RPM/LLM_TPM",
+    buckets=(0.001, 0.01, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+)
+LLM_BREAKER_OPEN = Gauge(
+    "beecatalog_memory_llm_breaker_open",
+    "1 while the provider's circuit breaker stops calls (open, or testing with one call), 0 when closed",
+    multiprocess_mode="mostrecent",
+)
+LLM_BREAKER_OPENED = Counter(
+    "beecatalog_memory_llm_breaker_opened",
+    "Times the provider's circuit breaker opened (each counted by the process that opened it)",
+)
+
+# What a scrape asks first, registered by the layers above (the provider's breaker state).
+_scrape_callbacks: list = []
 
 # Each tier's series, resolved once: ``labels()`` looks the series up on every call, a
 # sizeable share of an L1 hit (docs/benchmarks.md); and every series exists, at 0, before
@@ -108,6 +128,28 @@ def set_redis_up(available: bool) -> None:
     REDIS_UP.set(1 if available else 0)
 
 
+def count_llm_request() -> None:
+    LLM_REQUESTS.inc()
+
+
+def observe_rate_limit_wait(seconds: float) -> None:
+    LLM_RATE_WAIT_SECONDS.observe(max(0.0, seconds))
+
+
+def set_llm_breaker_open(stopped: bool) -> None:
+    LLM_BREAKER_OPEN.set(1 if stopped else 0)
+
+
+def count_llm_breaker_opened() -> None:
+    LLM_BREAKER_OPENED.inc()
+
+
+def on_scrape(callback) -> None:
+    """Run ``callback()`` before each scrape renders (to set a gauge from the truth now)."""
+    if callback not in _scrape_callbacks:
+        _scrape_callbacks.append(callback)
+
+
 def multiprocess_enabled() -> bool:
     return bool(settings.PROMETHEUS_MULTIPROC_DIR)
 
@@ -115,6 +157,8 @@ def multiprocess_enabled() -> bool:
 def render_latest() -> tuple[bytes, str]:
     """The exposition text of every metric (of every worker in multiprocess mode), and its content type."""
     set_redis_up(redis.info()["available"])
+    for callback in _scrape_callbacks:
+        callback()
     if multiprocess_enabled():
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)

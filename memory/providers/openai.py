@@ -7,15 +7,22 @@ connections alive between products. The SDK does the retries: 408, 409, 429,
 honouring ``Retry-After`` (seconds, ``retry-after-ms``, an HTTP date) and not
 retrying when it asks for more than the SDK's cap (2 minutes); other 4xx fail at
 once, and so does a 429 whose error code is ``insufficient_quota`` (an account
-out of credit: waiting does not help, ``QuotaExhausted``). An answer that is not valid content is asked for again within the same
-budget of ``max_attempts`` requests; an answer cut at the token limit fails at
-once. Every failure is one of the typed errors of ``providers.base``.
+out of credit: waiting does not help, ``QuotaExhausted``). An answer that is not
+valid content is asked for again within the same budget of ``max_attempts``
+requests; an answer cut at the token limit fails at once. Every failure is one
+of the typed errors of ``providers.base``.
+
+Every request, the SDK's retries included, passes the deployment's rate limit
+and circuit breaker first (``limits.py``, through ``_Client._send_request``): it
+waits for its place under ``LLM_RPM``/``LLM_TPM``, and while the breaker is open
+a generation raises ``CircuitOpen`` before anything is sent.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 import logging
+import math
 import os
 import threading
 
@@ -23,6 +30,7 @@ import httpx2
 import openai
 from django.conf import settings
 
+from memory.providers import limits
 from memory.providers.base import (
     BadProviderOutput,
     ContentProvider,
@@ -52,12 +60,75 @@ OUT_OF_QUOTA = "insufficient_quota"
 
 
 class _Client(openai.OpenAI):
-    """The SDK client, except that a 429 saying the quota is spent is not retried."""
+    """The SDK client, with every chat-completions request (retries included) through the
+    deployment's gate (``limits.gate()``: rate limit and circuit breaker), and no retry of a 429
+    saying the quota is spent, nor once the breaker stops requests."""
 
     def _should_retry(self, response) -> bool:
         if response.status_code == 429 and _body_error_code(response) == OUT_OF_QUOTA:
             return False
+        if _gated(response.request) and limits.gate().stopped():
+            return False
         return super()._should_retry(response)
+
+    def _send_request(self, request, *, stream: bool, **kwargs):
+        # The SDK calls this once per HTTP attempt, its retries included: the one place that sees
+        # each request before it is sent and what came back (an answer, or an exception).
+        if not _gated(request):
+            return super()._send_request(request, stream=stream, **kwargs)
+        gate = limits.gate()
+        try:
+            passed = gate.enter(_estimated_tokens(request))
+        except GenerationError as exc:  # not sent: not an SDK error, so the SDK does not retry it
+            exc.requests_before = _retries_taken(request)
+            raise
+        try:
+            response = super()._send_request(request, stream=stream, **kwargs)
+        except BaseException:
+            gate.leave(passed, status=None)
+            raise
+        status = response.status_code
+        read = not stream  # a streamed body is not read yet
+        gate.leave(passed, status=status,
+                   out_of_quota=read and status == 429 and _body_error_code(response) == OUT_OF_QUOTA,
+                   used_tokens=_reported_tokens(response) if read and response.is_success else None)
+        return response
+
+
+def _gated(request) -> bool:
+    """Chat completions go through the gate (the Batch API's uploads and polls do not)."""
+    return request.url.path.rstrip("/").endswith("/chat/completions")
+
+
+def _retries_taken(request) -> int:
+    try:
+        return int(request.headers.get("x-stainless-retry-count", 0))
+    except (TypeError, ValueError):
+        return 0
+
+
+def _estimated_tokens(request) -> int:
+    """What a request may cost before it is answered, as providers reckon their token limits: its
+    body at 4 bytes a token, plus the most its answer may use."""
+    try:
+        body = bytes(request.content)
+        data = json.loads(body)
+        most = int(data.get("max_completion_tokens") or data.get("max_tokens") or settings.LLM_MAX_TOKENS)
+    except (ValueError, TypeError, AttributeError, httpx2.RequestNotRead):
+        return settings.LLM_MAX_TOKENS
+    return math.ceil(len(body) / 4) + max(0, most)
+
+
+def _reported_tokens(response) -> int | None:
+    """``usage.total_tokens`` (else prompt + completion) of an answer; None when it reports none."""
+    try:
+        usage = response.json().get("usage")
+        total = usage.get("total_tokens")
+        if total is None:
+            total = int(usage.get("prompt_tokens") or 0) + int(usage.get("completion_tokens") or 0)
+        return max(0, int(total))
+    except (ValueError, TypeError, AttributeError, UnicodeDecodeError):
+        return None
 
 
 def _body_error_code(response) -> str:
@@ -240,6 +311,12 @@ class OpenAIProvider(ContentProvider):
                 raw = client.chat.completions.with_raw_response.create(**options)
             except openai.OpenAIError as exc:
                 error = _typed_error(exc, used + _requests_made(exc), (self.connect_timeout, self.timeout))
+                error.tokens_wasted = wasted
+                raise error from None
+            except GenerationError as exc:  # the gate stopped a request before it was sent
+                made = used + getattr(exc, "requests_before", 0)
+                # CircuitOpen only when nothing was sent for this product: then it was not attempted.
+                error = ProviderUnavailable(f"{_failed_after(made)}: {exc}") if made else exc
                 error.tokens_wasted = wasted
                 raise error from None
             used += raw.retries_taken + 1

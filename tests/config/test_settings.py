@@ -120,6 +120,12 @@ def test_debug_on_runs_with_the_default_key():
     ("LLM_BATCH_DISCOUNT", "50%"),
     ("LLM_BATCH_DISCOUNT", "1.5"),
     ("LLM_MAX_CONCURRENCY", "4.0"),
+    ("LLM_RPM", "-1"),
+    ("LLM_RPM", "500/min"),
+    ("LLM_TPM", "1000"),  # less than one call of LLM_MAX_TOKENS (2048)
+    ("LLM_RATE_MAX_WAIT", "2m"),
+    ("LLM_BREAKER_FAILURES", "0"),
+    ("LLM_BREAKER_COOLDOWN", "0"),
     ("MEMORY_GENERATION_LOCK_TIMEOUT", "3m"),
     ("DATA_UPLOAD_MAX_MEMORY_SIZE", "1MB"),
     ("MEMORY_API_MAX_JSON_DEPTH", "0"),

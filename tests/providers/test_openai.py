@@ -135,8 +135,9 @@ def test_back_off_without_retry_after_grows_with_jitter(fake_openai):
 )
 def test_retry_after_is_honoured(fake_openai, headers, at_least):
     if headers == "http-date":
-        # Two seconds ahead at whole-second resolution: at least one second away when read.
-        headers = {"Retry-After": email.utils.formatdate(time.time() + 2, usegmt=True)}
+        # 2.5 s ahead, cut to a whole second (1.5 to 2.5 s ahead): still a second away when the
+        # SDK reads it, even half a second later on a loaded machine.
+        headers = {"Retry-After": email.utils.formatdate(time.time() + 2.5, usegmt=True)}
     fake_openai.script(error(429, headers=headers))
     provider(fake_openai.url).generate(PRODUCT)
     # The SDK's own first back-off is at most 0.5 s: a longer gap is the server's.
