@@ -19,14 +19,14 @@ from django.db.models import Q, Sum
 from django.utils import timezone
 
 from memory.infra import metrics, redis
-from memory.engine import freshness
+from memory.engine import freshness, versions
 from memory.engine.counters import DAILY_COUNTS, hit_counter
 from memory.engine.identifiers import extract_product_identifier, input_fingerprint, lookup_fingerprint
 from memory.engine.coherence import (
     evict_l1, fill_l1, invalidation_message, l1_epoch, l1_is_trustworthy, publish_clear, publish_keys, write_l1,
 )
 from memory.engine.validators import BIGINT_MAX, INT_MAX, json_object, text, whole_number
-from memory.models import DEFAULT_KIND, DailyStats, ProductMemoryEntry
+from memory.models import AUTHOR_MAX_LENGTH, DEFAULT_KIND, DailyStats, ProductMemoryEntry
 from memory.providers.prompts import current_generator_version
 from memory.engine.tiers import L1, L2, L3, DatabaseTier, Key, LocalTier, Snapshot, shared_redis_tier
 
@@ -77,10 +77,15 @@ class MemoryHit:
     def expires_at(self) -> datetime:
         return self.snapshot.expires_at_datetime()
 
+    @property
+    def approved(self) -> bool:
+        return self.snapshot.approved
+
 
 @dataclass(frozen=True)
 class Lookup:
-    """The answer to one lookup: a hit, or why not (``missing``, ``expired``, ``stale``)."""
+    """The answer to one lookup: a hit, or why not (``missing``, ``expired``, ``stale``). An
+    approved entry is a hit whatever its status (``stale`` included)."""
 
     product_id: str
     status: str
@@ -173,7 +178,7 @@ class ProductMemory:
                 snap = found.get(key)
                 ref = refs[key[0]]
                 status = snap.status(ref.fingerprint, generator, now) if snap else "missing"
-                if status == "active":
+                if status == freshness.ACTIVE or (snap is not None and snap.approved):
                     results[ref.product_id] = Lookup(ref.product_id, status, MemoryHit(snap, tier.name))
                     found_in.setdefault(tier.name, []).append(snap)
                 else:
@@ -225,10 +230,11 @@ class ProductMemory:
         if cache_tiers and cache_tiers[0] is self.l1:
             started = time.perf_counter()
             snap = self.l1.get(self._key(ref.product_id))
-            fresh = snap is not None and snap.status(ref.fingerprint, self.generator_version) == "active"
+            status = snap.status(ref.fingerprint, self.generator_version) if snap is not None else None
+            fresh = status == freshness.ACTIVE or (snap is not None and snap.approved)
             metrics.observe_tier_lookup(L1, time.perf_counter() - started, hits=int(fresh), misses=int(not fresh))
             if fresh:
-                lookup = Lookup(ref.product_id, "active", MemoryHit(snap, L1))
+                lookup = Lookup(ref.product_id, status, MemoryHit(snap, L1))
                 if count_hit:
                     self.count_lookups([lookup])
                 return lookup
@@ -259,8 +265,11 @@ class ProductMemory:
         generator_version: str | None = None,
         source_data: dict | None = None,
         count_generation: bool = True,
+        override_approval: bool = False,
     ) -> Snapshot:
-        """Store generated content: PostgreSQL first, in a transaction, then Redis and L1."""
+        """Store generated content as the entry's new version: PostgreSQL first, in a
+        transaction, then Redis and L1. ``ApprovedContent`` (nothing stored) when the entry is
+        approved, unless ``override_approval`` (which withdraws the approval)."""
         ref = resolve_product(product)
         content = validate_content(content)
         ttl = validate_ttl(ttl)
@@ -287,11 +296,43 @@ class ProductMemory:
             tokens_prompt=tokens_prompt,
             tokens_completion=tokens_completion,
             expires_at=timezone.now() + timedelta(seconds=ttl),
+            override_approval=override_approval,
         )
         self.refresh_caches([snapshot])
         if count_generation:
             self.counter.record_generation(snapshot.tokens_spent)
             metrics.count_generation_stored(snapshot.tokens_spent)
+        return snapshot
+
+    def replace_content(self, product: Any, content: Any, *, origin: str, author: str = "") -> Snapshot:
+        """A person's content (an edit, a restore) as the entry's new version, served by every
+        tier from now on; its freshness, expiry, approval and tokens stay. ``EntryNotFound``
+        when there is no entry."""
+        ref = resolve_product(product)
+        content = validate_content(content)
+        if origin not in versions.ORIGINS:
+            raise ValueError(f"origin: use {', '.join(versions.ORIGINS)}")
+        author = text("author", author, max_length=AUTHOR_MAX_LENGTH)
+        snapshot = self.l3.write_content(self._key(ref.product_id), content, origin=origin, author=author)
+        if snapshot is None:
+            raise versions.EntryNotFound(ref.product_id, self.kind)
+        logger.info("Produto %s: conteúdo %s por %s salvo na memória", ref.product_id, origin, author or "—")
+        self.refresh_caches([snapshot])
+        return snapshot
+
+    def set_approval(self, product: Any, approved: bool, *, by: str = "") -> Snapshot:
+        """Approve the entry (``by`` whom, now) or withdraw its approval, in every tier.
+        ``EntryNotFound`` when there is no entry."""
+        ref = resolve_product(product)
+        by = text("approved_by", by, max_length=AUTHOR_MAX_LENGTH)
+        snapshot = self.l3.set_approval(self._key(ref.product_id), bool(approved), by=by)
+        if snapshot is None:
+            raise versions.EntryNotFound(ref.product_id, self.kind)
+        if approved:
+            logger.info("Produto %s aprovado por %s", ref.product_id, by or "—")
+        else:
+            logger.info("Produto %s: aprovação retirada", ref.product_id)
+        self.refresh_caches([snapshot])
         return snapshot
 
     def count_wasted_tokens(self, tokens: int) -> None:
@@ -363,7 +404,8 @@ class ProductMemory:
         now = timezone.now()
         generator = self.generator_version
         rows = qs.order_by("-updated_at", "-id").only(
-            "product_id", "kind", "title", "hit_count", "tokens_saved", "expires_at", "generator_version"
+            "product_id", "kind", "title", "hit_count", "tokens_saved", "expires_at", "generator_version",
+            "version", "origin", "approved",
         )[offset:offset + limit]
         return {
             "count": qs.count(),
@@ -376,6 +418,9 @@ class ProductMemory:
                     "tokens_saved": e.tokens_saved,
                     "expires_at": e.expires_at,
                     "status": freshness.row_status(e, generator, now),
+                    "approved": e.approved,
+                    "version": e.version,
+                    "origin": e.origin,
                 }
                 for e in rows
             ],
