@@ -185,7 +185,7 @@ class ProductMemoryEntryAdmin(ImportExportMixin, ExportActionMixin, admin.ModelA
         return EntryChangeList
 
     def get_export_queryset(self, request):
-        return super().get_export_queryset(request).defer(None)
+        return super().get_export_queryset(request).defer(None).prefetch_related("versions")
 
     @admin.display(description=ProductMemoryEntry._meta.get_field("title").verbose_name,
                    ordering=Left("title", TITLE_SORT_CHARS))

@@ -249,6 +249,12 @@ class ProductMemory:
         """True when a fresh entry exists; counts neither hit nor miss."""
         return self.lookup(product, count_hit=False).hit is not None
 
+    def is_approved(self, product: Any) -> bool:
+        """Whether PostgreSQL holds the product's entry approved (read there: a generation about
+        to be paid for asks, and the save refuses it anyway when the approval came meanwhile)."""
+        ref = resolve_product(product)
+        return ProductMemoryEntry.objects.filter(product_id=ref.product_id, kind=self.kind, approved=True).exists()
+
     def exists_many(self, products: Iterable[Any]) -> dict[str, bool]:
         return {pid: lk.hit is not None for pid, lk in self.lookup_many(products, count_hits=False).items()}
 

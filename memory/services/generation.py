@@ -21,6 +21,7 @@ from memory.infra import metrics
 from memory.models import DEFAULT_KIND
 from memory.engine.locks import product_lock
 from memory.engine.memory import Lookup, ProductMemory, ProductRef, resolve_product
+from memory.engine.versions import ApprovedContent
 from memory.engine.validators import json_object, text, whole_number
 from memory.providers import ContentProvider, GenerationError, ProviderUnavailable, get_provider
 from memory.providers.template import FIELD_ALIASES
@@ -34,6 +35,7 @@ GENERATED = "generated"
 REGENERATED = "regenerated"  # the stored entry was stale or expired
 FORCED = "forced"
 FAILED = "failed"
+LOCKED = "locked"  # approved content, which no generation replaces without an override
 
 # Why a generation failed (``ProductOutcome.failure``): the provider could not answer now (out of
 # quota, rate limited, timed out, down), or it answered with nothing usable.
@@ -134,6 +136,7 @@ class BatchResult:
             "generated": self.count(GENERATED) + self.count(FORCED),
             "regenerated_stale": self.count(REGENERATED),
             "failed": self.count(FAILED),
+            "locked": self.count(LOCKED),
             "tokens_spent": self.tokens_spent,
             "tokens_saved": self.tokens_saved,
             "tokens_wasted": self.tokens_wasted,
@@ -145,6 +148,11 @@ def _reused(lookup: Lookup) -> ProductOutcome:
     return ProductOutcome(lookup.product_id, REUSED, tokens_saved=lookup.hit.tokens_saved, content=lookup.hit.content)
 
 
+def _locked(refusal: ApprovedContent, tokens_wasted: int = 0) -> ProductOutcome:
+    logger.info("%s", refusal)
+    return ProductOutcome(refusal.product_id, LOCKED, error=str(refusal), tokens_wasted=tokens_wasted)
+
+
 def generate_product(
     product_data: Any,
     force_regenerate: bool = False,
@@ -152,13 +160,15 @@ def generate_product(
     provider: ContentProvider | None = None,
     known_status: str | None = None,
     kind: str = DEFAULT_KIND,
+    override_approval: bool = False,
 ) -> ProductOutcome:
     """Serve the product from memory, or generate it once (single flight) and store it.
 
     ``known_status`` is the answer of a batch check already made, which spares the first
     lookup. Data to generate from that :func:`validate_product_data` refuses raises its
     ``ValueError``: nothing is generated. A failed generation saves nothing and counts no
-    savings; its outcome says why (``failure``).
+    savings; its outcome says why (``failure``). Approved content is served as it is; forced,
+    it is ``LOCKED`` (nothing generated) unless ``override_approval``.
     """
     provider = provider or get_provider()
     memory = ProductMemory(kind, generator_version=provider.generator_version)
@@ -174,6 +184,8 @@ def generate_product(
             return _reused(lookup)
         status = lookup.status
 
+    if force_regenerate and not override_approval and memory.is_approved(ref):
+        return _locked(ApprovedContent(ref.product_id, memory.kind))
     validate_product_data(product_data)  # what is served needs no check; what is generated does
     with product_lock(ref.product_id, memory.kind) as acquired:
         if not acquired:
@@ -195,14 +207,20 @@ def generate_product(
             failure = PROVIDER_UNAVAILABLE if isinstance(exc, ProviderUnavailable) else PROVIDER_ERROR
             return ProductOutcome(ref.product_id, FAILED, error=str(exc), tokens_wasted=wasted, failure=failure)
         elapsed = time.perf_counter() - started
+        try:
+            memory.save_product_data(
+                ref,
+                generated.content,
+                tokens_prompt=generated.tokens_prompt,
+                tokens_completion=generated.tokens_completion,
+                generator_version=generated.generator_version or provider.generator_version,
+                override_approval=override_approval,
+            )
+        except ApprovedContent as exc:  # approved while it was being generated: its cost is wasted
+            wasted = generated.tokens_spent + generated.tokens_wasted
+            memory.count_wasted_tokens(wasted)
+            return _locked(exc, tokens_wasted=wasted)
         memory.count_wasted_tokens(generated.tokens_wasted)
-        memory.save_product_data(
-            ref,
-            generated.content,
-            tokens_prompt=generated.tokens_prompt,
-            tokens_completion=generated.tokens_completion,
-            generator_version=generated.generator_version or provider.generator_version,
-        )
     metrics.observe_generation(elapsed)
     if force_regenerate:
         outcome_status = FORCED
@@ -233,8 +251,10 @@ def generate_batch(
     *,
     provider: ContentProvider | None = None,
     on_outcome: Callable[[ProductOutcome], None] | None = None,
+    override_approval: bool = False,
 ) -> BatchResult:
-    """One batch check for every product, then generation of the misses only, ``batch_size`` at a time."""
+    """One batch check for every product, then generation of the misses only, ``batch_size`` at a
+    time; forced, approved entries are ``LOCKED`` unless ``override_approval``."""
     batch_size = validate_batch_size(batch_size)
     products = list(products_list)
     provider = provider or get_provider()
@@ -265,9 +285,9 @@ def generate_batch(
         product_id = ref.product_id
         lookup = lookups.get(product_id)
         # A product listed twice goes through generation again, where it finds the first copy.
-        if lookup and lookup.hit and product_id not in seen and lookup.hit.snapshot.status(
+        if lookup and lookup.hit and product_id not in seen and lookup.hit.snapshot.serves(
             ref.fingerprint, provider.generator_version
-        ) == "active":
+        ):
             memory.count_lookups([lookup])
             done(index, _reused(lookup))
         else:
@@ -284,12 +304,14 @@ def generate_batch(
         chunk = misses[start:start + batch_size]
         if workers == 1:
             for index, product, status in chunk:
-                done(index, generate_product(product, force_regenerate, provider=provider, known_status=status))
+                done(index, generate_product(product, force_regenerate, provider=provider, known_status=status,
+                                             override_approval=override_approval))
         else:
             with ThreadPoolExecutor(max_workers=workers) as pool:
                 futures = [
                     (index, pool.submit(_in_own_thread, generate_product, product, force_regenerate,
-                                        provider=provider, known_status=status))
+                                        provider=provider, known_status=status,
+                                        override_approval=override_approval))
                     for index, product, status in chunk
                 ]
                 for index, future in futures:

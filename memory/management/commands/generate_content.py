@@ -17,7 +17,7 @@ from memory.io.catalog import CATALOG_FORMATS, read_catalog
 from memory.infra.formatting import cost, integer
 from memory.management.terminal import dumps, memory_log_level, plain
 from memory.services.generation import (
-    FAILED, MAX_BATCH_SIZE, REGENERATED, REUSED, BatchResult, generate_batch, validate_batch_size,
+    FAILED, LOCKED, MAX_BATCH_SIZE, REGENERATED, REUSED, BatchResult, generate_batch, validate_batch_size,
 )
 from memory.engine.identifiers import extract_product_identifier
 from memory.providers import GenerationError
@@ -36,6 +36,8 @@ class Command(BaseCommand):
         parser.add_argument("--batch-size", type=int, default=10,
                             help=f"gerações por lote (1 a {MAX_BATCH_SIZE}, padrão 10)")
         parser.add_argument("--force", action="store_true", help="regenera mesmo o que está na memória")
+        parser.add_argument("--override-approval", action="store_true",
+                            help="com --force, regenera também o conteúdo aprovado (a aprovação é retirada)")
         parser.add_argument("--json", action="store_true", help="resumo em JSON")
 
     def handle(self, *args, **options):
@@ -96,6 +98,7 @@ class Command(BaseCommand):
                     [product for _, product in chunk],
                     batch_size=options["batch_size"],
                     force_regenerate=options["force"],
+                    override_approval=options["override_approval"],
                     on_outcome=lambda _: progress.advance(task),
                 )
                 for outcome in batch.outcomes:
@@ -121,6 +124,7 @@ class Command(BaseCommand):
             "generated": result.summary()["generated"],
             "stale_regenerated": result.count(REGENERATED),
             "failed": result.count(FAILED) + len(bad_rows),
+            "locked": result.count(LOCKED),
             "tokens_spent": result.tokens_spent,
             "tokens_saved": result.tokens_saved,
             "tokens_wasted": result.tokens_wasted,
@@ -152,6 +156,7 @@ class Command(BaseCommand):
             "generated": "Gerados",
             "stale_regenerated": "Regenerados (desatualizados)",
             "failed": "Falhas",
+            "locked": "Aprovados, não regenerados",
             "tokens_spent": "Tokens gastos",
             "tokens_saved": "Tokens economizados",
             "tokens_wasted": "Tokens desperdiçados (tentativas falhas ou descartadas)",
