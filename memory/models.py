@@ -83,6 +83,10 @@ class ProductMemoryEntry(models.Model):
             # Sorting by title (the admin column). On its first characters only: a btree
             # entry has a size limit (~2.7 KB) and an imported title has none.
             models.Index(Left("title", TITLE_SORT_CHARS), name="memory_entry_title_sort_idx"),
+            # The admin's approval and origin filters: the few approved, edited, imported or
+            # restored entries among many generated ones.
+            models.Index(fields=["approved"], condition=models.Q(approved=True), name="memory_entry_approved_idx"),
+            models.Index(fields=["origin"], condition=~models.Q(origin="generated"), name="memory_entry_origin_idx"),
         ]
         # The trigram index on title is PostgreSQL-only: see migration 0002.
 

@@ -138,7 +138,7 @@ class ProductMemoryEntryResource(resources.ModelResource):
         return FileError
 
     def dehydrate_versions(self, entry):
-        return exported_versions(entry.versions.all())
+        return text_cell("versions", exported_versions(entry.versions.all()))
 
     def save_instance(self, instance, is_create, row, **kwargs):
         """Write the cleaned row as ``manage_memory import`` does (its history included), not

@@ -84,11 +84,13 @@ def served_q(current_generator: str, now: datetime) -> Q:
     return status_q(ACTIVE, current_generator, now) | Q(approved=True)
 
 
-def status_counts(queryset: QuerySet, current_generator: str, now: datetime) -> dict[str, int]:
-    """``{"total", "active", "expired", "stale"}`` of the queryset's rows, in one scan."""
+def status_counts(queryset: QuerySet, current_generator: str, now: datetime, **more: Q) -> dict[str, int]:
+    """``{"total", "active", "expired", "stale"}`` of the queryset's rows, and a count of the rows
+    each of ``more`` filters, in one scan."""
     return queryset.aggregate(
         total=Count("pk"),
         **{name: Count("pk", filter=status_q(name, current_generator, now)) for name in (ACTIVE, EXPIRED, STALE)},
+        **{name: Count("pk", filter=q) for name, q in more.items()},
     )
 
 

@@ -438,16 +438,19 @@ class ProductMemory:
         return memory_figures(self.kind, self.generator_version, self.counter)
 
 
-ENTRY_COUNT_FIELDS = ("total", freshness.ACTIVE, freshness.EXPIRED, freshness.STALE)
+# What the entries' contents are: approved, and where the current content came from.
+CONTENT_COUNTS = {"approved": Q(approved=True), **{origin: Q(origin=origin) for origin in versions.ORIGINS}}
+ENTRY_COUNT_FIELDS = ("total", freshness.ACTIVE, freshness.EXPIRED, freshness.STALE, *CONTENT_COUNTS)
 
 
 def memory_figures(kind: str | None, generator_version: str, counter=hit_counter) -> dict:
     """Entry counts (of ``kind``, or of every kind for None) by :mod:`freshness <memory.engine.freshness>`
-    status, hits, misses, generations and tokens, including counts not yet flushed to PostgreSQL."""
+    status, approved and by origin of their content (generated, edited, imported, restored), hits,
+    misses, generations and tokens, including counts not yet flushed to PostgreSQL."""
 
     def count_entries():
         queryset = ProductMemoryEntry.objects.all() if kind is None else ProductMemoryEntry.objects.filter(kind=kind)
-        return freshness.status_counts(queryset, generator_version, timezone.now())
+        return freshness.status_counts(queryset, generator_version, timezone.now(), **CONTENT_COUNTS)
 
     entries = cached_for_stats(f"entries:{kind or '*'}:{generator_version}", count_entries, ENTRY_COUNT_FIELDS)
     daily = DailyStats.objects.aggregate(
@@ -464,6 +467,8 @@ def memory_figures(kind: str | None, generator_version: str, counter=hit_counter
         "active_entries": entries[freshness.ACTIVE],
         "expired_entries": entries[freshness.EXPIRED],
         "stale_entries": entries[freshness.STALE],
+        "approved_entries": entries["approved"],
+        **{f"{origin}_entries": entries[origin] for origin in versions.ORIGINS},
         "hits": totals["hits"],
         "misses": totals["misses"],
         "hit_rate": round(totals["hits"] / lookups, 4) if lookups else 0.0,

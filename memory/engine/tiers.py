@@ -415,6 +415,12 @@ class RedisTier(CacheTier):
             client.unlink(*batch)
 
 
+def _approval(approved: bool, by: str) -> dict:
+    """The columns of an approval (who, now) or of its withdrawal (nobody, never)."""
+    return {"approved": approved, "approved_by": by if approved else "",
+            "approved_at": timezone.now() if approved else None}
+
+
 def _imported_version(row: dict, number: int) -> dict:
     """The content of an imported row as version ``number`` of its entry (and the row's own)."""
     row.update(version=number, origin=versions.IMPORTED)
@@ -612,10 +618,9 @@ class DatabaseTier(Tier):
         """Approve an entry (who and now) or withdraw its approval; its content does not change
         (no version). None when there is no such entry."""
         product_id, kind = key
-        changes = {"approved": approved, "approved_by": by if approved else "",
-                   "approved_at": timezone.now() if approved else None}
         with transaction.atomic():
-            if not ProductMemoryEntry.objects.filter(product_id=product_id, kind=kind).update(**changes):
+            if not ProductMemoryEntry.objects.filter(product_id=product_id, kind=kind).update(
+                    **_approval(approved, by)):
                 return None
             entry = ProductMemoryEntry.objects.only(*self.SNAPSHOT_FIELDS).get(product_id=product_id, kind=kind)
         return Snapshot.from_entry(entry)
@@ -640,6 +645,12 @@ class DatabaseTier(Tier):
             ProductMemoryEntry.objects.filter(kind=kind, product_id__in=ids).count()
             for kind, ids in by_kind.items()
         )
+
+    def set_approval_many(self, pks: list[int], approved: bool, *, by: str) -> int:
+        """:meth:`set_approval` for the rows of these primary keys; returns how many changed.
+        The caller drops their cached copies once its transaction commits."""
+        return ProductMemoryEntry.objects.filter(pk__in=pks).exclude(approved=approved).update(
+            **_approval(approved, by))
 
     def upsert_rows(self, rows: list[dict]) -> int:
         """Insert or replace whole rows on ``(product_id, kind)`` as an import or a restore gives

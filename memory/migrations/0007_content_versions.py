@@ -124,6 +124,16 @@ class Migration(migrations.Migration):
                 ],
             },
         ),
+        migrations.AddIndex(
+            model_name="productmemoryentry",
+            index=models.Index(condition=models.Q(("approved", True)), fields=["approved"],
+                               name="memory_entry_approved_idx"),
+        ),
+        migrations.AddIndex(
+            model_name="productmemoryentry",
+            index=models.Index(condition=models.Q(("origin", "generated"), _negated=True), fields=["origin"],
+                               name="memory_entry_origin_idx"),
+        ),
         migrations.RunPython(backfill_versions, migrations.RunPython.noop, elidable=True),
         migrations.RunPython(install_cascade, remove_cascade),
     ]

@@ -12,11 +12,16 @@ import logging
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from django.db import transaction
+from django.db.models import QuerySet
+
 from memory.engine.memory import ProductMemory, resolve_product
+from memory.engine.tiers import DatabaseTier
 from memory.engine.validators import whole_number
 from memory.engine.versions import EDITED, RESTORED, EntryNotFound, diff, get_version, history
 from memory.models import DEFAULT_KIND, ProductMemoryEntry
 from memory.providers.content import validate_generated_content
+from memory.services.entries import CHUNK, evict_on_commit
 
 logger = logging.getLogger("memory")
 
@@ -101,6 +106,23 @@ def set_approval(product: Any, approved: bool, *, by: str, kind: str = DEFAULT_K
         raise ValueError(f"approved: deve ser true ou false, recebido {approved!r}")
     snapshot = ProductMemory(kind).set_approval(product, approved, by=by)
     return _entry(snapshot.product_id, kind, "product_id", "kind", "approved", "approved_by", "approved_at", "version")
+
+
+def approve_entries(queryset: QuerySet, approved: bool, *, by: str) -> int:
+    """Approve (by ``by``, now) or withdraw the approval of the selected entries, in every tier;
+    returns how many changed (those already so are left as they are)."""
+    rows = list(queryset.order_by().values_list("pk", "product_id", "kind"))
+    l3 = DatabaseTier()
+    changed = 0
+    with transaction.atomic():
+        for start in range(0, len(rows), CHUNK):
+            changed += l3.set_approval_many([pk for pk, _, _ in rows[start:start + CHUNK]], approved, by=by)
+        evict_on_commit((product_id, kind) for _, product_id, kind in rows)
+    if approved:
+        logger.info("%d entradas aprovadas por %s", changed, by or "—")
+    else:
+        logger.info("Aprovação retirada de %d entradas", changed)
+    return changed
 
 
 def entry_history(product: Any, kind: str = DEFAULT_KIND) -> dict:
