@@ -8,12 +8,13 @@ from memory.services.generation import generate_batch, generate_product
 
 
 @shared_task(name=GENERATE_TASK)
-def generate_main_content_task(product_data, force_regenerate=False, override_approval=False):
+def generate_main_content_task(product_data, force_regenerate=False, override_approval=False, fields=None):
     """Content for one product, from memory when fresh; returns a JSON summary with the content.
     Approved content is not regenerated (status ``locked``) unless ``override_approval``: the
-    caller checked that whoever asked holds the permission to override an approval."""
+    caller checked that whoever asked holds the permission to override an approval. ``fields``
+    (forced only): regenerate those content fields alone, keeping the others."""
     return generate_product(product_data, force_regenerate=bool(force_regenerate),
-                            override_approval=bool(override_approval)).summary(with_content=True)
+                            override_approval=bool(override_approval), fields=fields).summary(with_content=True)
 
 
 @shared_task(name="memory.batch_generate_main_content_task")

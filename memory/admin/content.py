@@ -18,7 +18,7 @@ from memory.engine.versions import ADDED, CHANGED, REMOVED, EntryNotFound, Versi
 from memory.models import (
     APPROVE_PERMISSION, EDIT_PERMISSION, OVERRIDE_APPROVAL_PERMISSION, ContentOrigin, ProductMemoryEntry,
 )
-from memory.providers.content import REQUIRED_LIST_FIELDS, REQUIRED_TEXT_FIELDS
+from memory.providers.content import CONTENT_FIELDS, REQUIRED_LIST_FIELDS, REQUIRED_TEXT_FIELDS
 from memory.services.versions import edit_content, entry_history, restore_version, set_approval, validate_edited_content
 
 LIST_FIELDS = tuple(REQUIRED_LIST_FIELDS)
@@ -37,19 +37,23 @@ def may_override_approval(request) -> bool:
     return request.user.has_perm(OVERRIDE_APPROVAL_PERMISSION)
 
 
+FIELD_LABELS = {"title": gettext_lazy("Title"), "description": gettext_lazy("Description"),
+                "bullet_points": gettext_lazy("Bullet points"), "seo_keywords": gettext_lazy("SEO keywords")}
+
+
 class ContentForm(forms.Form):
     """The content schema's four fields, lists one item per line. The schema itself
     (:func:`~memory.services.versions.validate_edited_content`) is the one validation: its
     message goes to the field it names. Keys of the content beyond the schema are kept."""
 
-    title = forms.CharField(label=gettext_lazy("Title"), required=False,
+    title = forms.CharField(label=FIELD_LABELS["title"], required=False,
                             widget=forms.TextInput(attrs={"class": "vLargeTextField"}))
-    description = forms.CharField(label=gettext_lazy("Description"), required=False, strip=False,
+    description = forms.CharField(label=FIELD_LABELS["description"], required=False, strip=False,
                                   widget=forms.Textarea(attrs={"rows": 8, "class": "vLargeTextField"}))
-    bullet_points = forms.CharField(label=gettext_lazy("Bullet points"), required=False,
+    bullet_points = forms.CharField(label=FIELD_LABELS["bullet_points"], required=False,
                                     help_text=gettext_lazy("One per line."),
                                     widget=forms.Textarea(attrs={"rows": 6, "class": "vLargeTextField"}))
-    seo_keywords = forms.CharField(label=gettext_lazy("SEO keywords"), required=False,
+    seo_keywords = forms.CharField(label=FIELD_LABELS["seo_keywords"], required=False,
                                    help_text=gettext_lazy("One per line."),
                                    widget=forms.Textarea(attrs={"rows": 4, "class": "vLargeTextField"}))
 
@@ -81,6 +85,16 @@ class ContentForm(forms.Form):
     @property
     def other_keys(self) -> list[str]:
         return sorted(set(self.payload) - set(self.base_fields))
+
+
+class FieldsForm(forms.Form):
+    """The content fields a regeneration of some fields alone is asked for."""
+
+    names = forms.MultipleChoiceField(
+        label=gettext_lazy("Fields to regenerate"), widget=forms.CheckboxSelectMultiple,
+        choices=[(name, FIELD_LABELS[name]) for name in CONTENT_FIELDS],
+        error_messages={"required": gettext_lazy("Choose at least one field.")},
+    )
 
 
 def _entry_or_404(object_id) -> ProductMemoryEntry:

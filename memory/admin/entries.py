@@ -11,11 +11,13 @@ from __future__ import annotations
 import json
 
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.contrib.admin.actions import delete_selected as confirm_and_delete_selected
 from django.contrib.admin.views.main import ChangeList
 from django.core.paginator import Paginator
 from django.db import OperationalError, connection, transaction
 from django.db.models.functions import Left
+from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.formats import date_format
@@ -143,7 +145,8 @@ class ProductMemoryEntryAdmin(ImportExportMixin, ExportActionMixin, admin.ModelA
     show_facets = admin.ShowFacets.NEVER
     paginator = EstimatedCountPaginator
     actions = [
-        "delete_selected", "regenerate_selected", "regenerate_approved_too_selected", "extend_expiry_selected",
+        "delete_selected", "regenerate_selected", "regenerate_fields_selected", "regenerate_approved_too_selected",
+        "extend_expiry_selected",
         "approve_selected", "unapprove_selected",
     ]
     change_form_template = "admin/memory/productmemoryentry/change_form.html"
@@ -308,10 +311,32 @@ class ProductMemoryEntryAdmin(ImportExportMixin, ExportActionMixin, admin.ModelA
     def regenerate_approved_too_selected(self, request, queryset):
         self._regenerate(request, queryset, override_approval=True)
 
-    def _regenerate(self, request, queryset, *, override_approval: bool):
+    @admin.action(permissions=["change"], description=_("Regenerate some fields of selected entries (forced)"))
+    def regenerate_fields_selected(self, request, queryset):
+        """A page to choose the content fields; once confirmed, only those are regenerated (the
+        provider is asked for them alone) and the others are kept."""
+        if self._too_many(request, queryset):
+            return None
+        form = content.FieldsForm(request.POST if "apply" in request.POST else None)
+        if form.is_bound and form.is_valid():
+            self._regenerate(request, queryset, override_approval=False, fields=form.cleaned_data["names"])
+            return None
+        return TemplateResponse(request, "admin/memory/productmemoryentry/regenerate_fields.html", {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": _("Regenerate some fields"),
+            "form": form,
+            "entries": queryset.order_by("product_id").only("pk", "product_id", "kind")[:100],
+            "count": queryset.count(),
+            "selected": request.POST.getlist(helpers.ACTION_CHECKBOX_NAME),
+            "select_across": request.POST.get("select_across", "0"),
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+        })
+
+    def _regenerate(self, request, queryset, *, override_approval: bool, fields=None):
         if self._too_many(request, queryset):
             return
-        result = enqueue_regeneration(queryset, override_approval=override_approval)
+        result = enqueue_regeneration(queryset, override_approval=override_approval, fields=fields)
         notices = (
             (result.queued, messages.SUCCESS, ngettext_lazy(
                 "%(count)d product queued for regeneration.",

@@ -12,6 +12,7 @@ from memory.engine.memory import MAX_LIST_LIMIT, resolve_product
 from memory.engine.validators import INT_MAX
 from memory.io.formats import DEFAULT_EXPORT_FORMAT, EXPORT_FORMATS
 from memory.models import DEFAULT_KIND, ContentOrigin
+from memory.providers.content import CONTENT_FIELDS, check_fields
 
 # Far beyond any table, well within PostgreSQL's bigint OFFSET.
 MAX_LIST_OFFSET = 10**12
@@ -78,6 +79,18 @@ class StrictIntegerField(serializers.IntegerField):
         return super().run_validation(data)
 
 
+class ContentFieldsField(serializers.ListField):
+    """A list of the content schema's field names, refused in the content schema's own words."""
+
+    child = serializers.CharField()
+
+    def to_internal_value(self, data):
+        try:
+            return list(check_fields(data))
+        except ValueError as exc:
+            raise serializers.ValidationError(str(exc).removeprefix("fields: ")) from None
+
+
 class KindField(TextField):
     def __init__(self, **kwargs):
         kwargs.setdefault("required", False)
@@ -131,6 +144,10 @@ class ForceRegenerateRequestSerializer(ProductRequestSerializer):
         required=False, default=False,
         help_text="Regenerar mesmo conteúdo aprovado (a aprovação é retirada); exige "
                   "memory.override_approval_productmemoryentry.",
+    )
+    fields = ContentFieldsField(
+        required=False,
+        help_text=f"Regenerar só estes campos do conteúdo ({', '.join(CONTENT_FIELDS)}); os outros ficam como estão.",
     )
 
 

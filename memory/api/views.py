@@ -164,7 +164,8 @@ class ForceRegenerateView(APIView):
             "requisição e a resposta traz o resultado: 201 ou 200 quando salvo, 502 ou 503 quando o "
             "provedor falhou (nada salvo). Dados que a geração recusa são 400 nos dois modos, sem nada na fila. "
             "Conteúdo aprovado é 409 (nada na fila), a menos que override_approval venha de quem tem "
-            "memory.override_approval_productmemoryentry."
+            "memory.override_approval_productmemoryentry. Com fields, só esses campos são regenerados "
+            "(o provedor é chamado só para eles) e os outros ficam como estão."
         ),
         responses={
             202: OpenApiResponse(s.RegenerationSerializer, description="Tarefa na fila (há um broker)."),
@@ -187,7 +188,8 @@ class ForceRegenerateView(APIView):
         if override and not may_override_approval(request):
             raise PermissionDenied(OVERRIDE_APPROVAL_REFUSED)
         try:
-            done = enqueue_product_regeneration(body["product"], override_approval=override)
+            done = enqueue_product_regeneration(body["product"], override_approval=override,
+                                                fields=body.get("fields"))
         except CannotRegenerate as exc:
             data = {"detail": str(exc), "product_id": exc.product_id}
             return Response(_shaped(s.ProductErrorSerializer, data), status=status.HTTP_404_NOT_FOUND)

@@ -249,6 +249,13 @@ class ProductMemory:
         """True when a fresh entry exists; counts neither hit nor miss."""
         return self.lookup(product, count_hit=False).hit is not None
 
+    def stored_content(self, product: Any) -> dict | None:
+        """The content PostgreSQL holds for the product (fresh or not), or None: what a
+        regeneration of some fields alone keeps of it."""
+        key = self._key(resolve_product(product).product_id)
+        found = self.l3.get_many([key]).get(key)
+        return None if found is None else found.payload
+
     def is_approved(self, product: Any) -> bool:
         """Whether PostgreSQL holds the product's entry approved (read there: a generation about
         to be paid for asks, and the save refuses it anyway when the approval came meanwhile)."""

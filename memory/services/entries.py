@@ -27,6 +27,7 @@ from memory.engine.tiers import Key
 from memory.engine.versions import ApprovedContent
 from memory.infra import redis
 from memory.models import DEFAULT_KIND, ProductMemoryEntry
+from memory.providers.content import check_fields
 from memory.providers.template import FIELD_ALIASES
 from memory.services.generation import FAILED, LOCKED, PROVIDER_UNAVAILABLE, InvalidProductData, validate_product_data
 
@@ -158,10 +159,11 @@ def _means_queue_unavailable(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and isinstance(exc.__cause__ or exc.__context__, QUEUE_ERRORS)
 
 
-def _queue_generation(data: dict, override_approval: bool = False):
+def _queue_generation(data: dict, override_approval: bool = False, fields: tuple[str, ...] | None = None):
     """``generate_main_content_task.apply_async((data,), {"force_regenerate": True})``, published
     at most once; ``QueueUnavailable`` when the queue cannot be reached. ``override_approval``
-    goes in the kwargs only when set, so a worker still on the task without it runs the rest.
+    and ``fields`` go in the kwargs only when set, so a worker still on the task without them
+    runs the rest.
 
     The task is found by its registered name: services sit below the task module, which imports
     them. ``retry=False``: a publish retried after a lost reply could queue the task twice, and
@@ -169,7 +171,8 @@ def _queue_generation(data: dict, override_approval: bool = False):
     ``CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS``.
     """
     task = current_app.tasks[GENERATE_TASK]
-    kwargs = {"force_regenerate": True, **({"override_approval": True} if override_approval else {})}
+    kwargs = {"force_regenerate": True, **({"override_approval": True} if override_approval else {}),
+              **({"fields": list(fields)} if fields else {})}
     try:
         return task.apply_async((data,), kwargs, retry=False)
     except Exception as exc:
@@ -246,14 +249,15 @@ class Regeneration:
     content: dict | None = None  # what was saved (eager mode)
 
 
-def _regenerate(product_id: str, data: dict, *, existed: bool, override_approval: bool = False) -> Regeneration:
+def _regenerate(product_id: str, data: dict, *, existed: bool, override_approval: bool = False,
+                fields: tuple[str, ...] | None = None) -> Regeneration:
     """Hand ``data`` to the generation task; in eager mode, its outcome.
 
     ``QueueUnavailable`` as :func:`_queue_generation`; in eager mode ``GenerationFailed`` when the
     provider failed, ``ApprovedContent`` when the entry was approved meanwhile, and whatever else
     the task raised.
     """
-    result = _queue_generation(data, override_approval)
+    result = _queue_generation(data, override_approval, fields)
     if not isinstance(result, EagerResult):
         return Regeneration(task_id=result.id, product_id=product_id)
     summary = result.get(propagate=True)  # the task's own exception when it raised
@@ -266,7 +270,8 @@ def _regenerate(product_id: str, data: dict, *, existed: bool, override_approval
                         tokens_spent=summary["tokens_spent"], content=summary["content"])
 
 
-def enqueue_product_regeneration(product: Any, *, override_approval: bool = False) -> Regeneration:
+def enqueue_product_regeneration(product: Any, *, override_approval: bool = False,
+                                 fields: Any = None) -> Regeneration:
     """Run ``generate_main_content_task(..., force_regenerate=True)`` for one product: queued
     with a broker (``outcome`` ``QUEUED``), run here in eager mode (``CREATED`` or ``REPLACED``).
 
@@ -275,14 +280,21 @@ def enqueue_product_regeneration(product: Any, *, override_approval: bool = Fals
     everything it was made from. Raises what :func:`regeneration_data` raises, and
     ``ApprovedContent`` for an approved entry unless ``override_approval``, before anything is
     queued; ``QueueUnavailable`` when the broker or the result store does not take the task;
-    in eager mode ``GenerationFailed`` when the provider failed (nothing saved).
+    in eager mode ``GenerationFailed`` when the provider failed (nothing saved). ``fields``:
+    regenerate those content fields alone (``ValueError`` naming an unknown one;
+    ``CannotRegenerate`` when the product has no entry to keep the other fields of).
     """
+    fields = check_fields(fields)
     ref = resolve_product(product)
     stored, approved = _stored(ref.product_id)
     if approved and not override_approval:
         raise ApprovedContent(ref.product_id, DEFAULT_KIND)
+    if fields is not None and stored is None:
+        raise CannotRegenerate(ref.product_id, f"Produto {ref.product_id} não está na memória; gere o conteúdo "
+                                               "inteiro antes de regenerar campos.")
     data = regeneration_data(ref.product_id, stored, product if isinstance(product, dict) else None)
-    return _regenerate(ref.product_id, data, existed=stored is not None, override_approval=override_approval)
+    return _regenerate(ref.product_id, data, existed=stored is not None, override_approval=override_approval,
+                       fields=fields)
 
 
 @dataclass(frozen=True)
@@ -298,15 +310,17 @@ class RegenerationResult:
     locked: int = 0  # approved, and no override
 
 
-def enqueue_regeneration(queryset: QuerySet, *, override_approval: bool = False) -> RegenerationResult:
-    """Regenerate (forced) each selected main-content entry the one rule allows
-    (:func:`regeneration_data` of its stored source data, and no approval unless
+def enqueue_regeneration(queryset: QuerySet, *, override_approval: bool = False,
+                         fields: Any = None) -> RegenerationResult:
+    """Regenerate (forced; only ``fields`` when given) each selected main-content entry the one
+    rule allows (:func:`regeneration_data` of its stored source data, and no approval unless
     ``override_approval``): queued with a broker, run here in eager mode. The others are
     counted, not queued.
 
     When the broker cannot be reached, nothing more is tried and the rest is counted as
     ``not_queued``; in eager mode, once the provider is unavailable, the rest is ``not_tried``.
     """
+    fields = check_fields(fields)
     queued = lacking = other_kind = not_queued = regenerated = not_tried = locked = 0
     refused: list[tuple[str, str]] = []
     failed: list[tuple[str, str]] = []
@@ -334,7 +348,7 @@ def enqueue_regeneration(queryset: QuerySet, *, override_approval: bool = False)
             not_tried += 1
             continue
         try:
-            done = _regenerate(product_id, data, existed=True, override_approval=override_approval)
+            done = _regenerate(product_id, data, existed=True, override_approval=override_approval, fields=fields)
         except ApprovedContent:  # approved meanwhile
             locked += 1
         except QueueUnavailable as exc:

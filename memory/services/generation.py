@@ -24,6 +24,7 @@ from memory.engine.memory import Lookup, ProductMemory, ProductRef, resolve_prod
 from memory.engine.versions import ApprovedContent
 from memory.engine.validators import json_object, text, whole_number
 from memory.providers import ContentProvider, GenerationError, ProviderUnavailable, get_provider
+from memory.providers.content import check_fields
 from memory.providers.template import FIELD_ALIASES
 
 logger = logging.getLogger("memory")
@@ -161,6 +162,7 @@ def generate_product(
     known_status: str | None = None,
     kind: str = DEFAULT_KIND,
     override_approval: bool = False,
+    fields: Iterable[str] | None = None,
 ) -> ProductOutcome:
     """Serve the product from memory, or generate it once (single flight) and store it.
 
@@ -169,7 +171,14 @@ def generate_product(
     ``ValueError``: nothing is generated. A failed generation saves nothing and counts no
     savings; its outcome says why (``failure``). Approved content is served as it is; forced,
     it is ``LOCKED`` (nothing generated) unless ``override_approval``.
+
+    ``fields`` (with ``force_regenerate``): regenerate those content fields alone; the provider
+    is asked for them alone, the stored content's other fields are kept, and the tokens counted
+    are that call's. ``ValueError`` naming an unknown field, or when the product has no entry.
     """
+    fields = check_fields(fields)
+    if fields is not None and not force_regenerate:
+        raise ValueError("fields: regenerar só alguns campos exige force_regenerate=True")
     provider = provider or get_provider()
     memory = ProductMemory(kind, generator_version=provider.generator_version)
     ref = resolve_product(product_data)
@@ -197,9 +206,15 @@ def generate_product(
             if lookup.hit:
                 return _reused(lookup)
             status = lookup.status
+        kept = None
+        if fields is not None:
+            kept = memory.stored_content(ref)
+            if kept is None:
+                raise ValueError(f"fields: o produto {ref.product_id} não está na memória; gere o conteúdo inteiro "
+                                 "antes de regenerar campos")
         started = time.perf_counter()
         try:
-            generated = provider.generate(product_data)
+            generated = provider.generate(product_data) if fields is None else provider.generate(product_data, fields)
         except (GenerationError, ValueError) as exc:
             logger.error("Falha ao gerar conteúdo do produto %s: %s", ref.product_id, exc)
             wasted = getattr(exc, "tokens_wasted", 0)
@@ -207,10 +222,11 @@ def generate_product(
             failure = PROVIDER_UNAVAILABLE if isinstance(exc, ProviderUnavailable) else PROVIDER_ERROR
             return ProductOutcome(ref.product_id, FAILED, error=str(exc), tokens_wasted=wasted, failure=failure)
         elapsed = time.perf_counter() - started
+        content = generated.content if kept is None else {**kept, **generated.content}
         try:
             memory.save_product_data(
                 ref,
-                generated.content,
+                content,
                 tokens_prompt=generated.tokens_prompt,
                 tokens_completion=generated.tokens_completion,
                 generator_version=generated.generator_version or provider.generator_version,
@@ -229,7 +245,7 @@ def generate_product(
     else:
         outcome_status = GENERATED
     return ProductOutcome(ref.product_id, outcome_status, tokens_spent=generated.tokens_spent,
-                          tokens_wasted=generated.tokens_wasted, content=generated.content)
+                          tokens_wasted=generated.tokens_wasted, content=content)
 
 
 def validate_batch_size(batch_size: Any, name: str = "batch_size") -> int:

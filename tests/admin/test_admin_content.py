@@ -158,3 +158,22 @@ def test_an_editor_may_edit_but_not_approve(staff_with, entry):
     assert editor.post(url("approval", entry), {"approved": "1"}).status_code == 403
     row = ProductMemoryEntry.objects.get(pk=entry.pk)
     assert (row.payload["title"], row.approved) == ("Editado", False)
+
+
+def test_regenerating_some_fields_asks_which_then_keeps_the_others(admin_client, entry):
+    page = admin_client.post(reverse(CHANGELIST), {"action": "regenerate_fields_selected",
+                                                   "_selected_action": [entry.pk]})
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert 'name="names" value="seo_keywords"' in html and 'name="apply"' in html
+    refused = admin_client.post(reverse(CHANGELIST), {"action": "regenerate_fields_selected",
+                                                      "_selected_action": [entry.pk], "apply": "1"})
+    assert refused.status_code == 200 and refused.context["form"].errors  # no field chosen: asked again
+    done = admin_client.post(reverse(CHANGELIST), {"action": "regenerate_fields_selected",
+                                                   "_selected_action": [entry.pk], "apply": "1",
+                                                   "names": ["seo_keywords"]}, follow=True)
+    assert done.status_code == 200
+    row = ProductMemoryEntry.objects.get(pk=entry.pk)
+    assert row.version == 2 and row.payload["seo_keywords"] != CONTENT["seo_keywords"]
+    assert {k: v for k, v in row.payload.items() if k != "seo_keywords"} == {
+        k: v for k, v in CONTENT.items() if k != "seo_keywords"}

@@ -175,3 +175,38 @@ def test_restore_needs_the_edit_permission(make_user):
     assert entry().version == 2
     editor = token_client(make_user("editor", perms=["edit_productmemoryentry"]))
     assert post_json(editor, "/api/memory/restore/", {"product_id": "ABC123", "version": 1}).status_code == 200
+
+
+# -- field-level regeneration -------------------------------------------------------------------------
+
+
+def test_force_regenerate_of_some_fields_keeps_the_others(api):
+    post_json(api, "/api/memory/edit/", {"product_id": "ABC123", "content": EDITED})
+    response = post_json(api, "/api/memory/force-regenerate/", {"product_id": "ABC123", "fields": ["seo_keywords"]})
+    assert response.status_code == 200
+    content = response.json()["content"]
+    assert {k: content[k] for k in ("title", "description", "bullet_points")} == {
+        k: EDITED[k] for k in ("title", "description", "bullet_points")}
+    assert content["seo_keywords"] != EDITED["seo_keywords"]
+    assert entry().payload == content and entry().version == 3
+
+
+@pytest.mark.parametrize("fields, message", [
+    (["seo_keyword"], "campo desconhecido 'seo_keyword'; use title, description, bullet_points, seo_keywords"),
+    ([], "informe ao menos um campo (title, description, bullet_points, seo_keywords)"),
+    ("title", "deve ser uma lista de campos do conteúdo (title, description, bullet_points, seo_keywords)"),
+    ([1], "campo desconhecido '1'; use title, description, bullet_points, seo_keywords"),
+])
+def test_force_regenerate_with_an_unknown_field_is_a_400_naming_it(api, fields, message):
+    response = api.post("/api/memory/force-regenerate/", {"product_id": "ABC123", "fields": fields}, format="json",
+                        HTTP_ACCEPT_LANGUAGE="pt-br")
+    assert response.status_code == 400
+    assert response.json() == {"fields": [message]}
+    assert entry().version == 1
+
+
+def test_force_regenerate_of_fields_of_an_unknown_product_is_a_404(api):
+    response = post_json(api, "/api/memory/force-regenerate/",
+                         {"product_data": {"sku": "NOVO", "title": "Novo"}, "fields": ["title"]})
+    assert response.status_code == 404 and "gere o conteúdo inteiro" in response.json()["detail"]
+    assert not ProductMemoryEntry.objects.filter(product_id="NOVO").exists()
