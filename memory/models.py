@@ -1,4 +1,5 @@
-"""L3, the source of truth: one row per generated content, and the daily counters."""
+"""L3, the source of truth: one row per product's content, every content it held (its versions),
+and the daily counters."""
 from django.db import connections, models
 from django.db.models.fields.json import KT
 from django.db.models.functions import Left

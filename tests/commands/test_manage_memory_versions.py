@@ -95,3 +95,9 @@ def test_generate_content_force_leaves_approved_content_and_says_so(entry, tmp_p
     assert json.loads(out.getvalue())["locked"] == 0
     row = ProductMemoryEntry.objects.get(product_id=entry)
     assert (row.version, row.origin, row.approved) == (3, "generated", False)
+
+
+def test_list_shows_the_approval_beside_the_status(entry):
+    ProductMemory().set_approval(entry, True, by="ana")
+    assert "ativo (aprovado)" in run("list")
+    assert json.loads(run("list", "--json"))["results"][0]["approved"] is True

@@ -286,8 +286,9 @@ class Command(BaseCommand):
             table.add_column(name, justify=justify)
         statuses = {value: str(label) for value, label in EntryStatus.choices}
         for row in page["results"]:
+            status = statuses.get(row["status"], row["status"]) + (" (aprovado)" if row["approved"] else "")
             table.add_row(
-                literal(row["product_id"]), literal(row["title"] or "—"), statuses.get(row["status"], row["status"]),
+                literal(row["product_id"]), literal(row["title"] or "—"), status,
                 integer(row["hit_count"]), integer(row["tokens_saved"]), _when(row["expires_at"]),
             )
         console = self._console()
