@@ -101,3 +101,11 @@ def test_list_shows_the_approval_beside_the_status(entry):
     ProductMemory().set_approval(entry, True, by="ana")
     assert "ativo (aprovado)" in run("list")
     assert json.loads(run("list", "--json"))["results"][0]["approved"] is True
+
+
+def test_labels_are_in_portuguese_whatever_language_the_thread_has_active(entry):
+    from django.utils import translation
+
+    with translation.override("en"):
+        out = run("versions", "--product-id", entry)
+    assert "editado" in out and "gerado" in out

@@ -164,5 +164,7 @@ class Command(BaseCommand):
         }
         for key, label in labels.items():
             value = summary[key]
+            if key == "locked" and not value:
+                continue  # only a forced run meets approved content
             table.add_row(label, cost(value) if key == "estimated_cost_saved_usd" else integer(value))
         Console(file=self.stdout, width=80).print(table)

@@ -20,7 +20,7 @@ from datetime import datetime
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import Error as DatabaseLibraryError, ProgrammingError
-from django.utils import timezone
+from django.utils import timezone, translation
 
 from memory.engine.freshness import EntryStatus
 from memory.engine.memory import MAX_LIST_LIMIT, ProductMemory
@@ -62,6 +62,13 @@ def _json_default(value):
 def _one_of(names) -> str:
     """``json, jsonl ou csv``."""
     return f"{', '.join(names[:-1])} ou {names[-1]}" if len(names) > 1 else "".join(names)
+
+
+def _labels(choices) -> dict[str, str]:
+    """The choices' labels as a command prints them: in pt-BR, whatever language this thread has
+    active (a command run by ``call_command`` after a request served in English)."""
+    with translation.override(settings.LANGUAGE_CODE):
+        return {value: str(label) for value, label in choices.choices}
 
 
 def _terminal_user() -> str:
@@ -284,7 +291,7 @@ class Command(BaseCommand):
         for name, justify in (("Produto", "left"), ("Título", "left"), ("Status", "left"),
                               ("Acertos", "right"), ("Tokens economizados", "right"), ("Expira em", "left")):
             table.add_column(name, justify=justify)
-        statuses = {value: str(label) for value, label in EntryStatus.choices}
+        statuses = _labels(EntryStatus)
         for row in page["results"]:
             status = statuses.get(row["status"], row["status"]) + (" (aprovado)" if row["approved"] else "")
             table.add_row(
@@ -457,7 +464,7 @@ class Command(BaseCommand):
             return self._print_json(found)
         from rich.table import Table
 
-        origins = {value: str(label) for value, label in ContentOrigin.choices}
+        origins = _labels(ContentOrigin)
         state = f"aprovado por {found['approved_by']} em {_when(found['approved_at'])}" if found["approved"] \
             else "não aprovado"
         table = Table(title=literal(f"Versões de {found['product_id']} ({found['kind']}): {state}",
