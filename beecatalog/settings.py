@@ -202,6 +202,8 @@ if REDIS_URL:
 # --- The memory -------------------------------------------------------------
 MEMORY_DEFAULT_TTL = read.whole("MEMORY_DEFAULT_TTL", 7_776_000, minimum=1, example="90 dias = 7776000")
 MEMORY_MAX_PAYLOAD_BYTES = read.whole("MEMORY_MAX_PAYLOAD_BYTES", 262_144, minimum=1, unit="bytes")
+# Versions of an entry's content kept (the current one included); the oldest go first.
+MEMORY_MAX_VERSIONS = read.whole("MEMORY_MAX_VERSIONS", 20, minimum=1, unit="versões")
 MEMORY_BACKUP_DIR = Path(read.text("MEMORY_BACKUP_DIR", str(BASE_DIR / "var" / "backups")))
 # Limits on a file read by an import, a restore or a catalog run (a gzip, an XLSX are counted
 # decompressed), so that a hostile file is refused in bounded memory and time.

@@ -1,16 +1,31 @@
-"""L3, the source of truth: one row per generated content, the daily counters, and the Batch API runs."""
+"""L3, the source of truth: one row per product's content, every content it held (its versions),
+the daily counters, and the Batch API runs."""
 import json
 import uuid
 
-from django.db import models
+from django.db import connections, models
 from django.db.models.fields.json import KT
 from django.db.models.functions import Left
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 DEFAULT_KIND = "main_content"
+# Who may do what to an entry's content besides Django's add/change/delete/view (Meta.permissions).
+EDIT_PERMISSION = "memory.edit_productmemoryentry"
+APPROVE_PERMISSION = "memory.approve_productmemoryentry"
+OVERRIDE_APPROVAL_PERMISSION = "memory.override_approval_productmemoryentry"
+AUTHOR_MAX_LENGTH = 150  # a Django username
 # Titles sort by their first characters: see the index in ProductMemoryEntry.Meta.
 TITLE_SORT_CHARS = 100
+
+
+class ContentOrigin(models.TextChoices):
+    """Where a content came from: a version's origin, and the entry's (its current version's)."""
+
+    GENERATED = "generated", _("gerado")
+    EDITED = "edited", _("editado")
+    IMPORTED = "imported", _("importado")
+    RESTORED = "restored", _("restaurado")
 
 
 class ProductMemoryEntry(models.Model):
@@ -42,12 +57,32 @@ class ProductMemoryEntry(models.Model):
     updated_at = models.DateTimeField(_("atualizado em"), default=timezone.now)
     last_hit_at = models.DateTimeField(_("último acerto"), null=True, blank=True)
     expires_at = models.DateTimeField(_("expira em"))
+    # Columns added after the first release keep a database default (db_default), so a row
+    # written by SQL that does not name them (an older writer, a script) is still valid.
+    # The current content is version ``version`` of the entry's history (``ContentVersion``),
+    # written by ``origin`` (and ``author``, a username; empty for a generation).
+    version = models.PositiveIntegerField(_("versão"), default=1, db_default=1)
+    origin = models.CharField(_("origem"), max_length=16, choices=ContentOrigin.choices,
+                              default=ContentOrigin.GENERATED, db_default=ContentOrigin.GENERATED)
+    author = models.CharField(_("autor"), max_length=AUTHOR_MAX_LENGTH, blank=True, default="", db_default="")
+    # A person's word that the content is right: served as it is (never stale, never expired)
+    # and never overwritten by a generation, unless one overrides the approval.
+    approved = models.BooleanField(_("aprovado"), default=False, db_default=False)
+    approved_by = models.CharField(_("aprovado por"), max_length=AUTHOR_MAX_LENGTH, blank=True, default="",
+                                   db_default="")
+    approved_at = models.DateTimeField(_("aprovado em"), null=True, blank=True)
 
     class Meta:
         verbose_name = _("entrada da memória")
         verbose_name_plural = _("entradas da memória")
-        # Emptying the whole memory is not "delete" many times over: it has its own permission.
-        permissions = [("clear_productmemoryentry", "Pode limpar toda a memória")]
+        # Emptying the whole memory is not "delete" many times over: it has its own permission;
+        # so have editing the content, approving it and regenerating approved content.
+        permissions = [
+            ("clear_productmemoryentry", "Pode limpar toda a memória"),
+            ("edit_productmemoryentry", "Pode editar o conteúdo"),
+            ("approve_productmemoryentry", "Pode aprovar o conteúdo"),
+            ("override_approval_productmemoryentry", "Pode regenerar conteúdo aprovado"),
+        ]
         constraints = [
             models.UniqueConstraint(fields=["product_id", "kind"], name="memory_entry_product_kind_uniq"),
         ]
@@ -58,6 +93,10 @@ class ProductMemoryEntry(models.Model):
             # Sorting by title (the admin column). On its first characters only: a btree
             # entry has a size limit (~2.7 KB) and an imported title has none.
             models.Index(Left("title", TITLE_SORT_CHARS), name="memory_entry_title_sort_idx"),
+            # The admin's approval and origin filters: the few approved, edited, imported or
+            # restored entries among many generated ones.
+            models.Index(fields=["approved"], condition=models.Q(approved=True), name="memory_entry_approved_idx"),
+            models.Index(fields=["origin"], condition=~models.Q(origin="generated"), name="memory_entry_origin_idx"),
         ]
         # The trigram index on title is PostgreSQL-only: see migration 0002.
 
@@ -67,6 +106,40 @@ class ProductMemoryEntry(models.Model):
     @property
     def tokens_spent(self) -> int:
         return self.tokens_prompt + self.tokens_completion
+
+
+class ContentVersion(models.Model):
+    """One content an entry held: every content written (generated, edited, imported, restored)
+    is a version, the newest being the entry's current content. The newest
+    ``MEMORY_MAX_VERSIONS`` are kept. Read by the history only, never by a lookup.
+
+    Deleting an entry deletes its versions in the database itself (migration 0008: ``ON DELETE
+    CASCADE`` on PostgreSQL, a trigger on SQLite), whatever deletes it (a purge, a clear, the
+    admin, raw SQL), and Django's delete stays one statement (``DO_NOTHING``: no collector).
+    """
+
+    # No index of its own: the unique (entry, number) constraint's index leads with entry_id.
+    entry = models.ForeignKey(ProductMemoryEntry, on_delete=models.DO_NOTHING, db_constraint=False,
+                              db_index=False, related_name="versions", verbose_name=_("entrada"))
+    number = models.PositiveIntegerField(_("número"))
+    payload = models.JSONField(_("conteúdo"))
+    origin = models.CharField(_("origem"), max_length=16, choices=ContentOrigin.choices)
+    generator_version = models.CharField(_("versão do gerador"), max_length=200)
+    # What writing this content cost: a generation's tokens; nothing for an edit or a restore.
+    tokens = models.PositiveBigIntegerField(_("tokens"), default=0)
+    author = models.CharField(_("autor"), max_length=AUTHOR_MAX_LENGTH, blank=True, default="")
+    created_at = models.DateTimeField(_("criado em"), default=timezone.now)
+
+    class Meta:
+        verbose_name = _("versão do conteúdo")
+        verbose_name_plural = _("versões do conteúdo")
+        ordering = ["entry", "-number"]
+        constraints = [
+            models.UniqueConstraint(fields=["entry", "number"], name="memory_version_entry_number_uniq"),
+        ]
+
+    def __str__(self):
+        return f"{self.entry_id} v{self.number}"
 
 
 class DailyStats(models.Model):
@@ -190,3 +263,40 @@ class BatchRunItem(models.Model):
     @property
     def product_data(self) -> dict:
         return json.loads(self.product)
+
+
+# Deleting an entry deletes its versions, in the database (see ContentVersion).
+VERSION_CASCADE_CONSTRAINT = "memory_version_entry_fk"
+VERSION_CASCADE_TRIGGER = "memory_version_entry_cascade"
+
+
+def install_version_cascade(connection) -> None:
+    """Make the database delete an entry's versions with the entry: a foreign key ``ON DELETE
+    CASCADE`` on PostgreSQL; on SQLite a trigger, created again after every ``migrate``
+    (``MemoryConfig.ready``) because SQLite drops a table's triggers when Django rebuilds it."""
+    entries = connection.ops.quote_name(ProductMemoryEntry._meta.db_table)
+    versions = connection.ops.quote_name(ContentVersion._meta.db_table)
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                "SELECT 1 FROM pg_constraint WHERE conname = %s AND conrelid = %s::regclass",
+                [VERSION_CASCADE_CONSTRAINT, ContentVersion._meta.db_table],
+            )
+            if cursor.fetchone() is None:
+                cursor.execute(
+                    f"ALTER TABLE {versions} ADD CONSTRAINT {VERSION_CASCADE_CONSTRAINT} FOREIGN KEY (entry_id) "
+                    f"REFERENCES {entries} (id) ON DELETE CASCADE"
+                )
+        elif connection.vendor == "sqlite":
+            cursor.execute(
+                f"CREATE TRIGGER IF NOT EXISTS {VERSION_CASCADE_TRIGGER} AFTER DELETE ON {entries} "
+                f"FOR EACH ROW BEGIN DELETE FROM {versions} WHERE entry_id = OLD.id; END"
+            )
+
+
+def version_cascade_after_migrate(sender, using, **kwargs) -> None:
+    """``post_migrate``: the cascade again (a rebuilt SQLite table has lost its trigger), once
+    the versions table exists."""
+    connection = connections[using]
+    if ContentVersion._meta.db_table in connection.introspection.table_names():
+        install_version_cascade(connection)

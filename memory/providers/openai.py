@@ -46,7 +46,7 @@ from memory.providers.content import (
     parse_content_json,
     validate_generated_content,
 )
-from memory.providers.prompts import SYSTEM_PROMPT, USER_PROMPT_TEMPLATE
+from memory.providers.prompts import USER_PROMPT_TEMPLATE, system_prompt
 
 logger = logging.getLogger("memory")
 
@@ -278,16 +278,17 @@ class OpenAIProvider(ContentProvider):
         return shared_client(base_url=self.base_url, api_key=self.api_key,
                              connect_timeout=self.connect_timeout, read_timeout=self.timeout)
 
-    def request_options(self, product_data: dict) -> dict:
-        """The chat-completions request for one product (also the body of a Batch API line)."""
+    def request_options(self, product_data: dict, fields: tuple[str, ...] | None = None) -> dict:
+        """The chat-completions request for one product (also the body of a Batch API line); with
+        ``fields``, for those content fields alone."""
         if self.response_format == "json_schema":
-            response_format = {"type": "json_schema", "json_schema": content_json_schema()}
+            response_format = {"type": "json_schema", "json_schema": content_json_schema(fields)}
         else:
             response_format = {"type": "json_object"}
         options = {
             "model": self.model,
             "messages": [
-                {"role": "system", "content": SYSTEM_PROMPT},
+                {"role": "system", "content": system_prompt(fields)},
                 {"role": "user", "content": USER_PROMPT_TEMPLATE.format(
                     product_json=json.dumps(product_data, ensure_ascii=False, default=str))},
             ],
@@ -298,8 +299,8 @@ class OpenAIProvider(ContentProvider):
             options["temperature"] = self.temperature
         return options
 
-    def generate(self, product_data: dict) -> GeneratedContent:
-        options = self.request_options(product_data)
+    def generate(self, product_data: dict, fields: tuple[str, ...] | None = None) -> GeneratedContent:
+        options = self.request_options(product_data, fields)
         if not self.api_key:
             options["extra_headers"] = NO_AUTHORIZATION
         used = 0
@@ -321,7 +322,7 @@ class OpenAIProvider(ContentProvider):
                 raise error from None
             used += raw.retries_taken + 1
             try:
-                return dataclasses.replace(self.parse(raw.parse()), tokens_wasted=wasted)
+                return dataclasses.replace(self.parse(raw.parse(), fields), tokens_wasted=wasted)
             except TruncatedOutput as exc:
                 exc.tokens_wasted += wasted
                 raise
@@ -333,9 +334,10 @@ class OpenAIProvider(ContentProvider):
                                    exc, used + 1, self.max_attempts)
         raise BadProviderOutput(f"{_failed_after(used)}: {problem}", tokens_wasted=wasted)
 
-    def parse(self, completion) -> GeneratedContent:
-        """Content and usage of one chat completion; ``BadProviderOutput`` (carrying the tokens it
-        cost) when it holds no valid content."""
+    def parse(self, completion, fields: tuple[str, ...] | None = None) -> GeneratedContent:
+        """Content and usage of one chat completion (of ``fields`` alone when given: other keys of
+        the answer are dropped); ``BadProviderOutput`` (carrying the tokens it cost) when it holds
+        no valid content."""
         usage = getattr(completion, "usage", None)
         prompt = _count(getattr(usage, "prompt_tokens", 0))
         answer = _count(getattr(usage, "completion_tokens", 0))
@@ -353,7 +355,9 @@ class OpenAIProvider(ContentProvider):
             raise BadProviderOutput(f"resposta inválida (o modelo recusou: {str(message.refusal)[:200]})",
                                     tokens_wasted=prompt + answer)
         try:
-            content = validate_generated_content(parse_content_json(message.content))
+            content = validate_generated_content(parse_content_json(message.content), fields)
+            if fields is not None:
+                content = {name: content[name] for name in fields}
         except ValueError as exc:
             raise BadProviderOutput(f"resposta inválida ({exc})", tokens_wasted=prompt + answer) from None
         return GeneratedContent(

@@ -14,7 +14,7 @@ import math
 from memory.providers.content import (
     REQUIRED_LIST_FIELDS, REQUIRED_TEXT_FIELDS, GeneratedContent, validate_generated_content,
 )
-from memory.providers.prompts import SYSTEM_PROMPT, USER_PROMPT_TEMPLATE
+from memory.providers.prompts import USER_PROMPT_TEMPLATE, system_prompt
 from memory.providers.base import ContentProvider
 
 FIELD_ALIASES = {
@@ -67,7 +67,9 @@ class TemplateProvider(ContentProvider):
     name = "template"
     model = "template"
 
-    def generate(self, product_data: dict) -> GeneratedContent:
+    def generate(self, product_data: dict, fields: tuple[str, ...] | None = None) -> GeneratedContent:
+        """The whole content, or (``fields``) those fields alone, costed as a model would be for them."""
+        asked = fields
         fields = {f: _pick(product_data, f) for f in FIELD_ALIASES}
         title = fields["title"] or str(product_data.get("sku") or product_data.get("gtin") or "Produto")
         brand, category = fields["brand"], fields["category"]
@@ -114,7 +116,9 @@ class TemplateProvider(ContentProvider):
                 "seo_keywords": keywords,
             }
         )
-        prompt = SYSTEM_PROMPT + USER_PROMPT_TEMPLATE.format(
+        if asked is not None:
+            content = {name: content[name] for name in asked}
+        prompt = system_prompt(asked) + USER_PROMPT_TEMPLATE.format(
             product_json=json.dumps(product_data, ensure_ascii=False, default=str)
         )
         return GeneratedContent(

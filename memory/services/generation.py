@@ -24,10 +24,12 @@ from memory.infra import metrics
 from memory.models import DEFAULT_KIND
 from memory.engine.locks import product_lock
 from memory.engine.memory import Lookup, ProductMemory, ProductRef, resolve_product
+from memory.engine.versions import ApprovedContent
 from memory.engine.validators import json_object, text, whole_number
 from memory.providers import (
     CircuitOpen, ContentProvider, GenerationError, ProviderUnavailable, QuotaExhausted, get_provider,
 )
+from memory.providers.content import check_fields
 from memory.providers.template import FIELD_ALIASES
 
 logger = logging.getLogger("memory")
@@ -42,6 +44,7 @@ FAILED = "failed"
 NOT_ATTEMPTED = "not_attempted"  # no call was made: the provider took no more calls (nothing paid)
 # The statuses of a product that got no content.
 UNFINISHED = (FAILED, NOT_ATTEMPTED)
+LOCKED = "locked"  # approved content, which no generation replaces without an override
 
 # Why a generation failed (``ProductOutcome.failure``): the provider could not answer now (out of
 # quota, rate limited, timed out, down), or it answered with nothing usable.
@@ -150,6 +153,7 @@ class BatchResult:
             "regenerated_stale": self.count(REGENERATED),
             "failed": self.count(FAILED),
             "not_attempted": self.count(NOT_ATTEMPTED),
+            "locked": self.count(LOCKED),
             "tokens_spent": self.tokens_spent,
             "tokens_saved": self.tokens_saved,
             "tokens_wasted": self.tokens_wasted,
@@ -161,6 +165,11 @@ def _reused(lookup: Lookup) -> ProductOutcome:
     return ProductOutcome(lookup.product_id, REUSED, tokens_saved=lookup.hit.tokens_saved, content=lookup.hit.content)
 
 
+def _locked(refusal: ApprovedContent, tokens_wasted: int = 0) -> ProductOutcome:
+    logger.info("%s", refusal)
+    return ProductOutcome(refusal.product_id, LOCKED, error=str(refusal), tokens_wasted=tokens_wasted)
+
+
 def generate_product(
     product_data: Any,
     force_regenerate: bool = False,
@@ -168,6 +177,8 @@ def generate_product(
     provider: ContentProvider | None = None,
     known_status: str | None = None,
     kind: str = DEFAULT_KIND,
+    override_approval: bool = False,
+    fields: Iterable[str] | None = None,
 ) -> ProductOutcome:
     """Serve the product from memory, or generate it once (single flight) and store it.
 
@@ -175,8 +186,16 @@ def generate_product(
     lookup. Data to generate from that :func:`validate_product_data` refuses raises its
     ``ValueError``: nothing is generated. A failed generation saves nothing and counts no
     savings; its outcome says why (``failure``). When the provider's circuit breaker is open
-    (``CircuitOpen``: no call made) the outcome is ``NOT_ATTEMPTED``.
+    (``CircuitOpen``: no call made) the outcome is ``NOT_ATTEMPTED``. Approved content is
+    served as it is; forced, it is ``LOCKED`` (nothing generated) unless ``override_approval``.
+
+    ``fields`` (with ``force_regenerate``): regenerate those content fields alone; the provider
+    is asked for them alone, the stored content's other fields are kept, and the tokens counted
+    are that call's. ``ValueError`` naming an unknown field, or when the product has no entry.
     """
+    fields = check_fields(fields)
+    if fields is not None and not force_regenerate:
+        raise ValueError("fields: regenerar só alguns campos exige force_regenerate=True")
     provider = provider or get_provider()
     memory = ProductMemory(kind, generator_version=provider.generator_version)
     ref = resolve_product(product_data)
@@ -191,6 +210,8 @@ def generate_product(
             return _reused(lookup)
         status = lookup.status
 
+    if force_regenerate and not override_approval and memory.is_approved(ref):
+        return _locked(ApprovedContent(ref.product_id, memory.kind))
     validate_product_data(product_data)  # what is served needs no check; what is generated does
     with product_lock(ref.product_id, memory.kind):  # waits for as long as another holder generates
         if not force_regenerate:
@@ -200,9 +221,15 @@ def generate_product(
             if lookup.hit:
                 return _reused(lookup)
             status = lookup.status
+        kept = None
+        if fields is not None:
+            kept = memory.stored_content(ref)
+            if kept is None:
+                raise ValueError(f"fields: o produto {ref.product_id} não está na memória; gere o conteúdo inteiro "
+                                 "antes de regenerar campos")
         started = time.perf_counter()
         try:
-            generated = provider.generate(product_data)
+            generated = provider.generate(product_data) if fields is None else provider.generate(product_data, fields)
         except CircuitOpen as exc:
             logger.warning("Produto %s não tentado: %s", ref.product_id, exc)
             return ProductOutcome(ref.product_id, NOT_ATTEMPTED, error=str(exc), failure=PROVIDER_UNAVAILABLE,
@@ -215,16 +242,23 @@ def generate_product(
             return ProductOutcome(ref.product_id, FAILED, error=str(exc), tokens_wasted=wasted, failure=failure,
                                   halts_batch=isinstance(exc, QuotaExhausted))
         elapsed = time.perf_counter() - started
+        content = generated.content if kept is None else {**kept, **generated.content}
+        try:
+            memory.save_product_data(
+                ref,
+                content,
+                tokens_prompt=generated.tokens_prompt,
+                tokens_completion=generated.tokens_completion,
+                tokens_cached=generated.tokens_cached,
+                tokens_reasoning=generated.tokens_reasoning,
+                generator_version=generated.generator_version or provider.generator_version,
+                override_approval=override_approval,
+            )
+        except ApprovedContent as exc:  # approved while it was being generated: its cost is wasted
+            wasted = generated.tokens_spent + generated.tokens_wasted
+            memory.count_wasted_tokens(wasted)
+            return _locked(exc, tokens_wasted=wasted)
         memory.count_wasted_tokens(generated.tokens_wasted)
-        memory.save_product_data(
-            ref,
-            generated.content,
-            tokens_prompt=generated.tokens_prompt,
-            tokens_completion=generated.tokens_completion,
-            tokens_cached=generated.tokens_cached,
-            tokens_reasoning=generated.tokens_reasoning,
-            generator_version=generated.generator_version or provider.generator_version,
-        )
     metrics.observe_generation(elapsed)
     if force_regenerate:
         outcome_status = FORCED
@@ -233,7 +267,7 @@ def generate_product(
     else:
         outcome_status = GENERATED
     return ProductOutcome(ref.product_id, outcome_status, tokens_spent=generated.tokens_spent,
-                          tokens_wasted=generated.tokens_wasted, content=generated.content)
+                          tokens_wasted=generated.tokens_wasted, content=content)
 
 
 def validate_batch_size(batch_size: Any, name: str = "batch_size") -> int:
@@ -268,9 +302,11 @@ def generate_batch(
     provider: ContentProvider | None = None,
     on_outcome: Callable[[ProductOutcome], None] | None = None,
     halted: str | None = None,
+    override_approval: bool = False,
 ) -> BatchResult:
     """One batch check for every product, then generation of the misses only, up to
-    :func:`in_flight_limit` at once, until the provider takes no more calls.
+    :func:`in_flight_limit` at once, until the provider takes no more calls; forced, approved
+    entries are ``LOCKED`` unless ``override_approval``.
 
     A new generation starts as soon as one ends (no chunk waits for its slowest product). Once
     an outcome halts the batch (``CircuitOpen``: not attempted; ``QuotaExhausted``: failed),
@@ -313,9 +349,9 @@ def generate_batch(
         product_id = ref.product_id
         lookup = lookups.get(product_id)
         # A product listed twice goes through generation again, where it finds the first copy.
-        if lookup and lookup.hit and product_id not in seen and lookup.hit.snapshot.status(
+        if lookup and lookup.hit and product_id not in seen and lookup.hit.snapshot.serves(
             ref.fingerprint, provider.generator_version
-        ) == "active":
+        ):
             memory.count_lookups([lookup])
             done(index, _reused(lookup))
         else:
@@ -329,7 +365,7 @@ def generate_batch(
         seen.add(product_id)
 
     halted = _generate_misses(misses, force_regenerate, provider, in_flight_limit(batch_size, provider),
-                              done, halted)
+                              done, halted, override_approval)
     result = BatchResult([o for o in outcomes if o is not None], halted=halted)
     logger.info(
         "Processamento em lote: %d/%d produtos reutilizados da memória", result.count(REUSED), len(products)
@@ -340,7 +376,8 @@ def generate_batch(
 
 
 def _generate_misses(misses, force_regenerate: bool, provider: ContentProvider, in_flight: int,
-                     done: Callable[[int, ProductOutcome], None], halted: str | None) -> str | None:
+                     done: Callable[[int, ProductOutcome], None], halted: str | None,
+                     override_approval: bool = False) -> str | None:
     """Generate ``misses`` with ``in_flight`` at a time (in this thread when 1), each outcome to
     ``done`` as it ends; the rest not attempted once one halts the batch. Returns why it halted."""
     pending = iter(misses)
@@ -354,7 +391,8 @@ def _generate_misses(misses, force_regenerate: bool, provider: ContentProvider, 
     if in_flight == 1:
         while halted is None and (item := next(pending, None)) is not None:
             index, product, _, status = item
-            ended(index, generate_product(product, force_regenerate, provider=provider, known_status=status))
+            ended(index, generate_product(product, force_regenerate, provider=provider, known_status=status,
+                                          override_approval=override_approval))
     else:
         running: dict[Future, int] = {}
         with ThreadPoolExecutor(max_workers=in_flight, thread_name_prefix="memory-generation") as pool:
@@ -365,7 +403,8 @@ def _generate_misses(misses, force_regenerate: bool, provider: ContentProvider, 
                         break
                     index, product, _, status = item
                     running[pool.submit(_in_own_thread, generate_product, product, force_regenerate,
-                                        provider=provider, known_status=status)] = index
+                                        provider=provider, known_status=status,
+                                        override_approval=override_approval)] = index
                 if not running:
                     break
                 finished, _ = wait(running, return_when=FIRST_COMPLETED)

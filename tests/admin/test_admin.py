@@ -20,7 +20,7 @@ from memory.admin.entries import estimated_count
 from memory.models import ProductMemoryEntry
 from memory.engine.memory import ProductMemory
 from memory.providers.prompts import current_generator_version
-from memory.io.schema import EXPORT_FIELDS
+from memory.io.schema import ENTRY_FIELDS, EXPORT_FIELDS
 from memory.engine.tiers import cache_key
 from memory.io.export import write_export
 from memory.io.importer import import_entries
@@ -611,7 +611,7 @@ def test_exported_file_imports_back(staff, entries, fmt, redis_client, django_ca
     assert response.status_code == 302
     restored = ProductMemoryEntry.objects.get(product_id="ABC-1", kind="main_content")
     original = entries["active"]
-    for name in EXPORT_FIELDS:
+    for name in [*ENTRY_FIELDS, "version"]:  # the history comes back too: the same version, same origin
         assert getattr(restored, name) == getattr(original, name), name
     assert restored.title == "Tênis de Corrida Leve"
     assert ProductMemoryEntry.objects.get(product_id="OLD-3").generator_version == "template:template:p0"
@@ -686,7 +686,7 @@ def test_manage_memory_import_reads_what_the_admin_exports(staff, entries, fmt):
     report = import_entries(io.BytesIO(data), fmt)
     assert report.errors == [] and report.created == 2
     restored = ProductMemoryEntry.objects.get(product_id="ABC-1", kind="main_content")
-    for name in EXPORT_FIELDS:
+    for name in [*ENTRY_FIELDS, "version"]:  # the history comes back too: the same version, same origin
         assert getattr(restored, name) == getattr(entries["active"], name), name
 
 
@@ -701,7 +701,7 @@ def test_admin_imports_what_manage_memory_exports(staff, entries, fmt, django_ca
     with django_capture_on_commit_callbacks(execute=True):
         confirm(staff, preview)
     restored = ProductMemoryEntry.objects.get(product_id="XYZ-2", kind="main_content")
-    for name in EXPORT_FIELDS:
+    for name in [*ENTRY_FIELDS, "version"]:  # the history comes back too: the same version, same origin
         assert getattr(restored, name) == getattr(entries["other"], name), name
 
 

@@ -46,12 +46,15 @@ def test_a_save_is_one_sql_statement_and_a_read_from_l3_is_one(no_redis):
     with CaptureQueriesContext(connection) as queries:
         memory.save_product_data(PRODUCT, FIRST)
     writes = [q["sql"] for q in queries.captured_queries if "memory_productmemoryentry" in q["sql"]]
-    assert len(writes) == 1 and writes[0].startswith("INSERT")
+    # The row and its new version (and the retention's delete) in one statement.
+    assert len(writes) == 1 and writes[0].startswith("WITH saved AS ( INSERT INTO")
+    assert "memory_contentversion" in writes[0]
     caches["memory_l1"].clear()
     with CaptureQueriesContext(connection) as queries:
         hit = memory.get_product_data("UPS-1")
     reads = [q for q in queries.captured_queries if "memory_productmemoryentry" in q["sql"]]
     assert hit.tier == "l3" and hit.content == FIRST and len(reads) == 1
+    assert not any("memory_contentversion" in q["sql"] for q in queries.captured_queries)  # a hit reads no version
     assert hit.created_at.tzinfo is not None
     assert abs(hit.created_at - datetime.now(dt_timezone.utc)) < timedelta(minutes=1)
 

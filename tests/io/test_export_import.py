@@ -18,7 +18,7 @@ from memory.engine.memory import ProductMemory
 from memory.engine.tiers import cache_key
 from memory.io.export import iter_export
 from memory.io.importer import import_entries
-from memory.io.schema import EXPORT_FIELDS, ImportFileError
+from memory.io.schema import EXPORT_FIELDS, ImportFileError, exported_versions
 
 from tests.helpers import (
     FORMULA_TEXTS, ROUND_TRIP_TEXTS, SPREADSHEET_TRIGGERS, T0, make_entries, make_formula_entries, snapshot_table,
@@ -168,7 +168,8 @@ def test_xlsx_in_the_admin_layout_is_imported(tmp_path):
             e.tokens_prompt, e.tokens_completion, e.tokens_cached, e.tokens_reasoning, e.hit_count, e.tokens_saved,
             e.created_at.isoformat(), e.updated_at.isoformat(),
             e.last_hit_at.astimezone(local).replace(tzinfo=None) if e.last_hit_at else None,
-            e.expires_at.isoformat(), e.title,
+            e.expires_at.isoformat(), e.origin, e.author, e.approved, e.approved_by, None,
+            json.dumps(exported_versions(e.versions.all()), ensure_ascii=False), e.title,
         ])
     path = tmp_path / "entradas.xlsx"
     path.write_bytes(dataset.export("xlsx"))

@@ -23,7 +23,8 @@ from memory.infra.formatting import cost, integer
 from memory.management.batch_output import BatchOutput
 from memory.management.terminal import EXIT_INCOMPLETE, dumps, memory_log_level, plain
 from memory.services.generation import (
-    FAILED, MAX_BATCH_SIZE, NOT_ATTEMPTED, REGENERATED, REUSED, BatchResult, generate_batch, validate_batch_size,
+    FAILED, LOCKED, MAX_BATCH_SIZE, NOT_ATTEMPTED, REGENERATED, REUSED, BatchResult, generate_batch,
+    validate_batch_size,
 )
 from memory.engine.identifiers import extract_product_identifier
 from memory.providers import GenerationError
@@ -42,6 +43,8 @@ class Command(BaseCommand):
         parser.add_argument("--batch-size", type=int, default=10,
                             help=f"gerações por lote (1 a {MAX_BATCH_SIZE}, padrão 10)")
         parser.add_argument("--force", action="store_true", help="regenera mesmo o que está na memória")
+        parser.add_argument("--override-approval", action="store_true",
+                            help="com --force, regenera também o conteúdo aprovado (a aprovação é retirada)")
         parser.add_argument("--json", action="store_true", help="resumo em JSON")
         batch = parser.add_argument_group("Batch API (LLM_PROVIDER=openai)")
         batch.add_argument("--batch-api", action="store_true",
@@ -130,6 +133,7 @@ class Command(BaseCommand):
                     [product for _, product in chunk],
                     batch_size=options["batch_size"],
                     force_regenerate=options["force"],
+                    override_approval=options["override_approval"],
                     on_outcome=lambda _: progress.advance(task),
                     halted=result.halted,  # once the provider takes no more calls, the run stops calling it
                 )
@@ -170,6 +174,7 @@ class Command(BaseCommand):
             "stale_regenerated": result.count(REGENERATED),
             "failed": result.count(FAILED) + len(bad_rows),
             "not_attempted": result.count(NOT_ATTEMPTED),
+            "locked": result.count(LOCKED),
             "tokens_spent": result.tokens_spent,
             "tokens_saved": result.tokens_saved,
             "tokens_wasted": result.tokens_wasted,
@@ -205,6 +210,7 @@ class Command(BaseCommand):
             "stale_regenerated": "Regenerados (desatualizados)",
             "failed": "Falhas",
             "not_attempted": "Não tentados (sem chamada ao provedor)",
+            "locked": "Aprovados, não regenerados",
             "tokens_spent": "Tokens gastos",
             "tokens_saved": "Tokens economizados",
             "tokens_wasted": "Tokens desperdiçados (tentativas falhas ou descartadas)",
@@ -212,5 +218,7 @@ class Command(BaseCommand):
         }
         for key, label in labels.items():
             value = summary[key]
+            if key == "locked" and not value:
+                continue  # only a forced run meets approved content
             table.add_row(label, cost(value) if key == "estimated_cost_saved_usd" else integer(value))
         Console(file=self.stdout, width=80).print(table)
