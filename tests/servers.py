@@ -21,6 +21,11 @@ from django.conf import settings
 from tests.helpers import wait_for
 
 
+GUNICORN = [str(Path(sys.executable).parent / "gunicorn"), "--no-control-socket"]
+"""gunicorn as the tests start it: without its control socket, one fixed path per user
+(``~/.gunicorn/gunicorn.ctl``) that each gunicorn started meanwhile would take from the others."""
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -153,7 +158,7 @@ class ApiServer:
         self.log_path = log_path
         self._log = log_path.open("w")
         self.proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / "gunicorn"), "beecatalog.wsgi", "--bind", f"127.0.0.1:{self.port}",
+            [*GUNICORN, "beecatalog.wsgi", "--bind", f"127.0.0.1:{self.port}",
              "--workers", str(workers), "--timeout", "60", "--graceful-timeout", "5"],
             cwd=settings.BASE_DIR, env=env, stdout=self._log, stderr=subprocess.STDOUT,
         )

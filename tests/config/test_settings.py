@@ -11,10 +11,9 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from tests.servers import free_port
+from tests.servers import GUNICORN, free_port
 
 ROOT = Path(settings.BASE_DIR)
-GUNICORN = Path(sys.executable).parent / "gunicorn"
 KEY = secrets.token_urlsafe(50)
 
 
@@ -54,7 +53,7 @@ def test_debug_off_without_a_key_or_with_a_public_one_refuses_to_start_in_one_li
 @pytest.mark.slow
 def test_gunicorn_refuses_the_public_key_in_one_line_before_starting_a_worker():
     """gunicorn.conf.py loads the settings in the master: no worker starts, nothing is listening."""
-    done = run([GUNICORN, "beecatalog.wsgi", "--bind", f"127.0.0.1:{free_port()}", "--workers", "2"],
+    done = run([*GUNICORN, "beecatalog.wsgi", "--bind", f"127.0.0.1:{free_port()}", "--workers", "2"],
                SECRET_KEY="dev-insecure-change-me", DEBUG="false")
     assert done.returncode == 4, done.stderr[-2000:]
     assert "Traceback" not in done.stderr and "Booting worker" not in done.stderr

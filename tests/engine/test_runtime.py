@@ -22,7 +22,7 @@ from memory.engine.locks import lock_renewer, product_lock
 from memory.engine.memory import ProductMemory
 from memory.models import ProductMemoryEntry
 
-from tests.servers import RedisServer, free_port
+from tests.servers import GUNICORN, RedisServer, free_port
 
 ROOT = Path(settings.BASE_DIR)
 LISTENER, PUSHER, RENEWER = "memory-l1-invalidation", "memory-hit-counts", "memory-lock-renewal"
@@ -208,9 +208,8 @@ def run_until_settled(command: list[str], env: dict, client: redis_py.Redis, exp
 @pytest.mark.slow
 def test_gunicorn_preload_each_worker_subscribes_and_the_master_does_not(child_env, tmp_path):
     env, client = child_env
-    gunicorn = str(Path(sys.executable).parent / "gunicorn")
     run_until_settled(
-        [gunicorn, "beecatalog.wsgi", "--preload", "--workers", "2", "--bind", f"127.0.0.1:{free_port()}"],
+        [*GUNICORN, "beecatalog.wsgi", "--preload", "--workers", "2", "--bind", f"127.0.0.1:{free_port()}"],
         env, client, 2, tmp_path / "gunicorn.log",
     )
 

@@ -53,6 +53,9 @@ def test_no_worker_is_degraded_and_a_running_worker_is_ok(broker_env, tmp_path):
         cwd=settings.BASE_DIR, env=broker_env, stdout=log, stderr=subprocess.STDOUT,
     )
     try:
+        # each health check is a process of its own: ask once the worker says it consumes the queue
+        assert wait_for(lambda: " ready." in (tmp_path / "worker.log").read_text(), 90, interval=0.1), (
+            (tmp_path / "worker.log").read_text())
         seen = []
         assert wait_for(lambda: seen.append(health(broker_env)[0]) or seen[-1]["status"] == "ok", 90, interval=0.5), (
             seen[-1], (tmp_path / "worker.log").read_text())

@@ -3,7 +3,6 @@ import email.utils
 import time
 
 import pytest
-from django.test import override_settings
 
 from memory.providers import (
     BadProviderOutput,
@@ -134,13 +133,18 @@ def test_back_off_without_retry_after_grows_with_jitter(fake_openai):
     ids=["seconds", "retry-after-ms", "http-date"],
 )
 def test_retry_after_is_honoured(fake_openai, headers, at_least):
+    date = None
     if headers == "http-date":
-        # 2.5 s ahead, cut to a whole second (1.5 to 2.5 s ahead): still a second away when the
-        # SDK reads it, even half a second later on a loaded machine.
-        headers = {"Retry-After": email.utils.formatdate(time.time() + 2.5, usegmt=True)}
+        date = int(time.time()) + 3  # a whole second, as the header has it
+        headers = {"Retry-After": email.utils.formatdate(date, usegmt=True)}
     fake_openai.script(error(429, headers=headers))
     provider(fake_openai.url).generate(PRODUCT)
+    if date is not None:
+        # The wait the date asked for when the first request arrived (however late that was).
+        arrived = time.time() - (time.monotonic() - fake_openai.requests[0].at)
+        at_least = date - arrived
     # The SDK's own first back-off is at most 0.5 s: a longer gap is the server's.
+    assert at_least > 0.5
     assert fake_openai.calls == 2 and fake_openai.gaps()[0] >= at_least - 0.02
 
 
@@ -218,8 +222,10 @@ def test_retries_and_asking_again_share_one_budget_of_attempts(fake_openai):
     assert fake_openai.calls == 3
 
 
-@override_settings(LLM_PROVIDER="openai", OPENAI_API_KEY="sk-test", LLM_MAX_ATTEMPTS=1)
 def test_one_client_per_process_reuses_its_connection(fake_openai, settings):
+    # All through the settings fixture: an override_settings decorator ends before the fixture
+    # undoes its own change, which then restores the decorator's settings for every later test.
+    settings.LLM_PROVIDER, settings.OPENAI_API_KEY, settings.LLM_MAX_ATTEMPTS = "openai", "sk-test", 1
     settings.OPENAI_BASE_URL = fake_openai.url
     for _ in range(5):
         get_provider().generate(PRODUCT)  # a new provider each time, as generate_product makes

@@ -10,33 +10,31 @@ from django.db import connection
 
 from memory.models import ProductMemoryEntry
 from tests.helpers import stop_process
+from tests.servers import RedisServer
 
 ROOT = Path(__file__).resolve().parents[2]
-BROKER_DB = 13
 
 
 @pytest.fixture
-def worker(transactional_db, redis_client):
+def worker(transactional_db):
+    """A worker on a redis-server of the test's own (broker, results and L2): no Redis database
+    that another run, or another pytest-xdist worker, uses."""
     settings = connection.settings_dict
     database_url = (
         f"postgres://{settings['USER']}:{settings['PASSWORD'] or ''}@{settings['HOST']}:{settings['PORT']}/{settings['NAME']}"
     )
-    host = redis_client.connection_pool.connection_kwargs.get("host", "127.0.0.1")
-    port = redis_client.connection_pool.connection_kwargs.get("port", 6379)
-    broker = f"redis://{host}:{port}/{BROKER_DB}"
+    server = RedisServer().start()
+    broker = server.url
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "beecatalog.settings",
         "DATABASE_URL": database_url,
-        "REDIS_URL": f"redis://{host}:{port}/{BROKER_DB}",
+        "REDIS_URL": broker,
         "CELERY_BROKER_URL": broker,
         "CELERY_RESULT_BACKEND": broker,
         "CELERY_TASK_ALWAYS_EAGER": "false",
         "LLM_PROVIDER": "template",
     }
-    import redis
-
-    redis.Redis.from_url(broker).flushdb()
     proc = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "beecatalog", "worker", "--pool", "solo", "--loglevel", "INFO",
          "--without-gossip", "--without-mingle", "--without-heartbeat"],
@@ -47,7 +45,7 @@ def worker(transactional_db, redis_client):
         yield client
     finally:
         stop_process(proc, timeout=10)
-        redis.Redis.from_url(broker).flushdb()
+        server.kill()
 
 
 @pytest.mark.slow
