@@ -259,8 +259,10 @@ class ProductMemory:
         generator_version: str | None = None,
         source_data: dict | None = None,
         count_generation: bool = True,
+        family_id: str = "",
     ) -> Snapshot:
-        """Store generated content: PostgreSQL first, in a transaction, then Redis and L1."""
+        """Store generated content: PostgreSQL first, in a transaction, then Redis and L1.
+        ``family_id``: the variant family the content was derived from (none: its own content)."""
         ref = resolve_product(product)
         content = validate_content(content)
         ttl = validate_ttl(ttl)
@@ -287,12 +289,24 @@ class ProductMemory:
             tokens_prompt=tokens_prompt,
             tokens_completion=tokens_completion,
             expires_at=timezone.now() + timedelta(seconds=ttl),
+            family_id=text("family_id", family_id, max_length=255),
         )
         self.refresh_caches([snapshot])
         if count_generation:
-            self.counter.record_generation(snapshot.tokens_spent)
-            metrics.count_generation_stored(snapshot.tokens_spent)
+            self.count_generation(snapshot.tokens_spent)
         return snapshot
+
+    def count_generation(self, tokens: int) -> None:
+        """Count one generation stored, having cost ``tokens`` (what ``save_product_data`` counts)."""
+        self.counter.record_generation(tokens)
+        metrics.count_generation_stored(tokens)
+
+    def count_family_saving(self, tokens: int) -> None:
+        """Count what a variant derived from its family's base saved: the base's generation,
+        which it did not pay again (``tokens_saved_by_family``)."""
+        tokens = whole_number("tokens_saved_by_family", tokens, maximum=INT_MAX)
+        self.counter.record_family_saving(tokens)
+        metrics.count_tokens_saved_by_family(tokens)
 
     def count_wasted_tokens(self, tokens: int) -> None:
         """Count tokens billed for generation attempts that stored nothing (``tokens_wasted``)."""
@@ -402,6 +416,7 @@ def memory_figures(kind: str | None, generator_version: str, counter=hit_counter
     daily = DailyStats.objects.aggregate(
         hits=Sum("hits"), misses=Sum("misses"), generations=Sum("generations"),
         tokens_spent=Sum("tokens_spent"), tokens_saved=Sum("tokens_saved"), tokens_wasted=Sum("tokens_wasted"),
+        tokens_saved_by_family=Sum("tokens_saved_by_family"),
     )
     pending: dict[str, int] = {}
     for (_, name), n in counter.pending((DAILY_COUNTS,)).daily.items():
@@ -420,6 +435,7 @@ def memory_figures(kind: str | None, generator_version: str, counter=hit_counter
         "tokens_spent": totals["tokens_spent"],
         "tokens_saved": totals["tokens_saved"],
         "tokens_wasted": totals["tokens_wasted"],
+        "tokens_saved_by_family": totals["tokens_saved_by_family"],
         "generator_version": generator_version,
     }
 

@@ -471,19 +471,20 @@ class DatabaseTier(Tier):
 
     UPSERT_SQL = (
         "INSERT INTO {table} (product_id, kind, payload, source_data, input_fingerprint, generator_version,"
-        " tokens_prompt, tokens_completion, hit_count, tokens_saved, created_at, updated_at, expires_at)"
-        " VALUES (%s, %s, %s::jsonb, %s::jsonb, %s, %s, %s, %s, 0, 0, %s, %s, %s)"
+        " tokens_prompt, tokens_completion, hit_count, tokens_saved, created_at, updated_at, expires_at, family_id)"
+        " VALUES (%s, %s, %s::jsonb, %s::jsonb, %s, %s, %s, %s, 0, 0, %s, %s, %s, %s)"
         " ON CONFLICT (product_id, kind) DO UPDATE SET payload = EXCLUDED.payload,"
         " source_data = EXCLUDED.source_data, input_fingerprint = EXCLUDED.input_fingerprint,"
         " generator_version = EXCLUDED.generator_version, tokens_prompt = EXCLUDED.tokens_prompt,"
         " tokens_completion = EXCLUDED.tokens_completion, updated_at = EXCLUDED.updated_at,"
-        " expires_at = EXCLUDED.expires_at"
+        " expires_at = EXCLUDED.expires_at, family_id = EXCLUDED.family_id"
         " RETURNING created_at"
     )
 
     def upsert(self, *, product_id, kind, payload, source_data, input_fingerprint, generator_version,
-               tokens_prompt, tokens_completion, expires_at) -> Snapshot:
-        """Insert or replace the row of ``(product_id, kind)``, keeping its created_at and hit counts.
+               tokens_prompt, tokens_completion, expires_at, family_id: str = "") -> Snapshot:
+        """Insert or replace the row of ``(product_id, kind)``, keeping its created_at and hit counts
+        (``family_id``: the family its content was derived from, empty for content of its own).
 
         On PostgreSQL one ``INSERT ... ON CONFLICT DO UPDATE`` statement, atomic by itself: one
         round trip, where ``update_or_create`` needs four (BEGIN, SELECT FOR UPDATE, write, COMMIT).
@@ -494,7 +495,7 @@ class DatabaseTier(Tier):
             with _dropping_broken_connection(), connection.cursor() as cursor:
                 cursor.execute(self.UPSERT_SQL.format(table=table), [
                     product_id, kind, json.dumps(payload), json.dumps(source_data), input_fingerprint,
-                    generator_version, tokens_prompt, tokens_completion, now, now, expires_at,
+                    generator_version, tokens_prompt, tokens_completion, now, now, expires_at, family_id,
                 ])
                 (created_at,) = cursor.fetchone()
             return Snapshot(
@@ -512,6 +513,7 @@ class DatabaseTier(Tier):
             "tokens_completion": tokens_completion,
             "updated_at": now,
             "expires_at": expires_at,
+            "family_id": family_id,
         }
         with transaction.atomic():
             entry, _ = ProductMemoryEntry.objects.update_or_create(

@@ -41,6 +41,10 @@ TOKENS_SAVED = Counter("beecatalog_memory_tokens_saved", "Tokens saved by servin
 TOKENS_WASTED = Counter(
     "beecatalog_memory_tokens_wasted", "Tokens billed for generation attempts that failed or were discarded"
 )
+TOKENS_SAVED_BY_FAMILY = Counter(
+    "beecatalog_memory_tokens_saved_by_family",
+    "Tokens the variants derived from their family's base content did not cost (one generation per family)",
+)
 REDIS_UP = Gauge(
     "beecatalog_memory_redis_up",
     "1 when Redis (L2) answered at the last scrape, 0 when it is down or not configured",
@@ -73,6 +77,11 @@ def count_tokens_saved(tokens: int) -> None:
 def count_tokens_wasted(tokens: int) -> None:
     if tokens > 0:
         TOKENS_WASTED.inc(tokens)
+
+
+def count_tokens_saved_by_family(tokens: int) -> None:
+    if tokens > 0:
+        TOKENS_SAVED_BY_FAMILY.inc(tokens)
 
 
 def count_generation_stored(tokens: int) -> None:

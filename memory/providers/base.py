@@ -61,3 +61,9 @@ class ContentProvider:
 
     def generate(self, product_data: dict) -> GeneratedContent:
         raise NotImplementedError
+
+    def generate_variant(self, base_content: dict, attributes: list[tuple[str, str]]) -> GeneratedContent:
+        """A variant's title and bullet point (``{"title", "bullet_point"}``) from its family's base
+        content and its ``(label, value)`` attributes (``MEMORY_FAMILY_MODE=ask``)."""
+        raise ProviderRejected(f"O provedor {self.name or type(self).__name__} não escreve variantes;"
+                               f" use MEMORY_FAMILY_MODE=derive")

@@ -38,7 +38,10 @@ from memory.providers.content import (
     parse_content_json,
     validate_generated_content,
 )
-from memory.providers.prompts import SYSTEM_PROMPT, USER_PROMPT_TEMPLATE
+from memory.providers.prompts import (
+    SYSTEM_PROMPT, USER_PROMPT_TEMPLATE, VARIANT_SYSTEM_PROMPT, VARIANT_USER_PROMPT_TEMPLATE,
+)
+from memory.providers.variants import validate_variant_answer, variant_json_schema, variant_request
 
 logger = logging.getLogger("memory")
 
@@ -197,17 +200,23 @@ class OpenAIProvider(ContentProvider):
 
     def request_options(self, product_data: dict) -> dict:
         """The chat-completions request for one product (also the body of a Batch API line)."""
+        return self._options(SYSTEM_PROMPT, USER_PROMPT_TEMPLATE.format(
+            product_json=json.dumps(product_data, ensure_ascii=False, default=str)), content_json_schema())
+
+    def variant_request_options(self, base_content: dict, attributes: list[tuple[str, str]]) -> dict:
+        """The chat-completions request for one variant's title and bullet point."""
+        return self._options(VARIANT_SYSTEM_PROMPT, VARIANT_USER_PROMPT_TEMPLATE.format(
+            variant_json=json.dumps(variant_request(base_content, attributes), ensure_ascii=False)),
+            variant_json_schema())
+
+    def _options(self, system: str, user: str, json_schema: dict) -> dict:
         if self.response_format == "json_schema":
-            response_format = {"type": "json_schema", "json_schema": content_json_schema()}
+            response_format = {"type": "json_schema", "json_schema": json_schema}
         else:
             response_format = {"type": "json_object"}
         options = {
             "model": self.model,
-            "messages": [
-                {"role": "system", "content": SYSTEM_PROMPT},
-                {"role": "user", "content": USER_PROMPT_TEMPLATE.format(
-                    product_json=json.dumps(product_data, ensure_ascii=False, default=str))},
-            ],
+            "messages": [{"role": "system", "content": system}, {"role": "user", "content": user}],
             "response_format": response_format,
             "max_completion_tokens": self.max_tokens,
         }
@@ -216,7 +225,15 @@ class OpenAIProvider(ContentProvider):
         return options
 
     def generate(self, product_data: dict) -> GeneratedContent:
-        options = self.request_options(product_data)
+        return self._complete(self.request_options(product_data), validate_generated_content)
+
+    def generate_variant(self, base_content: dict, attributes: list[tuple[str, str]]) -> GeneratedContent:
+        """A short call: the variant's title and bullet point (``{"title", "bullet_point"}``)."""
+        return self._complete(self.variant_request_options(base_content, attributes), validate_variant_answer)
+
+    def _complete(self, options: dict, validate) -> GeneratedContent:
+        """One generation: the request, retried and re-asked within ``max_attempts``; ``validate``
+        checks the answer's JSON (``ValueError`` when it is not content of its schema)."""
         if not self.api_key:
             options["extra_headers"] = NO_AUTHORIZATION
         used = 0
@@ -232,7 +249,7 @@ class OpenAIProvider(ContentProvider):
                 raise error from None
             used += raw.retries_taken + 1
             try:
-                return dataclasses.replace(self.parse(raw.parse()), tokens_wasted=wasted)
+                return dataclasses.replace(self.parse(raw.parse(), validate), tokens_wasted=wasted)
             except TruncatedOutput as exc:
                 exc.tokens_wasted += wasted
                 raise
@@ -244,9 +261,9 @@ class OpenAIProvider(ContentProvider):
                                    exc, used + 1, self.max_attempts)
         raise BadProviderOutput(f"{_failed_after(used)}: {problem}", tokens_wasted=wasted)
 
-    def parse(self, completion) -> GeneratedContent:
+    def parse(self, completion, validate=validate_generated_content) -> GeneratedContent:
         """Content and usage of one chat completion; ``BadProviderOutput`` (carrying the tokens it
-        cost) when it holds no valid content."""
+        cost) when it holds no valid content (``validate``: the content schema by default)."""
         usage = getattr(completion, "usage", None)
         prompt = int(getattr(usage, "prompt_tokens", 0) or 0)
         answer = int(getattr(usage, "completion_tokens", 0) or 0)
@@ -264,7 +281,7 @@ class OpenAIProvider(ContentProvider):
             raise BadProviderOutput(f"resposta inválida (o modelo recusou: {str(message.refusal)[:200]})",
                                     tokens_wasted=prompt + answer)
         try:
-            content = validate_generated_content(parse_content_json(message.content))
+            content = validate(parse_content_json(message.content))
         except ValueError as exc:
             raise BadProviderOutput(f"resposta inválida ({exc})", tokens_wasted=prompt + answer) from None
         return GeneratedContent(

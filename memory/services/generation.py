@@ -22,6 +22,7 @@ from django.db import connections
 
 from memory.infra import metrics
 from memory.models import DEFAULT_KIND
+from memory.engine.families import product_family
 from memory.engine.locks import product_lock
 from memory.engine.memory import Lookup, ProductMemory, ProductRef, resolve_product
 from memory.engine.validators import json_object, text, whole_number
@@ -29,6 +30,7 @@ from memory.providers import (
     CircuitOpen, ContentProvider, GenerationError, ProviderUnavailable, QuotaExhausted, get_provider,
 )
 from memory.providers.template import FIELD_ALIASES
+from memory.services import families
 
 logger = logging.getLogger("memory")
 
@@ -40,8 +42,9 @@ REGENERATED = "regenerated"  # the stored entry was stale or expired
 FORCED = "forced"
 FAILED = "failed"
 NOT_ATTEMPTED = "not_attempted"  # no call was made: the provider took no more calls (nothing paid)
-# The statuses of a product that got no content.
+# The statuses of a product that got no content, and of one whose content was made now.
 UNFINISHED = (FAILED, NOT_ATTEMPTED)
+PRODUCED = (GENERATED, REGENERATED, FORCED)
 
 # Why a generation failed (``ProductOutcome.failure``): the provider could not answer now (out of
 # quota, rate limited, timed out, down), or it answered with nothing usable.
@@ -63,7 +66,8 @@ def validate_product_data(product_data: Any) -> dict:
 
     It must be a JSON object PostgreSQL can store (it is saved as the entry's source data), and
     each field the writers read must fit its limit: a 6,000-character title is refused here,
-    before any provider is paid or any task queued, not by the content schema afterwards.
+    before any provider is paid or any task queued, not by the content schema afterwards. A family
+    field (``MEMORY_FAMILY_FIELDS``) must hold a usable family id.
     """
     try:
         json_object("product_data", product_data)
@@ -73,6 +77,10 @@ def validate_product_data(product_data: Any) -> dict:
                 value = product_data.get(name)
                 if value is not None:
                     text(f"product_data: {name}", value if isinstance(value, str) else str(value), max_length=limit)
+        try:
+            product_family(product_data)
+        except ValueError as exc:
+            raise ValueError(f"product_data: {exc}") from None
     except ValueError as exc:
         raise InvalidProductData(str(exc)) from None
     return product_data
@@ -94,6 +102,11 @@ class ProductOutcome:
     # The provider takes no more calls for now (breaker open, quota spent): a batch starts no
     # new generation after this outcome. Not part of the summary.
     halts_batch: bool = False
+    # A variant (memory.services.families): its family, and the base generation it reused.
+    family: str | None = None
+    tokens_saved_by_family: int = 0
+    # The family's base generation failed: the batch asks for it no more (not part of the summary).
+    family_base_failed: bool = False
 
     @property
     def from_cache(self) -> bool:
@@ -112,6 +125,9 @@ class ProductOutcome:
             data["error"] = self.error
         if self.failure:
             data["failure"] = self.failure
+        if self.family is not None:
+            data["family"] = self.family
+            data["tokens_saved_by_family"] = self.tokens_saved_by_family
         if self.index is not None:
             data["index"] = self.index
         if with_content:
@@ -142,7 +158,17 @@ class BatchResult:
     def tokens_wasted(self) -> int:
         return sum(o.tokens_wasted for o in self.outcomes)
 
+    @property
+    def tokens_saved_by_family(self) -> int:
+        return sum(o.tokens_saved_by_family for o in self.outcomes)
+
+    def derived(self) -> tuple[int, int]:
+        """How many variants got content made from their family's base, and from how many families."""
+        made = [o.family for o in self.outcomes if o.family is not None and o.status in PRODUCED]
+        return len(made), len(set(made))
+
     def summary(self) -> dict:
+        derived, from_families = self.derived()
         return {
             "total": len(self.outcomes),
             "reused": self.count(REUSED),
@@ -153,6 +179,9 @@ class BatchResult:
             "tokens_spent": self.tokens_spent,
             "tokens_saved": self.tokens_saved,
             "tokens_wasted": self.tokens_wasted,
+            "derived_variants": derived,
+            "families": from_families,
+            "tokens_saved_by_family": self.tokens_saved_by_family,
             "products": [o.summary() for o in self.outcomes],
         }
 
@@ -168,6 +197,7 @@ def generate_product(
     provider: ContentProvider | None = None,
     known_status: str | None = None,
     kind: str = DEFAULT_KIND,
+    regenerate_family: bool | None = None,
 ) -> ProductOutcome:
     """Serve the product from memory, or generate it once (single flight) and store it.
 
@@ -176,6 +206,9 @@ def generate_product(
     ``ValueError``: nothing is generated. A failed generation saves nothing and counts no
     savings; its outcome says why (``failure``). When the provider's circuit breaker is open
     (``CircuitOpen``: no call made) the outcome is ``NOT_ATTEMPTED``.
+
+    A variant of a family (:mod:`memory.services.families`) is made from its family's base
+    content; ``regenerate_family`` (default: ``force_regenerate``) makes that base anew too.
     """
     provider = provider or get_provider()
     memory = ProductMemory(kind, generator_version=provider.generator_version)
@@ -192,6 +225,8 @@ def generate_product(
         status = lookup.status
 
     validate_product_data(product_data)  # what is served needs no check; what is generated does
+    family = product_family(product_data)
+    variant = None
     with product_lock(ref.product_id, memory.kind):  # waits for as long as another holder generates
         if not force_regenerate:
             # Whoever held the lock may have just generated it.
@@ -202,28 +237,38 @@ def generate_product(
             status = lookup.status
         started = time.perf_counter()
         try:
-            generated = provider.generate(product_data)
+            if family is None:
+                generated = provider.generate(product_data)
+            else:
+                variant = families.make_variant(family, provider, regenerate_base=(
+                    force_regenerate if regenerate_family is None else regenerate_family))
+                generated = variant.generated()
         except CircuitOpen as exc:
             logger.warning("Produto %s não tentado: %s", ref.product_id, exc)
             return ProductOutcome(ref.product_id, NOT_ATTEMPTED, error=str(exc), failure=PROVIDER_UNAVAILABLE,
-                                  halts_batch=True)
+                                  halts_batch=True, family=family and family.id)
         except (GenerationError, ValueError) as exc:
             logger.error("Falha ao gerar conteúdo do produto %s: %s", ref.product_id, exc)
             wasted = getattr(exc, "tokens_wasted", 0)
             memory.count_wasted_tokens(wasted)
             failure = PROVIDER_UNAVAILABLE if isinstance(exc, ProviderUnavailable) else PROVIDER_ERROR
             return ProductOutcome(ref.product_id, FAILED, error=str(exc), tokens_wasted=wasted, failure=failure,
-                                  halts_batch=isinstance(exc, QuotaExhausted))
+                                  halts_batch=isinstance(exc, QuotaExhausted), family=family and family.id,
+                                  family_base_failed=getattr(exc, "family_base", None) is not None)
         elapsed = time.perf_counter() - started
         memory.count_wasted_tokens(generated.tokens_wasted)
-        memory.save_product_data(
-            ref,
-            generated.content,
-            tokens_prompt=generated.tokens_prompt,
-            tokens_completion=generated.tokens_completion,
-            generator_version=generated.generator_version or provider.generator_version,
-        )
-    metrics.observe_generation(elapsed)
+        if variant is None:
+            memory.save_product_data(
+                ref,
+                generated.content,
+                tokens_prompt=generated.tokens_prompt,
+                tokens_completion=generated.tokens_completion,
+                generator_version=generated.generator_version or provider.generator_version,
+            )
+        else:
+            families.save_variant(memory, ref, family, variant)
+    if variant is None or variant.calls:
+        metrics.observe_generation(elapsed)
     if force_regenerate:
         outcome_status = FORCED
     elif status in ("stale", "expired"):
@@ -231,7 +276,9 @@ def generate_product(
     else:
         outcome_status = GENERATED
     return ProductOutcome(ref.product_id, outcome_status, tokens_spent=generated.tokens_spent,
-                          tokens_wasted=generated.tokens_wasted, content=generated.content)
+                          tokens_wasted=generated.tokens_wasted, content=generated.content,
+                          family=family and family.id,
+                          tokens_saved_by_family=variant.tokens_saved_by_family if variant else 0)
 
 
 def validate_batch_size(batch_size: Any, name: str = "batch_size") -> int:
@@ -326,7 +373,8 @@ def generate_batch(
                                lookup.status if lookup and product_id not in seen else None))
         seen.add(product_id)
 
-    halted = _generate_misses(misses, force_regenerate, provider, in_flight_limit(batch_size, provider),
+    units = families.by_family(misses, lambda item: item[1])  # a family's variants together: one base call
+    halted = _generate_misses(units, force_regenerate, provider, in_flight_limit(batch_size, provider),
                               done, halted)
     result = BatchResult([o for o in outcomes if o is not None], halted=halted)
     logger.info(
@@ -337,38 +385,66 @@ def generate_batch(
     return result
 
 
-def _generate_misses(misses, force_regenerate: bool, provider: ContentProvider, in_flight: int,
-                     done: Callable[[int, ProductOutcome], None], halted: str | None) -> str | None:
-    """Generate ``misses`` with ``in_flight`` at a time (in this thread when 1), each outcome to
-    ``done`` as it ends; the rest not attempted once one halts the batch. Returns why it halted."""
-    pending = iter(misses)
+def _generate_unit(unit, force_regenerate: bool, provider: ContentProvider) -> list[tuple[int, ProductOutcome]]:
+    """Generate the misses of one unit (one product, or the variants of one family) in order.
 
-    def ended(index: int, outcome: ProductOutcome) -> None:
+    A forced family has its base made anew once, by its first variant; once a variant's base
+    generation fails, the others are not asked for it again (they fail with its reason), and once
+    an outcome halts the batch the rest of the unit is not attempted."""
+    results: list[tuple[int, ProductOutcome]] = []
+    halted: str | None = None
+    base_failed: ProductOutcome | None = None
+    for position, (index, product, product_id, status) in enumerate(unit):
+        if halted is not None:
+            outcome = _not_attempted(product_id, halted)
+        elif base_failed is not None:
+            outcome = ProductOutcome(
+                product_id, FAILED, failure=base_failed.failure, family=base_failed.family,
+                error=f"o conteúdo base da família {base_failed.family} falhou neste lote: {base_failed.error}")
+        else:
+            outcome = generate_product(product, force_regenerate, provider=provider, known_status=status,
+                                       regenerate_family=force_regenerate and position == 0)
+            if outcome.halts_batch:
+                halted = outcome.error or outcome.status
+            elif outcome.family_base_failed:
+                base_failed = outcome
+        results.append((index, outcome))
+    return results
+
+
+def _generate_misses(units, force_regenerate: bool, provider: ContentProvider, in_flight: int,
+                     done: Callable[[int, ProductOutcome], None], halted: str | None) -> str | None:
+    """Generate the units of misses (:func:`memory.services.families.by_family`) with ``in_flight``
+    at a time (in this thread when 1), each outcome to ``done`` as its unit ends; the rest not
+    attempted once one halts the batch. Returns why it halted."""
+    pending = iter(units)
+
+    def ended(results: list[tuple[int, ProductOutcome]]) -> None:
         nonlocal halted
-        done(index, outcome)
-        if outcome.halts_batch and halted is None:
-            halted = outcome.error or outcome.status
+        for index, outcome in results:
+            done(index, outcome)
+            if outcome.halts_batch and halted is None:
+                halted = outcome.error or outcome.status
 
     if in_flight == 1:
-        while halted is None and (item := next(pending, None)) is not None:
-            index, product, _, status = item
-            ended(index, generate_product(product, force_regenerate, provider=provider, known_status=status))
+        while halted is None and (unit := next(pending, None)) is not None:
+            ended(_generate_unit(unit, force_regenerate, provider))
     else:
-        running: dict[Future, int] = {}
+        running: dict[Future, None] = {}
         with ThreadPoolExecutor(max_workers=in_flight, thread_name_prefix="memory-generation") as pool:
             while True:
                 while halted is None and len(running) < in_flight:
-                    item = next(pending, None)
-                    if item is None:
+                    unit = next(pending, None)
+                    if unit is None:
                         break
-                    index, product, _, status = item
-                    running[pool.submit(_in_own_thread, generate_product, product, force_regenerate,
-                                        provider=provider, known_status=status)] = index
+                    running[pool.submit(_in_own_thread, _generate_unit, unit, force_regenerate, provider)] = None
                 if not running:
                     break
                 finished, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in finished:
-                    ended(running.pop(future), future.result())
-    for index, _, product_id, _ in pending:  # what was never started: the batch halted
-        done(index, _not_attempted(product_id, halted))
+                    running.pop(future)
+                    ended(future.result())
+    for unit in pending:  # what was never started: the batch halted
+        for index, _, product_id, _ in unit:
+            done(index, _not_attempted(product_id, halted))
     return halted

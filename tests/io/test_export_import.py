@@ -168,7 +168,7 @@ def test_xlsx_in_the_admin_layout_is_imported(tmp_path):
             e.tokens_prompt, e.tokens_completion, e.hit_count, e.tokens_saved,
             e.created_at.isoformat(), e.updated_at.isoformat(),
             e.last_hit_at.astimezone(local).replace(tzinfo=None) if e.last_hit_at else None,
-            e.expires_at.isoformat(), e.title,
+            e.expires_at.isoformat(), e.family_id, e.title,
         ])
     path = tmp_path / "entradas.xlsx"
     path.write_bytes(dataset.export("xlsx"))
