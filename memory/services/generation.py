@@ -8,6 +8,9 @@ the misses, keeping ``min(batch_size, LLM_MAX_CONCURRENCY)`` generations in flig
 (one at a time with the offline template), and stops starting new ones once the
 provider will take no more calls (its circuit breaker is open, its quota is spent):
 the products left are ``not_attempted``, for a later run to finish.
+
+A variant of a family is made from its family's base content (:mod:`memory.services.families`):
+one call per family, and a batch takes a family's variants together wherever they are listed.
 """
 from __future__ import annotations
 
