@@ -128,11 +128,19 @@ def family_base(family: Family, provider: ContentProvider, *, regenerate: bool =
 def make_variant(family: Family, provider: ContentProvider, *, regenerate_base: bool = False) -> Variant:
     """The variant's content from its family's base (made first if need be): derived, or asked
     for its title and bullet point in ``ask`` mode. Raises the ``GenerationError`` of a call that
-    failed."""
+    failed; when the ask call fails after the base was made here, the base stays stored (the
+    family's other variants are derived again from it) and the error carries what it cost
+    (``family_base_spent``)."""
     base, generated = family_base(family, provider, regenerate=regenerate_base)
     asked = None
     if settings.MEMORY_FAMILY_MODE == ASK and family.attributes:
-        asked = GeneratedContent.coerce(provider.generate_variant(base.payload, list(family.attributes)))
+        try:
+            asked = GeneratedContent.coerce(provider.generate_variant(base.payload, list(family.attributes)))
+        except GenerationError as exc:
+            if generated is not None:
+                exc.family_base_spent = generated.tokens_spent
+                rederive_family(family.id, base)
+            raise
         content = with_variant(base.payload, asked.content["title"], asked.content["bullet_point"])
     else:
         content = derive(base.payload, family.attributes)

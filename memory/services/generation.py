@@ -249,7 +249,8 @@ def generate_product(
         except CircuitOpen as exc:
             logger.warning("Produto %s não tentado: %s", ref.product_id, exc)
             return ProductOutcome(ref.product_id, NOT_ATTEMPTED, error=str(exc), failure=PROVIDER_UNAVAILABLE,
-                                  halts_batch=True, family=family and family.id)
+                                  halts_batch=True, family=family and family.id,
+                                  tokens_spent=getattr(exc, "family_base_spent", 0))
         except (GenerationError, ValueError) as exc:
             logger.error("Falha ao gerar conteúdo do produto %s: %s", ref.product_id, exc)
             wasted = getattr(exc, "tokens_wasted", 0)
@@ -257,7 +258,9 @@ def generate_product(
             failure = PROVIDER_UNAVAILABLE if isinstance(exc, ProviderUnavailable) else PROVIDER_ERROR
             return ProductOutcome(ref.product_id, FAILED, error=str(exc), tokens_wasted=wasted, failure=failure,
                                   halts_batch=isinstance(exc, QuotaExhausted), family=family and family.id,
-                                  family_base_failed=getattr(exc, "family_base", None) is not None)
+                                  family_base_failed=getattr(exc, "family_base", None) is not None,
+                                  # a family's base stored before this variant's own call failed
+                                  tokens_spent=getattr(exc, "family_base_spent", 0))
         elapsed = time.perf_counter() - started
         memory.count_wasted_tokens(generated.tokens_wasted)
         if variant is None:

@@ -150,6 +150,37 @@ def test_the_catalog_run_makes_one_call_per_family_and_says_how_many_variants_it
     assert "Variantes derivadas de famílias" in human.getvalue()
 
 
+@pytest.mark.django_db
+def test_an_xlsx_catalog_with_numeric_family_ids_makes_one_base_per_family(tmp_path):
+    from openpyxl import Workbook
+
+    book = Workbook()
+    sheet = book.active
+    sheet.append(["sku", "parent_sku", "title", "brand", "cor", "tamanho"])
+    for colour in COLOURS:
+        for size in SIZES:
+            sheet.append([f"CX-{colour}-{size}", 1001, f"Camiseta Básica {colour} {size}", "Hering", colour, size])
+    sheet.append(["CX-SOLO", None, "Caneca", "Tramontina", None, None])
+    path = tmp_path / "catalogo.xlsx"
+    book.save(path)
+    out = StringIO()
+    call_command("generate_content", str(path), "--json", stdout=out, stderr=StringIO())
+    summary = json.loads(out.getvalue())
+    assert (summary["generated"], summary["derived_variants"], summary["families"]) == (5, 4, 1)
+    assert list(ProductMemoryEntry.objects.filter(kind="family").values_list("product_id", flat=True)) == ["1001"]
+    assert entry("CX-Preta-G").payload["title"] == "Camiseta Básica Hering Preta Tamanho G"
+
+
+@pytest.mark.django_db
+def test_the_single_task_derives_a_variant_and_says_from_which_family():
+    first = generate_main_content_task(FAMILY[0])
+    second = generate_main_content_task(FAMILY[1])
+    assert (first["family"], second["family"]) == ("CAM", "CAM")
+    assert first["tokens_spent"] > 0 and second["tokens_spent"] == 0
+    assert second["tokens_saved_by_family"] == first["tokens_spent"]
+    assert second["content"]["title"] == "Camiseta Básica Hering Azul Tamanho G"
+
+
 # --- staleness by what changed ------------------------------------------------------------------
 
 
@@ -177,6 +208,16 @@ def test_a_variant_attribute_change_rederives_that_variant_only_without_a_call()
     assert result.outcomes[0].tokens_spent == 0 and result.outcomes[0].tokens_saved_by_family > 0
     assert entry(green["sku"]).payload["title"] == "Camiseta Básica Hering Verde Tamanho P"
     assert all(entry(p["sku"]).updated_at == before[p["sku"]] for p in FAMILY[1:])
+
+
+@pytest.mark.django_db
+def test_variants_disagreeing_on_a_shared_field_are_warned_about(caplog):
+    provider = Provider()
+    generate_batch([FAMILY[0], {**FAMILY[1], "price": "59.90"}], provider=provider)
+    assert provider.calls == 2  # each disagreement makes the base stale for the other
+    warning = next(r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+    assert "Família CAM: variantes com dados compartilhados diferentes (price)" in warning
+    assert "MEMORY_VARIANT_ATTRIBUTES" in warning
 
 
 @pytest.mark.django_db
@@ -274,6 +315,26 @@ def test_ask_mode_makes_one_short_call_per_variant_for_its_title_and_bullet(fake
     assert result.tokens_saved_by_family == 3 * 1200
     stats = memory_stats()
     assert (stats["tokens_spent"], stats["generations"]) == (1200 + 4 * 120, 5)
+
+
+@pytest.mark.django_db
+@override_settings(MEMORY_FAMILY_MODE="ask")
+def test_ask_mode_keeps_a_base_whose_variant_call_failed_and_counts_what_it_cost():
+    class Refusing(Provider):
+        def generate_variant(self, base_content, attributes):
+            if not self.variant_calls:
+                self.variant_calls += 1
+                raise BadProviderOutput("resposta inválida", tokens_wasted=7)
+            return super().generate_variant(base_content, attributes)
+
+    provider = Refusing()
+    failed = generate_product(FAMILY[0], provider=provider)
+    base = entry("CAM", "family")
+    assert failed.status == "failed" and not failed.family_base_failed
+    assert (failed.tokens_spent, failed.tokens_wasted) == (base.tokens_spent, 7)  # the base was paid for and kept
+    assert not ProductMemoryEntry.objects.filter(product_id=FAMILY[0]["sku"]).exists()
+    again = generate_product(FAMILY[0], provider=provider)
+    assert again.status == "generated" and provider.calls == 1 and provider.variant_calls == 2
 
 
 # --- savings, everywhere they are shown -----------------------------------------------------------
