@@ -53,6 +53,9 @@ class ContentProvider:
 
     name: str = ""
     model: str = ""
+    # Its content, written from a family's shared data, can serve every variant of the family
+    # (memory.services.families): content of the schema, for any product data.
+    serves_families: bool = True
 
     @property
     def generator_version(self) -> str:

@@ -228,7 +228,7 @@ def generate_product(
         status = lookup.status
 
     validate_product_data(product_data)  # what is served needs no check; what is generated does
-    family = product_family(product_data)
+    family = product_family(product_data) if provider.serves_families else None
     variant = None
     with product_lock(ref.product_id, memory.kind):  # waits for as long as another holder generates
         if not force_regenerate:
@@ -379,7 +379,8 @@ def generate_batch(
                                lookup.status if lookup and product_id not in seen else None))
         seen.add(product_id)
 
-    units = families.by_family(misses, lambda item: item[1])  # a family's variants together: one base call
+    # A family's variants together, in one unit: one base call.
+    units = families.by_family(misses, lambda item: item[1]) if provider.serves_families else [[m] for m in misses]
     halted = _generate_misses(units, force_regenerate, provider, in_flight_limit(batch_size, provider),
                               done, halted)
     result = BatchResult([o for o in outcomes if o is not None], halted=halted)

@@ -181,6 +181,22 @@ def test_the_single_task_derives_a_variant_and_says_from_which_family():
     assert second["content"]["title"] == "Camiseta Básica Hering Azul Tamanho G"
 
 
+@pytest.mark.django_db
+def test_a_callers_own_generate_function_still_gets_each_variants_own_data():
+    from memory.memory_utils import get_cached_content_or_generate
+
+    seen = []
+
+    def generate(data):
+        seen.append(data)
+        return {"title": data["title"]}
+
+    content, from_cache = get_cached_content_or_generate(FAMILY[0], generate)
+    assert (content, from_cache, seen) == ({"title": FAMILY[0]["title"]}, False, [FAMILY[0]])
+    assert entry(FAMILY[0]["sku"]).family_id == ""  # its own content: no family re-derives it
+    assert not ProductMemoryEntry.objects.filter(kind="family").exists()
+
+
 # --- staleness by what changed ------------------------------------------------------------------
 
 
