@@ -202,6 +202,8 @@ if REDIS_URL:
 # --- The memory -------------------------------------------------------------
 MEMORY_DEFAULT_TTL = read.whole("MEMORY_DEFAULT_TTL", 7_776_000, minimum=1, example="90 dias = 7776000")
 MEMORY_MAX_PAYLOAD_BYTES = read.whole("MEMORY_MAX_PAYLOAD_BYTES", 262_144, minimum=1, unit="bytes")
+# Versions of an entry's content kept (the current one included); the oldest go first.
+MEMORY_MAX_VERSIONS = read.whole("MEMORY_MAX_VERSIONS", 20, minimum=1, unit="versões")
 MEMORY_BACKUP_DIR = Path(read.text("MEMORY_BACKUP_DIR", str(BASE_DIR / "var" / "backups")))
 # Limits on a file read by an import, a restore or a catalog run (a gzip, an XLSX are counted
 # decompressed), so that a hostile file is refused in bounded memory and time.
@@ -231,6 +233,8 @@ MEMORY_ROLLUP_INTERVAL = read.whole("MEMORY_ROLLUP_INTERVAL", 600, minimum=1)
 MEMORY_BACKUP_INTERVAL = read.whole("MEMORY_BACKUP_INTERVAL", 86400, minimum=1)
 # How many backup snapshots the scheduled backup keeps (the oldest go first).
 MEMORY_BACKUP_KEEP = read.whole("MEMORY_BACKUP_KEEP", 7, minimum=1, unit="snapshots")
+# How often the scheduled job checks the open Batch API runs and ingests the finished ones.
+MEMORY_BATCH_INGEST_INTERVAL = read.whole("MEMORY_BATCH_INGEST_INTERVAL", 300, minimum=1)
 
 # --- Celery -------------------------------------------------------------------
 CELERY_BROKER_URL = read.celery_url("CELERY_BROKER_URL", REDIS_URL, TRANSPORT_ALIASES)
@@ -289,6 +293,23 @@ LLM_TEMPERATURE = (read.number("LLM_TEMPERATURE", 0.0, minimum=0, maximum=2, uni
                    if read.text("LLM_TEMPERATURE").strip() else None)
 # Generations of one batch chunk that may run at once (threads) against a remote provider.
 LLM_MAX_CONCURRENCY = read.whole("LLM_MAX_CONCURRENCY", 4, minimum=1, unit="gerações")
+# One rate limit for every process and worker together (kept in Redis; per process while Redis is
+# absent or down): requests (retries included) and tokens that may start in any 60-second window;
+# 0: no limit. The defaults are OpenAI's first usage tier for gpt-4o-mini: set your account's.
+# A request reserves its size (4 bytes a token) + LLM_MAX_TOKENS, corrected to the usage it reports.
+LLM_RPM = read.whole("LLM_RPM", 500, minimum=0, unit="requisições por minuto", example="0: sem limite")
+LLM_TPM = read.whole("LLM_TPM", 200_000, minimum=0, unit="tokens por minuto", example="0: sem limite")
+if 0 < LLM_TPM < LLM_MAX_TOKENS:
+    read.refuse(f"LLM_TPM: {read.text('LLM_TPM').strip()!r} tokens por minuto não comportam uma chamada de"
+                f" LLM_MAX_TOKENS = {LLM_MAX_TOKENS}; use 0 (sem limite) ou pelo menos {LLM_MAX_TOKENS}")
+# The longest a request waits for its place under the limit; one that would wait longer is not made
+# (the generation fails as unavailable, nothing paid).
+LLM_RATE_MAX_WAIT = read.number("LLM_RATE_MAX_WAIT", 120.0, minimum=0)
+# Circuit breaker on the provider, shared by every process through Redis: an account out of quota
+# (429 insufficient_quota) or LLM_BREAKER_FAILURES 429/5xx answers in a row stop every call for
+# LLM_BREAKER_COOLDOWN seconds; then one call tests the provider, and its success resumes the rest.
+LLM_BREAKER_FAILURES = read.whole("LLM_BREAKER_FAILURES", 5, minimum=1, unit="respostas")
+LLM_BREAKER_COOLDOWN = read.number("LLM_BREAKER_COOLDOWN", 60.0, minimum=0.001)
 # Single flight: how long a generation may hold a product's lock, and others wait for it.
 MEMORY_GENERATION_LOCK_TIMEOUT = read.number("MEMORY_GENERATION_LOCK_TIMEOUT", 180.0, minimum=1)
 # Variant families (memory/services/families.py): the fields naming a product's family (the first
@@ -318,6 +339,10 @@ for _model, _values in _prices.items():
         read.refuse(f"LLM_PRICES: {_model!r} precisa de três preços não negativos em USD por 1M de tokens"
                     f" (prompt, prompt em cache, resposta), em {read.text('LLM_PRICES').strip()!r}")
 LLM_PRICES = {**LLM_PRICES_DEFAULT, **{model: tuple(values) for model, values in _prices.items()}}
+# What the Batch API's tokens cost, as a fraction of the direct price (OpenAI bills a batch at half):
+# the factor every cost estimate of a `generate_content --batch-api` run is multiplied by.
+LLM_BATCH_DISCOUNT = read.number("LLM_BATCH_DISCOUNT", 0.5, minimum=0, maximum=1, unit="",
+                                 example="a fração do preço normal; a OpenAI cobra metade: 0.5")
 
 # --- REST API (memory/api/) ------------------------------------------------------
 # Largest request body the API reads, in bytes (also Django's form limit).

@@ -13,8 +13,9 @@ product JSON found in the user message, ~3 KB of pt-BR text (for a variant's
 call, ``MEMORY_FAMILY_MODE=ask``, its title and one bullet point), and a ``usage``
 block that estimates tokens at 4 characters each (prompt: system + user
 messages; completion: the content). ``GET /stats`` tells how many completions
-it served and the tokens it billed. It serves one request per thread and
-stops by itself after ``--max-seconds``.
+it served and the tokens it billed (``GET /stats?arrivals=1`` adds the
+``time.time()`` at which each request arrived, for ``bench/rate_limit.py``).
+It serves one request per thread and stops by itself after ``--max-seconds``.
 """
 from __future__ import annotations
 
@@ -42,6 +43,7 @@ class State:
         self.rng = random.Random(seed)
         self.min_delay, self.max_delay = min_delay, max_delay
         self.completions = 0
+        self.arrivals: list[float] = []
         self.prompt_tokens = 0
         self.completion_tokens = 0
 
@@ -85,14 +87,19 @@ def make_handler(state: State):
             self.wfile.write(raw)
 
         def do_GET(self):
-            if self.path.rstrip("/").endswith("/stats"):
+            path, _, query = self.path.partition("?")
+            if path.rstrip("/").endswith("/stats"):
                 with state.lock:
-                    self._send(200, {"completions": state.completions, "prompt_tokens": state.prompt_tokens,
-                                     "completion_tokens": state.completion_tokens})
+                    stats = {"completions": state.completions, "prompt_tokens": state.prompt_tokens,
+                             "completion_tokens": state.completion_tokens}
+                    if "arrivals=1" in query:
+                        stats["arrivals"] = list(state.arrivals)
+                    self._send(200, stats)
             else:
                 self._send(404, {"error": {"message": "not found"}})
 
         def do_POST(self):
+            arrived = time.time()
             length = int(self.headers.get("Content-Length") or 0)
             try:
                 request = json.loads(self.rfile.read(length) or b"{}")
@@ -102,6 +109,8 @@ def make_handler(state: State):
             if not self.path.rstrip("/").endswith("/chat/completions"):
                 self._send(404, {"error": {"message": "not found"}})
                 return
+            with state.lock:
+                state.arrivals.append(arrived)
             messages = request.get("messages") or []
             data = product_from(messages)
             if isinstance(data.get("variante"), dict):  # a variant's title and bullet (MEMORY_FAMILY_MODE=ask)

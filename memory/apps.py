@@ -25,7 +25,9 @@ class MemoryConfig(AppConfig):
         # included): the services queue them by name. Then the scheduled jobs' settings
         # check, and their django-celery-beat rows, kept in step on every migrate.
         from memory import periodic_tasks, tasks  # noqa: F401
+        from memory.models import version_cascade_after_migrate
         from memory.schedules import check_job_settings, register_after_migrate
 
         checks.register(check_job_settings)
         post_migrate.connect(register_after_migrate, sender=self, dispatch_uid="memory.register_periodic_tasks")
+        post_migrate.connect(version_cascade_after_migrate, sender=self, dispatch_uid="memory.version_cascade")

@@ -4,7 +4,8 @@ from __future__ import annotations
 from typing import Any, Callable, Iterable
 
 from memory.providers.content import GeneratedContent
-from memory.services.generation import UNFINISHED, generate_product
+from memory.services.generation import LOCKED, UNFINISHED, generate_product
+from memory.engine.versions import ApprovedContent
 from memory.engine.identifiers import extract_product_identifier
 from memory.models import DEFAULT_KIND
 from memory.engine.memory import ProductMemory
@@ -32,18 +33,28 @@ def save_generated_content_to_memory(
     *,
     tokens_prompt: int = 0,
     tokens_completion: int = 0,
+    tokens_cached: int = 0,
+    tokens_reasoning: int = 0,
     ttl: int | None = None,
     kind: str = DEFAULT_KIND,
     generator_version: str | None = None,
+    override_approval: bool = False,
 ) -> Snapshot:
-    """Store content generated from ``product_data`` in every tier (PostgreSQL first)."""
+    """Store content generated from ``product_data`` in every tier (PostgreSQL first), as the
+    entry's new version; ``ApprovedContent`` when the entry is approved, unless ``override_approval``.
+
+    ``tokens_cached`` and ``tokens_reasoning`` are the parts of the prompt and completion counts
+    the provider reports as cached prompt and reasoning tokens."""
     return ProductMemory(kind).save_product_data(
         product_data,
         content,
         tokens_prompt=tokens_prompt,
         tokens_completion=tokens_completion,
+        tokens_cached=tokens_cached,
+        tokens_reasoning=tokens_reasoning,
         ttl=ttl,
         generator_version=generator_version,
+        override_approval=override_approval,
     )
 
 
@@ -77,15 +88,21 @@ def get_cached_content_or_generate(
     force_regenerate: bool = False,
     *,
     kind: str = DEFAULT_KIND,
+    override_approval: bool = False,
 ) -> tuple[dict, bool]:
     """Return ``(content, from_cache)``: the stored content, or ``generate``'s, saved first.
 
-    Concurrent callers for one uncached product run ``generate`` once (single flight).
+    Concurrent callers for one uncached product run ``generate`` once (single flight). Approved
+    content is returned as it is; ``force_regenerate`` on it raises ``ApprovedContent`` (nothing
+    generated) unless ``override_approval``.
     """
     provider = _CallerProvider(generate)
-    outcome = generate_product(product_data, force_regenerate, provider=provider, kind=kind)
+    outcome = generate_product(product_data, force_regenerate, provider=provider, kind=kind,
+                               override_approval=override_approval)
     if outcome.status in UNFINISHED:
         raise provider.error
+    if outcome.status == LOCKED:
+        raise ApprovedContent(outcome.product_id, kind)
     return outcome.content, outcome.from_cache
 
 

@@ -10,6 +10,7 @@ from celery import shared_task
 from django.conf import settings
 
 from memory.services.backup import create_backup
+from memory.services.batch_api import advance_open_runs
 from memory.engine.counters import flush_entry_counters
 from memory.services.purge import purge_expired
 from memory.services.rollup import roll_up_daily_stats
@@ -18,6 +19,7 @@ PURGE_TASK = "memory.purge_expired_entries"
 FLUSH_TASK = "memory.flush_hit_counters"
 ROLLUP_TASK = "memory.roll_up_daily_stats"
 BACKUP_TASK = "memory.backup_snapshot"
+BATCH_TASK = "memory.ingest_batch_runs"
 
 
 @shared_task(name=PURGE_TASK)
@@ -42,3 +44,9 @@ def roll_up_daily_stats_task() -> dict:
 def backup_snapshot() -> dict:
     """Write a backup snapshot (as ``manage_memory backup``), keeping the newest ``MEMORY_BACKUP_KEEP``."""
     return create_backup(keep=settings.MEMORY_BACKUP_KEEP).as_dict()
+
+
+@shared_task(name=BATCH_TASK)
+def ingest_batch_runs() -> dict:
+    """Advance every unfinished Batch API run: submit one a crash left unsent, ingest the finished."""
+    return advance_open_runs()

@@ -31,7 +31,7 @@ from django.db import DEFAULT_DB_ALIAS, router, transaction
 
 from memory.engine.validators import whole_number
 from memory.management.terminal import memory_log_level
-from memory.periodic_tasks import BACKUP_TASK, FLUSH_TASK, PURGE_TASK, ROLLUP_TASK
+from memory.periodic_tasks import BACKUP_TASK, BATCH_TASK, FLUSH_TASK, PURGE_TASK, ROLLUP_TASK
 
 logger = logging.getLogger("memory")
 
@@ -71,6 +71,13 @@ JOBS = (
         "MEMORY_BACKUP_INTERVAL",
         "Grava um snapshot JSONL compactado em MEMORY_BACKUP_DIR (como manage_memory backup) "
         "e mantém os MEMORY_BACKUP_KEEP mais recentes.",
+    ),
+    Job(
+        "memória: importar resultados de lotes (Batch API)",
+        BATCH_TASK,
+        "MEMORY_BATCH_INGEST_INTERVAL",
+        "Consulta os lotes da Batch API em aberto (generate_content --batch-api), grava na memória os "
+        "resultados dos concluídos e envia os que uma falha deixou sem enviar.",
     ),
 )
 

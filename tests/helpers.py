@@ -15,8 +15,8 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from memory.engine.memory import ProductMemory
-from memory.io.schema import EXPORT_FIELDS
-from memory.models import ProductMemoryEntry
+from memory.io.schema import ENTRY_FIELDS, VERSION_FIELDS
+from memory.models import ContentVersion, ProductMemoryEntry
 
 
 def wait_for(predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.02) -> bool:
@@ -83,7 +83,8 @@ T0 = datetime(2026, 11, 20, 12, 30, 15, 123456, tzinfo=dt_timezone.utc)
 
 
 def make_entries(n=3, *, prefix="SKU", kind="main_content", **overrides):
-    """``n`` entries with every exported field set (non-ASCII, markup, nulls), written in one insert."""
+    """``n`` entries with every exported field set (non-ASCII, markup, nulls), written in one insert,
+    each with its content as its one version (as a save leaves it)."""
     rows = []
     for i in range(n):
         fields = {
@@ -96,6 +97,8 @@ def make_entries(n=3, *, prefix="SKU", kind="main_content", **overrides):
             "generator_version": "template:template:p1",
             "tokens_prompt": 100 + i,
             "tokens_completion": 200 + i,
+            "tokens_cached": 40 + i,
+            "tokens_reasoning": 20 + i,
             "hit_count": i * 3,
             "tokens_saved": i * 900,
             "created_at": T0 + timedelta(seconds=i),
@@ -106,15 +109,23 @@ def make_entries(n=3, *, prefix="SKU", kind="main_content", **overrides):
         fields.update(overrides)
         rows.append(ProductMemoryEntry(**fields))
     ProductMemoryEntry.objects.bulk_create(rows)
+    ContentVersion.objects.bulk_create([
+        ContentVersion(entry_id=e.pk, number=e.version, payload=e.payload, origin=e.origin,
+                       generator_version=e.generator_version, tokens=e.tokens_spent, author=e.author,
+                       created_at=e.updated_at)
+        for e in ProductMemoryEntry.objects.filter(pk__in=[r.pk for r in rows])
+    ])
     return rows
 
 
 def snapshot_table():
-    """Every entry's exported fields (and title), by (product_id, kind): compare before and after."""
-    return {
-        (e["product_id"], e["kind"]): e
-        for e in ProductMemoryEntry.objects.values(*EXPORT_FIELDS, "title")
-    }
+    """Every entry's exported fields (and title) and its history, by (product_id, kind): compare
+    before and after."""
+    table = {}
+    for e in ProductMemoryEntry.objects.values("id", *ENTRY_FIELDS, "title"):
+        history = ContentVersion.objects.filter(entry_id=e.pop("id")).order_by("number").values(*VERSION_FIELDS)
+        table[(e["product_id"], e["kind"])] = {**e, "versions": list(history)}
+    return table
 
 
 # --- Redis settings ----------------------------------------------------------------------------

@@ -11,16 +11,16 @@ PACKAGE = Path(__file__).resolve().parents[1] / "memory"
 # Parts of one rank (admin and api) never import each other.
 RANKS = {
     "infra": 0,
-    "providers": 0,
-    "models": 1,
-    "migrations": 1,
-    "engine": 2,
-    "io": 3,
-    "services": 4,
-    "admin": 5,
-    "api": 5,
+    "providers": 1,
+    "models": 2,
+    "migrations": 2,
+    "engine": 3,
+    "io": 4,
+    "services": 5,
+    "admin": 6,
+    "api": 6,
 }
-ENTRY_POINT_RANK = 6  # tasks, memory_utils, product_memory, apps, views, urls, commands...
+ENTRY_POINT_RANK = 7  # tasks, memory_utils, product_memory, apps, views, urls, commands...
 
 
 def part_of(module: str) -> str:

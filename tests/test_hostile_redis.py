@@ -70,6 +70,10 @@ POISONED_SNAPSHOTS = {
     "payload a list": lambda snap: with_field(snap, payload=["x"]),
     "payload with NaN": lambda snap: with_field(snap, payload={"title": float("nan")}),
     "a field missing": lambda snap: json.dumps({k: v for k, v in snap.items() if k != "kind"}).encode(),
+    "one usage detail missing": lambda snap: json.dumps(
+        {k: v for k, v in snap.items() if k != "tokens_reasoning"}).encode(),
+    "cached tokens above the prompt's": lambda snap: with_field(snap, tokens_cached=901),
+    "reasoning tokens as text": lambda snap: with_field(snap, tokens_reasoning="10"),
     "a field more": lambda snap: with_field(snap, extra=1),
     "another entry's snapshot": lambda snap: with_field(snap, product_id="OTHER-1"),
     "not an object": lambda snap: b"[1, 2, 3]",
@@ -184,7 +188,7 @@ def stats_key(name: str) -> str:
 def stats_cached(settings, saved, api):
     settings.MEMORY_STATS_CACHE_SECONDS = 60
     first = api.get(STATS).json()
-    assert redis.client().exists(stats_key("token-sums")) == 1
+    assert redis.client().exists(stats_key("token-parts")) == 1
     return first
 
 
@@ -192,12 +196,12 @@ def stats_cached(settings, saved, api):
     ("generation", b"not a number"),
     ("generation", str(2**63).encode()),
     ("generation", b"-3"),
-    ("token-sums", b"{\"name\": \"token-sums\", \"generation\": 0, \"value\": \"x\"}"),  # unsigned
-    ("token-sums", signed(b"{\"name\": \"token-sums\", \"generation\": 0, \"value\": \"x\"}")),
-    ("token-sums", signed(b"{\"name\": \"token-sums\", \"generation\": 0, \"value\": {\"p\": \"1\", \"c\": 2}}")),
-    ("token-sums", signed(b"{\"name\": \"token-sums\", \"generation\": 0, \"value\": {\"p\": -1, \"c\": 2}}")),
-    ("token-sums", signed(b"{\"name\": \"entries:*\", \"generation\": 0, \"value\": {\"p\": 1, \"c\": 2}}")),
-    ("token-sums", b"\x28\xb5\x2f\xfdjunk"),
+    ("token-parts", b"{\"name\": \"token-parts\", \"generation\": 0, \"value\": \"x\"}"),  # unsigned
+    ("token-parts", signed(b"{\"name\": \"token-parts\", \"generation\": 0, \"value\": \"x\"}")),
+    ("token-parts", signed(b"{\"name\": \"token-parts\", \"generation\": 0, \"value\": {\"p\": \"1\", \"k\": 0, \"c\": 2}}")),
+    ("token-parts", signed(b"{\"name\": \"token-parts\", \"generation\": 0, \"value\": {\"p\": -1, \"k\": 0, \"c\": 2}}")),
+    ("token-parts", signed(b"{\"name\": \"entries:*\", \"generation\": 0, \"value\": {\"p\": 1, \"k\": 0, \"c\": 2}}")),
+    ("token-parts", b"\x28\xb5\x2f\xfdjunk"),
 ])
 def test_poisoned_stats_keys_are_counted_again_deleted_and_logged(api, stats_cached, name, value, caplog):
     redis.client().set(stats_key(name), value)

@@ -12,12 +12,14 @@ import json
 from urllib.parse import urlencode
 
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.contrib.admin.actions import delete_selected as confirm_and_delete_selected
 from django.contrib.admin.views.main import ChangeList
 from django.core.paginator import Paginator
 from django.db import OperationalError, connection, transaction
 from django.db.models.functions import Left
-from django.urls import reverse
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.formats import date_format
 from django.utils.functional import cached_property
@@ -27,7 +29,10 @@ from import_export.admin import ExportActionMixin, ImportExportMixin
 from import_export.formats.base_formats import JSON
 from import_export.forms import ExportForm
 
-from memory.admin.filters import ExpiringSoonFilter, GeneratorVersionFilter, KindFilter, StatusFilter
+from memory.admin import content
+from memory.admin.filters import (
+    ApprovalFilter, ExpiringSoonFilter, GeneratorVersionFilter, KindFilter, OriginFilter, StatusFilter,
+)
 from memory.admin.resources import BoundedImportForm, ProductMemoryEntryResource, SpreadsheetCSV, SpreadsheetXLSX
 from memory.engine import freshness
 from memory.engine.families import FAMILY_KIND
@@ -37,6 +42,7 @@ from memory.io.schema import ImportFileError
 from memory.models import TITLE_SORT_CHARS, ProductMemoryEntry
 from memory.providers.prompts import current_generator_version
 from memory.services.entries import delete_entries, enqueue_regeneration, extend_expiry
+from memory.services.versions import approve_entries
 
 EXACT_COUNT_LIMIT = 1000
 COUNT_TIMEOUT_MS = 150
@@ -133,27 +139,35 @@ class ProductMemoryEntryAdmin(ImportExportMixin, ExportActionMixin, admin.ModelA
     list_display_links = ("product_id",)
     search_fields = ("product_id", "title")
     search_help_text = _("Search by product id or title (contains, case-insensitive).")
-    list_filter = (KindFilter, StatusFilter, GeneratorVersionFilter, ExpiringSoonFilter)
+    list_filter = (KindFilter, StatusFilter, ApprovalFilter, OriginFilter, GeneratorVersionFilter, ExpiringSoonFilter)
     ordering = ("-updated_at",)
     list_per_page = 50
     list_max_show_all = 500
     show_full_result_count = False
     show_facets = admin.ShowFacets.NEVER
     paginator = EstimatedCountPaginator
-    actions = ["delete_selected", "regenerate_selected", "extend_expiry_selected"]
+    actions = [
+        "delete_selected", "regenerate_selected", "regenerate_fields_selected", "regenerate_approved_too_selected",
+        "extend_expiry_selected",
+        "approve_selected", "unapprove_selected",
+    ]
+    change_form_template = "admin/memory/productmemoryentry/change_form.html"
 
     fieldsets = (
         (None, {"fields": ("product_id", "kind", "family_link", "title", "status_badge", "generator_version",
                            "input_fingerprint")}),
-        (_("Usage"), {"fields": ("tokens_prompt", "tokens_completion", "hit_count", "tokens_saved")}),
+        (_("Usage"), {"fields": ("tokens_prompt", "tokens_cached", "tokens_completion", "tokens_reasoning",
+                                 "hit_count", "tokens_saved")}),
         (_("Dates"), {"fields": ("created_at", "updated_at", "last_hit_at", "expires_at")}),
+        (_("Version and approval"), {"fields": ("version", "origin", "author", "approved", "approved_by", "approved_at")}),
         (_("Content"), {"fields": ("payload_pretty",)}),
         (_("Source data"), {"fields": ("source_data_pretty",)}),
     )
     readonly_fields = (
         "product_id", "kind", "family_link", "title", "status_badge", "generator_version", "input_fingerprint",
-        "tokens_prompt", "tokens_completion", "hit_count", "tokens_saved",
+        "tokens_prompt", "tokens_cached", "tokens_completion", "tokens_reasoning", "hit_count", "tokens_saved",
         "created_at", "updated_at", "last_hit_at", "expires_at", "payload_pretty", "source_data_pretty",
+        "version", "origin", "author", "approved", "approved_by", "approved_at",
     )
 
     # -- permissions ----------------------------------------------------------------
@@ -166,6 +180,16 @@ class ProductMemoryEntryAdmin(ImportExportMixin, ExportActionMixin, admin.ModelA
         if obj is not None:
             return False
         return super().has_change_permission(request)
+
+    # The permissions of the content's own actions (admin.action(permissions=[...]) asks these).
+    def has_edit_permission(self, request):
+        return content.may_edit(request)
+
+    def has_approve_permission(self, request):
+        return content.may_approve(request)
+
+    def has_override_approval_permission(self, request):
+        return super().has_change_permission(request) and content.may_override_approval(request)
 
     def has_import_permission(self, request):
         opts = self.opts
@@ -188,7 +212,7 @@ class ProductMemoryEntryAdmin(ImportExportMixin, ExportActionMixin, admin.ModelA
         return EntryChangeList
 
     def get_export_queryset(self, request):
-        return super().get_export_queryset(request).defer(None)
+        return super().get_export_queryset(request).defer(None).prefetch_related("versions")
 
     @admin.display(description=ProductMemoryEntry._meta.get_field("title").verbose_name,
                    ordering=Left("title", TITLE_SORT_CHARS))
@@ -208,8 +232,12 @@ class ProductMemoryEntryAdmin(ImportExportMixin, ExportActionMixin, admin.ModelA
 
     @admin.display(description=_("status"))
     def status_badge(self, obj):
+        """The freshness status, and "approved" beside it: approved content is served even stale."""
         status = EntryStatus(freshness.row_status(obj, current_generator_version(), timezone.now()))
-        return format_html('<span class="memory-badge memory-badge--{}">{}</span>', status.value, status.label)
+        badge = format_html('<span class="memory-badge memory-badge--{}">{}</span>', status.value, status.label)
+        if obj.approved:
+            badge += format_html(' <span class="memory-badge memory-badge--approved">{}</span>', _("approved"))
+        return badge
 
     def changelist_view(self, request, extra_context=None):
         # Linked only for those the dashboard lets in (it needs the view permission, not change).
@@ -218,6 +246,29 @@ class ProductMemoryEntryAdmin(ImportExportMixin, ExportActionMixin, admin.ModelA
         return super().changelist_view(request, extra_context)
 
     # -- detail ---------------------------------------------------------------------
+
+    def get_urls(self):
+        def view(func):
+            return self.admin_site.admin_view(lambda request, *args, **kwargs: func(self, request, *args, **kwargs))
+
+        return [
+            path("<path:object_id>/content/", view(content.edit_view), name="memory_productmemoryentry_edit_content"),
+            path("<path:object_id>/versions/", view(content.versions_view), name="memory_productmemoryentry_versions"),
+            path("<path:object_id>/versions/<int:number>/restore/", view(content.restore_view),
+                 name="memory_productmemoryentry_restore_version"),
+            path("<path:object_id>/approval/", view(content.approval_view), name="memory_productmemoryentry_approval"),
+            *super().get_urls(),
+        ]
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        """The read-only detail, with links to edit the content and see its versions, and the
+        approval button, each for those who may."""
+        extra_context = {
+            **(extra_context or {}),
+            "memory_may_edit": content.may_edit(request),
+            "memory_may_approve": content.may_approve(request),
+        }
+        return super().change_view(request, object_id, form_url, extra_context)
 
     @admin.display(description=ProductMemoryEntry._meta.get_field("family_id").verbose_name)
     def family_link(self, obj):
@@ -273,10 +324,41 @@ class ProductMemoryEntryAdmin(ImportExportMixin, ExportActionMixin, admin.ModelA
 
     @admin.action(permissions=["change"], description=_("Regenerate selected entries (forced, in the background)"))
     def regenerate_selected(self, request, queryset):
-        """Queued with a broker; without one (eager mode) run here, and the messages say what each did."""
+        """Queued with a broker; without one (eager mode) run here, and the messages say what each
+        did. Approved entries are left as they are, and counted."""
+        self._regenerate(request, queryset, override_approval=False)
+
+    @admin.action(permissions=["override_approval"],
+                  description=_("Regenerate selected entries, approved ones too (withdraws their approval)"))
+    def regenerate_approved_too_selected(self, request, queryset):
+        self._regenerate(request, queryset, override_approval=True)
+
+    @admin.action(permissions=["change"], description=_("Regenerate some fields of selected entries (forced)"))
+    def regenerate_fields_selected(self, request, queryset):
+        """A page to choose the content fields; once confirmed, only those are regenerated (the
+        provider is asked for them alone) and the others are kept."""
+        if self._too_many(request, queryset):
+            return None
+        form = content.FieldsForm(request.POST if "apply" in request.POST else None)
+        if form.is_bound and form.is_valid():
+            self._regenerate(request, queryset, override_approval=False, fields=form.cleaned_data["names"])
+            return None
+        return TemplateResponse(request, "admin/memory/productmemoryentry/regenerate_fields.html", {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": _("Regenerate some fields"),
+            "form": form,
+            "entries": queryset.order_by("product_id").only("pk", "product_id", "kind")[:100],
+            "count": queryset.count(),
+            "selected": request.POST.getlist(helpers.ACTION_CHECKBOX_NAME),
+            "select_across": request.POST.get("select_across", "0"),
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+        })
+
+    def _regenerate(self, request, queryset, *, override_approval: bool, fields=None):
         if self._too_many(request, queryset):
             return
-        result = enqueue_regeneration(queryset)
+        result = enqueue_regeneration(queryset, override_approval=override_approval, fields=fields)
         notices = (
             (result.queued, messages.SUCCESS, ngettext_lazy(
                 "%(count)d product queued for regeneration.",
@@ -309,6 +391,12 @@ class ProductMemoryEntryAdmin(ImportExportMixin, ExportActionMixin, admin.ModelA
             (result.other_kind, messages.WARNING, ngettext_lazy(
                 "%(count)d entry is not main content and cannot be regenerated here.",
                 "%(count)d entries are not main content and cannot be regenerated here.", "count"), ()),
+            (result.locked, messages.WARNING, ngettext_lazy(
+                "%(count)d entry is approved and was not regenerated: approved content is served as it is. "
+                "Withdraw its approval first, or use the action that regenerates approved entries too.",
+                "%(count)d entries are approved and were not regenerated: approved content is served as it is. "
+                "Withdraw their approval first, or use the action that regenerates approved entries too.",
+                "count"), ()),
         )
         for count, level, message, errors in notices:
             if count:
@@ -324,6 +412,25 @@ class ProductMemoryEntryAdmin(ImportExportMixin, ExportActionMixin, admin.ModelA
             "Expiry extended for %(count)d entries.",
             changed,
         ) % {"count": changed}, messages.SUCCESS)
+
+
+    @admin.action(permissions=["approve"], description=_("Approve selected entries (served as they are)"))
+    def approve_selected(self, request, queryset):
+        if self._too_many(request, queryset):
+            return
+        changed = approve_entries(queryset, True, by=request.user.get_username())
+        self.message_user(request, ngettext(
+            "%(count)d entry approved.", "%(count)d entries approved.", changed) % {"count": changed},
+            messages.SUCCESS)
+
+    @admin.action(permissions=["approve"], description=_("Withdraw the approval of selected entries"))
+    def unapprove_selected(self, request, queryset):
+        if self._too_many(request, queryset):
+            return
+        changed = approve_entries(queryset, False, by=request.user.get_username())
+        self.message_user(request, ngettext(
+            "Approval withdrawn from %(count)d entry.", "Approval withdrawn from %(count)d entries.", changed)
+            % {"count": changed}, messages.SUCCESS)
 
 
 def _short_datetime(value) -> str | None:

@@ -9,7 +9,7 @@ from django.utils.translation import gettext_lazy as _, ngettext_lazy
 
 from memory.engine import freshness
 from memory.engine.freshness import EXPIRING_SOON_DAYS, EntryStatus
-from memory.models import DEFAULT_KIND, ProductMemoryEntry
+from memory.models import DEFAULT_KIND, ContentOrigin, ProductMemoryEntry
 from memory.providers.prompts import current_generator_version
 
 # The kind and generator-version choices are kept in the default cache for a few minutes.
@@ -29,6 +29,34 @@ class StatusFilter(admin.SimpleListFilter):
     def queryset(self, request, queryset):
         if self.value() in EntryStatus.values:
             return queryset.filter(freshness.status_q(self.value(), current_generator_version(), timezone.now()))
+        return queryset
+
+
+class ApprovalFilter(admin.SimpleListFilter):
+    title = _("approval")
+    parameter_name = "approved"
+
+    def lookups(self, request, model_admin):
+        return [("1", _("approved")), ("0", _("not approved"))]
+
+    def queryset(self, request, queryset):
+        if self.value() in ("0", "1"):
+            return queryset.filter(approved=self.value() == "1")
+        return queryset
+
+
+class OriginFilter(admin.SimpleListFilter):
+    """Where the current content came from: generated, edited by a person, imported, restored."""
+
+    title = _("origin")
+    parameter_name = "origin"
+
+    def lookups(self, request, model_admin):
+        return ContentOrigin.choices
+
+    def queryset(self, request, queryset):
+        if self.value() in ContentOrigin.values:
+            return queryset.filter(origin=self.value())
         return queryset
 
 

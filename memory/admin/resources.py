@@ -32,8 +32,12 @@ from import_export.forms import ImportForm
 from import_export.results import Error
 
 from memory.io.formats import from_spreadsheet_text, spreadsheet_text
+from memory.io.importer import upsert_rows
 from memory.io.readers import xlsx_rows
-from memory.io.schema import EXPORT_FIELDS, ImportFileError, RowError, blank, check_header, clean_row, text_cell
+from memory.io.schema import (
+    ENTRY_FIELDS, EXPORT_FIELDS, ImportFileError, RowError, blank, check_header, clean_row, exported_versions,
+    text_cell,
+)
 from memory.models import ProductMemoryEntry
 from memory.services.entries import evict_on_commit
 
@@ -107,6 +111,10 @@ class FileError(Error):
 
 
 class ProductMemoryEntryResource(resources.ModelResource):
+    # The history: not a column of the entry, exported from its versions and written with the
+    # row by the import's own upsert (save_instance).
+    versions = fields.Field(column_name="versions", widget=CleanedWidget("versions"))
+
     class Meta:
         model = ProductMemoryEntry
         fields = EXPORT_FIELDS
@@ -128,6 +136,17 @@ class ProductMemoryEntryResource(resources.ModelResource):
 
     def get_error_result_class(self):
         return FileError
+
+    def dehydrate_versions(self, entry):
+        return text_cell("versions", exported_versions(entry.versions.all()))
+
+    def save_instance(self, instance, is_create, row, **kwargs):
+        """Write the cleaned row as ``manage_memory import`` does (its history included), not
+        ``instance.save()``: every content written becomes a version."""
+        self.before_save_instance(instance, row, **kwargs)
+        if self._is_using_transactions(kwargs) or not self._is_dry_run(kwargs):
+            upsert_rows([{name: row[name] for name in [*ENTRY_FIELDS, "versions"]}])
+        self.after_save_instance(instance, row, **kwargs)
 
     def before_import(self, dataset, **kwargs):
         """The header rule of ``manage_memory import``: ``product_id`` and ``payload`` are

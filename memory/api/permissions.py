@@ -5,6 +5,8 @@ from django.db import Error as DatabaseLibraryError
 from rest_framework.exceptions import APIException
 from rest_framework.permissions import BasePermission, IsAdminUser, IsAuthenticated
 
+from memory.models import APPROVE_PERMISSION, EDIT_PERMISSION, OVERRIDE_APPROVAL_PERMISSION
+
 VIEW_ENTRIES = "memory.view_productmemoryentry"
 
 
@@ -30,6 +32,26 @@ class CanClearEntries(ModelPermission):
 class CanChangeEntries(ModelPermission):
     message = "É preciso a permissão memory.change_productmemoryentry."
     perm = "memory.change_productmemoryentry"
+
+
+class CanEditContent(ModelPermission):
+    """Editing content and restoring a version: a person writes the content."""
+
+    message = f"É preciso a permissão {EDIT_PERMISSION}."
+    perm = EDIT_PERMISSION
+
+
+class CanApproveContent(ModelPermission):
+    message = f"É preciso a permissão {APPROVE_PERMISSION}."
+    perm = APPROVE_PERMISSION
+
+
+OVERRIDE_APPROVAL_REFUSED = f"override_approval exige a permissão {OVERRIDE_APPROVAL_PERMISSION}."
+
+
+def may_override_approval(request) -> bool:
+    """Whether the user may regenerate approved content (``override_approval``)."""
+    return request.user.has_perm(OVERRIDE_APPROVAL_PERMISSION)
 
 
 def sees_health_checks(request) -> bool:

@@ -9,8 +9,10 @@ from rest_framework.settings import api_settings
 
 from memory.engine.freshness import EntryStatus
 from memory.engine.memory import MAX_LIST_LIMIT, resolve_product
+from memory.engine.validators import INT_MAX
 from memory.io.formats import DEFAULT_EXPORT_FORMAT, EXPORT_FORMATS
-from memory.models import DEFAULT_KIND
+from memory.models import DEFAULT_KIND, ContentOrigin
+from memory.providers.content import CONTENT_FIELDS, check_fields
 
 # Far beyond any table, well within PostgreSQL's bigint OFFSET.
 MAX_LIST_OFFSET = 10**12
@@ -52,6 +54,41 @@ class ObjectField(serializers.DictField):
                 f"{self.field_name} deve ser um objeto JSON ({{...}}), recebido {json_type(data)}.", code="invalid"
             )
         return super().run_validation(data)
+
+
+class StrictBooleanField(serializers.BooleanField):
+    """JSON true or false only: ``"true"``, ``1`` or null are a 400 naming the field (DRF's
+    BooleanField would read ``"yes"`` and ``1`` as true)."""
+
+    def run_validation(self, data=empty):
+        if data is not empty and not isinstance(data, bool):
+            raise serializers.ValidationError(
+                f"{self.field_name} deve ser true ou false, recebido {json_type(data)}.", code="invalid"
+            )
+        return super().run_validation(data)
+
+
+class StrictIntegerField(serializers.IntegerField):
+    """A JSON whole number only: ``"3"``, ``3.0`` or true are a 400 naming the field."""
+
+    def run_validation(self, data=empty):
+        if data is not empty and (isinstance(data, bool) or not isinstance(data, int)):
+            raise serializers.ValidationError(
+                f"{self.field_name} deve ser um número inteiro, recebido {json_type(data)}.", code="invalid"
+            )
+        return super().run_validation(data)
+
+
+class ContentFieldsField(serializers.ListField):
+    """A list of the content schema's field names, refused in the content schema's own words."""
+
+    child = serializers.CharField()
+
+    def to_internal_value(self, data):
+        try:
+            return list(check_fields(data))
+        except ValueError as exc:
+            raise serializers.ValidationError(str(exc).removeprefix("fields: ")) from None
 
 
 class KindField(TextField):
@@ -102,6 +139,43 @@ class KindProductRequestSerializer(ProductRequestSerializer):
     kind = KindField()
 
 
+class ForceRegenerateRequestSerializer(ProductRequestSerializer):
+    override_approval = StrictBooleanField(
+        required=False, default=False,
+        help_text="Regenerar mesmo conteúdo aprovado (a aprovação é retirada); exige "
+                  "memory.override_approval_productmemoryentry.",
+    )
+    fields = ContentFieldsField(
+        required=False,
+        help_text=f"Regenerar só estes campos do conteúdo ({', '.join(CONTENT_FIELDS)}); os outros ficam como estão.",
+    )
+
+
+class EditRequestSerializer(KindProductRequestSerializer):
+    content = ObjectField(
+        help_text="O conteúdo inteiro: title, description, bullet_points e seo_keywords (outras chaves são mantidas).",
+    )
+
+
+class ApproveRequestSerializer(KindProductRequestSerializer):
+    approved = StrictBooleanField(help_text="true aprova o conteúdo atual; false retira a aprovação.")
+
+
+class RestoreRequestSerializer(KindProductRequestSerializer):
+    version = StrictIntegerField(min_value=1, max_value=INT_MAX, help_text="Número da versão a restaurar.")
+
+
+class VersionsQuerySerializer(serializers.Serializer):
+    product_id = serializers.CharField(max_length=255, help_text="Identificador do produto.")
+    kind = KindField()
+
+    def validate_product_id(self, value):
+        try:
+            return resolve_product(value).product_id
+        except ValueError as exc:
+            raise serializers.ValidationError(str(exc).removeprefix("product_id: ")) from None
+
+
 class ListQuerySerializer(serializers.Serializer):
     limit = serializers.IntegerField(required=False, default=50, min_value=1, max_value=MAX_LIST_LIMIT)
     offset = serializers.IntegerField(required=False, default=0, min_value=0, max_value=MAX_LIST_OFFSET)
@@ -142,6 +216,11 @@ class StatsSerializer(serializers.Serializer):
     active_entries = serializers.IntegerField()
     expired_entries = serializers.IntegerField()
     stale_entries = serializers.IntegerField()
+    approved_entries = serializers.IntegerField(help_text="Entradas com conteúdo aprovado.")
+    generated_entries = serializers.IntegerField(help_text="Entradas cujo conteúdo atual foi gerado.")
+    edited_entries = serializers.IntegerField(help_text="Entradas cujo conteúdo atual foi editado por uma pessoa.")
+    imported_entries = serializers.IntegerField(help_text="Entradas cujo conteúdo atual veio de uma importação.")
+    restored_entries = serializers.IntegerField(help_text="Entradas cujo conteúdo atual é uma versão restaurada.")
     hits = serializers.IntegerField()
     misses = serializers.IntegerField()
     hit_rate = serializers.FloatField()
@@ -171,6 +250,9 @@ class EntrySummarySerializer(serializers.Serializer):
     tokens_saved = serializers.IntegerField()
     expires_at = serializers.DateTimeField()
     status = serializers.ChoiceField(choices=EntryStatus.values)
+    approved = serializers.BooleanField(help_text="Aprovado: servido como está, mesmo desatualizado.")
+    version = serializers.IntegerField(help_text="Número da versão do conteúdo atual.")
+    origin = serializers.ChoiceField(choices=ContentOrigin.values, help_text="De onde veio o conteúdo atual.")
 
 
 class EntryListSerializer(serializers.Serializer):
@@ -190,11 +272,19 @@ class FoundSerializer(serializers.Serializer):
     created_at = serializers.DateTimeField()
     expires_at = serializers.DateTimeField()
     tokens_prompt = serializers.IntegerField()
-    tokens_completion = serializers.IntegerField()
+    tokens_completion = serializers.IntegerField(help_text="Inclui os tokens de raciocínio (tokens_reasoning).")
+    tokens_cached = serializers.IntegerField(
+        help_text="Parte de tokens_prompt que o provedor serviu do seu cache (cobrada pelo preço de prompt em cache).")
+    tokens_reasoning = serializers.IntegerField(
+        help_text="Parte de tokens_completion que o modelo gastou raciocinando (já contada em tokens_completion).")
     tokens_saved = serializers.IntegerField(help_text="Tokens que esta consulta economizou (o custo da geração).")
+    approved = serializers.BooleanField(help_text="Conteúdo aprovado: servido como está, mesmo desatualizado.")
+    status = serializers.ChoiceField(
+        choices=("active", "stale"), help_text="stale: aprovado, servido embora feito por outro gerador ou outros dados.",
+    )
 
     @staticmethod
-    def from_hit(hit) -> dict:
+    def from_hit(hit, status: str = "active") -> dict:
         snap = hit.snapshot
         return {
             "found": True,
@@ -206,15 +296,19 @@ class FoundSerializer(serializers.Serializer):
             "expires_at": hit.expires_at,
             "tokens_prompt": snap.tokens_prompt,
             "tokens_completion": snap.tokens_completion,
+            "tokens_cached": snap.tokens_cached,
+            "tokens_reasoning": snap.tokens_reasoning,
             "tokens_saved": hit.tokens_saved,
+            "approved": snap.approved,
+            "status": status,
         }
 
     @classmethod
-    def represent_hit(cls, hit) -> dict:
+    def represent_hit(cls, hit, status: str = "active") -> dict:
         """``FoundSerializer(FoundSerializer.from_hit(hit)).data``, built directly: running every
         field's ``to_representation`` is a large share of a get served from L1
         (docs/benchmarks.md). Only the dates need a field, for DRF's date format and time zone."""
-        data = cls.from_hit(hit)
+        data = cls.from_hit(hit, status)
         data["created_at"] = _DATETIME.to_representation(data["created_at"])
         data["expires_at"] = _DATETIME.to_representation(data["expires_at"])
         return data
@@ -253,6 +347,59 @@ class RegeneratedSerializer(RegenerationSerializer):
 class ProductErrorSerializer(serializers.Serializer):
     detail = serializers.CharField()
     product_id = serializers.CharField()
+
+
+class ContentWrittenSerializer(serializers.Serializer):
+    """An edit or a restore: the entry's new current version."""
+
+    product_id = serializers.CharField()
+    kind = serializers.CharField()
+    version = serializers.IntegerField(help_text="Número da nova versão (o conteúdo atual).")
+    origin = serializers.ChoiceField(choices=ContentOrigin.values)
+    author = serializers.CharField(allow_blank=True)
+    content = serializers.DictField()
+    restored_from = serializers.IntegerField(required=False, help_text="Restauração: a versão copiada.")
+
+
+class ApprovalSerializer(serializers.Serializer):
+    product_id = serializers.CharField()
+    kind = serializers.CharField()
+    approved = serializers.BooleanField()
+    approved_by = serializers.CharField(allow_blank=True)
+    approved_at = serializers.DateTimeField(allow_null=True)
+    version = serializers.IntegerField(help_text="A versão do conteúdo (aprovada, quando approved).")
+
+
+class ChangeSerializer(serializers.Serializer):
+    field = serializers.CharField()
+    change = serializers.ChoiceField(choices=("added", "removed", "changed"))
+    before = serializers.JSONField(allow_null=True)
+    after = serializers.JSONField(allow_null=True)
+
+
+class VersionSerializer(serializers.Serializer):
+    number = serializers.IntegerField()
+    origin = serializers.ChoiceField(choices=ContentOrigin.values)
+    author = serializers.CharField(allow_blank=True)
+    generator_version = serializers.CharField()
+    tokens = serializers.IntegerField(help_text="O que escrever esta versão custou (0 para edições e restaurações).")
+    created_at = serializers.DateTimeField()
+    current = serializers.BooleanField()
+    payload = serializers.DictField()
+    changes = ChangeSerializer(
+        many=True, allow_null=True,
+        help_text="Campo a campo, o que mudou em relação à versão anterior (null quando ela não é mais guardada).",
+    )
+
+
+class VersionsSerializer(serializers.Serializer):
+    product_id = serializers.CharField()
+    kind = serializers.CharField()
+    version = serializers.IntegerField(help_text="A versão atual.")
+    approved = serializers.BooleanField()
+    approved_by = serializers.CharField(allow_blank=True)
+    approved_at = serializers.DateTimeField(allow_null=True)
+    versions = VersionSerializer(many=True, help_text="As versões guardadas, a mais nova primeiro.")
 
 
 class HealthSerializer(serializers.Serializer):

@@ -21,4 +21,8 @@ urlpatterns = [
     route("export", views.ExportView.as_view()),
     route("force-regenerate", views.ForceRegenerateView.as_view()),
     route("health", views.HealthView.as_view()),
+    route("edit", views.EditView.as_view()),
+    route("approve", views.ApproveView.as_view()),
+    route("versions", views.VersionsView.as_view()),
+    route("restore", views.RestoreView.as_view()),
 ]

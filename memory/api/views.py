@@ -1,4 +1,5 @@
-"""The eight ``/api/memory/`` endpoints of the original design, and ``/metrics``.
+"""The eight ``/api/memory/`` endpoints of the original design, the content's history (edit,
+approve, versions, restore), and ``/metrics``.
 
 Each view validates its input with a serializer, calls one service function
 and shapes the response; the memory itself lives in ``memory.engine.memory``.
@@ -11,6 +12,7 @@ from django.http import HttpResponse, StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
+from rest_framework.exceptions import PermissionDenied
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.permissions import AllowAny
 from rest_framework.renderers import BaseRenderer
@@ -19,9 +21,11 @@ from rest_framework.views import APIView
 
 from memory.api import serializers as s
 from memory.api.permissions import (
-    CanChangeEntries, CanClearEntries, CanDeleteEntries, MetricsAccess, sees_health_checks,
+    OVERRIDE_APPROVAL_REFUSED, CanApproveContent, CanChangeEntries, CanClearEntries, CanDeleteEntries,
+    CanEditContent, MetricsAccess, may_override_approval, sees_health_checks,
 )
 from memory.engine.memory import ProductMemory
+from memory.engine.versions import ApprovedContent, EntryNotFound, VersionNotFound
 from memory.infra import metrics
 from memory.infra.health import check_health
 from memory.io.export import iter_export
@@ -30,6 +34,7 @@ from memory.services.entries import (
     CREATED, QUEUED, CannotRegenerate, GenerationFailed, QueueUnavailable, enqueue_product_regeneration,
 )
 from memory.services.stats import memory_stats
+from memory.services.versions import edit_content, entry_history, restore_version, set_approval
 
 TAG = ["memória"]
 ERRORS = {
@@ -43,6 +48,7 @@ BODY_ERRORS = {
     415: OpenApiResponse(s.DetailSerializer, description="Content-Type que não é application/json."),
 }
 QUERY_ERRORS = {**ERRORS, 400: OpenApiResponse(OpenApiTypes.OBJECT, description="Parâmetro inválido.")}
+UNKNOWN_PRODUCT = {404: OpenApiResponse(s.ProductErrorSerializer, description="Produto sem entrada na memória.")}
 
 
 @functools.cache
@@ -99,7 +105,7 @@ class GetView(APIView):
         if lookup.hit is None:
             data = {"found": False, "product_id": lookup.product_id, "status": lookup.status}
             return Response(_shaped(s.NotFoundSerializer, data), status=status.HTTP_404_NOT_FOUND)
-        return Response(s.FoundSerializer.represent_hit(lookup.hit))
+        return Response(s.FoundSerializer.represent_hit(lookup.hit, lookup.status))
 
 
 class DeleteView(APIView):
@@ -152,17 +158,21 @@ class ForceRegenerateView(APIView):
     permission_classes = [CanChangeEntries]
 
     @extend_schema(
-        tags=TAG, summary="Forçar a regeneração de um produto", request=s.ProductRequestSerializer,
+        tags=TAG, summary="Forçar a regeneração de um produto", request=s.ForceRegenerateRequestSerializer,
         description=(
             "Com um broker, a tarefa vai para a fila (202). Sem broker (modo eager), ela roda na "
             "requisição e a resposta traz o resultado: 201 ou 200 quando salvo, 502 ou 503 quando o "
-            "provedor falhou (nada salvo). Dados que a geração recusa são 400 nos dois modos, sem nada na fila."
+            "provedor falhou (nada salvo). Dados que a geração recusa são 400 nos dois modos, sem nada na fila. "
+            "Conteúdo aprovado é 409 (nada na fila), a menos que override_approval venha de quem tem "
+            "memory.override_approval_productmemoryentry. Com fields, só esses campos são regenerados "
+            "(o provedor é chamado só para eles) e os outros ficam como estão."
         ),
         responses={
             202: OpenApiResponse(s.RegenerationSerializer, description="Tarefa na fila (há um broker)."),
             201: OpenApiResponse(s.RegeneratedSerializer, description="Modo eager: gerado e salvo; não havia entrada."),
             200: OpenApiResponse(s.RegeneratedSerializer, description="Modo eager: gerado e salvo sobre a entrada que havia."),
             404: OpenApiResponse(s.ProductErrorSerializer, description="Produto desconhecido e dados insuficientes."),
+            409: OpenApiResponse(s.ProductErrorSerializer, description="Conteúdo aprovado e sem override_approval."),
             502: OpenApiResponse(s.ProductErrorSerializer, description="Modo eager: o provedor respondeu sem conteúdo utilizável; nada salvo."),
             503: OpenApiResponse(
                 s.UnavailableSerializer,
@@ -173,12 +183,18 @@ class ForceRegenerateView(APIView):
         },
     )
     def post(self, request):
-        body = _validated(s.ProductRequestSerializer, request.data)
+        body = _validated(s.ForceRegenerateRequestSerializer, request.data)
+        override = body["override_approval"]
+        if override and not may_override_approval(request):
+            raise PermissionDenied(OVERRIDE_APPROVAL_REFUSED)
         try:
-            done = enqueue_product_regeneration(body["product"])
+            done = enqueue_product_regeneration(body["product"], override_approval=override,
+                                                fields=body.get("fields"))
         except CannotRegenerate as exc:
             data = {"detail": str(exc), "product_id": exc.product_id}
             return Response(_shaped(s.ProductErrorSerializer, data), status=status.HTTP_404_NOT_FOUND)
+        except ApprovedContent as exc:
+            return _product_error(exc, status.HTTP_409_CONFLICT)
         except QueueUnavailable as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
         except GenerationFailed as exc:
@@ -192,6 +208,98 @@ class ForceRegenerateView(APIView):
                 "tokens_spent": done.tokens_spent, "content": done.content}
         code = status.HTTP_201_CREATED if done.outcome == CREATED else status.HTTP_200_OK
         return Response(_shaped(s.RegeneratedSerializer, data), status=code)
+
+
+def _product_error(exc, code: int) -> Response:
+    """``{"detail", "product_id"}`` with ``code``: an unknown product (404), approved content (409)."""
+    return Response(_shaped(s.ProductErrorSerializer, {"detail": str(exc), "product_id": exc.product_id}),
+                    status=code)
+
+
+def _author(request) -> str:
+    return request.user.get_username()
+
+
+class EditView(APIView):
+    permission_classes = [CanEditContent]
+
+    @extend_schema(
+        tags=TAG, summary="Editar o conteúdo de um produto", request=s.EditRequestSerializer,
+        description=(
+            "Salva o conteúdo como nova versão (origem edited, autor: o usuário), validado pelo esquema do "
+            "conteúdo; todas as camadas passam a servi-lo. A aprovação, a validade e o frescor da entrada "
+            "ficam como estão. Exige memory.edit_productmemoryentry."
+        ),
+        responses={200: s.ContentWrittenSerializer, **UNKNOWN_PRODUCT, **BODY_ERRORS},
+    )
+    def post(self, request):
+        body = _validated(s.EditRequestSerializer, request.data)
+        try:
+            written = edit_content(body["product"], body["content"], author=_author(request), kind=body["kind"])
+        except EntryNotFound as exc:
+            return _product_error(exc, status.HTTP_404_NOT_FOUND)
+        return Response(_shaped(s.ContentWrittenSerializer, written.as_dict()))
+
+
+class ApproveView(APIView):
+    permission_classes = [CanApproveContent]
+
+    @extend_schema(
+        tags=TAG, summary="Aprovar (ou desaprovar) o conteúdo de um produto", request=s.ApproveRequestSerializer,
+        description=(
+            "Conteúdo aprovado é servido como está, mesmo desatualizado, não expira, e nenhuma regeneração o "
+            "substitui sem override_approval. Exige memory.approve_productmemoryentry."
+        ),
+        responses={200: s.ApprovalSerializer, **UNKNOWN_PRODUCT, **BODY_ERRORS},
+    )
+    def post(self, request):
+        body = _validated(s.ApproveRequestSerializer, request.data)
+        try:
+            entry = set_approval(body["product"], body["approved"], by=_author(request), kind=body["kind"])
+        except EntryNotFound as exc:
+            return _product_error(exc, status.HTTP_404_NOT_FOUND)
+        data = {name: getattr(entry, name) for name in
+                ("product_id", "kind", "approved", "approved_by", "approved_at", "version")}
+        return Response(_shaped(s.ApprovalSerializer, data))
+
+
+class VersionsView(APIView):
+    @extend_schema(
+        tags=TAG, summary="Versões do conteúdo de um produto", parameters=[s.VersionsQuerySerializer],
+        description="As versões guardadas (MEMORY_MAX_VERSIONS), a mais nova primeiro, com o que cada uma mudou.",
+        responses={200: s.VersionsSerializer, **UNKNOWN_PRODUCT, **QUERY_ERRORS},
+    )
+    def get(self, request):
+        query = _validated(s.VersionsQuerySerializer, request.query_params)
+        try:
+            found = entry_history(query["product_id"], kind=query["kind"])
+        except EntryNotFound as exc:
+            return _product_error(exc, status.HTTP_404_NOT_FOUND)
+        return Response(_shaped(s.VersionsSerializer, found))
+
+
+class RestoreView(APIView):
+    permission_classes = [CanEditContent]
+
+    @extend_schema(
+        tags=TAG, summary="Restaurar uma versão do conteúdo", request=s.RestoreRequestSerializer,
+        description=(
+            "O conteúdo da versão pedida volta a ser o atual, como nova versão (origem restored). "
+            "Exige memory.edit_productmemoryentry."
+        ),
+        responses={
+            200: s.ContentWrittenSerializer,
+            404: OpenApiResponse(s.ProductErrorSerializer, description="Produto ou versão desconhecidos."),
+            **BODY_ERRORS,
+        },
+    )
+    def post(self, request):
+        body = _validated(s.RestoreRequestSerializer, request.data)
+        try:
+            written = restore_version(body["product"], body["version"], author=_author(request), kind=body["kind"])
+        except (EntryNotFound, VersionNotFound) as exc:
+            return _product_error(exc, status.HTTP_404_NOT_FOUND)
+        return Response(_shaped(s.ContentWrittenSerializer, written.as_dict()))
 
 
 class HealthView(APIView):

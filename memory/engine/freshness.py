@@ -6,6 +6,10 @@
   product data than the request's fingerprint;
 - **active**: neither.
 
+An **approved** entry (a person's word that its content is right) never expires and is served
+whatever its status: stale when made by another generator or from other data, but served as
+it is (:func:`served`), never regenerated unless an override says so.
+
 A row judged on its own (the admin's badge and status filter, ``list_products``, the entry
 counts of stats) has no request, so only the generator can make it stale; a lookup also
 compares the input fingerprint. Both are this one rule: :func:`status` for one value,
@@ -36,11 +40,12 @@ STALE: str = EntryStatus.STALE.value
 
 
 def status(expires_at, now, generator_version: str, current_generator: str | None,
-           input_fingerprint: str | None = None, wanted_fingerprint: str | None = None) -> str:
+           input_fingerprint: str | None = None, wanted_fingerprint: str | None = None,
+           approved: bool = False) -> str:
     """The status of one entry. ``expires_at`` and ``now`` are both datetimes or both epoch
     seconds; ``wanted_fingerprint`` is the request's (None: the row on its own). Without a
-    ``current_generator`` the generator is not compared."""
-    if expires_at <= now:
+    ``current_generator`` the generator is not compared. An approved entry never expires."""
+    if expires_at <= now and not approved:
         return EXPIRED
     if current_generator and generator_version != current_generator:
         return STALE
@@ -49,8 +54,18 @@ def status(expires_at, now, generator_version: str, current_generator: str | Non
     return ACTIVE
 
 
+def served(status_: str, approved: bool) -> bool:
+    """Whether a lookup serves an entry of this status: when active, or whatever it is when approved."""
+    return approved or status_ == ACTIVE
+
+
 def expired_q(now: datetime) -> Q:
-    return Q(expires_at__lte=now)
+    """The expired rows (an approved one never is): those a purge deletes."""
+    return Q(expires_at__lte=now, approved=False)
+
+
+def _unexpired_q(now: datetime) -> Q:
+    return Q(expires_at__gt=now) | Q(approved=True)
 
 
 def status_q(wanted: str, current_generator: str, now: datetime) -> Q:
@@ -58,25 +73,32 @@ def status_q(wanted: str, current_generator: str, now: datetime) -> Q:
     if wanted == EXPIRED:
         return expired_q(now)
     if wanted == STALE:
-        return Q(expires_at__gt=now) & ~Q(generator_version=current_generator)
+        return _unexpired_q(now) & ~Q(generator_version=current_generator)
     if wanted == ACTIVE:
-        return Q(expires_at__gt=now, generator_version=current_generator)
+        return _unexpired_q(now) & Q(generator_version=current_generator)
     raise ValueError(f"status: {wanted!r} desconhecido")
 
 
-def status_counts(queryset: QuerySet, current_generator: str, now: datetime) -> dict[str, int]:
-    """``{"total", "active", "expired", "stale"}`` of the queryset's rows, in one scan."""
+def served_q(current_generator: str, now: datetime) -> Q:
+    """The rows a lookup by identity serves: active ones, and every approved one."""
+    return status_q(ACTIVE, current_generator, now) | Q(approved=True)
+
+
+def status_counts(queryset: QuerySet, current_generator: str, now: datetime, **more: Q) -> dict[str, int]:
+    """``{"total", "active", "expired", "stale"}`` of the queryset's rows, and a count of the rows
+    each of ``more`` filters, in one scan."""
     return queryset.aggregate(
         total=Count("pk"),
         **{name: Count("pk", filter=status_q(name, current_generator, now)) for name in (ACTIVE, EXPIRED, STALE)},
+        **{name: Count("pk", filter=q) for name, q in more.items()},
     )
 
 
 def expiring_soon_q(now: datetime, days: int = EXPIRING_SOON_DAYS) -> Q:
-    """Not expired yet, but expiring within ``days`` days."""
-    return Q(expires_at__gt=now, expires_at__lte=now + timedelta(days=days))
+    """Not expired yet, but expiring within ``days`` days (an approved entry never expires)."""
+    return Q(expires_at__gt=now, expires_at__lte=now + timedelta(days=days), approved=False)
 
 
 def row_status(entry, current_generator: str | None, now: datetime) -> str:
     """:func:`status` of a ``ProductMemoryEntry`` row on its own (no request fingerprint)."""
-    return status(entry.expires_at, now, entry.generator_version, current_generator)
+    return status(entry.expires_at, now, entry.generator_version, current_generator, approved=entry.approved)

@@ -274,3 +274,14 @@ def product_lock(product_id: str, kind: str, timeout: float | None = None, wait:
     fallback = _advisory_lock if connection.vendor == "postgresql" else process_locks.hold
     with fallback(name, wait) as acquired:
         yield acquired
+
+
+@contextmanager
+def exclusive_lock(name: str) -> Iterator[bool]:
+    """A lock that lives as long as its holder and no longer, whatever the work takes: a
+    PostgreSQL advisory lock (freed when the holder's connection ends, a crash included), a
+    process lock on SQLite. Never waits: yields False when another holds it. For work that must
+    not run twice at once and may take minutes (a Batch API run's upload and creation)."""
+    fallback = _advisory_lock if connection.vendor == "postgresql" else process_locks.hold
+    with fallback(f"lock:exclusive:{name}", 0) as acquired:
+        yield acquired

@@ -19,14 +19,14 @@ from django.db.models import Q, Sum
 from django.utils import timezone
 
 from memory.infra import metrics, redis
-from memory.engine import freshness
+from memory.engine import freshness, versions
 from memory.engine.counters import DAILY_COUNTS, hit_counter
 from memory.engine.identifiers import extract_product_identifier, input_fingerprint, lookup_fingerprint
 from memory.engine.coherence import (
     evict_l1, fill_l1, invalidation_message, l1_epoch, l1_is_trustworthy, publish_clear, publish_keys, write_l1,
 )
-from memory.engine.validators import BIGINT_MAX, INT_MAX, json_object, text, whole_number
-from memory.models import DEFAULT_KIND, DailyStats, ProductMemoryEntry
+from memory.engine.validators import BIGINT_MAX, INT_MAX, json_object, text, token_counts, whole_number
+from memory.models import AUTHOR_MAX_LENGTH, DEFAULT_KIND, DailyStats, ProductMemoryEntry
 from memory.providers.prompts import current_generator_version
 from memory.engine.tiers import L1, L2, L3, DatabaseTier, Key, LocalTier, Snapshot, shared_redis_tier
 
@@ -77,10 +77,15 @@ class MemoryHit:
     def expires_at(self) -> datetime:
         return self.snapshot.expires_at_datetime()
 
+    @property
+    def approved(self) -> bool:
+        return self.snapshot.approved
+
 
 @dataclass(frozen=True)
 class Lookup:
-    """The answer to one lookup: a hit, or why not (``missing``, ``expired``, ``stale``)."""
+    """The answer to one lookup: a hit, or why not (``missing``, ``expired``, ``stale``). An
+    approved entry is a hit whatever its status (``stale`` included)."""
 
     product_id: str
     status: str
@@ -173,7 +178,7 @@ class ProductMemory:
                 snap = found.get(key)
                 ref = refs[key[0]]
                 status = snap.status(ref.fingerprint, generator, now) if snap else "missing"
-                if status == "active":
+                if status == freshness.ACTIVE or (snap is not None and snap.approved):
                     results[ref.product_id] = Lookup(ref.product_id, status, MemoryHit(snap, tier.name))
                     found_in.setdefault(tier.name, []).append(snap)
                 else:
@@ -225,10 +230,11 @@ class ProductMemory:
         if cache_tiers and cache_tiers[0] is self.l1:
             started = time.perf_counter()
             snap = self.l1.get(self._key(ref.product_id))
-            fresh = snap is not None and snap.status(ref.fingerprint, self.generator_version) == "active"
+            status = snap.status(ref.fingerprint, self.generator_version) if snap is not None else None
+            fresh = status == freshness.ACTIVE or (snap is not None and snap.approved)
             metrics.observe_tier_lookup(L1, time.perf_counter() - started, hits=int(fresh), misses=int(not fresh))
             if fresh:
-                lookup = Lookup(ref.product_id, "active", MemoryHit(snap, L1))
+                lookup = Lookup(ref.product_id, status, MemoryHit(snap, L1))
                 if count_hit:
                     self.count_lookups([lookup])
                 return lookup
@@ -243,6 +249,19 @@ class ProductMemory:
         """True when a fresh entry exists; counts neither hit nor miss."""
         return self.lookup(product, count_hit=False).hit is not None
 
+    def stored_content(self, product: Any) -> dict | None:
+        """The content PostgreSQL holds for the product (fresh or not), or None: what a
+        regeneration of some fields alone keeps of it."""
+        key = self._key(resolve_product(product).product_id)
+        found = self.l3.get_many([key]).get(key)
+        return None if found is None else found.payload
+
+    def is_approved(self, product: Any) -> bool:
+        """Whether PostgreSQL holds the product's entry approved (read there: a generation about
+        to be paid for asks, and the save refuses it anyway when the approval came meanwhile)."""
+        ref = resolve_product(product)
+        return ProductMemoryEntry.objects.filter(product_id=ref.product_id, kind=self.kind, approved=True).exists()
+
     def exists_many(self, products: Iterable[Any]) -> dict[str, bool]:
         return {pid: lk.hit is not None for pid, lk in self.lookup_many(products, count_hits=False).items()}
 
@@ -255,19 +274,28 @@ class ProductMemory:
         *,
         tokens_prompt: int = 0,
         tokens_completion: int = 0,
+        tokens_cached: int = 0,
+        tokens_reasoning: int = 0,
         ttl: int | None = None,
         generator_version: str | None = None,
         source_data: dict | None = None,
         count_generation: bool = True,
+        override_approval: bool = False,
         family_id: str = "",
     ) -> Snapshot:
-        """Store generated content: PostgreSQL first, in a transaction, then Redis and L1.
-        ``family_id``: the variant family the content was derived from (none: its own content)."""
+        """Store generated content as the entry's new version: PostgreSQL first, in a
+        transaction, then Redis and L1. ``ApprovedContent`` (nothing stored) when the entry is
+        approved, unless ``override_approval`` (which withdraws the approval). ``family_id``: the
+        variant family the content was derived from (none: its own content).
+
+        The token counts are what the generation cost: ``tokens_cached`` (prompt tokens the
+        provider served from its cache) is part of ``tokens_prompt``, ``tokens_reasoning``
+        (completion tokens spent reasoning) part of ``tokens_completion``."""
         ref = resolve_product(product)
         content = validate_content(content)
         ttl = validate_ttl(ttl)
-        tokens_prompt = whole_number("tokens_prompt", tokens_prompt, maximum=INT_MAX)
-        tokens_completion = whole_number("tokens_completion", tokens_completion, maximum=INT_MAX)
+        tokens = token_counts({"tokens_prompt": tokens_prompt, "tokens_completion": tokens_completion,
+                               "tokens_cached": tokens_cached, "tokens_reasoning": tokens_reasoning})
         if source_data is None:
             source_data = ref.source_data or {}
         source_data = json_object("source_data", source_data)
@@ -286,20 +314,53 @@ class ProductMemory:
             source_data=source_data,
             input_fingerprint=fingerprint,
             generator_version=generator_version or self.generator_version,
-            tokens_prompt=tokens_prompt,
-            tokens_completion=tokens_completion,
+            **tokens,
             expires_at=timezone.now() + timedelta(seconds=ttl),
+            override_approval=override_approval,
             family_id=text("family_id", family_id, max_length=255),
         )
         self.refresh_caches([snapshot])
         if count_generation:
-            self.count_generation(snapshot.tokens_spent)
+            self.count_generation(snapshot.tokens_spent, cached=snapshot.tokens_cached,
+                                  reasoning=snapshot.tokens_reasoning)
         return snapshot
 
-    def count_generation(self, tokens: int) -> None:
-        """Count one generation stored, having cost ``tokens`` (what ``save_product_data`` counts)."""
+    def replace_content(self, product: Any, content: Any, *, origin: str, author: str = "") -> Snapshot:
+        """A person's content (an edit, a restore) as the entry's new version, served by every
+        tier from now on; its freshness, expiry, approval and tokens stay. ``EntryNotFound``
+        when there is no entry."""
+        ref = resolve_product(product)
+        content = validate_content(content)
+        if origin not in versions.ORIGINS:
+            raise ValueError(f"origin: use {', '.join(versions.ORIGINS)}")
+        author = text("author", author, max_length=AUTHOR_MAX_LENGTH)
+        snapshot = self.l3.write_content(self._key(ref.product_id), content, origin=origin, author=author)
+        if snapshot is None:
+            raise versions.EntryNotFound(ref.product_id, self.kind)
+        logger.info("Produto %s: conteúdo %s por %s salvo na memória", ref.product_id, origin, author or "—")
+        self.refresh_caches([snapshot])
+        return snapshot
+
+    def set_approval(self, product: Any, approved: bool, *, by: str = "") -> Snapshot:
+        """Approve the entry (``by`` whom, now) or withdraw its approval, in every tier.
+        ``EntryNotFound`` when there is no entry."""
+        ref = resolve_product(product)
+        by = text("approved_by", by, max_length=AUTHOR_MAX_LENGTH)
+        snapshot = self.l3.set_approval(self._key(ref.product_id), bool(approved), by=by)
+        if snapshot is None:
+            raise versions.EntryNotFound(ref.product_id, self.kind)
+        if approved:
+            logger.info("Produto %s aprovado por %s", ref.product_id, by or "—")
+        else:
+            logger.info("Produto %s: aprovação retirada", ref.product_id)
+        self.refresh_caches([snapshot])
+        return snapshot
+
+    def count_generation(self, tokens: int, *, cached: int = 0, reasoning: int = 0) -> None:
+        """Count one generation stored, having cost ``tokens`` (of which ``cached`` prompt and
+        ``reasoning`` completion tokens): what ``save_product_data`` counts."""
         self.counter.record_generation(tokens)
-        metrics.count_generation_stored(tokens)
+        metrics.count_generation_stored(tokens, cached=cached, reasoning=reasoning)
 
     def count_family_saving(self, tokens: int) -> None:
         """Count what a variant derived from its family's base saved: the base's generation,
@@ -377,7 +438,8 @@ class ProductMemory:
         now = timezone.now()
         generator = self.generator_version
         rows = qs.order_by("-updated_at", "-id").only(
-            "product_id", "kind", "title", "hit_count", "tokens_saved", "expires_at", "generator_version"
+            "product_id", "kind", "title", "hit_count", "tokens_saved", "expires_at", "generator_version",
+            "version", "origin", "approved",
         )[offset:offset + limit]
         return {
             "count": qs.count(),
@@ -390,6 +452,9 @@ class ProductMemory:
                     "tokens_saved": e.tokens_saved,
                     "expires_at": e.expires_at,
                     "status": freshness.row_status(e, generator, now),
+                    "approved": e.approved,
+                    "version": e.version,
+                    "origin": e.origin,
                 }
                 for e in rows
             ],
@@ -401,16 +466,19 @@ class ProductMemory:
         return memory_figures(self.kind, self.generator_version, self.counter)
 
 
-ENTRY_COUNT_FIELDS = ("total", freshness.ACTIVE, freshness.EXPIRED, freshness.STALE)
+# What the entries' contents are: approved, and where the current content came from.
+CONTENT_COUNTS = {"approved": Q(approved=True), **{origin: Q(origin=origin) for origin in versions.ORIGINS}}
+ENTRY_COUNT_FIELDS = ("total", freshness.ACTIVE, freshness.EXPIRED, freshness.STALE, *CONTENT_COUNTS)
 
 
 def memory_figures(kind: str | None, generator_version: str, counter=hit_counter) -> dict:
     """Entry counts (of ``kind``, or of every kind for None) by :mod:`freshness <memory.engine.freshness>`
-    status, hits, misses, generations and tokens, including counts not yet flushed to PostgreSQL."""
+    status, approved and by origin of their content (generated, edited, imported, restored), hits,
+    misses, generations and tokens, including counts not yet flushed to PostgreSQL."""
 
     def count_entries():
         queryset = ProductMemoryEntry.objects.all() if kind is None else ProductMemoryEntry.objects.filter(kind=kind)
-        return freshness.status_counts(queryset, generator_version, timezone.now())
+        return freshness.status_counts(queryset, generator_version, timezone.now(), **CONTENT_COUNTS)
 
     entries = cached_for_stats(f"entries:{kind or '*'}:{generator_version}", count_entries, ENTRY_COUNT_FIELDS)
     daily = DailyStats.objects.aggregate(
@@ -428,6 +496,8 @@ def memory_figures(kind: str | None, generator_version: str, counter=hit_counter
         "active_entries": entries[freshness.ACTIVE],
         "expired_entries": entries[freshness.EXPIRED],
         "stale_entries": entries[freshness.STALE],
+        "approved_entries": entries["approved"],
+        **{f"{origin}_entries": entries[origin] for origin in versions.ORIGINS},
         "hits": totals["hits"],
         "misses": totals["misses"],
         "hit_rate": round(totals["hits"] / lookups, 4) if lookups else 0.0,

@@ -10,6 +10,8 @@ Singletons (one per process, each defined beside its class):
 - ``memory.engine.locks.process_locks``: the generation locks of the process fallback;
 - ``memory.engine.locks.lock_renewer``: the Redis generation locks this process holds, and their
   renewer (thread ``memory-lock-renewal``), which keeps each from expiring while it is held.
+- ``memory.providers.limits``: the provider's gate (rate limit and circuit breaker), with this
+  process's copy of their state (``limits.reset()``).
 
 The threads start at one point, :func:`start_background_threads`, called by
 
@@ -33,6 +35,7 @@ from memory.engine.counters import hit_counter
 from memory.engine.locks import lock_renewer, process_locks
 from memory.engine.tiers import redis_tier
 from memory.infra import redis
+from memory.providers import limits
 
 logger = logging.getLogger("memory")
 
@@ -75,9 +78,10 @@ def save_counts_at_exit() -> None:
 
 def reset_process_state() -> None:
     """Forget what this process learnt: no outage, no deletes owed to Redis, no buffered counts,
-    no cached token users, no invalid Redis values already reported. The threads are left as
-    they are. (Tests call it between cases.)"""
+    no cached token users, no invalid Redis values already reported, nothing of the provider's
+    rate limit and circuit breaker. The threads are left as they are. (Tests call it between cases.)"""
     redis.guard.reset()
+    limits.reset()
     redis.invalid_values.reset()
     redis_tier.forget_pending()
     hit_counter.local.drain()

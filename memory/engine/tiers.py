@@ -32,10 +32,10 @@ from django.core.cache import caches
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
-from memory.engine import freshness
-from memory.engine.validators import INT_MAX, instant, whole_number
+from memory.engine import freshness, versions
+from memory.engine.validators import instant, token_counts
 from memory.infra import redis
-from memory.models import ProductMemoryEntry
+from memory.models import ContentVersion, ProductMemoryEntry
 
 logger = logging.getLogger("memory")
 
@@ -52,7 +52,9 @@ MAX_LENGTHS = {"product_id": 255, "kind": 64, "input_fingerprint": 64, "generato
 
 @dataclass(frozen=True)
 class Snapshot:
-    """What every tier holds of an entry: the content and what decides its freshness."""
+    """What every tier holds of an entry: the content, what decides its freshness, and what its
+    generation cost (``tokens_cached`` and ``tokens_reasoning`` are parts of ``tokens_prompt`` and
+    ``tokens_completion``; they come last, with defaults, as they came later)."""
 
     product_id: str
     kind: str
@@ -63,6 +65,9 @@ class Snapshot:
     tokens_completion: int
     created_at: float  # epoch seconds
     expires_at: float  # epoch seconds
+    tokens_cached: int = 0
+    tokens_reasoning: int = 0
+    approved: bool = False  # served as it is, whatever its status (memory.engine.freshness)
 
     @property
     def key(self) -> Key:
@@ -75,11 +80,21 @@ class Snapshot:
     def seconds_left(self, now: float | None = None) -> float:
         return self.expires_at - (time.time() if now is None else now)
 
+    def cache_seconds(self, now: float | None = None) -> float:
+        """How long a cache tier may keep this copy: until it expires; an approved entry never
+        expires, so ``MEMORY_DEFAULT_TTL`` (any bound holds: every change rewrites or drops the copies)."""
+        left = self.seconds_left(now)
+        return max(left, settings.MEMORY_DEFAULT_TTL) if self.approved else left
+
     def status(self, fingerprint: str | None, generator_version: str | None, now: float | None = None) -> str:
         """``active``, ``expired`` or ``stale`` (:mod:`memory.engine.freshness`) for a request with
         this fingerprint and generator."""
         return freshness.status(self.expires_at, time.time() if now is None else now, self.generator_version,
-                                generator_version, self.input_fingerprint, fingerprint)
+                                generator_version, self.input_fingerprint, fingerprint, self.approved)
+
+    def serves(self, fingerprint: str | None, generator_version: str | None, now: float | None = None) -> bool:
+        """Whether a lookup with this fingerprint and generator serves the snapshot (:func:`freshness.served`)."""
+        return self.approved or self.status(fingerprint, generator_version, now) == freshness.ACTIVE
 
     def to_dict(self) -> dict:
         """The fields as a dict, sharing the payload: whoever asks serializes it at once."""
@@ -91,11 +106,14 @@ class Snapshot:
         naming the field unless every field has its type and bounds (Redis is not trusted).
 
         The payload's size is bounded before it is read (:func:`memory.infra.redis.decode`),
-        and NaN/Infinity never decode: here it only has to be a JSON object."""
+        and NaN/Infinity never decode: here it only has to be a JSON object. A value stored before
+        ``tokens_cached`` and ``tokens_reasoning`` existed (without both) reads with 0 for them."""
         if not isinstance(data, dict):
             raise ValueError(f"snapshot: deve ser um objeto, recebido {type(data).__name__}")
-        if data.keys() != _SNAPSHOT_FIELD_SET:
+        if frozenset(data) not in _STORED_FIELD_SETS:
             raise ValueError(f"snapshot: os campos devem ser exatamente {', '.join(sorted(_SNAPSHOT_FIELD_SET))}")
+        if not isinstance(data.get("approved", False), bool):
+            raise ValueError("approved: deve ser booleano")
         for name, max_length in MAX_LENGTHS.items():
             value = data[name]
             if not isinstance(value, str) or len(value) > max_length:
@@ -104,8 +122,7 @@ class Snapshot:
             raise ValueError("product_id: o valor é de outra entrada")
         if not isinstance(data["payload"], dict):
             raise ValueError(f"payload: deve ser um objeto JSON, recebido {type(data['payload']).__name__}")
-        for name in ("tokens_prompt", "tokens_completion"):
-            whole_number(name, data[name], maximum=INT_MAX)
+        token_counts(data)
         instant("created_at", data["created_at"])
         instant("expires_at", data["expires_at"])
         return cls(**data)
@@ -122,6 +139,9 @@ class Snapshot:
             tokens_completion=entry.tokens_completion,
             created_at=entry.created_at.timestamp(),
             expires_at=entry.expires_at.timestamp(),
+            tokens_cached=entry.tokens_cached,
+            tokens_reasoning=entry.tokens_reasoning,
+            approved=entry.approved,
         )
 
     def created_at_datetime(self) -> datetime:
@@ -132,6 +152,14 @@ class Snapshot:
 
 
 _SNAPSHOT_FIELD_SET = frozenset(field.name for field in fields(Snapshot))
+# The fields a copy Redis took under an earlier release may lack, each group all or none: the
+# cached and reasoning token counts (read as 0), the approval (read as not approved: approving an
+# entry rewrites its copies).
+_LATER_FIELD_GROUPS = (frozenset({"tokens_cached", "tokens_reasoning"}), frozenset({"approved"}))
+_STORED_FIELD_SETS = frozenset(
+    _SNAPSHOT_FIELD_SET - missing
+    for missing in (frozenset(), *_LATER_FIELD_GROUPS, frozenset().union(*_LATER_FIELD_GROUPS))
+)
 
 
 def cache_key(key: Key) -> str:
@@ -203,7 +231,7 @@ class LocalTier(CacheTier):
         of the payload, which the caller may change freely."""
         now = time.time()
         for snap in snapshots:
-            ttl = min(settings.MEMORY_L1_TTL, snap.seconds_left(now))
+            ttl = min(settings.MEMORY_L1_TTL, snap.cache_seconds(now))
             if ttl > 0:
                 self.cache.set(cache_key(snap.key), snap, timeout=ttl)
 
@@ -319,7 +347,7 @@ class RedisTier(CacheTier):
         when Redis took it all.
         """
         now = time.time()
-        items = [(cache_key(s.key), s, s.seconds_left(now)) for s in snapshots]
+        items = [(cache_key(s.key), s, s.cache_seconds(now)) for s in snapshots]
         claims = [redis.make_key(ck + FILL_CLAIM_SUFFIX) for ck, _, _ in items]
         items = [(ck, s, ttl) for ck, s, ttl in items if ttl > 0]
         if not items and not claims and publish is None and incr is None:
@@ -360,7 +388,7 @@ class RedisTier(CacheTier):
         now = time.time()
         writes = []
         for snap in snapshots:
-            ttl, token = snap.seconds_left(now), claims.get(snap.key)
+            ttl, token = snap.cache_seconds(now), claims.get(snap.key)
             if ttl > 0 and token is not None:
                 ck = cache_key(snap.key)
                 writes.append((redis.make_key(ck), redis.encode(snap.to_dict()), int(ttl * 1000),
@@ -396,6 +424,22 @@ class RedisTier(CacheTier):
                 batch = []
         if batch:
             client.unlink(*batch)
+
+
+def _approval(approved: bool, by: str) -> dict:
+    """The columns of an approval (who, now) or of its withdrawal (nobody, never)."""
+    return {"approved": approved, "approved_by": by if approved else "",
+            "approved_at": timezone.now() if approved else None}
+
+
+def _imported_version(row: dict, number: int) -> dict:
+    """The content of an imported row as version ``number`` of its entry (and the row's own)."""
+    row.update(version=number, origin=versions.IMPORTED)
+    return {
+        "number": number, "payload": row["payload"], "origin": versions.IMPORTED,
+        "generator_version": row["generator_version"], "author": row["author"],
+        "tokens": row["tokens_prompt"] + row["tokens_completion"], "created_at": row["updated_at"],
+    }
 
 
 # One L2 per process, so that its outage state and the deletes Redis missed are shared by every
@@ -456,8 +500,10 @@ class DatabaseTier(Tier):
                 input_fingerprint=fingerprint, generator_version=generator,
                 tokens_prompt=prompt, tokens_completion=completion,
                 created_at=created.timestamp(), expires_at=expires.timestamp(),
+                tokens_cached=cached, tokens_reasoning=reasoning, approved=approved,
             )
-            for product_id, row_kind, payload, fingerprint, generator, prompt, completion, created, expires in rows
+            for (product_id, row_kind, payload, fingerprint, generator, prompt, completion, created, expires,
+                 cached, reasoning, approved) in rows
         ]
 
     def _select_entries(self, kind: str, product_ids: list[str]) -> list[Snapshot]:
@@ -469,40 +515,69 @@ class DatabaseTier(Tier):
             for entry in base.filter(product_id__in=product_ids[start:start + self.SQLITE_CHUNK])
         ]
 
+    # One statement, atomic by itself and one round trip: the row (inserted, or replaced where
+    # no approval forbids it), the content as the row's new version (its number counted on the
+    # locked row, so concurrent saves never share one), and the versions past the retention.
     UPSERT_SQL = (
-        "INSERT INTO {table} (product_id, kind, payload, source_data, input_fingerprint, generator_version,"
-        " tokens_prompt, tokens_completion, hit_count, tokens_saved, created_at, updated_at, expires_at, family_id)"
-        " VALUES (%s, %s, %s::jsonb, %s::jsonb, %s, %s, %s, %s, 0, 0, %s, %s, %s, %s)"
+        "WITH saved AS ("
+        " INSERT INTO {table} (product_id, kind, payload, source_data, input_fingerprint, generator_version,"
+        " tokens_prompt, tokens_completion, tokens_cached, tokens_reasoning, hit_count, tokens_saved,"
+        " created_at, updated_at, expires_at, family_id,"
+        " version, origin, author, approved, approved_by, approved_at)"
+        " VALUES (%s, %s, %s::jsonb, %s::jsonb, %s, %s, %s, %s, %s, %s, 0, 0, %s, %s, %s, %s, 1, %s, %s, FALSE, '', NULL)"
         " ON CONFLICT (product_id, kind) DO UPDATE SET payload = EXCLUDED.payload,"
         " source_data = EXCLUDED.source_data, input_fingerprint = EXCLUDED.input_fingerprint,"
         " generator_version = EXCLUDED.generator_version, tokens_prompt = EXCLUDED.tokens_prompt,"
-        " tokens_completion = EXCLUDED.tokens_completion, updated_at = EXCLUDED.updated_at,"
-        " expires_at = EXCLUDED.expires_at, family_id = EXCLUDED.family_id"
-        " RETURNING created_at"
+        " tokens_completion = EXCLUDED.tokens_completion, tokens_cached = EXCLUDED.tokens_cached,"
+        " tokens_reasoning = EXCLUDED.tokens_reasoning, updated_at = EXCLUDED.updated_at,"
+        " expires_at = EXCLUDED.expires_at, family_id = EXCLUDED.family_id, version = {table}.version + 1,"
+        " origin = EXCLUDED.origin, author = EXCLUDED.author, approved = FALSE, approved_by = '', approved_at = NULL"
+        " WHERE NOT {table}.approved OR %s"
+        " RETURNING id, version, created_at, payload, origin, generator_version, author, updated_at"
+        "), kept AS ("
+        " INSERT INTO {versions} (entry_id, number, payload, origin, generator_version, tokens, author, created_at)"
+        " SELECT id, version, payload, origin, generator_version, %s, author, updated_at FROM saved"
+        "), dropped AS ("
+        " DELETE FROM {versions} AS old USING saved"
+        " WHERE old.entry_id = saved.id AND old.number <= saved.version - %s"
+        ")"
+        " SELECT created_at FROM saved"
     )
 
     def upsert(self, *, product_id, kind, payload, source_data, input_fingerprint, generator_version,
-               tokens_prompt, tokens_completion, expires_at, family_id: str = "") -> Snapshot:
-        """Insert or replace the row of ``(product_id, kind)``, keeping its created_at and hit counts
-        (``family_id``: the family its content was derived from, empty for content of its own).
+               tokens_prompt, tokens_completion, expires_at, tokens_cached=0, tokens_reasoning=0,
+               origin: str = versions.GENERATED, author: str = "", override_approval: bool = False,
+               family_id: str = "") -> Snapshot:
+        """Insert or replace the row of ``(product_id, kind)``, keeping its created_at and hit counts,
+        and keep the content as the entry's new version (:mod:`memory.engine.versions`); ``family_id``:
+        the family its content was derived from, empty for content of its own.
 
-        On PostgreSQL one ``INSERT ... ON CONFLICT DO UPDATE`` statement, atomic by itself: one
-        round trip, where ``update_or_create`` needs four (BEGIN, SELECT FOR UPDATE, write, COMMIT).
+        ``ApprovedContent`` (nothing written) when the entry is approved, unless
+        ``override_approval``: then the approval goes, as what replaced the content was approved
+        by no one. On PostgreSQL one statement (``UPSERT_SQL``): one round trip, where
+        ``update_or_create`` and the version need six.
         """
         now = timezone.now()
+        tokens = versions.tokens_of(origin, tokens_prompt + tokens_completion)
         if connection.vendor == "postgresql":
             table = connection.ops.quote_name(ProductMemoryEntry._meta.db_table)
+            versions_table = connection.ops.quote_name(ContentVersion._meta.db_table)
             with _dropping_broken_connection(), connection.cursor() as cursor:
-                cursor.execute(self.UPSERT_SQL.format(table=table), [
+                cursor.execute(self.UPSERT_SQL.format(table=table, versions=versions_table), [
                     product_id, kind, json.dumps(payload), json.dumps(source_data), input_fingerprint,
-                    generator_version, tokens_prompt, tokens_completion, now, now, expires_at, family_id,
+                    generator_version, tokens_prompt, tokens_completion, tokens_cached, tokens_reasoning,
+                    now, now, expires_at, family_id, origin, author, bool(override_approval), tokens,
+                    versions.max_versions(),
                 ])
-                (created_at,) = cursor.fetchone()
+                row = cursor.fetchone()
+            if row is None:
+                raise versions.ApprovedContent(product_id, kind)
+            (created_at,) = row
             return Snapshot(
                 product_id=product_id, kind=kind, payload=payload, input_fingerprint=input_fingerprint,
                 generator_version=generator_version, tokens_prompt=tokens_prompt,
                 tokens_completion=tokens_completion, created_at=created_at.timestamp(),
-                expires_at=expires_at.timestamp(),
+                expires_at=expires_at.timestamp(), tokens_cached=tokens_cached, tokens_reasoning=tokens_reasoning,
             )
         written = {
             "payload": payload,
@@ -511,14 +586,63 @@ class DatabaseTier(Tier):
             "generator_version": generator_version,
             "tokens_prompt": tokens_prompt,
             "tokens_completion": tokens_completion,
+            "tokens_cached": tokens_cached,
+            "tokens_reasoning": tokens_reasoning,
             "updated_at": now,
             "expires_at": expires_at,
             "family_id": family_id,
+            "origin": origin,
+            "author": author,
+            "approved": False,
+            "approved_by": "",
+            "approved_at": None,
         }
         with transaction.atomic():
-            entry, _ = ProductMemoryEntry.objects.update_or_create(
-                product_id=product_id, kind=kind, defaults=written, create_defaults={**written, "created_at": now},
-            )
+            entry = ProductMemoryEntry.objects.select_for_update().filter(product_id=product_id, kind=kind).first()
+            if entry is None:
+                entry = ProductMemoryEntry.objects.create(product_id=product_id, kind=kind, created_at=now,
+                                                          version=1, **written)
+            else:
+                if entry.approved and not override_approval:
+                    raise versions.ApprovedContent(product_id, kind)
+                for name, value in written.items():
+                    setattr(entry, name, value)
+                entry.version += 1
+                entry.save(update_fields=[*written, "version"])
+            versions.record(entry.pk, entry.version, payload, origin=origin, generator_version=generator_version,
+                            tokens=tokens, author=author, created_at=now)
+        return Snapshot.from_entry(entry)
+
+    def write_content(self, key: Key, payload: dict, *, origin: str, author: str) -> Snapshot | None:
+        """Replace the content of an entry (an edit, a restore) as its new version; everything
+        else stays (its freshness, its expiry, its approval, its tokens: what a hit saves).
+        None when there is no such entry."""
+        product_id, kind = key
+        now = timezone.now()
+        with transaction.atomic():
+            entry = ProductMemoryEntry.objects.select_for_update().filter(product_id=product_id, kind=kind).first()
+            if entry is None:
+                return None
+            entry.payload = payload
+            entry.updated_at = now
+            entry.version += 1
+            entry.origin = origin
+            entry.author = author
+            entry.save(update_fields=["payload", "updated_at", "version", "origin", "author"])
+            versions.record(entry.pk, entry.version, payload, origin=origin,
+                            generator_version=entry.generator_version,
+                            tokens=versions.tokens_of(origin, entry.tokens_spent), author=author, created_at=now)
+        return Snapshot.from_entry(entry)
+
+    def set_approval(self, key: Key, approved: bool, *, by: str) -> Snapshot | None:
+        """Approve an entry (who and now) or withdraw its approval; its content does not change
+        (no version). None when there is no such entry."""
+        product_id, kind = key
+        with transaction.atomic():
+            if not ProductMemoryEntry.objects.filter(product_id=product_id, kind=kind).update(
+                    **_approval(approved, by)):
+                return None
+            entry = ProductMemoryEntry.objects.only(*self.SNAPSHOT_FIELDS).get(product_id=product_id, kind=kind)
         return Snapshot.from_entry(entry)
 
     def delete_many(self, keys) -> int:
@@ -542,15 +666,89 @@ class DatabaseTier(Tier):
             for kind, ids in by_kind.items()
         )
 
+    def set_approval_many(self, pks: list[int], approved: bool, *, by: str) -> int:
+        """:meth:`set_approval` for the rows of these primary keys; returns how many changed.
+        The caller drops their cached copies once its transaction commits."""
+        return ProductMemoryEntry.objects.filter(pk__in=pks).exclude(approved=approved).update(
+            **_approval(approved, by))
+
     def upsert_rows(self, rows: list[dict]) -> int:
         """Insert or replace whole rows on ``(product_id, kind)`` as an import or a restore gives
-        them, every column as given (a save, :meth:`upsert`, keeps created_at and the hit counts);
-        returns how many already existed. Each key appears once in ``rows``."""
-        existing = self.count_existing((row["product_id"], row["kind"]) for row in rows)
+        them, every column as given (a save, :meth:`upsert`, keeps created_at and the hit counts),
+        with their history; returns how many already existed. Each key appears once in ``rows``.
+
+        A row's ``versions`` (a list, oldest first, or None) are the history its file carries:
+        an entry new here takes them as they are (the newest ``MEMORY_MAX_VERSIONS``). An entry
+        already here keeps its own history. Either way a content that is not the newest version
+        already becomes a new version of origin ``imported``; the row's ``version``, ``origin``
+        and ``author`` are those of its newest version.
+        """
+        if not rows:
+            return 0
+        existing = self._current_versions((row["product_id"], row["kind"]) for row in rows)
+        keep = versions.max_versions()
+        histories: list[list[dict]] = []
+        for row in rows:
+            carried = sorted(row.pop("versions", None) or [], key=lambda v: v["number"])
+            found = existing.get((row["product_id"], row["kind"]))
+            if found is not None:
+                number, payload, origin, author = found
+                if payload == row["payload"]:
+                    row.update(version=number, origin=origin, author=author)
+                    histories.append([])
+                else:
+                    histories.append([_imported_version(row, number + 1)])
+            else:
+                kept = carried[-keep:]
+                if kept and kept[-1]["payload"] == row["payload"]:
+                    newest = kept[-1]
+                    row.update(version=newest["number"], origin=newest["origin"], author=newest["author"])
+                    histories.append(kept)
+                else:
+                    histories.append([*kept, _imported_version(row, kept[-1]["number"] + 1 if kept else 1)])
+        entries = [ProductMemoryEntry(**row) for row in rows]
         ProductMemoryEntry.objects.bulk_create(
-            [ProductMemoryEntry(**row) for row in rows],
+            entries,
             update_conflicts=True,
             unique_fields=list(KEY_FIELDS),
-            update_fields=[name for name in rows[0] if name not in KEY_FIELDS] if rows else [],
+            update_fields=[name for name in rows[0] if name not in KEY_FIELDS],
         )
-        return existing
+        ids = self._ids(entries)
+        written = [
+            ContentVersion(entry_id=ids[(entry.product_id, entry.kind)], **version)
+            for entry, history in zip(entries, histories) for version in history
+        ]
+        versions.record_many(written, {ids[(e.product_id, e.kind)]: e.version for e in entries})
+        return len(existing)
+
+    def _current_versions(self, keys: Iterable[Key]) -> dict[Key, tuple[int, dict, str, str]]:
+        """``(version, payload, origin, author)`` of the entries among ``keys`` that have a row."""
+        by_kind: dict[str, list[str]] = {}
+        for product_id, kind in keys:
+            by_kind.setdefault(kind, []).append(product_id)
+        found = {}
+        for kind, ids in by_kind.items():
+            for start in range(0, len(ids), self.SQLITE_CHUNK):
+                rows = ProductMemoryEntry.objects.filter(kind=kind, product_id__in=ids[start:start + self.SQLITE_CHUNK])
+                if connection.in_atomic_block:
+                    rows = rows.select_for_update()  # a save meanwhile would take the same version number
+                for product_id, version, payload, origin, author in rows.values_list(
+                        "product_id", "version", "payload", "origin", "author"):
+                    found[(product_id, kind)] = (version, payload, origin, author)
+        return found
+
+    def _ids(self, entries: list[ProductMemoryEntry]) -> dict[Key, int]:
+        """The primary keys of rows just bulk-written (set by the database where it returns them)."""
+        ids = {(e.product_id, e.kind): e.pk for e in entries if e.pk is not None}
+        missing = [(e.product_id, e.kind) for e in entries if e.pk is None]
+        if missing:
+            by_kind: dict[str, list[str]] = {}
+            for product_id, kind in missing:
+                by_kind.setdefault(kind, []).append(product_id)
+            for kind, product_ids in by_kind.items():
+                for start in range(0, len(product_ids), self.SQLITE_CHUNK):
+                    chunk = product_ids[start:start + self.SQLITE_CHUNK]
+                    for pk, product_id in ProductMemoryEntry.objects.filter(
+                            kind=kind, product_id__in=chunk).values_list("pk", "product_id"):
+                        ids[(product_id, kind)] = pk
+        return ids

@@ -81,3 +81,22 @@ def _holds_nul(value: Any) -> bool:
     if isinstance(value, (list, tuple)):
         return any(_holds_nul(v) for v in value)
     return False
+
+
+# The token counts of a generation, and the count each detail count is a part of.
+TOKEN_COUNTS = ("tokens_prompt", "tokens_completion", "tokens_cached", "tokens_reasoning")
+TOKEN_PARTS = {"tokens_cached": "tokens_prompt", "tokens_reasoning": "tokens_completion"}
+
+
+def token_counts(counts: dict) -> dict:
+    """``counts`` (the :data:`TOKEN_COUNTS` a generation reports) when each is a whole number
+    within PostgreSQL's integer, and ``tokens_cached`` (prompt tokens the provider served from
+    its cache) and ``tokens_reasoning`` (completion tokens the model spent reasoning) are no
+    more than the counts they are part of. A count absent from ``counts`` is not checked."""
+    for name in TOKEN_COUNTS:
+        if name in counts:
+            whole_number(name, counts[name], maximum=INT_MAX)
+    for part, whole in TOKEN_PARTS.items():
+        if part in counts and whole in counts and counts[part] > counts[whole]:
+            raise ValueError(f"{part}: parte de {whole}, não pode passar de {counts[whole]}, recebido {counts[part]}")
+    return counts

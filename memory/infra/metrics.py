@@ -45,11 +45,39 @@ TOKENS_SAVED_BY_FAMILY = Counter(
     "beecatalog_memory_tokens_saved_by_family",
     "Tokens the variants derived from their family's base content did not cost (one generation per family)",
 )
+# Parts of tokens_spent: prompt tokens the provider served from its cache (billed at the cached
+# price), completion tokens spent reasoning (billed as completion tokens).
+TOKENS_CACHED = Counter(
+    "beecatalog_memory_tokens_cached", "Prompt tokens of the stored generations the provider served from its cache"
+)
+TOKENS_REASONING = Counter(
+    "beecatalog_memory_tokens_reasoning", "Completion tokens of the stored generations spent reasoning"
+)
 REDIS_UP = Gauge(
     "beecatalog_memory_redis_up",
     "1 when Redis (L2) answered at the last scrape, 0 when it is down or not configured",
     multiprocess_mode="mostrecent",
 )
+LLM_REQUESTS = Counter(
+    "beecatalog_memory_llm_requests", "HTTP requests started to the LLM provider, the SDK's retries included"
+)
+LLM_RATE_WAIT_SECONDS = Histogram(
+    "beecatalog_memory_llm_rate_limit_wait_seconds",
+    "Time a request to the LLM provider waited for its place under LLM_RPM/LLM_TPM",
+    buckets=(0.001, 0.01, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+)
+LLM_BREAKER_OPEN = Gauge(
+    "beecatalog_memory_llm_breaker_open",
+    "1 while the provider's circuit breaker stops calls (open, or testing with one call), 0 when closed",
+    multiprocess_mode="mostrecent",
+)
+LLM_BREAKER_OPENED = Counter(
+    "beecatalog_memory_llm_breaker_opened",
+    "Times the provider's circuit breaker opened (each counted by the process that opened it)",
+)
+
+# What a scrape asks first, registered by the layers above (the provider's breaker state).
+_scrape_callbacks: list = []
 
 # Each tier's series, resolved once: ``labels()`` looks the series up on every call, a
 # sizeable share of an L1 hit (docs/benchmarks.md); and every series exists, at 0, before
@@ -84,11 +112,16 @@ def count_tokens_saved_by_family(tokens: int) -> None:
         TOKENS_SAVED_BY_FAMILY.inc(tokens)
 
 
-def count_generation_stored(tokens: int) -> None:
-    """A generated content reached the memory, having cost ``tokens``."""
+def count_generation_stored(tokens: int, *, cached: int = 0, reasoning: int = 0) -> None:
+    """A generated content reached the memory, having cost ``tokens``, of which ``cached`` prompt
+    tokens came from the provider's cache and ``reasoning`` completion tokens went to reasoning."""
     GENERATIONS.inc()
     if tokens > 0:
         TOKENS_SPENT.inc(tokens)
+    if cached > 0:
+        TOKENS_CACHED.inc(cached)
+    if reasoning > 0:
+        TOKENS_REASONING.inc(reasoning)
 
 
 def observe_generation(seconds: float) -> None:
@@ -104,6 +137,28 @@ def set_redis_up(available: bool) -> None:
     REDIS_UP.set(1 if available else 0)
 
 
+def count_llm_request() -> None:
+    LLM_REQUESTS.inc()
+
+
+def observe_rate_limit_wait(seconds: float) -> None:
+    LLM_RATE_WAIT_SECONDS.observe(max(0.0, seconds))
+
+
+def set_llm_breaker_open(stopped: bool) -> None:
+    LLM_BREAKER_OPEN.set(1 if stopped else 0)
+
+
+def count_llm_breaker_opened() -> None:
+    LLM_BREAKER_OPENED.inc()
+
+
+def on_scrape(callback) -> None:
+    """Run ``callback()`` before each scrape renders (to set a gauge from the truth now)."""
+    if callback not in _scrape_callbacks:
+        _scrape_callbacks.append(callback)
+
+
 def multiprocess_enabled() -> bool:
     return bool(settings.PROMETHEUS_MULTIPROC_DIR)
 
@@ -111,6 +166,8 @@ def multiprocess_enabled() -> bool:
 def render_latest() -> tuple[bytes, str]:
     """The exposition text of every metric (of every worker in multiprocess mode), and its content type."""
     set_redis_up(redis.info()["available"])
+    for callback in _scrape_callbacks:
+        callback()
     if multiprocess_enabled():
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)

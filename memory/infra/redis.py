@@ -25,7 +25,8 @@ the cache API lacks), :func:`make_key`/:func:`make_pattern` (key names), :func:`
 :func:`discard`/:func:`discard_fields` (what a reader found invalid: deleted, logged once),
 :func:`channel` and :func:`pubsub` (the invalidation channel), :func:`lock` (a lock with a TTL) and
 :func:`renew_lock` (its TTL set back to full while it is held),
-:func:`claim` and :func:`set_where_claimed` (writes made only if no one changed a key meanwhile). What it runs:
+:func:`claim` and :func:`set_where_claimed` (writes made only if no one changed a key meanwhile),
+:func:`transaction` (reads, then writes made only if no one changed the keys read). What it runs:
 :func:`run`/:func:`guarded` (an operation through the breaker), :func:`available` (would
 :func:`run` try Redis now?), :func:`ping`/:func:`probe`/:func:`info` (the truth now, also told
 to the breaker), and :data:`guard` with its recovery callbacks (``guard.on_recovery``).
@@ -318,6 +319,30 @@ def set_where_claimed(writes: list[tuple[str, bytes, int, str, str]]) -> int:
         except WatchError:  # a claim changed between the check and the write: nothing written
             return 0
     return sum(bool(reply) for reply in replies[:len(chosen)])
+
+
+def transaction(keys: list[str], step: Callable[[Any], tuple[T, Callable[[Any], None] | None]]) -> T:
+    """``step`` run atomically over ``keys`` (made keys), again until no other client changed
+    them meanwhile; its result. ``step(pipe)`` reads through ``pipe`` (each call answers at once,
+    ``pipe.time()`` included) and returns ``(result, write)``: ``write(pipe)`` queues the writes,
+    executed only if no key of ``keys`` changed since the reads (``None``: nothing to write).
+
+    WATCH/MULTI rather than a Lua script, so that it also runs on servers without scripting
+    (fakeredis without lupa). Run it through :func:`run`."""
+    with client().pipeline(transaction=True) as pipe:
+        while True:
+            try:
+                pipe.watch(*keys)
+                result, write = step(pipe)
+                if write is None:
+                    pipe.unwatch()
+                    return result
+                pipe.multi()
+                write(pipe)
+                pipe.execute()
+                return result
+            except WatchError:  # another client wrote one of the keys between the reads and the writes
+                pipe.reset()
 
 
 def available() -> bool:

@@ -1,6 +1,7 @@
 """Writing exports: every exporter (``manage_memory export``, ``GET /api/memory/export/``, the
 backups) writes through :func:`iter_export_batches`, in the formats of :mod:`memory.io.formats`
-and the columns of :mod:`memory.io.schema`, so that what one writes the importer reads back.
+and the columns of :mod:`memory.io.schema`, so that what one writes the importer reads back:
+each entry with its approval and its history (``versions``).
 
 Entries go out ordered by id, in bounded memory whatever the row count; datetimes are ISO 8601
 with offset (``2026-11-25T16:30:00.123456+00:00``). CSV text cells are escaped by
@@ -21,8 +22,8 @@ from django.db.models import QuerySet
 
 from memory.engine.validators import whole_number
 from memory.io.formats import EXPORT_FORMATS, Progress, check_format, spreadsheet_text
-from memory.io.schema import EXPORT_FIELDS, plain, text_cell
-from memory.models import ProductMemoryEntry
+from memory.io.schema import ENTRY_FIELDS, EXPORT_FIELDS, VERSION_FIELDS, exported_versions, plain, text_cell
+from memory.models import ContentVersion, ProductMemoryEntry
 
 EXPORT_CHUNK_ROWS = 500           # rows fetched per round trip to PostgreSQL
 EXPORT_YIELD_BYTES = 256 * 1024   # text gathered before a chunk is yielded
@@ -35,8 +36,30 @@ def check_limit(limit: Any) -> int | None:
 
 def _export_queryset(limit: int | None, queryset: QuerySet | None) -> QuerySet:
     qs = queryset if queryset is not None else ProductMemoryEntry.objects.all()
-    qs = qs.order_by("id").values_list(*EXPORT_FIELDS)
+    qs = qs.order_by("id").values_list("id", *ENTRY_FIELDS)
     return qs[:limit] if limit else qs
+
+
+def _with_versions(rows: Iterator[tuple]) -> Iterator[tuple]:
+    """Each row of :data:`EXPORT_FIELDS`: the entry's columns and its history, read for
+    ``EXPORT_CHUNK_ROWS`` entries at a time (one query per chunk)."""
+    chunk: list[tuple] = []
+
+    def drain():
+        histories: dict[int, list[dict]] = {}
+        for version in (ContentVersion.objects.filter(entry_id__in=[row[0] for row in chunk])
+                        .order_by("entry_id", "number").values("entry_id", *VERSION_FIELDS)):
+            histories.setdefault(version["entry_id"], []).append(version)
+        for entry_id, *columns in chunk:
+            yield (*columns, exported_versions(histories.get(entry_id, [])))
+        chunk.clear()
+
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) >= EXPORT_CHUNK_ROWS:
+            yield from drain()
+    if chunk:
+        yield from drain()
 
 
 def export_count(*, limit: int | None = None, queryset: QuerySet | None = None) -> int:
@@ -56,7 +79,7 @@ def iter_export_batches(fmt: str, *, limit: int | None = None,
     """Like :func:`iter_export`, yielding ``(text, entries_in_text)`` for progress reporting."""
     check_format(fmt, EXPORT_FORMATS)
     limit = check_limit(limit)
-    rows = _export_queryset(limit, queryset).iterator(chunk_size=EXPORT_CHUNK_ROWS)
+    rows = _with_versions(_export_queryset(limit, queryset).iterator(chunk_size=EXPORT_CHUNK_ROWS))
 
     parts: list[str] = []
     size = 0

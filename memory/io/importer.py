@@ -7,6 +7,9 @@ through :func:`import_entries`.
   bad row is reported by number. A second pass upserts on ``(product_id, kind)`` in batches
   inside one transaction; when a key appears twice in a file, the later row wins. Cached copies
   (Redis, L1) of the imported keys are evicted so that no stale copy survives.
+- Each row brings its approval and its history (``DatabaseTier.upsert_rows``): an entry new
+  here takes the file's versions; one already here keeps its own, and a content it did not
+  hold becomes its newest version, of origin ``imported``.
 - Both passes stream, so memory stays bounded however many rows the file holds.
 """
 from __future__ import annotations
@@ -62,8 +65,10 @@ class ImportReport:
 
 def _row_bytes(row: dict) -> int:
     # A cheap upper-bound guess, good enough to keep a batch's size bounded.
+    versions = row.get("versions") or []
     return 512 + len(json.dumps(row["payload"], ensure_ascii=False)) + len(
-        json.dumps(row["source_data"], ensure_ascii=False))
+        json.dumps(row["source_data"], ensure_ascii=False)) + sum(
+        256 + len(json.dumps(v["payload"], ensure_ascii=False)) for v in versions)
 
 
 def _batches(rows: Iterable[dict]) -> Iterator[list[dict]]:
@@ -83,6 +88,12 @@ def _dedupe(batch: list[dict]) -> list[dict]:
     """The later row wins when a key appears twice (one upsert cannot touch a row twice)."""
     by_key = {(r["product_id"], r["kind"]): r for r in batch}
     return list(by_key.values())
+
+
+def upsert_rows(rows: list[dict]) -> int:
+    """Write rows :func:`~memory.io.schema.clean_row` cleaned, with their history, as the
+    import does (the admin's import writes its rows here too); returns how many existed."""
+    return DatabaseTier().upsert_rows(_dedupe(rows))
 
 
 def import_entries(source: str | os.PathLike | IO, fmt: str | None = None, *, dry_run: bool = False,

@@ -11,14 +11,24 @@ them refuses, the others refuse with the same words.
 - Text holds no NUL character and JSON no ``\\u0000``, NaN or Infinity (PostgreSQL refuses
   them); a whole-number float from a spreadsheet (``123.0``) is read as ``123``.
 - Counters are whole numbers from 0 to the column's maximum (PostgreSQL ``integer`` for the
-  token counts, ``bigint`` for the hit counts).
+  token counts, ``bigint`` for the hit counts); ``tokens_cached`` is at most ``tokens_prompt``
+  and ``tokens_reasoning`` at most ``tokens_completion`` (they are parts of them). A file
+  written before these two columns existed has none: they are 0.
 - Datetimes are ISO 8601, a spreadsheet date or datetime; without an offset (the admin's CSV and
   XLSX write local time) they are read in ``TIME_ZONE``.
 - Empty optional cells get defaults: ``kind`` = ``main_content``; ``source_data`` = ``{}``;
   ``input_fingerprint`` = the fingerprint of ``source_data``; ``generator_version`` = the current
   generator; ``family_id`` = the product id for a family's base (kind ``family``), else none (content
   of its own, not derived from a family); counters = 0; ``created_at``/``updated_at`` = now; ``last_hit_at`` = none;
-  ``expires_at`` = now + ``MEMORY_DEFAULT_TTL``.
+  ``expires_at`` = now + ``MEMORY_DEFAULT_TTL``; ``author`` = ``""``; ``approved`` = false
+  (``approved_by``/``approved_at`` go with it; approved without ``approved_at``: now);
+  ``versions`` = none (the imported content becomes the entry's first version).
+- ``approved`` is ``true``/``false`` (also ``1``/``0``, any case); ``origin`` one of
+  ``generated``, ``edited``, ``imported``, ``restored``: the current content's, which the import
+  takes from ``versions`` (or records as ``imported``: see ``DatabaseTier.upsert_rows``).
+- ``versions``: the entry's history as an export writes it, a list (JSON text in CSV and XLSX)
+  of objects ``{number, payload, origin, generator_version, tokens, author, created_at}``
+  (:data:`VERSION_FIELDS`), numbers unique; only the newest ``MEMORY_MAX_VERSIONS`` are kept.
 """
 from __future__ import annotations
 
@@ -33,24 +43,34 @@ from django.utils.dateparse import parse_datetime
 from memory.engine import validators
 from memory.engine.families import FAMILY_KIND
 from memory.engine.identifiers import input_fingerprint
-from memory.models import DEFAULT_KIND
+from memory.engine.versions import IMPORTED, ORIGINS
+from memory.models import AUTHOR_MAX_LENGTH, DEFAULT_KIND
 from memory.providers.prompts import current_generator_version
 
-EXPORT_FIELDS = [
+# The entry's own columns, then its history.
+ENTRY_FIELDS = [
     "product_id", "kind", "payload", "source_data", "input_fingerprint", "generator_version",
-    "tokens_prompt", "tokens_completion", "hit_count", "tokens_saved",
+    "tokens_prompt", "tokens_completion", "tokens_cached", "tokens_reasoning", "hit_count", "tokens_saved",
     "created_at", "updated_at", "last_hit_at", "expires_at", "family_id",
+    "origin", "author", "approved", "approved_by", "approved_at",
 ]
+EXPORT_FIELDS = [*ENTRY_FIELDS, "versions"]
+VERSION_FIELDS = ("number", "payload", "origin", "generator_version", "tokens", "author", "created_at")
 REQUIRED_COLUMNS = ("product_id", "payload")
-JSON_FIELDS = ("payload", "source_data")
-DATETIME_FIELDS = ("created_at", "updated_at", "last_hit_at", "expires_at")
+JSON_FIELDS = ("payload", "source_data", "versions")
+DATETIME_FIELDS = ("created_at", "updated_at", "last_hit_at", "expires_at", "approved_at")
 INT_LIMITS = {
     "tokens_prompt": validators.INT_MAX,
     "tokens_completion": validators.INT_MAX,
+    "tokens_cached": validators.INT_MAX,
+    "tokens_reasoning": validators.INT_MAX,
     "hit_count": validators.BIGINT_MAX,
     "tokens_saved": validators.BIGINT_MAX,
 }
-TEXT_LIMITS = {"product_id": 255, "kind": 64, "input_fingerprint": 64, "generator_version": 200, "family_id": 255}
+TEXT_LIMITS = {"product_id": 255, "kind": 64, "input_fingerprint": 64, "generator_version": 200,
+               "family_id": 255, "author": AUTHOR_MAX_LENGTH, "approved_by": AUTHOR_MAX_LENGTH}
+TRUE_TEXTS = ("true", "1")
+FALSE_TEXTS = ("false", "0")
 
 
 class ImportFileError(ValueError):
@@ -90,15 +110,85 @@ def _text(name: str, value: Any) -> str:
     return validators.text(name, str(value), max_length=TEXT_LIMITS[name])
 
 
-def _json_object(name: str, value: Any) -> dict:
+def _parsed_json(name: str, value: Any) -> Any:
     if isinstance(value, str):
         try:
-            value = json.loads(value)
+            return json.loads(value)
         except json.JSONDecodeError as exc:
             raise ValueError(f"{name}: JSON inválido ({exc.msg})") from None
         except RecursionError:
             raise ValueError(f"{name}: JSON aninhado demais") from None
-    return validators.json_object(name, value, max_bytes=settings.MEMORY_MAX_PAYLOAD_BYTES)
+    return value
+
+
+def _json_object(name: str, value: Any) -> dict:
+    return validators.json_object(name, _parsed_json(name, value), max_bytes=settings.MEMORY_MAX_PAYLOAD_BYTES)
+
+
+def _boolean(name: str, value: Any) -> bool:
+    if blank(value):
+        return False
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)  # a spreadsheet's 1 / 0 (or 1.0)
+    if isinstance(value, str) and value.strip().lower() in TRUE_TEXTS + FALSE_TEXTS:
+        return value.strip().lower() in TRUE_TEXTS
+    raise ValueError(f"{name}: use true ou false, recebido {str(value)[:40]!r}")
+
+
+def _origin(name: str, value: Any) -> str:
+    if value not in ORIGINS:
+        raise ValueError(f"{name}: use {', '.join(ORIGINS)}, recebido {str(value)[:40]!r}")
+    return value
+
+
+def _versions(name: str, value: Any) -> list[dict]:
+    """An exported history: a list of version objects, each field checked (named with its number)."""
+    value = _parsed_json(name, value)
+    if not isinstance(value, list):
+        raise ValueError(f"{name}: deve ser uma lista de versões, recebido {type(value).__name__}")
+    cleaned: list[dict] = []
+    numbers: set[int] = set()
+    for position, item in enumerate(value, start=1):
+        where = f"{name}: item {position}"
+        if not isinstance(item, dict):
+            raise ValueError(f"{where}: deve ser um objeto, recebido {type(item).__name__}")
+        missing = [field for field in ("number", "payload", "origin", "created_at") if blank(item.get(field))]
+        if missing:
+            raise ValueError(f"{where}: sem {', '.join(missing)}")
+        try:
+            version = {
+                "number": validators.whole_number("number", _whole(item["number"]), minimum=1,
+                                                  maximum=validators.INT_MAX),
+                "payload": _json_object("payload", item["payload"]),
+                "origin": _origin("origin", item["origin"]),
+                "generator_version": validators.text("generator_version", _text_of(item.get("generator_version")),
+                                                     max_length=TEXT_LIMITS["generator_version"]),
+                "tokens": validators.whole_number("tokens", _whole(item.get("tokens") or 0),
+                                                  maximum=validators.BIGINT_MAX),
+                "author": validators.text("author", _text_of(item.get("author")), max_length=AUTHOR_MAX_LENGTH),
+                "created_at": _datetime("created_at", item["created_at"]),
+            }
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from None
+        if version["number"] in numbers:
+            raise ValueError(f"{where}: número {version['number']} repetido")
+        numbers.add(version["number"])
+        cleaned.append(version)
+    return cleaned
+
+
+def _whole(value: Any) -> Any:
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def _text_of(value: Any) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ValueError(f"deve ser texto, recebido {type(value).__name__}")
+    return value
 
 
 def _int(name: str, value: Any) -> int:
@@ -161,6 +251,11 @@ CLEANERS: dict[str, Callable[[str, Any], Any]] = {
     "family_id": _optional(_text),
     **{name: _int for name in INT_LIMITS},
     **{name: _optional(_datetime) for name in DATETIME_FIELDS},
+    "origin": _optional(_origin, IMPORTED),  # what the import records, unless the history says otherwise
+    "author": _optional(_text, ""),
+    "approved": _boolean,
+    "approved_by": _optional(_text, ""),
+    "versions": _optional(_versions),
 }
 
 
@@ -175,6 +270,12 @@ def clean_row(raw: Any, *, now: datetime | None = None) -> dict:
         try:
             row[name] = CLEANERS[name](name, raw.get(name))
         except ValueError as exc:
+            problems[name] = str(exc).removeprefix(f"{name}: ")
+    if not problems.keys() & set(validators.TOKEN_COUNTS):
+        try:
+            validators.token_counts({name: row[name] for name in validators.TOKEN_COUNTS})
+        except ValueError as exc:
+            name = str(exc).partition(":")[0]
             problems[name] = str(exc).removeprefix(f"{name}: ")
     if problems:
         raise RowError(problems)
@@ -191,6 +292,10 @@ def clean_row(raw: Any, *, now: datetime | None = None) -> dict:
     row["created_at"] = row["created_at"] or now
     row["updated_at"] = row["updated_at"] or now
     row["expires_at"] = row["expires_at"] or now + timedelta(seconds=settings.MEMORY_DEFAULT_TTL)
+    if row["approved"]:
+        row["approved_at"] = row["approved_at"] or now
+    else:
+        row["approved_by"], row["approved_at"] = "", None
     return row
 
 
@@ -202,6 +307,13 @@ def plain(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.isoformat()
     return value
+
+
+def exported_versions(versions) -> list[dict]:
+    """An entry's history as an export writes it (oldest first), from ``ContentVersion`` rows
+    or their ``values()``: the :data:`VERSION_FIELDS`, datetimes as ISO 8601."""
+    rows = [v if isinstance(v, dict) else {name: getattr(v, name) for name in VERSION_FIELDS} for v in versions]
+    return [{name: plain(row[name]) for name in VERSION_FIELDS} for row in sorted(rows, key=lambda r: r["number"])]
 
 
 def text_cell(name: str, value: Any) -> Any:

@@ -21,6 +21,10 @@ from rich.text import Text
 # C0 (tab and newline included: a value is shown on one line), DEL, C1 (0x9b is CSI and 0x9d
 # OSC on terminals that read 8-bit controls), and the bidirectional formatting characters,
 # which reorder on screen the text that follows them.
+# A command's exit status when some products got no content (a generation failed, or the
+# provider took no more calls): running it again reuses what was saved and finishes the rest.
+EXIT_INCOMPLETE = 3
+
 _CONTROLS = (
     *range(0x00, 0x20), 0x7F, *range(0x80, 0xA0),
     0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A),

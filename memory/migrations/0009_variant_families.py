@@ -4,7 +4,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ("memory", "0005_dailystats_tokens_wasted"),
+        ("memory", "0008_content_versions"),
     ]
 
     operations = [

@@ -62,7 +62,10 @@ class ContentProvider:
         """Provider + model + prompt version: what makes an entry stale when it changes."""
         return generator_version(self.name, self.model)
 
-    def generate(self, product_data: dict) -> GeneratedContent:
+    def generate(self, product_data: dict, fields: tuple[str, ...] | None = None) -> GeneratedContent:
+        """The content of a product; with ``fields`` (names of the content schema), those fields
+        alone, asked of the provider alone (``GeneratedContent.content`` holds only them).
+        Called with ``fields`` only for a field-level regeneration."""
         raise NotImplementedError
 
     def generate_variant(self, base_content: dict, attributes: list[tuple[str, str]]) -> GeneratedContent:

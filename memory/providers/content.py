@@ -38,18 +38,37 @@ class GeneratedContent:
 
 REQUIRED_TEXT_FIELDS = {"title": 200, "description": 5000}
 REQUIRED_LIST_FIELDS = {"bullet_points": (1, 12, 300), "seo_keywords": (1, 30, 80)}
+CONTENT_FIELDS = (*REQUIRED_TEXT_FIELDS, *REQUIRED_LIST_FIELDS)
 
 
-def validate_generated_content(data) -> dict:
+def check_fields(fields) -> tuple[str, ...] | None:
+    """The content fields a generation is asked for: None (all of them), or the named ones in the
+    schema's order; ``ValueError`` naming ``fields`` and an unknown name."""
+    if fields is None:
+        return None
+    if isinstance(fields, (str, bytes)) or not isinstance(fields, (list, tuple)):
+        raise ValueError(f"fields: deve ser uma lista de campos do conteúdo ({', '.join(CONTENT_FIELDS)})")
+    if not fields:
+        raise ValueError(f"fields: informe ao menos um campo ({', '.join(CONTENT_FIELDS)})")
+    for name in fields:
+        if name not in CONTENT_FIELDS:
+            raise ValueError(f"fields: campo desconhecido {str(name)[:80]!r}; use {', '.join(CONTENT_FIELDS)}")
+    return tuple(name for name in CONTENT_FIELDS if name in fields)
+
+
+def validate_generated_content(data, fields: tuple[str, ...] | None = None) -> dict:
     """Check generated content against the schema; ``ValueError`` naming the first bad field.
 
     Required: ``title`` and ``description`` (non-empty text), ``bullet_points``
-    and ``seo_keywords`` (non-empty lists of non-empty text). Other keys are kept.
+    and ``seo_keywords`` (non-empty lists of non-empty text); with ``fields``, only those
+    (an answer for some fields alone). Other keys are kept.
     """
     if not isinstance(data, dict):
         raise ValueError(f"conteúdo: deve ser um objeto JSON, recebido {type(data).__name__}")
     cleaned = dict(data)
     for name, max_length in REQUIRED_TEXT_FIELDS.items():
+        if fields is not None and name not in fields:
+            continue
         value = data.get(name)
         if not isinstance(value, str) or not value.strip():
             raise ValueError(f"{name}: obrigatório, texto não vazio")
@@ -57,6 +76,8 @@ def validate_generated_content(data) -> dict:
             raise ValueError(f"{name}: no máximo {max_length} caracteres, recebido {len(value)}")
         cleaned[name] = value.strip()
     for name, (min_items, max_items, max_length) in REQUIRED_LIST_FIELDS.items():
+        if fields is not None and name not in fields:
+            continue
         value = data.get(name)
         if not isinstance(value, list) or not min_items <= len(value) <= max_items:
             raise ValueError(f"{name}: obrigatório, lista de {min_items} a {max_items} itens")
@@ -69,8 +90,9 @@ def validate_generated_content(data) -> dict:
 CONTENT_SCHEMA_NAME = "product_content"
 
 
-def content_json_schema() -> dict:
-    """The content schema as a strict JSON schema (OpenAI structured outputs).
+def content_json_schema(fields: tuple[str, ...] | None = None) -> dict:
+    """The content schema as a strict JSON schema (OpenAI structured outputs), of ``fields`` alone
+    when given.
 
     Strict mode wants every property required and no others; it does not take
     string lengths, which ``validate_generated_content`` still checks.
@@ -78,6 +100,8 @@ def content_json_schema() -> dict:
     properties: dict = {name: {"type": "string"} for name in REQUIRED_TEXT_FIELDS}
     for name, (min_items, max_items, _) in REQUIRED_LIST_FIELDS.items():
         properties[name] = {"type": "array", "items": {"type": "string"}, "minItems": min_items, "maxItems": max_items}
+    if fields is not None:
+        properties = {name: spec for name, spec in properties.items() if name in fields}
     return {
         "name": CONTENT_SCHEMA_NAME,
         "strict": True,

@@ -7,15 +7,22 @@ connections alive between products. The SDK does the retries: 408, 409, 429,
 honouring ``Retry-After`` (seconds, ``retry-after-ms``, an HTTP date) and not
 retrying when it asks for more than the SDK's cap (2 minutes); other 4xx fail at
 once, and so does a 429 whose error code is ``insufficient_quota`` (an account
-out of credit: waiting does not help, ``QuotaExhausted``). An answer that is not valid content is asked for again within the same
-budget of ``max_attempts`` requests; an answer cut at the token limit fails at
-once. Every failure is one of the typed errors of ``providers.base``.
+out of credit: waiting does not help, ``QuotaExhausted``). An answer that is not
+valid content is asked for again within the same budget of ``max_attempts``
+requests; an answer cut at the token limit fails at once. Every failure is one
+of the typed errors of ``providers.base``.
+
+Every request, the SDK's retries included, passes the deployment's rate limit
+and circuit breaker first (``limits.py``, through ``_Client._send_request``): it
+waits for its place under ``LLM_RPM``/``LLM_TPM``, and while the breaker is open
+a generation raises ``CircuitOpen`` before anything is sent.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 import logging
+import math
 import os
 import threading
 
@@ -23,6 +30,7 @@ import httpx2
 import openai
 from django.conf import settings
 
+from memory.providers import limits
 from memory.providers.base import (
     BadProviderOutput,
     ContentProvider,
@@ -39,7 +47,7 @@ from memory.providers.content import (
     validate_generated_content,
 )
 from memory.providers.prompts import (
-    SYSTEM_PROMPT, USER_PROMPT_TEMPLATE, VARIANT_SYSTEM_PROMPT, VARIANT_USER_PROMPT_TEMPLATE,
+    USER_PROMPT_TEMPLATE, VARIANT_SYSTEM_PROMPT, VARIANT_USER_PROMPT_TEMPLATE, system_prompt,
 )
 from memory.providers.variants import validate_variant_answer, variant_json_schema, variant_request
 
@@ -55,12 +63,75 @@ OUT_OF_QUOTA = "insufficient_quota"
 
 
 class _Client(openai.OpenAI):
-    """The SDK client, except that a 429 saying the quota is spent is not retried."""
+    """The SDK client, with every chat-completions request (retries included) through the
+    deployment's gate (``limits.gate()``: rate limit and circuit breaker), and no retry of a 429
+    saying the quota is spent, nor once the breaker stops requests."""
 
     def _should_retry(self, response) -> bool:
         if response.status_code == 429 and _body_error_code(response) == OUT_OF_QUOTA:
             return False
+        if _gated(response.request) and limits.gate().stopped():
+            return False
         return super()._should_retry(response)
+
+    def _send_request(self, request, *, stream: bool, **kwargs):
+        # The SDK calls this once per HTTP attempt, its retries included: the one place that sees
+        # each request before it is sent and what came back (an answer, or an exception).
+        if not _gated(request):
+            return super()._send_request(request, stream=stream, **kwargs)
+        gate = limits.gate()
+        try:
+            passed = gate.enter(_estimated_tokens(request))
+        except GenerationError as exc:  # not sent: not an SDK error, so the SDK does not retry it
+            exc.requests_before = _retries_taken(request)
+            raise
+        try:
+            response = super()._send_request(request, stream=stream, **kwargs)
+        except BaseException:
+            gate.leave(passed, status=None)
+            raise
+        status = response.status_code
+        read = not stream  # a streamed body is not read yet
+        gate.leave(passed, status=status,
+                   out_of_quota=read and status == 429 and _body_error_code(response) == OUT_OF_QUOTA,
+                   used_tokens=_reported_tokens(response) if read and response.is_success else None)
+        return response
+
+
+def _gated(request) -> bool:
+    """Chat completions go through the gate (the Batch API's uploads and polls do not)."""
+    return request.url.path.rstrip("/").endswith("/chat/completions")
+
+
+def _retries_taken(request) -> int:
+    try:
+        return int(request.headers.get("x-stainless-retry-count", 0))
+    except (TypeError, ValueError):
+        return 0
+
+
+def _estimated_tokens(request) -> int:
+    """What a request may cost before it is answered, as providers reckon their token limits: its
+    body at 4 bytes a token, plus the most its answer may use."""
+    try:
+        body = bytes(request.content)
+        data = json.loads(body)
+        most = int(data.get("max_completion_tokens") or data.get("max_tokens") or settings.LLM_MAX_TOKENS)
+    except (ValueError, TypeError, AttributeError, httpx2.RequestNotRead):
+        return settings.LLM_MAX_TOKENS
+    return math.ceil(len(body) / 4) + max(0, most)
+
+
+def _reported_tokens(response) -> int | None:
+    """``usage.total_tokens`` (else prompt + completion) of an answer; None when it reports none."""
+    try:
+        usage = response.json().get("usage")
+        total = usage.get("total_tokens")
+        if total is None:
+            total = int(usage.get("prompt_tokens") or 0) + int(usage.get("completion_tokens") or 0)
+        return max(0, int(total))
+    except (ValueError, TypeError, AttributeError, UnicodeDecodeError):
+        return None
 
 
 def _body_error_code(response) -> str:
@@ -118,12 +189,24 @@ def _requests_made(exc: openai.APIError) -> int:
         return 1
 
 
-def _detail(usage, part: str, name: str) -> int:
-    """``usage.<part>.<name>`` as a count; 0 when the server does not report it."""
+# The most a token count may be: the entry's columns are PostgreSQL integers.
+_MAX_COUNT = 2**31 - 1
+
+
+def _count(value) -> int:
+    """A token count the server reported (the SDK does not check the types of a response), within
+    the columns' bounds; 0 for none, or for what is not a count: a paid answer is never lost over
+    its usage."""
     try:
-        return max(0, int(getattr(getattr(usage, part, None), name, 0) or 0))
-    except (TypeError, ValueError):
+        return min(max(0, int(value or 0)), _MAX_COUNT)
+    except (TypeError, ValueError, OverflowError):
         return 0
+
+
+def _detail(usage, part: str, name: str, whole: int) -> int:
+    """``usage.<part>.<name>`` as a count, at most ``whole`` (the count it is a part of); 0 when
+    the server does not report it."""
+    return min(_count(getattr(getattr(usage, part, None), name, 0)), whole)
 
 
 def _error_body(exc: openai.APIStatusError) -> dict:
@@ -139,6 +222,14 @@ def _error_code(exc: openai.APIStatusError) -> str:
 def _error_message(exc: openai.APIStatusError) -> str:
     """The server's own ``error.message``, else the SDK's (``Error code: 429 - ...``); 200 characters at most."""
     return str(_error_body(exc).get("message") or exc.message or "")[:200]
+
+
+def _content_validator(fields: tuple[str, ...] | None):
+    """The check of a content answer (of ``fields`` alone when given: the other keys are dropped)."""
+    def validate(data):
+        content = validate_generated_content(data, fields)
+        return content if fields is None else {name: content[name] for name in fields}
+    return validate
 
 
 def _failed_after(attempts: int) -> str:
@@ -198,10 +289,11 @@ class OpenAIProvider(ContentProvider):
         return shared_client(base_url=self.base_url, api_key=self.api_key,
                              connect_timeout=self.connect_timeout, read_timeout=self.timeout)
 
-    def request_options(self, product_data: dict) -> dict:
-        """The chat-completions request for one product (also the body of a Batch API line)."""
-        return self._options(SYSTEM_PROMPT, USER_PROMPT_TEMPLATE.format(
-            product_json=json.dumps(product_data, ensure_ascii=False, default=str)), content_json_schema())
+    def request_options(self, product_data: dict, fields: tuple[str, ...] | None = None) -> dict:
+        """The chat-completions request for one product (also the body of a Batch API line); with
+        ``fields``, for those content fields alone."""
+        return self._options(system_prompt(fields), USER_PROMPT_TEMPLATE.format(
+            product_json=json.dumps(product_data, ensure_ascii=False, default=str)), content_json_schema(fields))
 
     def variant_request_options(self, base_content: dict, attributes: list[tuple[str, str]]) -> dict:
         """The chat-completions request for one variant's title and bullet point."""
@@ -224,16 +316,17 @@ class OpenAIProvider(ContentProvider):
             options["temperature"] = self.temperature
         return options
 
-    def generate(self, product_data: dict) -> GeneratedContent:
-        return self._complete(self.request_options(product_data), validate_generated_content)
+    def generate(self, product_data: dict, fields: tuple[str, ...] | None = None) -> GeneratedContent:
+        return self._complete(self.request_options(product_data, fields), _content_validator(fields))
 
     def generate_variant(self, base_content: dict, attributes: list[tuple[str, str]]) -> GeneratedContent:
         """A short call: the variant's title and bullet point (``{"title", "bullet_point"}``)."""
         return self._complete(self.variant_request_options(base_content, attributes), validate_variant_answer)
 
     def _complete(self, options: dict, validate) -> GeneratedContent:
-        """One generation: the request, retried and re-asked within ``max_attempts``; ``validate``
-        checks the answer's JSON (``ValueError`` when it is not content of its schema)."""
+        """One generation: the request (through the deployment's gate, as every chat completion
+        of :class:`_Client`), retried and re-asked within ``max_attempts``; ``validate`` checks
+        the answer's JSON (``ValueError`` when it is not content of its schema)."""
         if not self.api_key:
             options["extra_headers"] = NO_AUTHORIZATION
         used = 0
@@ -247,9 +340,15 @@ class OpenAIProvider(ContentProvider):
                 error = _typed_error(exc, used + _requests_made(exc), (self.connect_timeout, self.timeout))
                 error.tokens_wasted = wasted
                 raise error from None
+            except GenerationError as exc:  # the gate stopped a request before it was sent
+                made = used + getattr(exc, "requests_before", 0)
+                # CircuitOpen only when nothing was sent for this product: then it was not attempted.
+                error = ProviderUnavailable(f"{_failed_after(made)}: {exc}") if made else exc
+                error.tokens_wasted = wasted
+                raise error from None
             used += raw.retries_taken + 1
             try:
-                return dataclasses.replace(self.parse(raw.parse(), validate), tokens_wasted=wasted)
+                return dataclasses.replace(self.parse(raw.parse(), validate=validate), tokens_wasted=wasted)
             except TruncatedOutput as exc:
                 exc.tokens_wasted += wasted
                 raise
@@ -261,12 +360,14 @@ class OpenAIProvider(ContentProvider):
                                    exc, used + 1, self.max_attempts)
         raise BadProviderOutput(f"{_failed_after(used)}: {problem}", tokens_wasted=wasted)
 
-    def parse(self, completion, validate=validate_generated_content) -> GeneratedContent:
-        """Content and usage of one chat completion; ``BadProviderOutput`` (carrying the tokens it
-        cost) when it holds no valid content (``validate``: the content schema by default)."""
+    def parse(self, completion, fields: tuple[str, ...] | None = None, *, validate=None) -> GeneratedContent:
+        """Content and usage of one chat completion (of ``fields`` alone when given: other keys of
+        the answer are dropped; ``validate``: another schema's check, a variant's); ``BadProviderOutput``
+        (carrying the tokens it cost) when it holds no valid content."""
+        validate = validate or _content_validator(fields)
         usage = getattr(completion, "usage", None)
-        prompt = int(getattr(usage, "prompt_tokens", 0) or 0)
-        answer = int(getattr(usage, "completion_tokens", 0) or 0)
+        prompt = _count(getattr(usage, "prompt_tokens", 0))
+        answer = _count(getattr(usage, "completion_tokens", 0))
         try:
             choice = completion.choices[0]
             message = choice.message
@@ -289,6 +390,8 @@ class OpenAIProvider(ContentProvider):
             tokens_prompt=prompt,
             tokens_completion=answer,
             generator_version=self.generator_version,
-            tokens_cached=_detail(usage, "prompt_tokens_details", "cached_tokens"),
-            tokens_reasoning=_detail(usage, "completion_tokens_details", "reasoning_tokens"),
+            # OpenAI's usage counts both inside the totals above: cached tokens are prompt tokens
+            # billed at the cached price, reasoning tokens are completion tokens.
+            tokens_cached=_detail(usage, "prompt_tokens_details", "cached_tokens", prompt),
+            tokens_reasoning=_detail(usage, "completion_tokens_details", "reasoning_tokens", answer),
         )

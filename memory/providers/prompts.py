@@ -16,6 +16,26 @@ SYSTEM_PROMPT = (
     "termos de busca em minúsculas)."
 )
 
+# What the prompt asks of each field: the answer of a generation of some fields alone.
+FIELD_INSTRUCTIONS = {
+    "title": '"title" (até 120 caracteres)',
+    "description": '"description" (2 a 4 parágrafos curtos)',
+    "bullet_points": '"bullet_points" (lista de 3 a 6 frases curtas)',
+    "seo_keywords": '"seo_keywords" (lista de 5 a 10 termos de busca em minúsculas)',
+}
+
+
+def system_prompt(fields: tuple[str, ...] | None = None) -> str:
+    """The system prompt; with ``fields``, the same one asking for those keys alone (the rest of
+    the product's content is kept as it is)."""
+    if fields is None:
+        return SYSTEM_PROMPT
+    asked = [FIELD_INSTRUCTIONS[name] for name in fields]
+    keys = asked[0] if len(asked) == 1 else ", ".join(asked[:-1]) + " e " + asked[-1]
+    head = SYSTEM_PROMPT.split("Responda apenas", 1)[0]
+    noun = "a chave" if len(asked) == 1 else "as chaves"
+    return f"{head}Responda apenas com um objeto JSON com {noun}: {keys}; nenhuma outra."
+
 USER_PROMPT_TEMPLATE = "Dados do produto (JSON):\n{product_json}\n\nGere o conteúdo agora."
 
 # A variant of a family (MEMORY_FAMILY_MODE=ask): a short call for its title and one bullet point;

@@ -15,7 +15,7 @@ from memory.providers.content import (
     REQUIRED_LIST_FIELDS, REQUIRED_TEXT_FIELDS, GeneratedContent, validate_generated_content,
 )
 from memory.providers.prompts import (
-    SYSTEM_PROMPT, USER_PROMPT_TEMPLATE, VARIANT_SYSTEM_PROMPT, VARIANT_USER_PROMPT_TEMPLATE,
+    USER_PROMPT_TEMPLATE, VARIANT_SYSTEM_PROMPT, VARIANT_USER_PROMPT_TEMPLATE, system_prompt,
 )
 from memory.providers.base import ContentProvider
 from memory.providers.variants import variant_bullet, variant_request, variant_title
@@ -70,7 +70,9 @@ class TemplateProvider(ContentProvider):
     name = "template"
     model = "template"
 
-    def generate(self, product_data: dict) -> GeneratedContent:
+    def generate(self, product_data: dict, fields: tuple[str, ...] | None = None) -> GeneratedContent:
+        """The whole content, or (``fields``) those fields alone, costed as a model would be for them."""
+        asked = fields
         fields = {f: _pick(product_data, f) for f in FIELD_ALIASES}
         title = fields["title"] or str(product_data.get("sku") or product_data.get("gtin") or "Produto")
         brand, category = fields["brand"], fields["category"]
@@ -117,7 +119,9 @@ class TemplateProvider(ContentProvider):
                 "seo_keywords": keywords,
             }
         )
-        prompt = SYSTEM_PROMPT + USER_PROMPT_TEMPLATE.format(
+        if asked is not None:
+            content = {name: content[name] for name in asked}
+        prompt = system_prompt(asked) + USER_PROMPT_TEMPLATE.format(
             product_json=json.dumps(product_data, ensure_ascii=False, default=str)
         )
         return GeneratedContent(

@@ -8,7 +8,8 @@
   validated first, all or nothing, upserting on ``(product_id, kind)``; entries
   that are not in the snapshot are left as they are (``clear`` first for an exact copy).
 - :func:`warm_redis` refills Redis from PostgreSQL (after a restart or FLUSHDB),
-  active entries of the current generator only, in pipelined batches.
+  what a lookup serves only (active entries of the current generator, approved ones), in
+  pipelined batches.
 """
 from __future__ import annotations
 
@@ -195,7 +196,8 @@ def _redis_tier() -> RedisTier:
 
 
 def warm_redis(batch_size: int = WARM_BATCH, *, on_progress: Progress | None = None) -> WarmResult:
-    """Copy every active entry of the current generator from PostgreSQL into Redis.
+    """Copy every active entry of the current generator, and every approved one, from PostgreSQL
+    into Redis.
 
     Entries go in pipelined batches of ``batch_size`` with their remaining TTL, as the fills of
     a read do: each batch is claimed before its rows are read, so an entry saved or deleted
@@ -209,7 +211,7 @@ def warm_redis(batch_size: int = WARM_BATCH, *, on_progress: Progress | None = N
     started = time.perf_counter()
     generator = current_generator_version()
     qs = (
-        ProductMemoryEntry.objects.filter(freshness.status_q(freshness.ACTIVE, generator, timezone.now()))
+        ProductMemoryEntry.objects.filter(freshness.served_q(generator, timezone.now()))
         .order_by("id")
         .values_list("product_id", "kind")
     )
@@ -220,7 +222,7 @@ def warm_redis(batch_size: int = WARM_BATCH, *, on_progress: Progress | None = N
     def flush() -> None:
         claims = tier.claim_fills(batch)
         now = time.time()
-        active = [s for s in l3.get_many(batch).values() if s.status(None, generator, now) == freshness.ACTIVE]
+        active = [s for s in l3.get_many(batch).values() if s.serves(None, generator, now)]
         tier.fill_many(active, claims)
         if redis.guard.in_outage:
             raise RedisUnavailable(f"Redis parou de responder durante o aquecimento, após {result.entries} entradas")

@@ -24,11 +24,13 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 from memory.engine.identifiers import extract_product_identifier
 from memory.engine.memory import ProductMemory, resolve_product, validate_ttl
 from memory.engine.tiers import Key
+from memory.engine.versions import ApprovedContent
 from memory.infra import redis
 from memory.models import DEFAULT_KIND, ProductMemoryEntry
+from memory.providers.content import check_fields
 from memory.providers.template import FIELD_ALIASES
 from memory.services.generation import (
-    PROVIDER_UNAVAILABLE, UNFINISHED, InvalidProductData, validate_product_data,
+    LOCKED, PROVIDER_UNAVAILABLE, UNFINISHED, InvalidProductData, validate_product_data,
 )
 
 logger = logging.getLogger("memory")
@@ -103,6 +105,10 @@ def extend_expiry(queryset: QuerySet, seconds: int | None = None) -> int:
 # generation task. Data is checked before the task is queued, so a refusal is the caller's
 # answer in both modes and nothing is queued for it.
 #
+# An approved entry is not regenerated (ApprovedContent, nothing queued) unless the caller
+# overrides the approval; the caller checks that whoever asked may (the override permission).
+# The task refuses too (status "locked") when the approval came after the check.
+#
 # With a broker the task is queued and the caller only learns that. Without one (eager mode,
 # CELERY_TASK_ALWAYS_EAGER) it has already run when apply_async returns: its result, saved or
 # failed, is the caller's answer.
@@ -155,9 +161,11 @@ def _means_queue_unavailable(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and isinstance(exc.__cause__ or exc.__context__, QUEUE_ERRORS)
 
 
-def _queue_generation(data: dict):
+def _queue_generation(data: dict, override_approval: bool = False, fields: tuple[str, ...] | None = None):
     """``generate_main_content_task.apply_async((data,), {"force_regenerate": True})``, published
-    at most once; ``QueueUnavailable`` when the queue cannot be reached.
+    at most once; ``QueueUnavailable`` when the queue cannot be reached. ``override_approval``
+    and ``fields`` go in the kwargs only when set, so a worker still on the task without them
+    runs the rest.
 
     The task is found by its registered name: services sit below the task module, which imports
     them. ``retry=False``: a publish retried after a lost reply could queue the task twice, and
@@ -165,8 +173,10 @@ def _queue_generation(data: dict):
     ``CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS``.
     """
     task = current_app.tasks[GENERATE_TASK]
+    kwargs = {"force_regenerate": True, **({"override_approval": True} if override_approval else {}),
+              **({"fields": list(fields)} if fields else {})}
     try:
-        return task.apply_async((data,), {"force_regenerate": True}, retry=False)
+        return task.apply_async((data,), kwargs, retry=False)
     except Exception as exc:
         if _means_queue_unavailable(exc):
             raise QueueUnavailable(f"A fila de tarefas não respondeu: {_reason(exc)}") from exc
@@ -214,11 +224,17 @@ def regeneration_data(product_id: str, stored: dict | None, sent: dict | None = 
 
 def stored_source_data(product_id: str, kind: str = DEFAULT_KIND) -> dict | None:
     """The product data the stored entry was generated from, or None when there is no entry."""
-    return (
+    return _stored(product_id, kind)[0]
+
+
+def _stored(product_id: str, kind: str = DEFAULT_KIND) -> tuple[dict | None, bool]:
+    """The stored entry's source data (None: no entry) and whether it is approved."""
+    found = (
         ProductMemoryEntry.objects.filter(product_id=product_id, kind=kind)
-        .values_list("source_data", flat=True)
+        .values_list("source_data", "approved")
         .first()
     )
+    return found if found is not None else (None, False)
 
 
 QUEUED = "queued"  # a worker will run it
@@ -235,16 +251,20 @@ class Regeneration:
     content: dict | None = None  # what was saved (eager mode)
 
 
-def _regenerate(product_id: str, data: dict, *, existed: bool) -> Regeneration:
+def _regenerate(product_id: str, data: dict, *, existed: bool, override_approval: bool = False,
+                fields: tuple[str, ...] | None = None) -> Regeneration:
     """Hand ``data`` to the generation task; in eager mode, its outcome.
 
     ``QueueUnavailable`` as :func:`_queue_generation`; in eager mode ``GenerationFailed`` when the
-    provider failed, and whatever else the task raised.
+    provider failed, ``ApprovedContent`` when the entry was approved meanwhile, and whatever else
+    the task raised.
     """
-    result = _queue_generation(data)
+    result = _queue_generation(data, override_approval, fields)
     if not isinstance(result, EagerResult):
         return Regeneration(task_id=result.id, product_id=product_id)
     summary = result.get(propagate=True)  # the task's own exception when it raised
+    if summary["status"] == LOCKED:
+        raise ApprovedContent(product_id, DEFAULT_KIND)
     if summary["status"] in UNFINISHED:  # failed, or not attempted (the provider took no call)
         raise GenerationFailed(product_id, summary.get("error") or "",
                                unavailable=summary.get("failure") == PROVIDER_UNAVAILABLE)
@@ -252,20 +272,31 @@ def _regenerate(product_id: str, data: dict, *, existed: bool) -> Regeneration:
                         tokens_spent=summary["tokens_spent"], content=summary["content"])
 
 
-def enqueue_product_regeneration(product: Any) -> Regeneration:
+def enqueue_product_regeneration(product: Any, *, override_approval: bool = False,
+                                 fields: Any = None) -> Regeneration:
     """Run ``generate_main_content_task(..., force_regenerate=True)`` for one product: queued
     with a broker (``outcome`` ``QUEUED``), run here in eager mode (``CREATED`` or ``REPLACED``).
 
     ``product`` is product data (a dict) or a product_id; the task gets
     :func:`regeneration_data`, so that ``{"sku": "ABC123"}`` regenerates a known product from
-    everything it was made from. Raises what :func:`regeneration_data` raises, before anything
-    is queued; ``QueueUnavailable`` when the broker or the result store does not take the task;
-    in eager mode ``GenerationFailed`` when the provider failed (nothing saved).
+    everything it was made from. Raises what :func:`regeneration_data` raises, and
+    ``ApprovedContent`` for an approved entry unless ``override_approval``, before anything is
+    queued; ``QueueUnavailable`` when the broker or the result store does not take the task;
+    in eager mode ``GenerationFailed`` when the provider failed (nothing saved). ``fields``:
+    regenerate those content fields alone (``ValueError`` naming an unknown one;
+    ``CannotRegenerate`` when the product has no entry to keep the other fields of).
     """
+    fields = check_fields(fields)
     ref = resolve_product(product)
-    stored = stored_source_data(ref.product_id)
+    stored, approved = _stored(ref.product_id)
+    if approved and not override_approval:
+        raise ApprovedContent(ref.product_id, DEFAULT_KIND)
+    if fields is not None and stored is None:
+        raise CannotRegenerate(ref.product_id, f"Produto {ref.product_id} não está na memória; gere o conteúdo "
+                                               "inteiro antes de regenerar campos.")
     data = regeneration_data(ref.product_id, stored, product if isinstance(product, dict) else None)
-    return _regenerate(ref.product_id, data, existed=stored is not None)
+    return _regenerate(ref.product_id, data, existed=stored is not None, override_approval=override_approval,
+                       fields=fields)
 
 
 @dataclass(frozen=True)
@@ -278,29 +309,36 @@ class RegenerationResult:
     refused: tuple[tuple[str, str], ...] = ()  # (product_id, why): data a generation refuses
     failed: tuple[tuple[str, str], ...] = ()  # eager mode: (product_id, why) the provider failed
     not_tried: int = 0  # eager mode: left alone once the provider was unavailable
+    locked: int = 0  # approved, and no override
     # Variants of a family another selected variant regenerates: its new base derives them again.
     with_family: int = 0
 
 
-def enqueue_regeneration(queryset: QuerySet) -> RegenerationResult:
-    """Regenerate (forced) each selected main-content entry the one rule allows
-    (:func:`regeneration_data` of its stored source data): queued with a broker, run here in
-    eager mode. The others are counted, not queued.
+def enqueue_regeneration(queryset: QuerySet, *, override_approval: bool = False,
+                         fields: Any = None) -> RegenerationResult:
+    """Regenerate (forced; only ``fields`` when given) each selected main-content entry the one
+    rule allows (:func:`regeneration_data` of its stored source data, and no approval unless
+    ``override_approval``): queued with a broker, run here in eager mode. The others are
+    counted, not queued.
 
     When the broker cannot be reached, nothing more is tried and the rest is counted as
     ``not_queued``; in eager mode, once the provider is unavailable, the rest is ``not_tried``.
     Of several variants of one family, one is regenerated (and its family's base with it, once);
     the others are derived again from that base (``with_family``), without a call of their own.
     """
-    queued = lacking = other_kind = not_queued = regenerated = not_tried = with_family = 0
+    fields = check_fields(fields)
+    queued = lacking = other_kind = not_queued = regenerated = not_tried = locked = with_family = 0
     families: set[str] = set()
     refused: list[tuple[str, str]] = []
     failed: list[tuple[str, str]] = []
     broker_down = provider_down = False
-    rows = queryset.order_by().values_list("product_id", "kind", "source_data", "family_id")
-    for product_id, kind, source_data, family_id in rows.iterator(chunk_size=CHUNK):
+    rows = queryset.order_by().values_list("product_id", "kind", "source_data", "approved", "family_id")
+    for product_id, kind, source_data, approved, family_id in rows.iterator(chunk_size=CHUNK):
         if kind != DEFAULT_KIND:
             other_kind += 1
+            continue
+        if approved and not override_approval:
+            locked += 1
             continue
         if family_id and family_id in families:
             with_family += 1
@@ -320,7 +358,9 @@ def enqueue_regeneration(queryset: QuerySet) -> RegenerationResult:
             not_tried += 1
             continue
         try:
-            done = _regenerate(product_id, data, existed=True)
+            done = _regenerate(product_id, data, existed=True, override_approval=override_approval, fields=fields)
+        except ApprovedContent:  # approved meanwhile
+            locked += 1
         except QueueUnavailable as exc:
             logger.warning("Fila de tarefas indisponível (%s); regeneração não enviada",
                            _connection_error(exc.__cause__).__class__.__name__)
@@ -341,4 +381,4 @@ def enqueue_regeneration(queryset: QuerySet) -> RegenerationResult:
     if regenerated:
         logger.info("%d produtos regenerados", regenerated)
     return RegenerationResult(queued, lacking, other_kind, not_queued, regenerated,
-                              tuple(refused), tuple(failed), not_tried, with_family)
+                              tuple(refused), tuple(failed), not_tried, locked, with_family)

@@ -32,6 +32,7 @@ from memory.engine.families import FAMILY_KIND, Family, product_family
 from memory.engine.locks import product_lock
 from memory.engine.memory import ProductMemory, ProductRef
 from memory.engine.tiers import Key, Snapshot
+from memory.engine.versions import ApprovedContent
 from memory.models import ProductMemoryEntry
 from memory.providers import ContentProvider, GenerationError
 from memory.providers.content import GeneratedContent
@@ -65,8 +66,21 @@ class Variant:
         return self._sum("tokens_completion")
 
     @property
+    def tokens_cached(self) -> int:
+        return self._sum("tokens_cached")
+
+    @property
+    def tokens_reasoning(self) -> int:
+        return self._sum("tokens_reasoning")
+
+    @property
     def tokens_spent(self) -> int:
         return self.tokens_prompt + self.tokens_completion
+
+    @property
+    def tokens_own(self) -> int:
+        """What the variant's own call cost (``ask`` mode): lost if the variant cannot be stored."""
+        return self.asked.tokens_spent if self.asked is not None else 0
 
     @property
     def tokens_wasted(self) -> int:
@@ -85,7 +99,8 @@ class Variant:
         """What a generation of this variant returns: its content and the tokens its calls cost."""
         return GeneratedContent(content=self.content, tokens_prompt=self.tokens_prompt,
                                 tokens_completion=self.tokens_completion, generator_version=self.generator_version,
-                                tokens_wasted=self.tokens_wasted)
+                                tokens_wasted=self.tokens_wasted, tokens_cached=self.tokens_cached,
+                                tokens_reasoning=self.tokens_reasoning)
 
 
 def base_memory(provider: ContentProvider) -> ProductMemory:
@@ -97,10 +112,13 @@ def family_base(family: Family, provider: ContentProvider, *, regenerate: bool =
                 ) -> tuple[Snapshot, GeneratedContent | None]:
     """The family's fresh base and, when it had to be made here, its generation (one call, under
     the base's single-flight lock: whoever waited for it finds it saved). ``regenerate`` makes it
-    anew even when fresh. A failed generation raises its ``GenerationError``, marked with
-    ``family_base`` (the family id): nothing is saved."""
+    anew even when fresh, unless a person approved it (an approved base is served as it is). A
+    failed generation raises its ``GenerationError``, marked with ``family_base`` (the family id):
+    nothing is saved."""
     memory = base_memory(provider)
     ref = ProductRef(family.id, family.fingerprint, family.shared)
+    if regenerate and memory.is_approved(ref):
+        regenerate = False
     if not regenerate:
         found = memory.lookup(ref, count_hit=False)  # reusing a base is counted as a family saving
         if found.hit:
@@ -117,8 +135,8 @@ def family_base(family: Family, provider: ContentProvider, *, regenerate: bool =
             raise
         snapshot = memory.save_product_data(
             ref, generated.content, tokens_prompt=generated.tokens_prompt,
-            tokens_completion=generated.tokens_completion,
-            generator_version=generated.generator_version or provider.generator_version,
+            tokens_completion=generated.tokens_completion, tokens_cached=generated.tokens_cached,
+            tokens_reasoning=generated.tokens_reasoning, generator_version=generated.generator_version or provider.generator_version,
             source_data=family.shared, family_id=family.id,
         )
     logger.info("Família %s: conteúdo base gerado (%d tokens)", family.id, snapshot.tokens_spent)
@@ -147,16 +165,27 @@ def make_variant(family: Family, provider: ContentProvider, *, regenerate_base: 
     return Variant(content, base, generated, asked, base.generator_version)
 
 
-def save_variant(memory: ProductMemory, ref: ProductRef, family: Family, variant: Variant) -> Snapshot:
+def save_variant(memory: ProductMemory, ref: ProductRef, family: Family, variant: Variant, *,
+                 override_approval: bool = False) -> Snapshot:
     """Store the variant's entry (linked to its family) and count what it cost and saved; when its
-    base was made anew, derive the family's other stored variants again from it."""
-    snapshot = memory.save_product_data(
-        ref, variant.content, tokens_prompt=variant.tokens_prompt, tokens_completion=variant.tokens_completion,
-        generator_version=variant.generator_version, count_generation=False, family_id=family.id,
-    )
+    base was made anew, derive the family's other stored variants again from it. An approved
+    variant is not replaced (``ApprovedContent``) unless ``override_approval``; the family's
+    others are derived again all the same."""
+    try:
+        snapshot = memory.save_product_data(
+            ref, variant.content, tokens_prompt=variant.tokens_prompt, tokens_completion=variant.tokens_completion,
+            tokens_cached=variant.tokens_cached, tokens_reasoning=variant.tokens_reasoning,
+            generator_version=variant.generator_version, count_generation=False, family_id=family.id,
+            override_approval=override_approval,
+        )
+    except ApprovedContent:
+        if variant.base_generated is not None:
+            rederive_family(family.id, variant.base)
+        raise
     # The base's generation was counted when the base was stored; the ask call is this variant's own.
     if variant.asked is not None:
-        memory.count_generation(variant.asked.tokens_spent)
+        memory.count_generation(variant.asked.tokens_spent, cached=variant.asked.tokens_cached,
+                                reasoning=variant.asked.tokens_reasoning)
     if variant.tokens_saved_by_family:
         memory.count_family_saving(variant.tokens_saved_by_family)
         logger.info("Produto %s derivado da família %s - economia de %d tokens", ref.product_id, family.id,
@@ -169,10 +198,11 @@ def save_variant(memory: ProductMemory, ref: ProductRef, family: Family, variant
 def rederive_family(family_id: str, base: Snapshot, *, skip: Key | None = None) -> int:
     """Derive every stored variant of the family again from ``base``, without a call; returns how
     many. A variant whose stored data names another family (or none) now is left alone: its next
-    generation unlinks it. In ``ask`` mode each keeps the title and bullet point it was asked for."""
+    generation unlinks it. An approved variant (:mod:`memory.services.versions`) is never derived
+    again: a person's word on its content stands. In ``ask`` mode each keeps the title and bullet
+    point it was asked for."""
     rows = (
-        # Content versions (issue 17): an approved variant is never re-derived; exclude approved rows here.
-        ProductMemoryEntry.objects.filter(family_id=family_id).exclude(kind=FAMILY_KIND)
+        ProductMemoryEntry.objects.filter(family_id=family_id, approved=False).exclude(kind=FAMILY_KIND)
         .order_by("pk").values_list("product_id", "kind", "source_data", "input_fingerprint", "payload")
     )
     derived = 0
@@ -188,6 +218,9 @@ def rederive_family(family_id: str, base: Snapshot, *, skip: Key | None = None) 
                 ProductRef(product_id, fingerprint, source_data), content, source_data=source_data,
                 generator_version=base.generator_version, count_generation=False, family_id=family_id,
             )
+        except ApprovedContent:  # approved since the rows were read
+            logger.info("Família %s: variante %s aprovada, não derivada de novo", family_id, product_id)
+            continue
         except ValueError as exc:
             logger.warning("Família %s: variante %s não derivada de novo: %s", family_id, product_id, exc)
             continue

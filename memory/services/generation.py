@@ -28,10 +28,12 @@ from memory.models import DEFAULT_KIND
 from memory.engine.families import product_family
 from memory.engine.locks import product_lock
 from memory.engine.memory import Lookup, ProductMemory, ProductRef, resolve_product
+from memory.engine.versions import ApprovedContent
 from memory.engine.validators import json_object, text, whole_number
 from memory.providers import (
     CircuitOpen, ContentProvider, GenerationError, ProviderUnavailable, QuotaExhausted, get_provider,
 )
+from memory.providers.content import check_fields
 from memory.providers.template import FIELD_ALIASES
 from memory.services import families
 
@@ -48,6 +50,7 @@ NOT_ATTEMPTED = "not_attempted"  # no call was made: the provider took no more c
 # The statuses of a product that got no content, and of one whose content was made now.
 UNFINISHED = (FAILED, NOT_ATTEMPTED)
 PRODUCED = (GENERATED, REGENERATED, FORCED)
+LOCKED = "locked"  # approved content, which no generation replaces without an override
 
 # Why a generation failed (``ProductOutcome.failure``): the provider could not answer now (out of
 # quota, rate limited, timed out, down), or it answered with nothing usable.
@@ -179,6 +182,7 @@ class BatchResult:
             "regenerated_stale": self.count(REGENERATED),
             "failed": self.count(FAILED),
             "not_attempted": self.count(NOT_ATTEMPTED),
+            "locked": self.count(LOCKED),
             "tokens_spent": self.tokens_spent,
             "tokens_saved": self.tokens_saved,
             "tokens_wasted": self.tokens_wasted,
@@ -193,6 +197,11 @@ def _reused(lookup: Lookup) -> ProductOutcome:
     return ProductOutcome(lookup.product_id, REUSED, tokens_saved=lookup.hit.tokens_saved, content=lookup.hit.content)
 
 
+def _locked(refusal: ApprovedContent, tokens_wasted: int = 0) -> ProductOutcome:
+    logger.info("%s", refusal)
+    return ProductOutcome(refusal.product_id, LOCKED, error=str(refusal), tokens_wasted=tokens_wasted)
+
+
 def generate_product(
     product_data: Any,
     force_regenerate: bool = False,
@@ -200,6 +209,8 @@ def generate_product(
     provider: ContentProvider | None = None,
     known_status: str | None = None,
     kind: str = DEFAULT_KIND,
+    override_approval: bool = False,
+    fields: Iterable[str] | None = None,
     regenerate_family: bool | None = None,
 ) -> ProductOutcome:
     """Serve the product from memory, or generate it once (single flight) and store it.
@@ -208,11 +219,21 @@ def generate_product(
     lookup. Data to generate from that :func:`validate_product_data` refuses raises its
     ``ValueError``: nothing is generated. A failed generation saves nothing and counts no
     savings; its outcome says why (``failure``). When the provider's circuit breaker is open
-    (``CircuitOpen``: no call made) the outcome is ``NOT_ATTEMPTED``.
+    (``CircuitOpen``: no call made) the outcome is ``NOT_ATTEMPTED``. Approved content is
+    served as it is; forced, it is ``LOCKED`` (nothing generated) unless ``override_approval``.
 
     A variant of a family (:mod:`memory.services.families`) is made from its family's base
     content; ``regenerate_family`` (default: ``force_regenerate``) makes that base anew too.
+
+    ``fields`` (with ``force_regenerate``): regenerate those content fields alone; the provider
+    is asked for them alone, the stored content's other fields are kept, and the tokens counted
+    are that call's. ``ValueError`` naming an unknown field, or when the product has no entry.
+    A variant's fields are asked of its own data, not derived: its entry leaves its family
+    (nothing re-derives it over those fields) until its next whole generation.
     """
+    fields = check_fields(fields)
+    if fields is not None and not force_regenerate:
+        raise ValueError("fields: regenerar só alguns campos exige force_regenerate=True")
     provider = provider or get_provider()
     memory = ProductMemory(kind, generator_version=provider.generator_version)
     ref = resolve_product(product_data)
@@ -227,8 +248,10 @@ def generate_product(
             return _reused(lookup)
         status = lookup.status
 
+    if force_regenerate and not override_approval and memory.is_approved(ref):
+        return _locked(ApprovedContent(ref.product_id, memory.kind))
     validate_product_data(product_data)  # what is served needs no check; what is generated does
-    family = product_family(product_data) if provider.serves_families else None
+    family = product_family(product_data) if provider.serves_families and fields is None else None
     variant = None
     with product_lock(ref.product_id, memory.kind):  # waits for as long as another holder generates
         if not force_regenerate:
@@ -238,9 +261,17 @@ def generate_product(
             if lookup.hit:
                 return _reused(lookup)
             status = lookup.status
+        kept = None
+        if fields is not None:
+            kept = memory.stored_content(ref)
+            if kept is None:
+                raise ValueError(f"fields: o produto {ref.product_id} não está na memória; gere o conteúdo inteiro "
+                                 "antes de regenerar campos")
         started = time.perf_counter()
         try:
-            if family is None:
+            if fields is not None:
+                generated = provider.generate(product_data, fields)
+            elif family is None:
                 generated = provider.generate(product_data)
             else:
                 variant = families.make_variant(family, provider, regenerate_base=(
@@ -262,17 +293,27 @@ def generate_product(
                                   # a family's base stored before this variant's own call failed
                                   tokens_spent=getattr(exc, "family_base_spent", 0))
         elapsed = time.perf_counter() - started
+        content = generated.content if kept is None else {**kept, **generated.content}
+        try:
+            if variant is None:
+                memory.save_product_data(
+                    ref,
+                    content,
+                    tokens_prompt=generated.tokens_prompt,
+                    tokens_completion=generated.tokens_completion,
+                    tokens_cached=generated.tokens_cached,
+                    tokens_reasoning=generated.tokens_reasoning,
+                    generator_version=generated.generator_version or provider.generator_version,
+                    override_approval=override_approval,
+                )
+            else:
+                families.save_variant(memory, ref, family, variant, override_approval=override_approval)
+        except ApprovedContent as exc:  # approved while it was being generated: its cost is wasted
+            # A family's base stays stored (its generation counted): only the variant's own call is lost.
+            wasted = generated.tokens_wasted + (generated.tokens_spent if variant is None else variant.tokens_own)
+            memory.count_wasted_tokens(wasted)
+            return _locked(exc, tokens_wasted=wasted)
         memory.count_wasted_tokens(generated.tokens_wasted)
-        if variant is None:
-            memory.save_product_data(
-                ref,
-                generated.content,
-                tokens_prompt=generated.tokens_prompt,
-                tokens_completion=generated.tokens_completion,
-                generator_version=generated.generator_version or provider.generator_version,
-            )
-        else:
-            families.save_variant(memory, ref, family, variant)
     if variant is None or variant.calls:
         metrics.observe_generation(elapsed)
     if force_regenerate:
@@ -282,7 +323,7 @@ def generate_product(
     else:
         outcome_status = GENERATED
     return ProductOutcome(ref.product_id, outcome_status, tokens_spent=generated.tokens_spent,
-                          tokens_wasted=generated.tokens_wasted, content=generated.content,
+                          tokens_wasted=generated.tokens_wasted, content=content,
                           family=family and family.id,
                           tokens_saved_by_family=variant.tokens_saved_by_family if variant else 0)
 
@@ -319,9 +360,11 @@ def generate_batch(
     provider: ContentProvider | None = None,
     on_outcome: Callable[[ProductOutcome], None] | None = None,
     halted: str | None = None,
+    override_approval: bool = False,
 ) -> BatchResult:
     """One batch check for every product, then generation of the misses only, up to
-    :func:`in_flight_limit` at once, until the provider takes no more calls.
+    :func:`in_flight_limit` at once, until the provider takes no more calls; forced, approved
+    entries are ``LOCKED`` unless ``override_approval``.
 
     A new generation starts as soon as one ends (no chunk waits for its slowest product). Once
     an outcome halts the batch (``CircuitOpen``: not attempted; ``QuotaExhausted``: failed),
@@ -364,9 +407,9 @@ def generate_batch(
         product_id = ref.product_id
         lookup = lookups.get(product_id)
         # A product listed twice goes through generation again, where it finds the first copy.
-        if lookup and lookup.hit and product_id not in seen and lookup.hit.snapshot.status(
+        if lookup and lookup.hit and product_id not in seen and lookup.hit.snapshot.serves(
             ref.fingerprint, provider.generator_version
-        ) == "active":
+        ):
             memory.count_lookups([lookup])
             done(index, _reused(lookup))
         else:
@@ -382,7 +425,7 @@ def generate_batch(
     # A family's variants together, in one unit: one base call.
     units = families.by_family(misses, lambda item: item[1]) if provider.serves_families else [[m] for m in misses]
     halted = _generate_misses(units, force_regenerate, provider, in_flight_limit(batch_size, provider),
-                              done, halted)
+                              done, halted, override_approval)
     result = BatchResult([o for o in outcomes if o is not None], halted=halted)
     logger.info(
         "Processamento em lote: %d/%d produtos reutilizados da memória", result.count(REUSED), len(products)
@@ -392,16 +435,18 @@ def generate_batch(
     return result
 
 
-def _generate_unit(unit, force_regenerate: bool, provider: ContentProvider) -> list[tuple[int, ProductOutcome]]:
+def _generate_unit(unit, force_regenerate: bool, provider: ContentProvider,
+                   override_approval: bool = False) -> list[tuple[int, ProductOutcome]]:
     """Generate the misses of one unit (one product, or the variants of one family) in order.
 
-    A forced family has its base made anew once, by its first variant; once a variant's base
-    generation fails, the others are not asked for it again (they fail with its reason), and once
-    an outcome halts the batch the rest of the unit is not attempted."""
+    A forced family has its base made anew once, by its first variant not locked by an approval;
+    once a variant's base generation fails, the others are not asked for it again (they fail with
+    its reason), and once an outcome halts the batch the rest of the unit is not attempted."""
     results: list[tuple[int, ProductOutcome]] = []
     halted: str | None = None
     base_failed: ProductOutcome | None = None
-    for position, (index, product, product_id, status) in enumerate(unit):
+    base_made = False
+    for index, product, product_id, status in unit:
         if halted is not None:
             outcome = _not_attempted(product_id, halted)
         elif base_failed is not None:
@@ -410,7 +455,9 @@ def _generate_unit(unit, force_regenerate: bool, provider: ContentProvider) -> l
                 error=f"o conteúdo base da família {base_failed.family} falhou neste lote: {base_failed.error}")
         else:
             outcome = generate_product(product, force_regenerate, provider=provider, known_status=status,
-                                       regenerate_family=force_regenerate and position == 0)
+                                       override_approval=override_approval,
+                                       regenerate_family=force_regenerate and not base_made)
+            base_made = base_made or outcome.status in PRODUCED
             if outcome.halts_batch:
                 halted = outcome.error or outcome.status
             elif outcome.family_base_failed:
@@ -420,7 +467,8 @@ def _generate_unit(unit, force_regenerate: bool, provider: ContentProvider) -> l
 
 
 def _generate_misses(units, force_regenerate: bool, provider: ContentProvider, in_flight: int,
-                     done: Callable[[int, ProductOutcome], None], halted: str | None) -> str | None:
+                     done: Callable[[int, ProductOutcome], None], halted: str | None,
+                     override_approval: bool = False) -> str | None:
     """Generate the units of misses (:func:`memory.services.families.by_family`) with ``in_flight``
     at a time (in this thread when 1), each outcome to ``done`` as its unit ends; the rest not
     attempted once one halts the batch. Returns why it halted."""
@@ -435,7 +483,7 @@ def _generate_misses(units, force_regenerate: bool, provider: ContentProvider, i
 
     if in_flight == 1:
         while halted is None and (unit := next(pending, None)) is not None:
-            ended(_generate_unit(unit, force_regenerate, provider))
+            ended(_generate_unit(unit, force_regenerate, provider, override_approval))
     else:
         running: dict[Future, None] = {}
         with ThreadPoolExecutor(max_workers=in_flight, thread_name_prefix="memory-generation") as pool:
@@ -444,7 +492,8 @@ def _generate_misses(units, force_regenerate: bool, provider: ContentProvider, i
                     unit = next(pending, None)
                     if unit is None:
                         break
-                    running[pool.submit(_in_own_thread, _generate_unit, unit, force_regenerate, provider)] = None
+                    running[pool.submit(_in_own_thread, _generate_unit, unit, force_regenerate, provider,
+                                        override_approval)] = None
                 if not running:
                     break
                 finished, _ = wait(running, return_when=FIRST_COMPLETED)

@@ -38,25 +38,31 @@ def directory_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
-def prompt_share() -> float:
-    """The share of prompt tokens in what the stored entries cost (0.5 when unknown)."""
+def token_shares() -> tuple[float, float]:
+    """The shares of prompt tokens, and of cached prompt tokens (a part of them), in what the
+    stored entries cost: (0.5, 0.0) when nothing is stored."""
     sums = cached_for_stats(
-        "token-sums", lambda: ProductMemoryEntry.objects.aggregate(p=Sum("tokens_prompt"), c=Sum("tokens_completion")),
-        ("p", "c"),
+        "token-parts",
+        lambda: ProductMemoryEntry.objects.aggregate(
+            p=Sum("tokens_prompt"), k=Sum("tokens_cached"), c=Sum("tokens_completion")),
+        ("p", "k", "c"),
     )
-    total = (sums["p"] or 0) + (sums["c"] or 0)
-    return (sums["p"] or 0) / total if total else 0.5
+    prompt, cached, completion = sums["p"] or 0, sums["k"] or 0, sums["c"] or 0
+    total = prompt + completion
+    return (prompt / total, cached / total) if total else (0.5, 0.0)
 
 
 _unpriced_models_warned: set[str] = set()
 
 
 def saved_cost(tokens_saved: int) -> Decimal | None:
-    """USD that ``tokens_saved`` would have cost the current model, split into prompt and
-    completion tokens as the stored entries' generations were; None (and a warning, once per
-    model and process) when ``LLM_PRICES`` has no prices for the model."""
+    """USD that ``tokens_saved`` would have cost the current model, split into prompt (cached or
+    not) and completion tokens as the stored entries' generations were
+    (:mod:`memory.providers.pricing`); None (and a warning, once per model and process) when
+    ``LLM_PRICES`` has no prices for the model."""
     model = current_model_name()
-    cost = estimate_saved_cost(tokens_saved, prompt_share(), model, settings.LLM_PRICES)
+    prompt_share, cached_share = token_shares()
+    cost = estimate_saved_cost(tokens_saved, prompt_share, model, settings.LLM_PRICES, cached_share=cached_share)
     if cost is None and model not in _unpriced_models_warned:
         _unpriced_models_warned.add(model)
         logger.warning("Modelo %s sem preço em LLM_PRICES: custo estimado desconhecido", model)

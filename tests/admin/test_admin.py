@@ -2,6 +2,7 @@
 import csv
 import io
 import json
+import re
 import time
 from datetime import timedelta, timezone as dt_timezone
 
@@ -19,7 +20,7 @@ from memory.admin.entries import estimated_count
 from memory.models import ProductMemoryEntry
 from memory.engine.memory import ProductMemory
 from memory.providers.prompts import current_generator_version
-from memory.io.schema import EXPORT_FIELDS
+from memory.io.schema import ENTRY_FIELDS, EXPORT_FIELDS
 from memory.engine.tiers import cache_key
 from memory.io.export import write_export
 from memory.io.importer import import_entries
@@ -44,11 +45,13 @@ def content(title, **extra):
     }
 
 
-def save(sku, title, *, ttl=None, generator_version=None, kind="main_content", tokens=(100, 50), **extra):
+def save(sku, title, *, ttl=None, generator_version=None, kind="main_content", tokens=(100, 50), details=(0, 0),
+         **extra):
+    """``tokens`` are the prompt and completion tokens, ``details`` the cached and reasoning ones."""
     product = {"sku": sku, "title": title}
     ProductMemory(kind).save_product_data(
         product, content(title, **extra), tokens_prompt=tokens[0], tokens_completion=tokens[1],
-        ttl=ttl, generator_version=generator_version,
+        tokens_cached=details[0], tokens_reasoning=details[1], ttl=ttl, generator_version=generator_version,
     )
     return ProductMemoryEntry.objects.get(product_id=sku, kind=kind)
 
@@ -80,7 +83,7 @@ def staff(admin_client):
 @pytest.fixture
 def entries():
     return {
-        "active": save("ABC-1", "Tênis de Corrida Leve"),
+        "active": save("ABC-1", "Tênis de Corrida Leve", details=(64, 16)),
         "other": save("XYZ-2", "Caneca Térmica Inox"),
         "stale": save("OLD-3", "Mochila Escolar", generator_version="template:template:p0"),
         "expired": save("EXP-4", "Garrafa Antiga"),
@@ -248,6 +251,19 @@ def test_detail_shows_payload_pretty_printed_and_escaped(staff):
     assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in html
     assert '<pre class="memory-json">{\n  &quot;bullet_points&quot;: [' in html
     assert "&quot;sku&quot;: &quot;XSS-1&quot;" in html  # source data
+
+
+def test_detail_shows_the_cached_and_reasoning_tokens_read_only(staff):
+    entry = save("USG-1", "Garrafa Térmica", tokens=(1200, 700), details=(1024, 384))
+    response = staff.get(reverse("admin:memory_productmemoryentry_change", args=[entry.pk]),
+                         HTTP_ACCEPT_LANGUAGE="pt-br")
+    html = response.content.decode()
+    fields = {name: " ".join(re.sub(r"<[^>]+>", " ", block).split())
+              for name, block in re.findall(r'<div class="form-row field-(\w+)">(.*?)</div>\s*</div>', html, re.S)}
+    assert fields["tokens_prompt"].endswith("1200") and fields["tokens_completion"].endswith("700")
+    assert fields["tokens_cached"] == "Tokens do prompt em cache: 1024"
+    assert fields["tokens_reasoning"] == "Tokens de raciocínio: 384"
+    assert 'name="tokens_cached"' not in html  # shown, not editable
 
 
 def test_xss_in_title_is_escaped_in_the_list(staff):
@@ -595,7 +611,7 @@ def test_exported_file_imports_back(staff, entries, fmt, redis_client, django_ca
     assert response.status_code == 302
     restored = ProductMemoryEntry.objects.get(product_id="ABC-1", kind="main_content")
     original = entries["active"]
-    for name in EXPORT_FIELDS:
+    for name in [*ENTRY_FIELDS, "version"]:  # the history comes back too: the same version, same origin
         assert getattr(restored, name) == getattr(original, name), name
     assert restored.title == "Tênis de Corrida Leve"
     assert ProductMemoryEntry.objects.get(product_id="OLD-3").generator_version == "template:template:p0"
@@ -670,7 +686,7 @@ def test_manage_memory_import_reads_what_the_admin_exports(staff, entries, fmt):
     report = import_entries(io.BytesIO(data), fmt)
     assert report.errors == [] and report.created == 2
     restored = ProductMemoryEntry.objects.get(product_id="ABC-1", kind="main_content")
-    for name in EXPORT_FIELDS:
+    for name in [*ENTRY_FIELDS, "version"]:  # the history comes back too: the same version, same origin
         assert getattr(restored, name) == getattr(entries["active"], name), name
 
 
@@ -685,7 +701,7 @@ def test_admin_imports_what_manage_memory_exports(staff, entries, fmt, django_ca
     with django_capture_on_commit_callbacks(execute=True):
         confirm(staff, preview)
     restored = ProductMemoryEntry.objects.get(product_id="XYZ-2", kind="main_content")
-    for name in EXPORT_FIELDS:
+    for name in [*ENTRY_FIELDS, "version"]:  # the history comes back too: the same version, same origin
         assert getattr(restored, name) == getattr(entries["other"], name), name
 
 

@@ -90,7 +90,8 @@ def test_list_pages_and_searches_by_id_or_title(api):
 
     page = api.get("/api/memory/list/?limit=2&offset=1").json()
     assert page["count"] == 6 and len(page["results"]) == 2
-    assert set(page["results"][0]) == {"product_id", "kind", "title", "hit_count", "tokens_saved", "expires_at", "status"}
+    assert set(page["results"][0]) == {"product_id", "kind", "title", "hit_count", "tokens_saved", "expires_at", "status",
+                                      "approved", "version", "origin"}
     assert [r["product_id"] for r in page["results"]] == ["SKU-4", "SKU-3"]  # newest first, after the first
 
     by_title = api.get("/api/memory/list/", {"search": "bluetooth"}).json()

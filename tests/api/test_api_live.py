@@ -40,7 +40,8 @@ def endpoint_of(block: str) -> str:
     return re.search(r"/api/memory/([\w-]+)/", block).group(1)
 
 
-README_ORDER = ["health", "force-regenerate", "get", "force-regenerate", "stats", "list", "export", "delete", "clear"]
+README_ORDER = ["health", "force-regenerate", "get", "force-regenerate", "stats", "list", "export",
+                "edit", "versions", "approve", "restore", "delete", "clear"]
 
 
 def child_env(**extra) -> dict:
@@ -127,9 +128,8 @@ def test_readme_curl_examples_work_against_gunicorn(make_user, live_server_url, 
         if endpoint_of(block) == "stats":  # the README's get/ is a hit too, sent within its buffer's period
             assert wait_for(lambda: ProductMemory().stats()["hits"] == 11, timeout=10)
         outputs.append(run_example(block, live_server_url, key, tmp_path))
-    health, queued, got, queued_again, stats, listed, _, deleted, cleared = map(
-        lambda out: json.loads(out) if out.strip() else None, outputs
-    )
+    (health, queued, got, queued_again, stats, listed, _, edited, history, approved, restored, deleted,
+     cleared) = map(lambda out: json.loads(out) if out.strip() else None, outputs)
 
     assert health["status"] == "ok"
     assert queued["product_id"] == queued_again["product_id"] == "ABC123" and queued["task_id"]
@@ -140,6 +140,10 @@ def test_readme_curl_examples_work_against_gunicorn(make_user, live_server_url, 
     assert sorted(json.loads(line)["product_id"] for line in exported) == ["ABC123", "XYZ789"]
     regenerated = [json.loads(line) for line in exported if '"ABC123"' in line][0]
     assert regenerated["payload"]["title"].startswith("Produto Teste")  # written by the eager regeneration
+    assert (edited["origin"], edited["content"]["description"]) == ("edited", "Revisado à mão.")
+    assert [v["number"] for v in history["versions"]][:1] == [edited["version"]]
+    assert approved["approved"] is True
+    assert (restored["origin"], restored["restored_from"], restored["version"]) == ("restored", 1, edited["version"] + 1)
     assert deleted == {"deleted": True, "product_id": "ABC123"}
     assert cleared == {"cleared": 1}
     assert not ProductMemoryEntry.objects.exists()
@@ -245,7 +249,7 @@ def test_the_readme_path_from_an_empty_database_to_the_api_with_a_worker(empty_d
     finally:
         server.stop()
         stop_process(worker, timeout=20)
-    health, queued, got, queued_again, stats, listed, _, deleted, cleared = outputs
+    health, queued, got, queued_again, stats, listed, _, edited, history, approved, restored, deleted, cleared = outputs
     assert health == {"status": "ok"}
     assert broker["ok"] is True and broker["worker"].startswith("readme@"), broker
     assert queued["product_id"] == queued_again["product_id"] == "ABC123" and queued["task_id"] != queued_again["task_id"]
@@ -254,4 +258,8 @@ def test_the_readme_path_from_an_empty_database_to_the_api_with_a_worker(empty_d
     assert stats["total_entries"] == 1 and listed["count"] == 1
     exported = (tmp_path / "memory-export.jsonl").read_text().splitlines()
     assert [json.loads(line)["product_id"] for line in exported] == ["ABC123"]
+    assert (edited["origin"], edited["content"]["description"]) == ("edited", "Revisado à mão.")
+    assert history["versions"][0]["number"] == edited["version"] and history["versions"][0]["current"]
+    assert approved["approved"] is True and approved["approved_by"] == "admin"
+    assert (restored["origin"], restored["restored_from"], restored["version"]) == ("restored", 1, edited["version"] + 1)
     assert deleted == {"deleted": True, "product_id": "ABC123"} and cleared == {"cleared": 0}

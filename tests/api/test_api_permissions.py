@@ -15,6 +15,7 @@ READS = [
     ("get", "/api/memory/list/?limit=50", None),
     ("post", "/api/memory/get/", {"product_id": "ABC123"}),
     ("get", "/api/memory/export/?format=jsonl", None),
+    ("get", "/api/memory/versions/?product_id=ABC123", None),
 ]
 DELETES = [
     ("post", "/api/memory/delete/", {"product_id": "ABC123"}),
@@ -23,7 +24,12 @@ DELETES = [
 CHANGES = [
     ("post", "/api/memory/force-regenerate/", {"product_data": {"sku": "ABC123"}}),
 ]
-ALL = READS + DELETES + CHANGES
+CONTENT = [
+    ("post", "/api/memory/edit/", {"product_id": "ABC123", "content": {
+        "title": "Editado", "description": "d", "bullet_points": ["a"], "seo_keywords": ["b"]}}),
+    ("post", "/api/memory/approve/", {"product_id": "ABC123", "approved": True}),
+]
+ALL = READS + DELETES + CHANGES + CONTENT
 OK = {200, 202}
 
 
@@ -76,13 +82,14 @@ def test_any_token_user_may_read(make_user, method, url, body):
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("method, url, body", DELETES + CHANGES, ids=ids(DELETES + CHANGES))
+@pytest.mark.parametrize("method, url, body", DELETES + CHANGES + CONTENT, ids=ids(DELETES + CHANGES + CONTENT))
 def test_token_user_without_permission_gets_403_and_nothing_changes(make_user, method, url, body):
-    before = list(ProductMemoryEntry.objects.values_list("product_id", "payload", "updated_at"))
+    before = list(ProductMemoryEntry.objects.values_list("product_id", "payload", "updated_at", "approved", "version"))
     response = call(token_client(make_user("reader")), method, url, body)
     assert response.status_code == 403
     assert "memory." in response.json()["detail"]
-    assert list(ProductMemoryEntry.objects.values_list("product_id", "payload", "updated_at")) == before
+    assert list(ProductMemoryEntry.objects.values_list(
+        "product_id", "payload", "updated_at", "approved", "version")) == before
 
 
 @pytest.mark.django_db
@@ -117,6 +124,27 @@ def test_the_clear_permission_is_made_by_the_migrations():
 
 
 @pytest.mark.django_db
+def test_editing_approving_and_overriding_an_approval_are_three_permissions_of_their_own():
+    from django.contrib.auth.models import Permission
+
+    names = dict(Permission.objects.filter(content_type__app_label="memory").values_list("codename", "name"))
+    assert names["edit_productmemoryentry"] == "Pode editar o conteúdo"
+    assert names["approve_productmemoryentry"] == "Pode aprovar o conteúdo"
+    assert names["override_approval_productmemoryentry"] == "Pode regenerar conteúdo aprovado"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("perm, allowed", [
+    ("edit_productmemoryentry", "edit"), ("approve_productmemoryentry", "approve"),
+])
+def test_each_content_permission_allows_its_own_write_only(make_user, perm, allowed):
+    client = token_client(make_user("pessoa", perms=[perm]))
+    for method, url, body in CONTENT + CHANGES + DELETES:
+        expected = 200 if url.split("/")[3] == allowed else 403
+        assert call(client, method, url, body).status_code == expected, url
+
+
+@pytest.mark.django_db
 def test_delete_permission_does_not_allow_force_regenerate(make_user):
     client = token_client(make_user("deleter", perms=["delete_productmemoryentry"]))
     assert call(client, *CHANGES[0]).status_code == 403
@@ -126,7 +154,7 @@ def test_delete_permission_does_not_allow_force_regenerate(make_user):
 def test_change_permission_allows_force_regenerate_only(make_user):
     client = token_client(make_user("changer", perms=["change_productmemoryentry"]))
     assert call(client, *CHANGES[0]).status_code == 200  # eager: regenerated in the request
-    for case in DELETES:
+    for case in DELETES + CONTENT:
         assert call(client, *case).status_code == 403
     assert ProductMemoryEntry.objects.count() == 1
 

@@ -19,6 +19,8 @@ ENDPOINTS = {
     ("get", "/api/memory/stats/"), ("get", "/api/memory/list/"), ("post", "/api/memory/get/"),
     ("post", "/api/memory/delete/"), ("post", "/api/memory/clear/"), ("get", "/api/memory/export/"),
     ("post", "/api/memory/force-regenerate/"), ("get", "/api/memory/health/"),
+    ("post", "/api/memory/edit/"), ("post", "/api/memory/approve/"), ("get", "/api/memory/versions/"),
+    ("post", "/api/memory/restore/"),
 }
 
 

@@ -19,10 +19,10 @@ from django.db import OperationalError, connection
 from django.test import override_settings
 from django.utils import timezone
 
-from memory.models import ProductMemoryEntry
+from memory.models import ContentVersion, ProductMemoryEntry
 from memory.engine.memory import ProductMemory
 from memory.engine.tiers import cache_key
-from memory.io.schema import EXPORT_FIELDS
+from memory.io.schema import ENTRY_FIELDS, EXPORT_FIELDS, exported_versions
 
 from tests.helpers import (
     FORMULA_TEXTS, ROUND_TRIP_TEXTS, SPREADSHEET_TRIGGERS, make_entries, make_formula_entries, snapshot_table,
@@ -195,10 +195,11 @@ def test_import_reads_the_admin_xlsx_layout(tmp_path):
     make_entries(2)
     before = snapshot_table()
     dataset = tablib.Dataset(headers=["id", "title", *EXPORT_FIELDS])
-    for e in ProductMemoryEntry.objects.values("id", "title", *EXPORT_FIELDS):
+    for e in ProductMemoryEntry.objects.values("id", "title", *ENTRY_FIELDS):
+        e["versions"] = exported_versions(ContentVersion.objects.filter(entry_id=e["id"]))
         dataset.append([
             e["id"], e["title"],
-            *[json.dumps(e[f], ensure_ascii=False) if f in ("payload", "source_data")
+            *[json.dumps(e[f], ensure_ascii=False) if f in ("payload", "source_data", "versions")
               else e[f].isoformat() if hasattr(e[f], "isoformat") else e[f] for f in EXPORT_FIELDS],
         ])
     path = tmp_path / "admin-export.xlsx"

@@ -88,6 +88,17 @@ def test_delete_and_clear_on_one_instance_evict_the_other_instances_l1(peer):
     assert peer.ask("wait-evicted 1.0") == "evicted"
 
 
+@pytest.mark.slow
+def test_an_edit_or_an_approval_on_one_instance_evicts_the_other_instances_l1(peer):
+    assert peer.cache_in_l1()
+    ProductMemory().replace_content("COH-1", {**CONTENT, "title": "Editado"}, origin="edited", author="maria")
+    assert peer.ask("wait-evicted 1.0") == "evicted"
+    assert peer.ask("get") == "l2 Editado"
+    assert peer.cache_in_l1()
+    ProductMemory().set_approval("COH-1", True, by="ana")
+    assert peer.ask("wait-evicted 1.0") == "evicted"
+
+
 @pytest.mark.django_db
 def test_l1_is_not_read_while_invalidations_cannot_be_heard(redis_client):
     memory = ProductMemory()

@@ -63,3 +63,22 @@ def test_an_undecodable_value_is_a_miss_served_from_postgres_and_deleted(memory,
     assert "Redis: valor inválido em" in caplog.text and redis_key(memory) in caplog.text
     # the bad value is gone, and the read filled Redis again with a good one
     assert read_from_l2(memory).tier == "l2"
+
+
+def test_a_value_stored_before_the_usage_details_existed_is_served_with_zero_for_them(memory):
+    redis = caches["memory_l2"].client.get_client()
+    stored = memory.l2.get_many([("L2-VAL-1", memory.kind)])[("L2-VAL-1", memory.kind)].to_dict()
+    older = {k: v for k, v in stored.items() if k not in ("tokens_cached", "tokens_reasoning")}
+    redis.set(redis_key(memory), redis_owner.encode(older))
+    hit = read_from_l2(memory)
+    assert hit.tier == "l2" and hit.content == CONTENT
+    assert (hit.snapshot.tokens_prompt, hit.snapshot.tokens_cached, hit.snapshot.tokens_reasoning) == (900, 0, 0)
+
+
+def test_the_usage_details_are_stored_in_l2(redis_client):
+    memory = ProductMemory()
+    memory.save_product_data(PRODUCT, CONTENT, tokens_prompt=900, tokens_completion=700, tokens_cached=640,
+                             tokens_reasoning=128)
+    stored = redis_owner.decode(caches["memory_l2"].client.get_client().get(redis_key(memory)))
+    assert (stored["tokens_cached"], stored["tokens_reasoning"]) == (640, 128)
+    assert read_from_l2(memory).snapshot.tokens_cached == 640

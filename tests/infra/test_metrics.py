@@ -100,7 +100,8 @@ def test_metrics_endpoint_exposes_every_family(make_user):
     families = scrape(token_client(make_user("staff", staff=True)))
     for name in ("beecatalog_memory_tier_hits", "beecatalog_memory_tier_misses", "beecatalog_memory_lookup_seconds",
                  "beecatalog_memory_generations", "beecatalog_memory_generation_seconds",
-                 "beecatalog_memory_tokens_spent", "beecatalog_memory_tokens_saved", "beecatalog_memory_redis_up"):
+                 "beecatalog_memory_tokens_spent", "beecatalog_memory_tokens_saved", "beecatalog_memory_tokens_wasted",
+                 "beecatalog_memory_tokens_cached", "beecatalog_memory_tokens_reasoning", "beecatalog_memory_redis_up"):
         assert name in families
     tiers = {s.labels["tier"] for s in families["beecatalog_memory_tier_hits"].samples}
     assert tiers == {"l1", "l2", "l3"}

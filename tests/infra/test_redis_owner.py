@@ -158,3 +158,22 @@ def test_no_module_but_the_owner_names_the_redis_cache_its_client_or_the_breaker
         for n, line in enumerate(path.read_text().splitlines(), 1) if pattern.search(line)
     ]
     assert offenders == []
+
+
+@pytest.mark.parametrize("server", ["redis", "fakeredis"])
+def test_a_transaction_reads_again_when_another_client_wrote_between_its_reads_and_writes(server, request):
+    request.getfixturevalue("redis_client" if server == "redis" else "flaky_redis")
+    key = owner.make_key("transaction-test")
+    owner.client().set(key, "1")
+    reads = []
+
+    def step(pipe):
+        value = int(pipe.get(key))
+        reads.append(value)
+        if len(reads) == 1:
+            owner.client().set(key, "10")  # another connection writes before this one's MULTI
+        return value, lambda pipe: pipe.set(key, str(value + 1))
+
+    assert owner.transaction([key], step) == 10
+    assert reads == [1, 10]
+    assert owner.client().get(key) == b"11"  # 1 + 1 was never written over the other client's 10

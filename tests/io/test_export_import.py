@@ -18,7 +18,7 @@ from memory.engine.memory import ProductMemory
 from memory.engine.tiers import cache_key
 from memory.io.export import iter_export
 from memory.io.importer import import_entries
-from memory.io.schema import EXPORT_FIELDS, ImportFileError
+from memory.io.schema import EXPORT_FIELDS, ImportFileError, exported_versions
 
 from tests.helpers import (
     FORMULA_TEXTS, ROUND_TRIP_TEXTS, SPREADSHEET_TRIGGERS, T0, make_entries, make_formula_entries, snapshot_table,
@@ -165,10 +165,11 @@ def test_xlsx_in_the_admin_layout_is_imported(tmp_path):
         dataset.append([
             e.id, e.product_id, e.kind, json.dumps(e.payload, ensure_ascii=False),
             json.dumps(e.source_data, ensure_ascii=False), e.input_fingerprint, e.generator_version,
-            e.tokens_prompt, e.tokens_completion, e.hit_count, e.tokens_saved,
+            e.tokens_prompt, e.tokens_completion, e.tokens_cached, e.tokens_reasoning, e.hit_count, e.tokens_saved,
             e.created_at.isoformat(), e.updated_at.isoformat(),
             e.last_hit_at.astimezone(local).replace(tzinfo=None) if e.last_hit_at else None,
-            e.expires_at.isoformat(), e.family_id, e.title,
+            e.expires_at.isoformat(), e.family_id, e.origin, e.author, e.approved, e.approved_by, None,
+            json.dumps(exported_versions(e.versions.all()), ensure_ascii=False), e.title,
         ])
     path = tmp_path / "entradas.xlsx"
     path.write_bytes(dataset.export("xlsx"))
@@ -329,3 +330,27 @@ def test_export_and_import_stream_in_bounded_memory(fmt, tmp_path, monkeypatch):
     assert import_peak < total / 5
     print(f"{fmt}: {total} bytes, export peak {export_peak}, import peak {import_peak}")
     assert ProductMemoryEntry.objects.count() == 5000
+
+
+def test_a_file_written_before_the_usage_details_imports_with_zero_for_them(redis_client):
+    """An export of the release before tokens_cached and tokens_reasoning: the columns are absent."""
+    make_entries(2)
+    older = [{k: v for k, v in row.items() if k not in ("tokens_cached", "tokens_reasoning")}
+             for row in json.loads(export_text("json"))]
+    ProductMemory().clear()
+    report = import_entries(io.StringIO(json.dumps(older)), "json")
+    assert report.ok and report.created == 2
+    rows = ProductMemoryEntry.objects.order_by("product_id")
+    assert [(e.tokens_prompt, e.tokens_cached, e.tokens_reasoning) for e in rows] == [(100, 0, 0), (101, 0, 0)]
+    header = "product_id,payload,tokens_prompt,tokens_completion\n"
+    report = import_entries(io.StringIO(header + 'CSV-1,"{""title"": ""x""}",7,3\n'), "csv")
+    assert report.ok
+    assert ProductMemoryEntry.objects.get(product_id="CSV-1").tokens_cached == 0
+
+
+def test_exports_hold_the_usage_details_the_round_trips_above_give_back():
+    make_entries(3)
+    assert [(row["tokens_cached"], row["tokens_reasoning"]) for row in json.loads(export_text("json"))] == [
+        (40, 20), (41, 21), (42, 22)]
+    header = next(csv.reader(io.StringIO(export_text("csv"))))
+    assert header.index("tokens_cached") == header.index("tokens_completion") + 1

@@ -29,6 +29,14 @@ BAD_ROWS = {
                                         {"tokens_prompt"}),
     "tokens_completion above integer": ({"product_id": "A", "payload": {"t": 1}, "tokens_completion": 2**31 + 5},
                                         {"tokens_completion"}),
+    "cached tokens above the prompt's": ({"product_id": "A", "payload": {"t": 1}, "tokens_prompt": 10,
+                                         "tokens_cached": 11}, {"tokens_cached"}),
+    "cached tokens without prompt tokens": ({"product_id": "A", "payload": {"t": 1}, "tokens_cached": 1},
+                                            {"tokens_cached"}),
+    "reasoning tokens above the completion's": ({"product_id": "A", "payload": {"t": 1}, "tokens_completion": 5,
+                                                 "tokens_reasoning": 6}, {"tokens_reasoning"}),
+    "reasoning tokens above integer": ({"product_id": "A", "payload": {"t": 1}, "tokens_reasoning": 2**31},
+                                       {"tokens_reasoning"}),
     "hits above PostgreSQL bigint": ({"product_id": "A", "payload": {"t": 1}, "hit_count": 2**63}, {"hit_count"}),
     "negative counter": ({"product_id": "A", "payload": {"t": 1}, "tokens_saved": -1}, {"tokens_saved"}),
     "fractional counter": ({"product_id": "A", "payload": {"t": 1}, "hit_count": "1.5"}, {"hit_count"}),
@@ -51,7 +59,9 @@ GOOD_ROWS = {
     "empty payload object": {"product_id": "A", "payload": {}},
     "escaped backslash, not a NUL": {"product_id": "A", "payload": {"path": "C:\\u0000"}},
     "counters at their maximum": {"product_id": "A", "payload": {"t": 1}, "tokens_prompt": 2**31 - 1,
-                                  "hit_count": 2**63 - 1},
+                                  "tokens_cached": 2**31 - 1, "hit_count": 2**63 - 1},
+    "usage details within their counts": {"product_id": "A", "payload": {"t": 1}, "tokens_prompt": 10,
+                                          "tokens_cached": 10, "tokens_completion": 5, "tokens_reasoning": 5},
 }
 # Numbers as spreadsheets and JSON hand them back (in CSV "7.0" is text, and refused by both).
 GOOD_JSON_ROWS = {
@@ -139,5 +149,6 @@ def test_clean_row_names_every_bad_column_and_fills_the_defaults():
     row = clean_row({"product_id": " ABC ", "payload": '{"title": "x"}'})
     assert row["product_id"] == "ABC" and row["kind"] == "main_content" and row["source_data"] == {}
     assert row["tokens_prompt"] == row["hit_count"] == 0 and row["last_hit_at"] is None
+    assert row["tokens_cached"] == row["tokens_reasoning"] == 0
     assert len(row["input_fingerprint"]) == 64 and row["generator_version"]
     assert row["expires_at"] > row["created_at"] == row["updated_at"]

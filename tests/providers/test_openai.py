@@ -135,8 +135,9 @@ def test_back_off_without_retry_after_grows_with_jitter(fake_openai):
 )
 def test_retry_after_is_honoured(fake_openai, headers, at_least):
     if headers == "http-date":
-        # Two seconds ahead at whole-second resolution: at least one second away when read.
-        headers = {"Retry-After": email.utils.formatdate(time.time() + 2, usegmt=True)}
+        # 2.5 s ahead, cut to a whole second (1.5 to 2.5 s ahead): still a second away when the
+        # SDK reads it, even half a second later on a loaded machine.
+        headers = {"Retry-After": email.utils.formatdate(time.time() + 2.5, usegmt=True)}
     fake_openai.script(error(429, headers=headers))
     provider(fake_openai.url).generate(PRODUCT)
     # The SDK's own first back-off is at most 0.5 s: a longer gap is the server's.
@@ -234,3 +235,83 @@ def test_client_is_shared_per_server_and_timeouts(fake_openai):
     same = dict(base_url=fake_openai.url, api_key="k", connect_timeout=1.0, read_timeout=2.0)
     assert shared_client(**same) is shared_client(**same)
     assert shared_client(**{**same, "read_timeout": 3.0}) is not shared_client(**same)
+
+
+# -- usage: what each attempt cost ----------------------------------------------------------
+
+
+def test_cached_and_reasoning_tokens_are_parts_of_the_prompt_and_completion_counts(fake_openai):
+    fake_openai.script(Reply(body=completion(prompt_tokens=2000, completion_tokens=600, usage_extra={
+        "prompt_tokens_details": {"cached_tokens": 1536, "audio_tokens": 0},
+        "completion_tokens_details": {"reasoning_tokens": 448, "accepted_prediction_tokens": 0},
+    })))
+    result = provider(fake_openai.url).generate(PRODUCT)
+    assert (result.tokens_prompt, result.tokens_completion) == (2000, 600)
+    assert (result.tokens_cached, result.tokens_reasoning) == (1536, 448)
+    assert result.tokens_spent == 2600  # reasoning is not added again
+
+
+@pytest.mark.parametrize("usage, expected", [
+    ({"prompt_tokens_details": None, "completion_tokens_details": None}, (812, 455, 0, 0)),
+    ({"prompt_tokens_details": {"cached_tokens": 5000}, "completion_tokens_details": {"reasoning_tokens": 900}},
+     (812, 455, 812, 455)),  # a detail is never more than the count it is part of
+    ({"prompt_tokens_details": {"cached_tokens": "muitos"}, "completion_tokens_details": {"reasoning_tokens": -3}},
+     (812, 455, 0, 0)),
+    ({"prompt_tokens": None, "completion_tokens": "x"}, (0, 0, 0, 0)),
+    ({"prompt_tokens": 2**40}, (2**31 - 1, 455, 0, 0)),
+])
+def test_odd_usage_from_a_gateway_never_loses_the_paid_answer(fake_openai, usage, expected):
+    body = completion()
+    body["usage"].update(usage)
+    fake_openai.script(Reply(body=body))
+    result = provider(fake_openai.url).generate(PRODUCT)
+    assert result.content == GOOD_CONTENT
+    assert (result.tokens_prompt, result.tokens_completion, result.tokens_cached, result.tokens_reasoning) == expected
+
+
+def test_every_malformed_answer_is_paid_for_in_tokens_wasted(fake_openai):
+    fake_openai.script(then=Reply(body=completion("{not json", prompt_tokens=300, completion_tokens=20)))
+    with pytest.raises(BadProviderOutput) as excinfo:
+        provider(fake_openai.url).generate(PRODUCT)
+    assert fake_openai.calls == 3 and excinfo.value.tokens_wasted == 3 * 320
+
+
+def test_a_discarded_answer_before_a_good_one_is_wasted_and_the_good_one_spent(fake_openai):
+    fake_openai.script(Reply(body=completion({"title": "só título"}, prompt_tokens=300, completion_tokens=20)))
+    result = provider(fake_openai.url).generate(PRODUCT)
+    assert result.content == GOOD_CONTENT
+    assert (result.tokens_spent, result.tokens_wasted) == (812 + 455, 320)
+
+
+def test_a_truncated_answer_is_wasted_with_the_attempts_before_it(fake_openai):
+    fake_openai.script(Reply(body=completion("{not json", prompt_tokens=300, completion_tokens=20)),
+                       Reply(body=completion('{"title": "Tê', finish_reason="length", prompt_tokens=700,
+                                             completion_tokens=64)))
+    with pytest.raises(TruncatedOutput) as excinfo:
+        provider(fake_openai.url, max_tokens=64).generate(PRODUCT)
+    assert fake_openai.calls == 2 and excinfo.value.tokens_wasted == 320 + 764
+
+
+def test_a_refusal_is_paid_for(fake_openai):
+    body = completion(prompt_tokens=300, completion_tokens=12)
+    body["choices"][0]["message"] = {"role": "assistant", "content": None, "refusal": "Não posso ajudar."}
+    fake_openai.script(then=Reply(body=body))
+    with pytest.raises(BadProviderOutput, match="recusou") as excinfo:
+        provider(fake_openai.url, max_attempts=1).generate(PRODUCT)
+    assert excinfo.value.tokens_wasted == 312
+
+
+def test_errors_carry_the_usage_of_the_answers_before_them_and_none_of_their_own(fake_openai):
+    fake_openai.script(error(503, headers=FAST), Reply(body=completion("{not json", prompt_tokens=300,
+                                                                       completion_tokens=20)),
+                       then=error(503, headers=FAST))
+    with pytest.raises(ProviderUnavailable) as excinfo:
+        provider(fake_openai.url).generate(PRODUCT)
+    assert fake_openai.calls == 3 and excinfo.value.tokens_wasted == 320
+
+
+def test_a_200_whose_body_is_not_json_wastes_nothing_it_can_know(fake_openai):
+    fake_openai.script(then=Reply(body="<html>proxy error</html>"))
+    with pytest.raises(GenerationError) as excinfo:
+        provider(fake_openai.url, max_attempts=1).generate(PRODUCT)
+    assert excinfo.value.tokens_wasted == 0

@@ -35,3 +35,16 @@ def test_prices_are_read_as_decimals():
 
 def test_saved_cost_splits_by_the_prompt_share():
     assert estimate_saved_cost(2_000_000, 0.5, "m", PRICES) == Decimal("0.7500")
+
+
+@pytest.mark.parametrize("factor, expected", [(1, Decimal("0.7500")), (0.5, Decimal("0.3750")), (0, Decimal("0.0000"))])
+def test_the_batch_discount_scales_the_money_not_the_tokens(factor, expected):
+    # 1M prompt tokens at 0.15 and 1M completion tokens at 0.60: 0.75 at the direct price
+    assert estimate_cost(1_000_000, 1_000_000, "m", PRICES, tokens_cached=0, factor=factor) == expected
+    assert estimate_cost(1, 1, "outro", PRICES, factor=factor) is None
+
+
+def test_saved_cost_prices_the_cached_share_at_the_cached_price():
+    # 2M saved: 1M prompt (400k of it cached) and 1M completion
+    assert estimate_saved_cost(2_000_000, 0.5, "m", PRICES, cached_share=0.2) == Decimal("0.7200")
+    assert estimate_saved_cost(2_000_000, 0.5, "m", PRICES, cached_share=0.9) == Decimal("0.6750")  # at most the prompt

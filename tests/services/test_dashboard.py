@@ -213,3 +213,14 @@ def test_dashboard_numbers_follow_the_commands_formats(admin_client, activity):
     assert re.fullmatch(r"\d{1,3} B|\d{1,3},\d (KB|MB|GB)", card(html, "table"))
     english = admin_client.get(reverse(DASHBOARD), HTTP_ACCEPT_LANGUAGE="en").content.decode()
     assert card(english, "tokens_saved") == "8,000"
+
+
+def test_dashboard_counts_generated_edited_and_approved_entries(admin_client, activity):
+    memory = ProductMemory()
+    memory.replace_content("TOP-1", {"title": "Tênis", "description": "d", "bullet_points": ["a"],
+                                     "seo_keywords": ["b"]}, origin="edited", author="maria")
+    memory.set_approval("TOP-1", True, by="ana")
+    html = admin_client.get(reverse(DASHBOARD)).content.decode()
+    assert card(html, "content") == "1"
+    note = html.split('data-card="content"')[1].split("</div>\n    </div>")[0]
+    assert "aprovadas; 1 geradas, 1 editadas, 0 importadas, 0 restauradas" in " ".join(note.split())

@@ -20,9 +20,11 @@ from django.db import DatabaseError
 from memory.infra.migration_state import MissingDatabase, PendingMigrations, require_migrated
 from memory.io.catalog import CATALOG_FORMATS, read_catalog
 from memory.infra.formatting import cost, integer
-from memory.management.terminal import dumps, memory_log_level, plain
+from memory.management.batch_output import BatchOutput
+from memory.management.terminal import EXIT_INCOMPLETE, dumps, memory_log_level, plain
 from memory.services.generation import (
-    FAILED, MAX_BATCH_SIZE, NOT_ATTEMPTED, REGENERATED, REUSED, BatchResult, generate_batch, validate_batch_size,
+    FAILED, LOCKED, MAX_BATCH_SIZE, NOT_ATTEMPTED, REGENERATED, REUSED, BatchResult, generate_batch,
+    validate_batch_size,
 )
 from memory.engine.identifiers import extract_product_identifier
 from memory.providers import GenerationError
@@ -31,20 +33,30 @@ from memory.services.stats import saved_cost
 # Rows handed to one batch call: bounds memory on large catalogs.
 ROWS_PER_BATCH_CALL = 500
 
-# Some products got no content (failed, or not attempted): another run finishes them.
-EXIT_INCOMPLETE = 3
-
 
 class Command(BaseCommand):
     help = "Gera conteúdo para os produtos de um catálogo (CSV, JSON, JSONL ou XLSX, .gz aceito), reaproveitando a memória."
 
     def add_arguments(self, parser):
-        parser.add_argument("catalog", help="arquivo do catálogo")
+        parser.add_argument("catalog", nargs="?", help="arquivo do catálogo")
         parser.add_argument("--format", choices=CATALOG_FORMATS, help="formato (padrão: pela extensão; .gz aceito)")
         parser.add_argument("--batch-size", type=int, default=10,
                             help=f"gerações por lote (1 a {MAX_BATCH_SIZE}, padrão 10)")
         parser.add_argument("--force", action="store_true", help="regenera mesmo o que está na memória")
+        parser.add_argument("--override-approval", action="store_true",
+                            help="com --force, regenera também o conteúdo aprovado (a aprovação é retirada)")
         parser.add_argument("--json", action="store_true", help="resumo em JSON")
+        batch = parser.add_argument_group("Batch API (LLM_PROVIDER=openai)")
+        batch.add_argument("--batch-api", action="store_true",
+                           help="envia os produtos que faltam na memória como um lote da Batch API (preço com"
+                                " desconto de LLM_BATCH_DISCOUNT), espera os resultados e os grava na memória")
+        batch.add_argument("--no-wait", action="store_true",
+                           help="com --batch-api: mostra o id do lote e sai sem esperar; os resultados são"
+                                " gravados por --batch-status ID ou pela tarefa agendada")
+        batch.add_argument("--batch-status", metavar="ID",
+                           help="consulta o lote ID e, se concluído, grava seus resultados na memória")
+        batch.add_argument("--poll-interval", type=float, default=30.0,
+                           help="segundos entre as consultas do lote enquanto espera (padrão 30)")
 
     def handle(self, *args, **options):
         try:
@@ -56,6 +68,10 @@ class Command(BaseCommand):
 
     def _checked(self, options):
         """The run, every failure turned into one ``CommandError``."""
+        batch = BatchOutput(self, options)
+        batch.check_options()
+        if options["batch_status"] is not None:
+            return self._database_errors(batch.status)
         path = Path(options["catalog"])
         if not path.is_file():
             raise CommandError(f"Catálogo não encontrado: {path}")
@@ -63,9 +79,16 @@ class Command(BaseCommand):
             validate_batch_size(options["batch_size"], "--batch-size")
         except ValueError as exc:
             raise CommandError(str(exc)) from None
+        if options["batch_api"]:
+            batch.provider()  # refused before the catalog is read
+            return self._database_errors(lambda: batch.run(path, *self._read_catalog(path, options)))
+        return self._database_errors(lambda: self._run(path, options))
+
+    def _database_errors(self, work):
+        """``work()``, every failure of the database, the catalog or the provider one ``CommandError``."""
         try:
             require_migrated()
-            return self._run(path, options)
+            return work()
         except (PendingMigrations, MissingDatabase) as exc:
             raise CommandError(str(exc)) from None
         except (ValueError, UnicodeDecodeError) as exc:
@@ -77,7 +100,8 @@ class Command(BaseCommand):
             first_line = (str(exc).strip().splitlines() or [""])[0]
             raise CommandError(f"Banco de dados indisponível: {exc.__class__.__name__}: {first_line}") from None
 
-    def _run(self, path: Path, options):
+    def _read_catalog(self, path: Path, options) -> tuple[list[tuple[int, dict]], list[tuple[int, str]]]:
+        """The catalog's products ``(line, data)`` and its bad rows ``(line, error)``."""
         bad_rows: list[tuple[int, str]] = []
         valid: list[tuple[int, dict]] = []
         for row in read_catalog(path, options["format"]):
@@ -92,6 +116,10 @@ class Command(BaseCommand):
                 valid.append((row.number, row.product))
         if not valid and not bad_rows:
             raise CommandError(f"Catálogo vazio: nenhum produto em {path}")
+        return valid, bad_rows
+
+    def _run(self, path: Path, options):
+        valid, bad_rows = self._read_catalog(path, options)
 
         result = BatchResult()
         failed_rows: list[tuple[int, str]] = []
@@ -105,6 +133,7 @@ class Command(BaseCommand):
                     [product for _, product in chunk],
                     batch_size=options["batch_size"],
                     force_regenerate=options["force"],
+                    override_approval=options["override_approval"],
                     on_outcome=lambda _: progress.advance(task),
                     halted=result.halted,  # once the provider takes no more calls, the run stops calling it
                 )
@@ -146,6 +175,7 @@ class Command(BaseCommand):
             "stale_regenerated": result.count(REGENERATED),
             "failed": result.count(FAILED) + len(bad_rows),
             "not_attempted": result.count(NOT_ATTEMPTED),
+            "locked": result.count(LOCKED),
             "tokens_spent": result.tokens_spent,
             "tokens_saved": result.tokens_saved,
             "tokens_wasted": result.tokens_wasted,
@@ -184,6 +214,7 @@ class Command(BaseCommand):
             "stale_regenerated": "Regenerados (desatualizados)",
             "failed": "Falhas",
             "not_attempted": "Não tentados (sem chamada ao provedor)",
+            "locked": "Aprovados, não regenerados",
             "tokens_spent": "Tokens gastos",
             "tokens_saved": "Tokens economizados",
             "tokens_wasted": "Tokens desperdiçados (tentativas falhas ou descartadas)",
@@ -194,5 +225,7 @@ class Command(BaseCommand):
         }
         for key, label in labels.items():
             value = summary[key]
+            if key == "locked" and not value:
+                continue  # only a forced run meets approved content
             table.add_row(label, cost(value) if key == "estimated_cost_saved_usd" else integer(value))
         Console(file=self.stdout, width=80).print(table)

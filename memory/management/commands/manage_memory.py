@@ -13,16 +13,18 @@ degraded with ``--strict``); 2 wrong usage (argparse).
 from __future__ import annotations
 
 import argparse
+import getpass
 from contextlib import contextmanager
 from datetime import datetime
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import Error as DatabaseLibraryError, ProgrammingError
-from django.utils import timezone
+from django.utils import timezone, translation
 
 from memory.engine.freshness import EntryStatus
 from memory.engine.memory import MAX_LIST_LIMIT, ProductMemory
+from memory.engine.versions import EntryNotFound, VersionNotFound
 from memory.infra.formatting import cost, integer, milliseconds, percent, seconds, size
 from memory.infra.health import check_health
 from memory.infra.migration_state import MissingDatabase, PendingMigrations, require_migrated
@@ -30,10 +32,11 @@ from memory.io.export import write_export
 from memory.io.formats import DEFAULT_EXPORT_FORMAT, EXPORT_FORMATS, IMPORT_FORMATS, format_from_filename
 from memory.io.importer import ImportReport, import_entries
 from memory.management.terminal import dumps, literal, memory_log_level, plain
-from memory.models import DEFAULT_KIND, ProductMemoryEntry
+from memory.models import DEFAULT_KIND, ContentOrigin, ProductMemoryEntry
 from memory.services.backup import RedisUnavailable, create_backup, restore_backup, warm_redis
 from memory.services.purge import purge_expired
 from memory.services.stats import memory_stats
+from memory.services.versions import entry_history, restore_version, set_approval
 
 STAGES = {
     "export": "Exportando",
@@ -61,6 +64,21 @@ def _one_of(names) -> str:
     return f"{', '.join(names[:-1])} ou {names[-1]}" if len(names) > 1 else "".join(names)
 
 
+def _labels(choices) -> dict[str, str]:
+    """The choices' labels as a command prints them: in pt-BR, whatever language this thread has
+    active (a command run by ``call_command`` after a request served in English)."""
+    with translation.override(settings.LANGUAGE_CODE):
+        return {value: str(label) for value, label in choices.choices}
+
+
+def _terminal_user() -> str:
+    """Who runs the command, as the versions and approvals record it."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no login name and no passwd entry (a container's uid)
+        return "terminal"
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else exc.__class__.__name__
@@ -69,7 +87,7 @@ def _first_line(exc: BaseException) -> str:
 class Command(BaseCommand):
     help = (
         "Administração da memória de produtos: stats, list, export, import, health, "
-        "clear, delete, backup, restore, warm, purge."
+        "clear, delete, backup, restore, warm, purge, approve, versions, restore-version."
     )
     # Nothing here needs the system checks, and they would slow every call.
     requires_system_checks = []
@@ -130,6 +148,26 @@ class Command(BaseCommand):
         p.add_argument("--batch-size", type=int,
                        default=getattr(settings, "MEMORY_PURGE_BATCH_SIZE", 5000), help="entradas por lote")
 
+        def product_options(p):
+            p.add_argument("--product-id", required=True, help="identificador do produto")
+            p.add_argument("--kind", default=DEFAULT_KIND, help=f"tipo de conteúdo (padrão {DEFAULT_KIND})")
+
+        def author_option(p, what):
+            p.add_argument("--by", help=f"quem {what} (padrão: o usuário do sistema, {_terminal_user()!r})")
+
+        p = add("approve", "aprova o conteúdo de um produto: servido como está, nenhuma regeneração o substitui")
+        product_options(p)
+        p.add_argument("--revoke", action="store_true", help="retira a aprovação")
+        author_option(p, "aprova")
+
+        p = add("versions", "lista as versões do conteúdo de um produto, com o que cada uma mudou")
+        product_options(p)
+
+        p = add("restore-version", "restaura uma versão do conteúdo de um produto (como nova versão)")
+        product_options(p)
+        p.add_argument("--version", type=int, required=True, help="número da versão a restaurar")
+        author_option(p, "restaura")
+
     # -- plumbing ---------------------------------------------------------------------
 
     def handle(self, *args, **options):
@@ -142,7 +180,7 @@ class Command(BaseCommand):
 
     def _run(self, options):
         """The subcommand, every failure turned into one ``CommandError``."""
-        handler = getattr(self, "handle_" + options["subcommand"])
+        handler = getattr(self, "handle_" + options["subcommand"].replace("-", "_"))
         try:
             if options["subcommand"] != "health":  # health reports pending migrations as "down" itself
                 require_migrated()
@@ -158,7 +196,7 @@ class Command(BaseCommand):
             ) from None
         except DatabaseLibraryError as exc:
             raise CommandError(f"Banco de dados indisponível: {_first_line(exc)}") from None
-        except RedisUnavailable as exc:
+        except (RedisUnavailable, EntryNotFound, VersionNotFound) as exc:
             raise CommandError(str(exc)) from None
         except ValueError as exc:  # includes ImportFileError
             raise CommandError(_first_line(exc)) from None
@@ -220,6 +258,11 @@ class Command(BaseCommand):
             ("  ativas", integer(stats["active_entries"])),
             ("  expiradas", integer(stats["expired_entries"])),
             ("  desatualizadas", integer(stats["stale_entries"])),
+            ("  aprovadas", integer(stats["approved_entries"])),
+            ("  geradas", integer(stats["generated_entries"])),
+            ("  editadas", integer(stats["edited_entries"])),
+            ("  importadas", integer(stats["imported_entries"])),
+            ("  restauradas", integer(stats["restored_entries"])),
             ("Acertos", integer(stats["hits"])),
             ("Faltas", integer(stats["misses"])),
             ("Taxa de acerto", percent(stats["hit_rate"])),
@@ -249,10 +292,11 @@ class Command(BaseCommand):
         for name, justify in (("Produto", "left"), ("Título", "left"), ("Status", "left"),
                               ("Acertos", "right"), ("Tokens economizados", "right"), ("Expira em", "left")):
             table.add_column(name, justify=justify)
-        statuses = {value: str(label) for value, label in EntryStatus.choices}
+        statuses = _labels(EntryStatus)
         for row in page["results"]:
+            status = statuses.get(row["status"], row["status"]) + (" (aprovado)" if row["approved"] else "")
             table.add_row(
-                literal(row["product_id"]), literal(row["title"] or "—"), statuses.get(row["status"], row["status"]),
+                literal(row["product_id"]), literal(row["title"] or "—"), status,
                 integer(row["hit_count"]), integer(row["tokens_saved"]), _when(row["expires_at"]),
             )
         console = self._console()
@@ -398,3 +442,50 @@ class Command(BaseCommand):
             f"Redis aquecido: {integer(result.entries)} entradas ativas em {integer(result.batches)} lote(s) "
             f"({seconds(result.seconds)})."
         ))
+
+    # -- content: approval and history ---------------------------------------------------
+
+    def handle_approve(self, options):
+        approved = not options["revoke"]
+        entry = set_approval(options["product_id"], approved, by=options["by"] or _terminal_user(),
+                             kind=options["kind"])
+        if options["json"]:
+            return self._print_json({name: getattr(entry, name) for name in
+                                     ("product_id", "kind", "approved", "approved_by", "approved_at", "version")})
+        if approved:
+            message = (f"Produto {entry.product_id!r} aprovado (versão {entry.version}) por {entry.approved_by}: "
+                       "servido como está; nenhuma regeneração o substitui.")
+        else:
+            message = f"Produto {entry.product_id!r}: aprovação retirada."
+        self.stdout.write(self.style.SUCCESS(plain(message)))
+
+    def handle_versions(self, options):
+        found = entry_history(options["product_id"], kind=options["kind"])
+        if options["json"]:
+            return self._print_json(found)
+        from rich.table import Table
+
+        origins = _labels(ContentOrigin)
+        state = f"aprovado por {found['approved_by']} em {_when(found['approved_at'])}" if found["approved"] \
+            else "não aprovado"
+        table = Table(title=literal(f"Versões de {found['product_id']} ({found['kind']}): {state}",
+                                    style="table.title"))
+        for name, justify in (("Versão", "right"), ("Origem", "left"), ("Autor", "left"), ("Criada em", "left"),
+                              ("Tokens", "right"), ("Campos alterados", "left")):
+            table.add_column(name, justify=justify)
+        for version in found["versions"]:
+            number = f"{version['number']} (atual)" if version["current"] else str(version["number"])
+            changes = version["changes"]
+            changed = "—" if changes is None else ", ".join(c["field"] for c in changes) or "nenhum"
+            table.add_row(number, origins.get(version["origin"], version["origin"]), literal(version["author"] or "—"),
+                          _when(version["created_at"]), integer(version["tokens"]), literal(changed))
+        self._console().print(table)
+
+    def handle_restore_version(self, options):
+        written = restore_version(options["product_id"], options["version"],
+                                  author=options["by"] or _terminal_user(), kind=options["kind"])
+        if options["json"]:
+            return self._print_json(written.as_dict())
+        self.stdout.write(self.style.SUCCESS(plain(
+            f"Produto {written.product_id!r}: versão {written.restored_from} restaurada como versão {written.version}."
+        )))
