@@ -256,6 +256,49 @@ def test_a_variant_asked_by_its_sku_alone_is_served_its_own_content():
     assert ProductMemory().get_product_data("CAM-AZ-P").content["title"].endswith("Azul Tamanho P")
 
 
+# --- approval (content versions) ------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_an_approved_variant_is_never_derived_again():
+    provider = Provider()
+    generate_batch(FAMILY, provider=provider)
+    approved = FAMILY[1]["sku"]
+    ProductMemory().set_approval(approved, True, by="ana")
+    approved_title = entry(approved).payload["title"]
+    # A shared change: the new base derives the family's other variants again, not the approved one.
+    generate_product({**FAMILY[0], "brand": "Malwee"}, provider=provider)
+    assert provider.calls == 2
+    assert entry(approved).payload["title"] == approved_title == "Camiseta Básica Hering Azul Tamanho G"
+    assert all("Malwee" in entry(p["sku"]).payload["title"] for p in FAMILY if p["sku"] != approved)
+    # The lazy path: the approved variant asked with the family's new data is served as it is.
+    renamed = [{**p, "brand": "Malwee"} for p in FAMILY]
+    result = generate_batch(renamed, provider=provider)
+    assert provider.calls == 2
+    by_id = {o.product_id: o for o in result.outcomes}
+    assert by_id[approved].status == "reused"
+    assert entry(approved).payload["title"] == approved_title and entry(approved).approved
+    assert entry(approved).version == 1
+
+
+@pytest.mark.django_db
+def test_forcing_an_approved_variant_is_locked_unless_overridden_and_a_batch_passes_the_override():
+    provider = Provider()
+    generate_batch(FAMILY, provider=provider)
+    approved = FAMILY[0]["sku"]  # the family's first: the next one makes the forced base
+    ProductMemory().set_approval(approved, True, by="ana")
+    outcome = generate_product(FAMILY[0], force_regenerate=True, provider=provider)
+    assert outcome.status == "locked" and provider.calls == 1  # no call, the base untouched
+    result = generate_batch(FAMILY, force_regenerate=True, provider=provider)
+    assert provider.calls == 2  # one base for the family, the approved variant left alone
+    assert {o.product_id: o.status for o in result.outcomes}[approved] == "locked"
+    assert entry(approved).approved and entry(approved).version == 1
+    result = generate_batch(FAMILY, force_regenerate=True, provider=provider, override_approval=True)
+    assert provider.calls == 3
+    assert [o.status for o in result.outcomes] == ["forced"] * 4
+    assert not entry(approved).approved and entry(approved).family_id == "CAM"
+
+
 # --- forced regeneration ------------------------------------------------------------------------
 
 
