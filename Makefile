@@ -26,7 +26,7 @@ demo: install
 	mkdir -p var
 	rm -f var/demo.sqlite3
 	$(DEMO_ENV) $(PY) manage.py migrate --verbosity 0
-	@echo "== 1ª execução do catálogo: memória fria gera (quase) tudo =="
+	@echo "== 1ª execução do catálogo: memória fria; uma geração por família de variantes (parent_sku), cada variante derivada dela (veja Tokens economizados por famílias) =="
 	$(DEMO_ENV) $(PY) manage.py generate_content samples/catalog.csv
 	@echo "== 2ª execução do catálogo: o mesmo catálogo vem da memória =="
 	$(DEMO_ENV) $(PY) manage.py generate_content samples/catalog.csv

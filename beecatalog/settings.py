@@ -312,6 +312,15 @@ LLM_BREAKER_FAILURES = read.whole("LLM_BREAKER_FAILURES", 5, minimum=1, unit="re
 LLM_BREAKER_COOLDOWN = read.number("LLM_BREAKER_COOLDOWN", 60.0, minimum=0.001)
 # Single flight: how long a generation may hold a product's lock, and others wait for it.
 MEMORY_GENERATION_LOCK_TIMEOUT = read.number("MEMORY_GENERATION_LOCK_TIMEOUT", 180.0, minimum=1)
+# Variant families (memory/services/families.py): the fields naming a product's family (the first
+# one present wins), the fields that tell its variants apart (everything else is shared), and how
+# a variant's content is made from its family's base: derive (no call) or ask (a short call).
+MEMORY_FAMILY_FIELDS = read.items("MEMORY_FAMILY_FIELDS", ["parent_sku", "item_group_id", "grupo"])
+MEMORY_VARIANT_ATTRIBUTES = read.items("MEMORY_VARIANT_ATTRIBUTES", [
+    "color", "cor", "size", "tamanho", "voltage", "voltagem", "flavor", "sabor", "capacity", "capacidade",
+])
+MEMORY_FAMILY_MODES = ("derive", "ask")
+MEMORY_FAMILY_MODE = read.choice("MEMORY_FAMILY_MODE", MEMORY_FAMILY_MODES, "derive")
 # USD per 1M tokens: prompt, cached prompt, completion. LLM_PRICES (JSON, {"model": [prompt,
 # cached, completion]}) adds models or replaces these. A model without prices has an unknown cost
 # (the stats say so and log a warning), never a default one.

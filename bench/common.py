@@ -187,6 +187,23 @@ def machine() -> dict:
     return info
 
 
+def forget_catalog(products: list[dict]) -> int:
+    """Delete the entries of a catalog's products, and of their families' bases, from every tier
+    (the bench database keeps the rest: the 1M rows of the scale runs). Returns the rows deleted."""
+    from memory.engine.families import FAMILY_KIND, product_family
+    from memory.engine.identifiers import extract_product_identifier
+    from memory.engine.memory import ProductMemory
+    from memory.models import DEFAULT_KIND, ProductMemoryEntry
+
+    keys = {(extract_product_identifier(p), DEFAULT_KIND) for p in products}
+    keys |= {(family.id, FAMILY_KIND) for family in map(product_family, products) if family}
+    deleted = 0
+    for product_id, kind in keys:
+        deleted += ProductMemoryEntry.objects.filter(product_id=product_id, kind=kind).delete()[0]
+    ProductMemory().evict(sorted(keys))
+    return deleted
+
+
 def save_results(name: str, results: dict) -> Path:
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     path = RESULTS_DIR / f"{name}.json"

@@ -9,7 +9,8 @@ then ``LLM_PROVIDER=openai OPENAI_BASE_URL=http://127.0.0.1:8765/v1 manage.py ge
 ``POST /v1/chat/completions`` sleeps 300-800 ms (uniform; seeded), then answers
 a chat completion whose message content is a JSON object of the content
 schema (title, description, bullet_points, seo_keywords) written from the
-product JSON found in the user message, ~3 KB of pt-BR text, and a ``usage``
+product JSON found in the user message, ~3 KB of pt-BR text (for a variant's
+call, ``MEMORY_FAMILY_MODE=ask``, its title and one bullet point), and a ``usage``
 block that estimates tokens at 4 characters each (prompt: system + user
 messages; completion: the content). ``GET /stats`` tells how many completions
 it served and the tokens it billed (``GET /stats?arrivals=1`` adds the
@@ -61,6 +62,15 @@ def product_from(messages: list) -> dict:
     return data if isinstance(data, dict) else {}
 
 
+def variant_answer(data: dict) -> dict:
+    """The answer to a variant call: the family's title with the variant's values, and one bullet."""
+    family = data.get("familia") if isinstance(data.get("familia"), dict) else {}
+    values = {str(k): str(v) for k, v in data["variante"].items()}
+    title = " ".join([str(family.get("title") or "Produto"), *values.values()])[:200]
+    bullet = "Esta variante: " + ", ".join(f"{k.lower()} {v}" for k, v in values.items())
+    return {"title": title, "bullet_point": bullet[:300]}
+
+
 def make_handler(state: State):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -103,12 +113,15 @@ def make_handler(state: State):
                 state.arrivals.append(arrived)
             messages = request.get("messages") or []
             data = product_from(messages)
-            title = str(data.get("title") or data.get("sku") or "Produto")
-            source = {"sku": str(data.get("sku") or title), "title": title, "brand": str(data.get("brand") or ""),
-                      "material": str(data.get("material") or "material resistente"),
-                      "color": str(data.get("color") or "várias cores"), "category": str(data.get("category") or "")}
-            content = content_for(source)
-            content["seo_keywords"] = [k for k in content["seo_keywords"] if k.strip()][:10] or ["produto"]
+            if isinstance(data.get("variante"), dict):  # a variant's title and bullet (MEMORY_FAMILY_MODE=ask)
+                content = variant_answer(data)
+            else:
+                title = str(data.get("title") or data.get("sku") or "Produto")
+                source = {"sku": str(data.get("sku") or title), "title": title, "brand": str(data.get("brand") or ""),
+                          "material": str(data.get("material") or "material resistente"),
+                          "color": str(data.get("color") or "várias cores"), "category": str(data.get("category") or "")}
+                content = content_for(source)
+                content["seo_keywords"] = [k for k in content["seo_keywords"] if k.strip()][:10] or ["produto"]
             text = json.dumps(content, ensure_ascii=False)
             prompt = sum(tokens(str(m.get("content", ""))) for m in messages)
             completion = tokens(text)

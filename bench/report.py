@@ -172,15 +172,37 @@ def savings(d: dict) -> None:
     print(f"Run: {m['date_utc']}, load average at start {m['loadavg']}; `{d['catalog']}`, {d['distinct_products']} "
           f"distinct products; fake LLM delay {d['llm_delay_s'][0]}-{d['llm_delay_s'][1]} s, "
           f"LLM_MAX_CONCURRENCY={d['llm_max_concurrency']}.\n")
-    print("| run | wall time | reused | generated | regenerated (changed) | LLM calls | tokens spent | tokens saved | saving | hit rate |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| run | wall time | reused | generated | regenerated (changed) | LLM calls | tokens spent | tokens saved "
+          "(hits) | tokens saved (families) | saving | hit rate |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, r in d["runs"].items():
         print(f"| {name} | {r['seconds']} s | {r['reused']} | {r['generated']} | {r['stale_regenerated']} | "
-              f"{r['llm_calls']} | {r['tokens_spent']:,} | {r['tokens_saved']:,} | {r['saving_rate']:.0%} | {r['hit_rate']:.0%} |")
+              f"{r['llm_calls']} | {r['tokens_spent']:,} | {r['tokens_saved']:,} | "
+              f"{r.get('tokens_saved_by_family', 0):,} | {r['saving_rate']:.0%} | {r['hit_rate']:.0%} |")
     t = d["first_import_then_90pct_unchanged"]
     print(f"\nFirst import, then a second import with 90% unchanged: {t['tokens_spent']:,} tokens spent, "
           f"{t['tokens_saved']:,} saved of {t['tokens_without_memory']:,} that two imports cost without the memory: "
           f"{t['saving_rate']:.0%}. Warm run {d['warm_speedup']}× faster than cold.\n")
+
+
+def families(d: dict) -> None:
+    m = d["machine"]
+    runs = d["runs"]
+    print(f"Run: {m['date_utc']}, load average at start {m['loadavg']}; `{d['catalog']}`; fake LLM delay "
+          f"{d['llm_delay_s'][0]}-{d['llm_delay_s'][1]} s, LLM_MAX_CONCURRENCY={d['llm_max_concurrency']}.\n")
+    print("| run | wall time | generated | reused | variants derived (families) | LLM calls | tokens billed "
+          "| of the run without families | tokens saved by families |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for name, r in runs.items():
+        share = f"{r['share_of_without']:.1%}" if "share_of_without" in r else ""
+        print(f"| {name} | {r['seconds']} s | {r['generated'] + r['stale_regenerated']} | {r['reused']} | "
+              f"{r['derived_variants']} ({r['families']}) | {r['llm_calls']} | {r['llm_tokens_billed']:,} | {share} | "
+              f"{r['tokens_saved_by_family']:,} |")
+    with_families = runs["with_families"]
+    print(f"\nThe cold run with the family column billed {with_families['share_of_without']:.1%} of the tokens of "
+          f"the same catalog without it (target ≤ {d['target']:.0%}: {verdict(d['met'])}). "
+          f"`shared_change` renames the brand of the {runs['shared_change']['rows_changed']} rows of family "
+          f"`{runs['shared_change']['family']}`; `variant_change` then recolours one of its variants.\n")
 
 
 def machine_table(m: dict) -> None:
@@ -200,7 +222,7 @@ def machine_table(m: dict) -> None:
 def sections() -> dict[str, Callable[[], None]]:
     """Each section of docs/benchmarks.md that the results fill, by marker name."""
     found: dict[str, Callable[[], None]] = {}
-    for name, render in (("side_by_side", side_by_side), ("http", http), ("savings", savings)):
+    for name, render in (("side_by_side", side_by_side), ("http", http), ("savings", savings), ("families", families)):
         data = load(name)
         if data:
             found[name] = lambda render=render, data=data: render(data)

@@ -63,6 +63,8 @@ class _CallerProvider(ContentProvider):
     the tasks' single flight; it keeps what the caller raised, to raise it unchanged."""
 
     name = "caller"
+    # The caller's function writes one product's content from that product's data, in its own shape.
+    serves_families = False
 
     def __init__(self, generate: Callable[[dict], GeneratedContent | dict]):
         self._generate = generate

@@ -57,6 +57,9 @@ class ProductMemoryEntry(models.Model):
     updated_at = models.DateTimeField(_("atualizado em"), default=timezone.now)
     last_hit_at = models.DateTimeField(_("último acerto"), null=True, blank=True)
     expires_at = models.DateTimeField(_("expira em"))
+    # The variant family the content was derived from (its base is the entry of kind "family" with
+    # this product_id; a base carries its own id); empty for content generated on its own.
+    family_id = models.CharField(_("família"), max_length=255, blank=True, default="", db_default="")
     # Columns added after the first release keep a database default (db_default), so a row
     # written by SQL that does not name them (an older writer, a script) is still valid.
     # The current content is version ``version`` of the entry's history (``ContentVersion``),
@@ -93,6 +96,8 @@ class ProductMemoryEntry(models.Model):
             # Sorting by title (the admin column). On its first characters only: a btree
             # entry has a size limit (~2.7 KB) and an imported title has none.
             models.Index(Left("title", TITLE_SORT_CHARS), name="memory_entry_title_sort_idx"),
+            # The entries of a family (re-derived when its base changes): only rows in one are indexed.
+            models.Index(fields=["family_id"], condition=~models.Q(family_id=""), name="memory_entry_family_idx"),
             # The admin's approval and origin filters: the few approved, edited, imported or
             # restored entries among many generated ones.
             models.Index(fields=["approved"], condition=models.Q(approved=True), name="memory_entry_approved_idx"),
@@ -153,6 +158,8 @@ class DailyStats(models.Model):
     tokens_saved = models.PositiveBigIntegerField(_("tokens economizados"), default=0)
     # Billed for failed or discarded attempts (errors, malformed or truncated answers).
     tokens_wasted = models.PositiveBigIntegerField(_("tokens desperdiçados"), default=0)
+    # What the variants derived from a family's base content would have cost generated one by one.
+    tokens_saved_by_family = models.PositiveBigIntegerField(_("tokens economizados por famílias"), default=0)
 
     class Meta:
         verbose_name = _("estatística diária")

@@ -19,7 +19,8 @@ def recipe(target: str) -> list[str]:
 def test_the_demo_banners_are_in_portuguese():
     banners = [re.sub(r'^@echo "(.*)"$', r"\1", line) for line in recipe("demo") if line.startswith("@echo")]
     assert banners == [
-        "== 1ª execução do catálogo: memória fria gera (quase) tudo ==",
+        "== 1ª execução do catálogo: memória fria; uma geração por família de variantes (parent_sku), cada variante "
+        "derivada dela (veja Tokens economizados por famílias) ==",
         "== 2ª execução do catálogo: o mesmo catálogo vem da memória ==",
     ]
 

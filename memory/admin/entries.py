@@ -9,6 +9,7 @@ go through :mod:`memory.services.entries`, which keeps Redis and L1 in step.
 from __future__ import annotations
 
 import json
+from urllib.parse import urlencode
 
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
@@ -34,6 +35,7 @@ from memory.admin.filters import (
 )
 from memory.admin.resources import BoundedImportForm, ProductMemoryEntryResource, SpreadsheetCSV, SpreadsheetXLSX
 from memory.engine import freshness
+from memory.engine.families import FAMILY_KIND
 from memory.engine.freshness import EntryStatus
 from memory.io.formats import IMPORT_FORMATS
 from memory.io.schema import ImportFileError
@@ -152,7 +154,8 @@ class ProductMemoryEntryAdmin(ImportExportMixin, ExportActionMixin, admin.ModelA
     change_form_template = "admin/memory/productmemoryentry/change_form.html"
 
     fieldsets = (
-        (None, {"fields": ("product_id", "kind", "title", "status_badge", "generator_version", "input_fingerprint")}),
+        (None, {"fields": ("product_id", "kind", "family_link", "title", "status_badge", "generator_version",
+                           "input_fingerprint")}),
         (_("Usage"), {"fields": ("tokens_prompt", "tokens_cached", "tokens_completion", "tokens_reasoning",
                                  "hit_count", "tokens_saved")}),
         (_("Dates"), {"fields": ("created_at", "updated_at", "last_hit_at", "expires_at")}),
@@ -161,7 +164,7 @@ class ProductMemoryEntryAdmin(ImportExportMixin, ExportActionMixin, admin.ModelA
         (_("Source data"), {"fields": ("source_data_pretty",)}),
     )
     readonly_fields = (
-        "product_id", "kind", "title", "status_badge", "generator_version", "input_fingerprint",
+        "product_id", "kind", "family_link", "title", "status_badge", "generator_version", "input_fingerprint",
         "tokens_prompt", "tokens_cached", "tokens_completion", "tokens_reasoning", "hit_count", "tokens_saved",
         "created_at", "updated_at", "last_hit_at", "expires_at", "payload_pretty", "source_data_pretty",
         "version", "origin", "author", "approved", "approved_by", "approved_at",
@@ -267,6 +270,24 @@ class ProductMemoryEntryAdmin(ImportExportMixin, ExportActionMixin, admin.ModelA
         }
         return super().change_view(request, object_id, form_url, extra_context)
 
+    @admin.display(description=ProductMemoryEntry._meta.get_field("family_id").verbose_name)
+    def family_link(self, obj):
+        """A variant links to its family's base entry; a base, to the list of its variants."""
+        if not obj.family_id:
+            return None
+        if obj.kind == FAMILY_KIND:
+            count = ProductMemoryEntry.objects.filter(family_id=obj.family_id).exclude(kind=FAMILY_KIND).count()
+            url = reverse("admin:memory_productmemoryentry_changelist") + "?" + urlencode({"family_id": obj.family_id})
+            label = ngettext("%(count)d variant derived from this content", "%(count)d variants derived from this content",
+                             count) % {"count": count}
+            return format_html('<a href="{}">{}</a>', url, label)
+        base = (ProductMemoryEntry.objects.filter(product_id=obj.family_id, kind=FAMILY_KIND)
+                .values_list("pk", flat=True).first())
+        if base is None:
+            return format_html("{} ({})", obj.family_id, _("its base content is no longer in the memory"))
+        return format_html('<a href="{}">{}</a>', reverse("admin:memory_productmemoryentry_change", args=[base]),
+                           obj.family_id)
+
     @admin.display(description=_("content"))
     def payload_pretty(self, obj):
         return _pretty_json(obj.payload)
@@ -345,6 +366,10 @@ class ProductMemoryEntryAdmin(ImportExportMixin, ExportActionMixin, admin.ModelA
             (result.regenerated, messages.SUCCESS, ngettext_lazy(
                 "%(count)d product regenerated.",
                 "%(count)d products regenerated.", "count"), ()),
+            (result.with_family, messages.SUCCESS, ngettext_lazy(
+                "%(count)d variant is derived again from its family's regenerated content, without a call of its own.",
+                "%(count)d variants are derived again from their family's regenerated content, without a call of their own.",
+                "count"), ()),
             (result.lacking_data, messages.WARNING, ngettext_lazy(
                 "%(count)d entry has no source data naming its product (an identifier and a title) to regenerate from.",
                 "%(count)d entries have no source data naming their product (an identifier and a title) to regenerate from.",

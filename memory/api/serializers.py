@@ -228,6 +228,9 @@ class StatsSerializer(serializers.Serializer):
     tokens_saved = serializers.IntegerField()
     tokens_wasted = serializers.IntegerField(
         help_text="Tokens cobrados por tentativas de geração que falharam ou foram descartadas.")
+    tokens_saved_by_family = serializers.IntegerField(
+        help_text="Tokens que as variantes derivadas do conteúdo base da sua família não custaram "
+                  "(uma geração por família, não por SKU).")
     estimated_cost_saved = serializers.FloatField(
         allow_null=True, help_text="USD; nulo quando LLM_PRICES não tem preço para o modelo atual.")
     # Beyond the documented figures: shown when the selector gives them.

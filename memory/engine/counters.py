@@ -48,7 +48,8 @@ LIVE_KEY = "counters:live"
 FLUSHING_PREFIX = "counters:flushing:"
 FLUSH_LOCK_KEY = "counters:flush-lock"
 SEP = "\x1f"
-DAILY_FIELDS = ("hits", "misses", "generations", "tokens_spent", "tokens_saved", "tokens_wasted")
+DAILY_FIELDS = ("hits", "misses", "generations", "tokens_spent", "tokens_saved", "tokens_wasted",
+                "tokens_saved_by_family")
 
 # The tag of an entry-hash field that holds one push's entry counts: their fields as a JSON
 # object (see ``RedisCounterStore.add``).
@@ -502,6 +503,13 @@ class HitCounter:
         if tokens > 0:
             counts = Counts()
             counts.daily[(_today(), "tokens_wasted")] = tokens
+            self._add(counts)
+
+    def record_family_saving(self, tokens: int) -> None:
+        """Tokens a variant derived from its family's base did not cost (``tokens_saved_by_family``)."""
+        if tokens > 0:
+            counts = Counts()
+            counts.daily[(_today(), "tokens_saved_by_family")] = tokens
             self._add(counts)
 
     def flush_local(self) -> int:

@@ -281,10 +281,12 @@ class ProductMemory:
         source_data: dict | None = None,
         count_generation: bool = True,
         override_approval: bool = False,
+        family_id: str = "",
     ) -> Snapshot:
         """Store generated content as the entry's new version: PostgreSQL first, in a
         transaction, then Redis and L1. ``ApprovedContent`` (nothing stored) when the entry is
-        approved, unless ``override_approval`` (which withdraws the approval).
+        approved, unless ``override_approval`` (which withdraws the approval). ``family_id``: the
+        variant family the content was derived from (none: its own content).
 
         The token counts are what the generation cost: ``tokens_cached`` (prompt tokens the
         provider served from its cache) is part of ``tokens_prompt``, ``tokens_reasoning``
@@ -315,12 +317,12 @@ class ProductMemory:
             **tokens,
             expires_at=timezone.now() + timedelta(seconds=ttl),
             override_approval=override_approval,
+            family_id=text("family_id", family_id, max_length=255),
         )
         self.refresh_caches([snapshot])
         if count_generation:
-            self.counter.record_generation(snapshot.tokens_spent)
-            metrics.count_generation_stored(snapshot.tokens_spent, cached=snapshot.tokens_cached,
-                                            reasoning=snapshot.tokens_reasoning)
+            self.count_generation(snapshot.tokens_spent, cached=snapshot.tokens_cached,
+                                  reasoning=snapshot.tokens_reasoning)
         return snapshot
 
     def replace_content(self, product: Any, content: Any, *, origin: str, author: str = "") -> Snapshot:
@@ -353,6 +355,19 @@ class ProductMemory:
             logger.info("Produto %s: aprovação retirada", ref.product_id)
         self.refresh_caches([snapshot])
         return snapshot
+
+    def count_generation(self, tokens: int, *, cached: int = 0, reasoning: int = 0) -> None:
+        """Count one generation stored, having cost ``tokens`` (of which ``cached`` prompt and
+        ``reasoning`` completion tokens): what ``save_product_data`` counts."""
+        self.counter.record_generation(tokens)
+        metrics.count_generation_stored(tokens, cached=cached, reasoning=reasoning)
+
+    def count_family_saving(self, tokens: int) -> None:
+        """Count what a variant derived from its family's base saved: the base's generation,
+        which it did not pay again (``tokens_saved_by_family``)."""
+        tokens = whole_number("tokens_saved_by_family", tokens, maximum=INT_MAX)
+        self.counter.record_family_saving(tokens)
+        metrics.count_tokens_saved_by_family(tokens)
 
     def count_wasted_tokens(self, tokens: int) -> None:
         """Count tokens billed for generation attempts that stored nothing (``tokens_wasted``)."""
@@ -469,6 +484,7 @@ def memory_figures(kind: str | None, generator_version: str, counter=hit_counter
     daily = DailyStats.objects.aggregate(
         hits=Sum("hits"), misses=Sum("misses"), generations=Sum("generations"),
         tokens_spent=Sum("tokens_spent"), tokens_saved=Sum("tokens_saved"), tokens_wasted=Sum("tokens_wasted"),
+        tokens_saved_by_family=Sum("tokens_saved_by_family"),
     )
     pending: dict[str, int] = {}
     for (_, name), n in counter.pending((DAILY_COUNTS,)).daily.items():
@@ -489,6 +505,7 @@ def memory_figures(kind: str | None, generator_version: str, counter=hit_counter
         "tokens_spent": totals["tokens_spent"],
         "tokens_saved": totals["tokens_saved"],
         "tokens_wasted": totals["tokens_wasted"],
+        "tokens_saved_by_family": totals["tokens_saved_by_family"],
         "generator_version": generator_version,
     }
 

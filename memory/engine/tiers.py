@@ -522,16 +522,16 @@ class DatabaseTier(Tier):
         "WITH saved AS ("
         " INSERT INTO {table} (product_id, kind, payload, source_data, input_fingerprint, generator_version,"
         " tokens_prompt, tokens_completion, tokens_cached, tokens_reasoning, hit_count, tokens_saved,"
-        " created_at, updated_at, expires_at,"
+        " created_at, updated_at, expires_at, family_id,"
         " version, origin, author, approved, approved_by, approved_at)"
-        " VALUES (%s, %s, %s::jsonb, %s::jsonb, %s, %s, %s, %s, %s, %s, 0, 0, %s, %s, %s, 1, %s, %s, FALSE, '', NULL)"
+        " VALUES (%s, %s, %s::jsonb, %s::jsonb, %s, %s, %s, %s, %s, %s, 0, 0, %s, %s, %s, %s, 1, %s, %s, FALSE, '', NULL)"
         " ON CONFLICT (product_id, kind) DO UPDATE SET payload = EXCLUDED.payload,"
         " source_data = EXCLUDED.source_data, input_fingerprint = EXCLUDED.input_fingerprint,"
         " generator_version = EXCLUDED.generator_version, tokens_prompt = EXCLUDED.tokens_prompt,"
         " tokens_completion = EXCLUDED.tokens_completion, tokens_cached = EXCLUDED.tokens_cached,"
         " tokens_reasoning = EXCLUDED.tokens_reasoning, updated_at = EXCLUDED.updated_at,"
-        " expires_at = EXCLUDED.expires_at, version = {table}.version + 1, origin = EXCLUDED.origin,"
-        " author = EXCLUDED.author, approved = FALSE, approved_by = '', approved_at = NULL"
+        " expires_at = EXCLUDED.expires_at, family_id = EXCLUDED.family_id, version = {table}.version + 1,"
+        " origin = EXCLUDED.origin, author = EXCLUDED.author, approved = FALSE, approved_by = '', approved_at = NULL"
         " WHERE NOT {table}.approved OR %s"
         " RETURNING id, version, created_at, payload, origin, generator_version, author, updated_at"
         "), kept AS ("
@@ -546,9 +546,11 @@ class DatabaseTier(Tier):
 
     def upsert(self, *, product_id, kind, payload, source_data, input_fingerprint, generator_version,
                tokens_prompt, tokens_completion, expires_at, tokens_cached=0, tokens_reasoning=0,
-               origin: str = versions.GENERATED, author: str = "", override_approval: bool = False) -> Snapshot:
+               origin: str = versions.GENERATED, author: str = "", override_approval: bool = False,
+               family_id: str = "") -> Snapshot:
         """Insert or replace the row of ``(product_id, kind)``, keeping its created_at and hit counts,
-        and keep the content as the entry's new version (:mod:`memory.engine.versions`).
+        and keep the content as the entry's new version (:mod:`memory.engine.versions`); ``family_id``:
+        the family its content was derived from, empty for content of its own.
 
         ``ApprovedContent`` (nothing written) when the entry is approved, unless
         ``override_approval``: then the approval goes, as what replaced the content was approved
@@ -564,7 +566,8 @@ class DatabaseTier(Tier):
                 cursor.execute(self.UPSERT_SQL.format(table=table, versions=versions_table), [
                     product_id, kind, json.dumps(payload), json.dumps(source_data), input_fingerprint,
                     generator_version, tokens_prompt, tokens_completion, tokens_cached, tokens_reasoning,
-                    now, now, expires_at, origin, author, bool(override_approval), tokens, versions.max_versions(),
+                    now, now, expires_at, family_id, origin, author, bool(override_approval), tokens,
+                    versions.max_versions(),
                 ])
                 row = cursor.fetchone()
             if row is None:
@@ -587,6 +590,7 @@ class DatabaseTier(Tier):
             "tokens_reasoning": tokens_reasoning,
             "updated_at": now,
             "expires_at": expires_at,
+            "family_id": family_id,
             "origin": origin,
             "author": author,
             "approved": False,

@@ -41,6 +41,10 @@ TOKENS_SAVED = Counter("beecatalog_memory_tokens_saved", "Tokens saved by servin
 TOKENS_WASTED = Counter(
     "beecatalog_memory_tokens_wasted", "Tokens billed for generation attempts that failed or were discarded"
 )
+TOKENS_SAVED_BY_FAMILY = Counter(
+    "beecatalog_memory_tokens_saved_by_family",
+    "Tokens the variants derived from their family's base content did not cost (one generation per family)",
+)
 # Parts of tokens_spent: prompt tokens the provider served from its cache (billed at the cached
 # price), completion tokens spent reasoning (billed as completion tokens).
 TOKENS_CACHED = Counter(
@@ -101,6 +105,11 @@ def count_tokens_saved(tokens: int) -> None:
 def count_tokens_wasted(tokens: int) -> None:
     if tokens > 0:
         TOKENS_WASTED.inc(tokens)
+
+
+def count_tokens_saved_by_family(tokens: int) -> None:
+    if tokens > 0:
+        TOKENS_SAVED_BY_FAMILY.inc(tokens)
 
 
 def count_generation_stored(tokens: int, *, cached: int = 0, reasoning: int = 0) -> None:

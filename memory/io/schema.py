@@ -18,7 +18,8 @@ them refuses, the others refuse with the same words.
   XLSX write local time) they are read in ``TIME_ZONE``.
 - Empty optional cells get defaults: ``kind`` = ``main_content``; ``source_data`` = ``{}``;
   ``input_fingerprint`` = the fingerprint of ``source_data``; ``generator_version`` = the current
-  generator; counters = 0; ``created_at``/``updated_at`` = now; ``last_hit_at`` = none;
+  generator; ``family_id`` = the product id for a family's base (kind ``family``), else none (content
+  of its own, not derived from a family); counters = 0; ``created_at``/``updated_at`` = now; ``last_hit_at`` = none;
   ``expires_at`` = now + ``MEMORY_DEFAULT_TTL``; ``author`` = ``""``; ``approved`` = false
   (``approved_by``/``approved_at`` go with it; approved without ``approved_at``: now);
   ``versions`` = none (the imported content becomes the entry's first version).
@@ -40,6 +41,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from memory.engine import validators
+from memory.engine.families import FAMILY_KIND
 from memory.engine.identifiers import input_fingerprint
 from memory.engine.versions import IMPORTED, ORIGINS
 from memory.models import AUTHOR_MAX_LENGTH, DEFAULT_KIND
@@ -49,7 +51,7 @@ from memory.providers.prompts import current_generator_version
 ENTRY_FIELDS = [
     "product_id", "kind", "payload", "source_data", "input_fingerprint", "generator_version",
     "tokens_prompt", "tokens_completion", "tokens_cached", "tokens_reasoning", "hit_count", "tokens_saved",
-    "created_at", "updated_at", "last_hit_at", "expires_at",
+    "created_at", "updated_at", "last_hit_at", "expires_at", "family_id",
     "origin", "author", "approved", "approved_by", "approved_at",
 ]
 EXPORT_FIELDS = [*ENTRY_FIELDS, "versions"]
@@ -66,7 +68,7 @@ INT_LIMITS = {
     "tokens_saved": validators.BIGINT_MAX,
 }
 TEXT_LIMITS = {"product_id": 255, "kind": 64, "input_fingerprint": 64, "generator_version": 200,
-               "author": AUTHOR_MAX_LENGTH, "approved_by": AUTHOR_MAX_LENGTH}
+               "family_id": 255, "author": AUTHOR_MAX_LENGTH, "approved_by": AUTHOR_MAX_LENGTH}
 TRUE_TEXTS = ("true", "1")
 FALSE_TEXTS = ("false", "0")
 
@@ -246,6 +248,7 @@ CLEANERS: dict[str, Callable[[str, Any], Any]] = {
     "source_data": _optional(_json_object),
     "input_fingerprint": _optional(_text),
     "generator_version": _optional(_text),
+    "family_id": _optional(_text),
     **{name: _int for name in INT_LIMITS},
     **{name: _optional(_datetime) for name in DATETIME_FIELDS},
     "origin": _optional(_origin, IMPORTED),  # what the import records, unless the history says otherwise
@@ -284,6 +287,8 @@ def clean_row(raw: Any, *, now: datetime | None = None) -> dict:
         row["input_fingerprint"] = input_fingerprint(row["source_data"])
     if row["generator_version"] is None:
         row["generator_version"] = current_generator_version()
+    if row["family_id"] is None:  # a family's base carries its own id; other content is its own
+        row["family_id"] = row["product_id"] if row["kind"] == FAMILY_KIND else ""
     row["created_at"] = row["created_at"] or now
     row["updated_at"] = row["updated_at"] or now
     row["expires_at"] = row["expires_at"] or now + timedelta(seconds=settings.MEMORY_DEFAULT_TTL)

@@ -53,6 +53,9 @@ class ContentProvider:
 
     name: str = ""
     model: str = ""
+    # Its content, written from a family's shared data, can serve every variant of the family
+    # (memory.services.families): content of the schema, for any product data.
+    serves_families: bool = True
 
     @property
     def generator_version(self) -> str:
@@ -64,3 +67,9 @@ class ContentProvider:
         alone, asked of the provider alone (``GeneratedContent.content`` holds only them).
         Called with ``fields`` only for a field-level regeneration."""
         raise NotImplementedError
+
+    def generate_variant(self, base_content: dict, attributes: list[tuple[str, str]]) -> GeneratedContent:
+        """A variant's title and bullet point (``{"title", "bullet_point"}``) from its family's base
+        content and its ``(label, value)`` attributes (``MEMORY_FAMILY_MODE=ask``)."""
+        raise ProviderRejected(f"O provedor {self.name or type(self).__name__} não escreve variantes;"
+                               f" use MEMORY_FAMILY_MODE=derive")

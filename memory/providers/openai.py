@@ -46,7 +46,10 @@ from memory.providers.content import (
     parse_content_json,
     validate_generated_content,
 )
-from memory.providers.prompts import USER_PROMPT_TEMPLATE, system_prompt
+from memory.providers.prompts import (
+    USER_PROMPT_TEMPLATE, VARIANT_SYSTEM_PROMPT, VARIANT_USER_PROMPT_TEMPLATE, system_prompt,
+)
+from memory.providers.variants import validate_variant_answer, variant_json_schema, variant_request
 
 logger = logging.getLogger("memory")
 
@@ -221,6 +224,14 @@ def _error_message(exc: openai.APIStatusError) -> str:
     return str(_error_body(exc).get("message") or exc.message or "")[:200]
 
 
+def _content_validator(fields: tuple[str, ...] | None):
+    """The check of a content answer (of ``fields`` alone when given: the other keys are dropped)."""
+    def validate(data):
+        content = validate_generated_content(data, fields)
+        return content if fields is None else {name: content[name] for name in fields}
+    return validate
+
+
 def _failed_after(attempts: int) -> str:
     """How every failed generation's message starts."""
     return f"Geração falhou após {attempts} tentativa{'s' if attempts != 1 else ''}"
@@ -281,17 +292,23 @@ class OpenAIProvider(ContentProvider):
     def request_options(self, product_data: dict, fields: tuple[str, ...] | None = None) -> dict:
         """The chat-completions request for one product (also the body of a Batch API line); with
         ``fields``, for those content fields alone."""
+        return self._options(system_prompt(fields), USER_PROMPT_TEMPLATE.format(
+            product_json=json.dumps(product_data, ensure_ascii=False, default=str)), content_json_schema(fields))
+
+    def variant_request_options(self, base_content: dict, attributes: list[tuple[str, str]]) -> dict:
+        """The chat-completions request for one variant's title and bullet point."""
+        return self._options(VARIANT_SYSTEM_PROMPT, VARIANT_USER_PROMPT_TEMPLATE.format(
+            variant_json=json.dumps(variant_request(base_content, attributes), ensure_ascii=False)),
+            variant_json_schema())
+
+    def _options(self, system: str, user: str, json_schema: dict) -> dict:
         if self.response_format == "json_schema":
-            response_format = {"type": "json_schema", "json_schema": content_json_schema(fields)}
+            response_format = {"type": "json_schema", "json_schema": json_schema}
         else:
             response_format = {"type": "json_object"}
         options = {
             "model": self.model,
-            "messages": [
-                {"role": "system", "content": system_prompt(fields)},
-                {"role": "user", "content": USER_PROMPT_TEMPLATE.format(
-                    product_json=json.dumps(product_data, ensure_ascii=False, default=str))},
-            ],
+            "messages": [{"role": "system", "content": system}, {"role": "user", "content": user}],
             "response_format": response_format,
             "max_completion_tokens": self.max_tokens,
         }
@@ -300,7 +317,16 @@ class OpenAIProvider(ContentProvider):
         return options
 
     def generate(self, product_data: dict, fields: tuple[str, ...] | None = None) -> GeneratedContent:
-        options = self.request_options(product_data, fields)
+        return self._complete(self.request_options(product_data, fields), _content_validator(fields))
+
+    def generate_variant(self, base_content: dict, attributes: list[tuple[str, str]]) -> GeneratedContent:
+        """A short call: the variant's title and bullet point (``{"title", "bullet_point"}``)."""
+        return self._complete(self.variant_request_options(base_content, attributes), validate_variant_answer)
+
+    def _complete(self, options: dict, validate) -> GeneratedContent:
+        """One generation: the request (through the deployment's gate, as every chat completion
+        of :class:`_Client`), retried and re-asked within ``max_attempts``; ``validate`` checks
+        the answer's JSON (``ValueError`` when it is not content of its schema)."""
         if not self.api_key:
             options["extra_headers"] = NO_AUTHORIZATION
         used = 0
@@ -322,7 +348,7 @@ class OpenAIProvider(ContentProvider):
                 raise error from None
             used += raw.retries_taken + 1
             try:
-                return dataclasses.replace(self.parse(raw.parse(), fields), tokens_wasted=wasted)
+                return dataclasses.replace(self.parse(raw.parse(), validate=validate), tokens_wasted=wasted)
             except TruncatedOutput as exc:
                 exc.tokens_wasted += wasted
                 raise
@@ -334,10 +360,11 @@ class OpenAIProvider(ContentProvider):
                                    exc, used + 1, self.max_attempts)
         raise BadProviderOutput(f"{_failed_after(used)}: {problem}", tokens_wasted=wasted)
 
-    def parse(self, completion, fields: tuple[str, ...] | None = None) -> GeneratedContent:
+    def parse(self, completion, fields: tuple[str, ...] | None = None, *, validate=None) -> GeneratedContent:
         """Content and usage of one chat completion (of ``fields`` alone when given: other keys of
-        the answer are dropped); ``BadProviderOutput`` (carrying the tokens it cost) when it holds
-        no valid content."""
+        the answer are dropped; ``validate``: another schema's check, a variant's); ``BadProviderOutput``
+        (carrying the tokens it cost) when it holds no valid content."""
+        validate = validate or _content_validator(fields)
         usage = getattr(completion, "usage", None)
         prompt = _count(getattr(usage, "prompt_tokens", 0))
         answer = _count(getattr(usage, "completion_tokens", 0))
@@ -355,9 +382,7 @@ class OpenAIProvider(ContentProvider):
             raise BadProviderOutput(f"resposta inválida (o modelo recusou: {str(message.refusal)[:200]})",
                                     tokens_wasted=prompt + answer)
         try:
-            content = validate_generated_content(parse_content_json(message.content), fields)
-            if fields is not None:
-                content = {name: content[name] for name in fields}
+            content = validate(parse_content_json(message.content))
         except ValueError as exc:
             raise BadProviderOutput(f"resposta inválida ({exc})", tokens_wasted=prompt + answer) from None
         return GeneratedContent(

@@ -38,6 +38,18 @@ def system_prompt(fields: tuple[str, ...] | None = None) -> str:
 
 USER_PROMPT_TEMPLATE = "Dados do produto (JSON):\n{product_json}\n\nGere o conteúdo agora."
 
+# A variant of a family (MEMORY_FAMILY_MODE=ask): a short call for its title and one bullet point;
+# the rest of its content is its family's base content.
+VARIANT_SYSTEM_PROMPT = (
+    "Você é um redator sênior de e-commerce brasileiro. Receberá o título e os tópicos de uma "
+    "família de produtos e os atributos de uma das suas variantes. Escreva, em português do Brasil, "
+    "o título da variante (até 120 caracteres, com os atributos dela) e um tópico curto que diga "
+    "qual é a variante, sem inventar especificações. Responda apenas com um objeto JSON com as "
+    'chaves "title" e "bullet_point".'
+)
+
+VARIANT_USER_PROMPT_TEMPLATE = "Família e variante (JSON):\n{variant_json}\n\nGere o título e o tópico agora."
+
 
 def current_model_name() -> str:
     """The model part of the generator version: the template writer has its own."""

@@ -14,8 +14,11 @@ import math
 from memory.providers.content import (
     REQUIRED_LIST_FIELDS, REQUIRED_TEXT_FIELDS, GeneratedContent, validate_generated_content,
 )
-from memory.providers.prompts import USER_PROMPT_TEMPLATE, system_prompt
+from memory.providers.prompts import (
+    USER_PROMPT_TEMPLATE, VARIANT_SYSTEM_PROMPT, VARIANT_USER_PROMPT_TEMPLATE, system_prompt,
+)
 from memory.providers.base import ContentProvider
+from memory.providers.variants import variant_bullet, variant_request, variant_title
 
 FIELD_ALIASES = {
     "title": ("title", "name", "nome", "titulo"),
@@ -125,5 +128,19 @@ class TemplateProvider(ContentProvider):
             content=content,
             tokens_prompt=estimate_tokens(prompt),
             tokens_completion=estimate_tokens(json.dumps(content, ensure_ascii=False)),
+            generator_version=self.generator_version,
+        )
+
+    def generate_variant(self, base_content: dict, attributes: list[tuple[str, str]]) -> GeneratedContent:
+        """The variant's title and bullet point as the derivation writes them, with the token counts
+        a short call would have cost."""
+        answer = {"title": variant_title(base_content["title"], attributes), "bullet_point": variant_bullet(attributes)}
+        prompt = VARIANT_SYSTEM_PROMPT + VARIANT_USER_PROMPT_TEMPLATE.format(
+            variant_json=json.dumps(variant_request(base_content, attributes), ensure_ascii=False)
+        )
+        return GeneratedContent(
+            content=answer,
+            tokens_prompt=estimate_tokens(prompt),
+            tokens_completion=estimate_tokens(json.dumps(answer, ensure_ascii=False)),
             generator_version=self.generator_version,
         )

@@ -310,6 +310,8 @@ class RegenerationResult:
     failed: tuple[tuple[str, str], ...] = ()  # eager mode: (product_id, why) the provider failed
     not_tried: int = 0  # eager mode: left alone once the provider was unavailable
     locked: int = 0  # approved, and no override
+    # Variants of a family another selected variant regenerates: its new base derives them again.
+    with_family: int = 0
 
 
 def enqueue_regeneration(queryset: QuerySet, *, override_approval: bool = False,
@@ -321,19 +323,25 @@ def enqueue_regeneration(queryset: QuerySet, *, override_approval: bool = False,
 
     When the broker cannot be reached, nothing more is tried and the rest is counted as
     ``not_queued``; in eager mode, once the provider is unavailable, the rest is ``not_tried``.
+    Of several variants of one family, one is regenerated (and its family's base with it, once);
+    the others are derived again from that base (``with_family``), without a call of their own.
     """
     fields = check_fields(fields)
-    queued = lacking = other_kind = not_queued = regenerated = not_tried = locked = 0
+    queued = lacking = other_kind = not_queued = regenerated = not_tried = locked = with_family = 0
+    families: set[str] = set()
     refused: list[tuple[str, str]] = []
     failed: list[tuple[str, str]] = []
     broker_down = provider_down = False
-    rows = queryset.order_by().values_list("product_id", "kind", "source_data", "approved")
-    for product_id, kind, source_data, approved in rows.iterator(chunk_size=CHUNK):
+    rows = queryset.order_by().values_list("product_id", "kind", "source_data", "approved", "family_id")
+    for product_id, kind, source_data, approved, family_id in rows.iterator(chunk_size=CHUNK):
         if kind != DEFAULT_KIND:
             other_kind += 1
             continue
         if approved and not override_approval:
             locked += 1
+            continue
+        if family_id and family_id in families:
+            with_family += 1
             continue
         try:
             data = regeneration_data(product_id, source_data or {})
@@ -362,6 +370,8 @@ def enqueue_regeneration(queryset: QuerySet, *, override_approval: bool = False,
             failed.append((product_id, exc.reason))
             provider_down = exc.unavailable
         else:
+            if family_id:
+                families.add(family_id)
             if done.outcome == QUEUED:
                 queued += 1
             else:
@@ -371,4 +381,4 @@ def enqueue_regeneration(queryset: QuerySet, *, override_approval: bool = False,
     if regenerated:
         logger.info("%d produtos regenerados", regenerated)
     return RegenerationResult(queued, lacking, other_kind, not_queued, regenerated,
-                              tuple(refused), tuple(failed), not_tried, locked)
+                              tuple(refused), tuple(failed), not_tried, locked, with_family)

@@ -8,6 +8,9 @@ the misses, keeping ``min(batch_size, LLM_MAX_CONCURRENCY)`` generations in flig
 (one at a time with the offline template), and stops starting new ones once the
 provider will take no more calls (its circuit breaker is open, its quota is spent):
 the products left are ``not_attempted``, for a later run to finish.
+
+A variant of a family is made from its family's base content (:mod:`memory.services.families`):
+one call per family, and a batch takes a family's variants together wherever they are listed.
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ from django.db import connections
 
 from memory.infra import metrics
 from memory.models import DEFAULT_KIND
+from memory.engine.families import product_family
 from memory.engine.locks import product_lock
 from memory.engine.memory import Lookup, ProductMemory, ProductRef, resolve_product
 from memory.engine.versions import ApprovedContent
@@ -31,6 +35,7 @@ from memory.providers import (
 )
 from memory.providers.content import check_fields
 from memory.providers.template import FIELD_ALIASES
+from memory.services import families
 
 logger = logging.getLogger("memory")
 
@@ -42,8 +47,9 @@ REGENERATED = "regenerated"  # the stored entry was stale or expired
 FORCED = "forced"
 FAILED = "failed"
 NOT_ATTEMPTED = "not_attempted"  # no call was made: the provider took no more calls (nothing paid)
-# The statuses of a product that got no content.
+# The statuses of a product that got no content, and of one whose content was made now.
 UNFINISHED = (FAILED, NOT_ATTEMPTED)
+PRODUCED = (GENERATED, REGENERATED, FORCED)
 LOCKED = "locked"  # approved content, which no generation replaces without an override
 
 # Why a generation failed (``ProductOutcome.failure``): the provider could not answer now (out of
@@ -66,7 +72,8 @@ def validate_product_data(product_data: Any) -> dict:
 
     It must be a JSON object PostgreSQL can store (it is saved as the entry's source data), and
     each field the writers read must fit its limit: a 6,000-character title is refused here,
-    before any provider is paid or any task queued, not by the content schema afterwards.
+    before any provider is paid or any task queued, not by the content schema afterwards. A family
+    field (``MEMORY_FAMILY_FIELDS``) must hold a usable family id.
     """
     try:
         json_object("product_data", product_data)
@@ -76,6 +83,10 @@ def validate_product_data(product_data: Any) -> dict:
                 value = product_data.get(name)
                 if value is not None:
                     text(f"product_data: {name}", value if isinstance(value, str) else str(value), max_length=limit)
+        try:
+            product_family(product_data)
+        except ValueError as exc:
+            raise ValueError(f"product_data: {exc}") from None
     except ValueError as exc:
         raise InvalidProductData(str(exc)) from None
     return product_data
@@ -97,6 +108,11 @@ class ProductOutcome:
     # The provider takes no more calls for now (breaker open, quota spent): a batch starts no
     # new generation after this outcome. Not part of the summary.
     halts_batch: bool = False
+    # A variant (memory.services.families): its family, and the base generation it reused.
+    family: str | None = None
+    tokens_saved_by_family: int = 0
+    # The family's base generation failed: the batch asks for it no more (not part of the summary).
+    family_base_failed: bool = False
 
     @property
     def from_cache(self) -> bool:
@@ -115,6 +131,9 @@ class ProductOutcome:
             data["error"] = self.error
         if self.failure:
             data["failure"] = self.failure
+        if self.family is not None:
+            data["family"] = self.family
+            data["tokens_saved_by_family"] = self.tokens_saved_by_family
         if self.index is not None:
             data["index"] = self.index
         if with_content:
@@ -145,7 +164,17 @@ class BatchResult:
     def tokens_wasted(self) -> int:
         return sum(o.tokens_wasted for o in self.outcomes)
 
+    @property
+    def tokens_saved_by_family(self) -> int:
+        return sum(o.tokens_saved_by_family for o in self.outcomes)
+
+    def derived(self) -> tuple[int, int]:
+        """How many variants got content made from their family's base, and from how many families."""
+        made = [o.family for o in self.outcomes if o.family is not None and o.status in PRODUCED]
+        return len(made), len(set(made))
+
     def summary(self) -> dict:
+        derived, from_families = self.derived()
         return {
             "total": len(self.outcomes),
             "reused": self.count(REUSED),
@@ -157,6 +186,9 @@ class BatchResult:
             "tokens_spent": self.tokens_spent,
             "tokens_saved": self.tokens_saved,
             "tokens_wasted": self.tokens_wasted,
+            "derived_variants": derived,
+            "families": from_families,
+            "tokens_saved_by_family": self.tokens_saved_by_family,
             "products": [o.summary() for o in self.outcomes],
         }
 
@@ -179,6 +211,7 @@ def generate_product(
     kind: str = DEFAULT_KIND,
     override_approval: bool = False,
     fields: Iterable[str] | None = None,
+    regenerate_family: bool | None = None,
 ) -> ProductOutcome:
     """Serve the product from memory, or generate it once (single flight) and store it.
 
@@ -189,9 +222,14 @@ def generate_product(
     (``CircuitOpen``: no call made) the outcome is ``NOT_ATTEMPTED``. Approved content is
     served as it is; forced, it is ``LOCKED`` (nothing generated) unless ``override_approval``.
 
+    A variant of a family (:mod:`memory.services.families`) is made from its family's base
+    content; ``regenerate_family`` (default: ``force_regenerate``) makes that base anew too.
+
     ``fields`` (with ``force_regenerate``): regenerate those content fields alone; the provider
     is asked for them alone, the stored content's other fields are kept, and the tokens counted
     are that call's. ``ValueError`` naming an unknown field, or when the product has no entry.
+    A variant's fields are asked of its own data, not derived: its entry leaves its family
+    (nothing re-derives it over those fields) until its next whole generation.
     """
     fields = check_fields(fields)
     if fields is not None and not force_regenerate:
@@ -213,6 +251,8 @@ def generate_product(
     if force_regenerate and not override_approval and memory.is_approved(ref):
         return _locked(ApprovedContent(ref.product_id, memory.kind))
     validate_product_data(product_data)  # what is served needs no check; what is generated does
+    family = product_family(product_data) if provider.serves_families and fields is None else None
+    variant = None
     with product_lock(ref.product_id, memory.kind):  # waits for as long as another holder generates
         if not force_regenerate:
             # Whoever held the lock may have just generated it.
@@ -229,37 +269,53 @@ def generate_product(
                                  "antes de regenerar campos")
         started = time.perf_counter()
         try:
-            generated = provider.generate(product_data) if fields is None else provider.generate(product_data, fields)
+            if fields is not None:
+                generated = provider.generate(product_data, fields)
+            elif family is None:
+                generated = provider.generate(product_data)
+            else:
+                variant = families.make_variant(family, provider, regenerate_base=(
+                    force_regenerate if regenerate_family is None else regenerate_family))
+                generated = variant.generated()
         except CircuitOpen as exc:
             logger.warning("Produto %s não tentado: %s", ref.product_id, exc)
             return ProductOutcome(ref.product_id, NOT_ATTEMPTED, error=str(exc), failure=PROVIDER_UNAVAILABLE,
-                                  halts_batch=True)
+                                  halts_batch=True, family=family and family.id,
+                                  tokens_spent=getattr(exc, "family_base_spent", 0))
         except (GenerationError, ValueError) as exc:
             logger.error("Falha ao gerar conteúdo do produto %s: %s", ref.product_id, exc)
             wasted = getattr(exc, "tokens_wasted", 0)
             memory.count_wasted_tokens(wasted)
             failure = PROVIDER_UNAVAILABLE if isinstance(exc, ProviderUnavailable) else PROVIDER_ERROR
             return ProductOutcome(ref.product_id, FAILED, error=str(exc), tokens_wasted=wasted, failure=failure,
-                                  halts_batch=isinstance(exc, QuotaExhausted))
+                                  halts_batch=isinstance(exc, QuotaExhausted), family=family and family.id,
+                                  family_base_failed=getattr(exc, "family_base", None) is not None,
+                                  # a family's base stored before this variant's own call failed
+                                  tokens_spent=getattr(exc, "family_base_spent", 0))
         elapsed = time.perf_counter() - started
         content = generated.content if kept is None else {**kept, **generated.content}
         try:
-            memory.save_product_data(
-                ref,
-                content,
-                tokens_prompt=generated.tokens_prompt,
-                tokens_completion=generated.tokens_completion,
-                tokens_cached=generated.tokens_cached,
-                tokens_reasoning=generated.tokens_reasoning,
-                generator_version=generated.generator_version or provider.generator_version,
-                override_approval=override_approval,
-            )
+            if variant is None:
+                memory.save_product_data(
+                    ref,
+                    content,
+                    tokens_prompt=generated.tokens_prompt,
+                    tokens_completion=generated.tokens_completion,
+                    tokens_cached=generated.tokens_cached,
+                    tokens_reasoning=generated.tokens_reasoning,
+                    generator_version=generated.generator_version or provider.generator_version,
+                    override_approval=override_approval,
+                )
+            else:
+                families.save_variant(memory, ref, family, variant, override_approval=override_approval)
         except ApprovedContent as exc:  # approved while it was being generated: its cost is wasted
-            wasted = generated.tokens_spent + generated.tokens_wasted
+            # A family's base stays stored (its generation counted): only the variant's own call is lost.
+            wasted = generated.tokens_wasted + (generated.tokens_spent if variant is None else variant.tokens_own)
             memory.count_wasted_tokens(wasted)
             return _locked(exc, tokens_wasted=wasted)
         memory.count_wasted_tokens(generated.tokens_wasted)
-    metrics.observe_generation(elapsed)
+    if variant is None or variant.calls:
+        metrics.observe_generation(elapsed)
     if force_regenerate:
         outcome_status = FORCED
     elif status in ("stale", "expired"):
@@ -267,7 +323,9 @@ def generate_product(
     else:
         outcome_status = GENERATED
     return ProductOutcome(ref.product_id, outcome_status, tokens_spent=generated.tokens_spent,
-                          tokens_wasted=generated.tokens_wasted, content=content)
+                          tokens_wasted=generated.tokens_wasted, content=content,
+                          family=family and family.id,
+                          tokens_saved_by_family=variant.tokens_saved_by_family if variant else 0)
 
 
 def validate_batch_size(batch_size: Any, name: str = "batch_size") -> int:
@@ -364,7 +422,9 @@ def generate_batch(
                                lookup.status if lookup and product_id not in seen else None))
         seen.add(product_id)
 
-    halted = _generate_misses(misses, force_regenerate, provider, in_flight_limit(batch_size, provider),
+    # A family's variants together, in one unit: one base call.
+    units = families.by_family(misses, lambda item: item[1]) if provider.serves_families else [[m] for m in misses]
+    halted = _generate_misses(units, force_regenerate, provider, in_flight_limit(batch_size, provider),
                               done, halted, override_approval)
     result = BatchResult([o for o in outcomes if o is not None], halted=halted)
     logger.info(
@@ -375,41 +435,72 @@ def generate_batch(
     return result
 
 
-def _generate_misses(misses, force_regenerate: bool, provider: ContentProvider, in_flight: int,
+def _generate_unit(unit, force_regenerate: bool, provider: ContentProvider,
+                   override_approval: bool = False) -> list[tuple[int, ProductOutcome]]:
+    """Generate the misses of one unit (one product, or the variants of one family) in order.
+
+    A forced family has its base made anew once, by its first variant not locked by an approval;
+    once a variant's base generation fails, the others are not asked for it again (they fail with
+    its reason), and once an outcome halts the batch the rest of the unit is not attempted."""
+    results: list[tuple[int, ProductOutcome]] = []
+    halted: str | None = None
+    base_failed: ProductOutcome | None = None
+    base_made = False
+    for index, product, product_id, status in unit:
+        if halted is not None:
+            outcome = _not_attempted(product_id, halted)
+        elif base_failed is not None:
+            outcome = ProductOutcome(
+                product_id, FAILED, failure=base_failed.failure, family=base_failed.family,
+                error=f"o conteúdo base da família {base_failed.family} falhou neste lote: {base_failed.error}")
+        else:
+            outcome = generate_product(product, force_regenerate, provider=provider, known_status=status,
+                                       override_approval=override_approval,
+                                       regenerate_family=force_regenerate and not base_made)
+            base_made = base_made or outcome.status in PRODUCED
+            if outcome.halts_batch:
+                halted = outcome.error or outcome.status
+            elif outcome.family_base_failed:
+                base_failed = outcome
+        results.append((index, outcome))
+    return results
+
+
+def _generate_misses(units, force_regenerate: bool, provider: ContentProvider, in_flight: int,
                      done: Callable[[int, ProductOutcome], None], halted: str | None,
                      override_approval: bool = False) -> str | None:
-    """Generate ``misses`` with ``in_flight`` at a time (in this thread when 1), each outcome to
-    ``done`` as it ends; the rest not attempted once one halts the batch. Returns why it halted."""
-    pending = iter(misses)
+    """Generate the units of misses (:func:`memory.services.families.by_family`) with ``in_flight``
+    at a time (in this thread when 1), each outcome to ``done`` as its unit ends; the rest not
+    attempted once one halts the batch. Returns why it halted."""
+    pending = iter(units)
 
-    def ended(index: int, outcome: ProductOutcome) -> None:
+    def ended(results: list[tuple[int, ProductOutcome]]) -> None:
         nonlocal halted
-        done(index, outcome)
-        if outcome.halts_batch and halted is None:
-            halted = outcome.error or outcome.status
+        for index, outcome in results:
+            done(index, outcome)
+            if outcome.halts_batch and halted is None:
+                halted = outcome.error or outcome.status
 
     if in_flight == 1:
-        while halted is None and (item := next(pending, None)) is not None:
-            index, product, _, status = item
-            ended(index, generate_product(product, force_regenerate, provider=provider, known_status=status,
-                                          override_approval=override_approval))
+        while halted is None and (unit := next(pending, None)) is not None:
+            ended(_generate_unit(unit, force_regenerate, provider, override_approval))
     else:
-        running: dict[Future, int] = {}
+        running: dict[Future, None] = {}
         with ThreadPoolExecutor(max_workers=in_flight, thread_name_prefix="memory-generation") as pool:
             while True:
                 while halted is None and len(running) < in_flight:
-                    item = next(pending, None)
-                    if item is None:
+                    unit = next(pending, None)
+                    if unit is None:
                         break
-                    index, product, _, status = item
-                    running[pool.submit(_in_own_thread, generate_product, product, force_regenerate,
-                                        provider=provider, known_status=status,
-                                        override_approval=override_approval)] = index
+                    running[pool.submit(_in_own_thread, _generate_unit, unit, force_regenerate, provider,
+                                        override_approval)] = None
                 if not running:
                     break
                 finished, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in finished:
-                    ended(running.pop(future), future.result())
-    for index, _, product_id, _ in pending:  # what was never started: the batch halted
-        done(index, _not_attempted(product_id, halted))
+                    running.pop(future)
+                    ended(future.result())
+    for unit in pending:  # what was never started: the batch halted
+        for index, _, product_id, _ in unit:
+            done(index, _not_attempted(product_id, halted))
     return halted

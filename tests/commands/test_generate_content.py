@@ -29,7 +29,10 @@ def test_sample_catalog_twice_second_run_is_served_from_memory():
     first = json.loads(run(str(SAMPLE), "--json")[0])
     second = json.loads(run(str(SAMPLE), "--json")[0])
     assert first["products"] == second["products"] == 200
-    assert first["generated"] == ProductMemoryEntry.objects.count() == 194  # 6 rows repeat a GTIN
+    assert first["generated"] == ProductMemoryEntry.objects.filter(kind="main_content").count() == 194  # 6 rows repeat a GTIN
+    # 181 of them variants of 45 families: one generation per family, stored as the family's base.
+    assert (first["derived_variants"], first["families"]) == (181, 45)
+    assert ProductMemoryEntry.objects.filter(kind="family").count() == 45
     assert first["failed"] == 0
     assert second["reused"] == 200 and second["generated"] == 0
     assert second["tokens_spent"] == 0
@@ -115,7 +118,7 @@ def test_a_terminal_gets_the_summary_and_the_per_product_lines_only_with_v2(proc
     first = catalog_run(env)
     assert first.returncode == 0, first.stderr
     assert first.stderr == ""  # not one log line per product
-    assert len(first.stdout.splitlines()) <= 13  # the summary table: title, borders, 10 rows
+    assert len(first.stdout.splitlines()) <= 16  # the summary table: title, borders, 13 rows
     assert "Tokens gastos" in first.stdout and "Custo estimado economizado" in first.stdout
     second = catalog_run(env, "-v", "2")
     assert second.returncode == 0, second.stderr

@@ -168,7 +168,7 @@ def test_xlsx_in_the_admin_layout_is_imported(tmp_path):
             e.tokens_prompt, e.tokens_completion, e.tokens_cached, e.tokens_reasoning, e.hit_count, e.tokens_saved,
             e.created_at.isoformat(), e.updated_at.isoformat(),
             e.last_hit_at.astimezone(local).replace(tzinfo=None) if e.last_hit_at else None,
-            e.expires_at.isoformat(), e.origin, e.author, e.approved, e.approved_by, None,
+            e.expires_at.isoformat(), e.family_id, e.origin, e.author, e.approved, e.approved_by, None,
             json.dumps(exported_versions(e.versions.all()), ensure_ascii=False), e.title,
         ])
     path = tmp_path / "entradas.xlsx"

@@ -145,6 +145,16 @@ def test_a_request_that_would_wait_too_long_is_not_made(fake_openai, gate):
     assert fake_openai.calls == 1
 
 
+def test_a_variant_call_waits_for_its_place_under_the_same_limit(fake_openai, gate):
+    """MEMORY_FAMILY_MODE=ask's short calls are chat completions too: the gate counts them."""
+    gate(rpm=1, window=10.0, max_wait=0.5)
+    provider(fake_openai.url).generate(PRODUCT)
+    with pytest.raises(ProviderUnavailable, match="mais que LLM_RATE_MAX_WAIT = 0.5 s"):
+        provider(fake_openai.url).generate_variant({"title": "Camiseta Básica", "bullet_points": ["Algodão"]},
+                                                   [("cor", "Azul")])
+    assert fake_openai.calls == 1
+
+
 def test_tokens_per_window_are_reserved_then_corrected_to_the_usage_reported(fake_openai, gate):
     # Each answer reports 812 + 455 = 1267 tokens; each request reserves its size / 4 + 1000 first.
     fast = provider(fake_openai.url, max_tokens=1000)

@@ -167,6 +167,7 @@ class Command(BaseCommand):
 
     def _summary(self, result: BatchResult, bad_rows) -> dict:
         saved = saved_cost(result.tokens_saved)
+        derived, families = result.derived()
         return {
             "products": len(result.outcomes) + len(bad_rows),
             "reused": result.count(REUSED),
@@ -179,6 +180,9 @@ class Command(BaseCommand):
             "tokens_saved": result.tokens_saved,
             "tokens_wasted": result.tokens_wasted,
             "estimated_cost_saved_usd": None if saved is None else float(saved),
+            "derived_variants": derived,
+            "families": families,
+            "tokens_saved_by_family": result.tokens_saved_by_family,
         }
 
     def _progress(self, total: int):
@@ -215,6 +219,9 @@ class Command(BaseCommand):
             "tokens_saved": "Tokens economizados",
             "tokens_wasted": "Tokens desperdiçados (tentativas falhas ou descartadas)",
             "estimated_cost_saved_usd": "Custo estimado economizado",
+            "derived_variants": "Variantes derivadas de famílias",
+            "families": "Famílias dessas variantes (uma geração cada)",
+            "tokens_saved_by_family": "Tokens economizados por famílias",
         }
         for key, label in labels.items():
             value = summary[key]

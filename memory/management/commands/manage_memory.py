@@ -270,6 +270,7 @@ class Command(BaseCommand):
             ("Tokens gastos", integer(stats["tokens_spent"])),
             ("Tokens economizados", integer(stats["tokens_saved"])),
             ("Tokens desperdiçados", integer(stats["tokens_wasted"])),
+            ("Tokens economizados por famílias", integer(stats["tokens_saved_by_family"])),
             ("Custo estimado economizado", cost(stats["estimated_cost_saved"])),
             ("Redis", "disponível" if redis["available"] else "indisponível"),
             ("  memória usada", size(redis["used_memory_bytes"])),
