@@ -50,10 +50,29 @@ def setup_django(*, log_level: str = "WARNING") -> None:
     import django
 
     django.setup()
+    _create_database_if_missing()
     from django.core.management import call_command
 
     # A fresh machine's bench database is empty: bring its tables up before the first query.
     call_command("migrate", verbosity=0)
+
+
+def _create_database_if_missing() -> None:
+    """A fresh machine has no ``bench`` database: create it (as ``createdb bench`` would)."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return
+    import psycopg
+    from psycopg import sql
+
+    params = connection.get_connection_params()
+    name = params.pop("dbname")
+    params = {key: value for key, value in params.items() if key in {"host", "port", "user", "password"}}
+    with psycopg.connect(dbname="postgres", autocommit=True, **params) as admin:
+        if admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None:
+            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+            print(f"bench: created the database {name!r}", file=sys.stderr)
 
 
 # -- data ---------------------------------------------------------------------

@@ -323,7 +323,10 @@ class RedisTier(CacheTier):
             return {}
 
         def read():
-            return list(zip(by_redis_key, redis.client().mget(list(by_redis_key))))
+            names = list(by_redis_key)
+            if len(names) == 1:  # a single product's lookup: GET's reply is one value, MGET's an array of one
+                return [(names[0], redis.client().get(names[0]))]
+            return list(zip(names, redis.client().mget(names)))
 
         found, invalid = {}, {}
         for redis_key, value in self.run_guarded(read, default=[]):
