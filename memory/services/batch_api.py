@@ -683,6 +683,8 @@ def _settle_variants(run: BatchRun) -> int:
 
 
 def _settle_family(run: BatchRun, memories: dict[str, ProductMemory], base_item: BatchRunItem) -> int:
+    """The pending variants of one settled base: derived from the base the memory holds when it
+    still matches the run's shared data (fingerprint), failed with the base's reason otherwise."""
     family_id = base_item.product_id
     pending = list(base_item.variants.filter(state=BatchRunItem.PENDING).order_by("pk").values_list("pk", flat=True))
     reason = None
