@@ -205,6 +205,12 @@ class BatchRun(models.Model):
     tokens_completion = models.PositiveBigIntegerField(_("tokens da resposta"), default=0)
     tokens_cached = models.PositiveBigIntegerField(_("tokens do prompt em cache"), default=0)
     tokens_wasted = models.PositiveBigIntegerField(_("tokens desperdiçados"), default=0)
+    # Variants derived from the family bases of the run (one request per family), from how many
+    # families, and the base generations they reused instead of paying for.
+    derived_variants = models.PositiveIntegerField(_("variantes derivadas"), default=0, db_default=0)
+    families = models.PositiveIntegerField(_("famílias"), default=0, db_default=0)
+    tokens_saved_by_family = models.PositiveBigIntegerField(_("tokens economizados por famílias"), default=0,
+                                                            db_default=0)
     # The price factor of the batch (LLM_BATCH_DISCOUNT when it was ingested) and the cost at it.
     discount = models.DecimalField(_("fator de preço do lote"), max_digits=5, decimal_places=4, null=True, blank=True)
     cost_usd = models.DecimalField(_("custo estimado (US$)"), max_digits=14, decimal_places=4, null=True, blank=True)
@@ -230,7 +236,12 @@ class BatchRun(models.Model):
 
 
 class BatchRunItem(models.Model):
-    """One product of a batch run: the data sent, and what became of its result."""
+    """One request of a batch run, or one product it serves: the data sent, and what became of it.
+
+    A product alone is one item and one request. A family (``memory.services.families``) is one
+    item of kind ``family`` (the family id, its shared data: the one request) and one item per
+    variant, each linked to it by ``base`` and sent as no request: once the base's result is in
+    the memory, each variant is derived from it, by whichever process ingests the run."""
 
     PENDING = "pending"  # sent (or about to be): no other batch may send it
     GENERATED = "generated"
@@ -253,6 +264,12 @@ class BatchRunItem(models.Model):
     tokens_completion = models.PositiveIntegerField(_("tokens da resposta"), default=0)
     tokens_cached = models.PositiveIntegerField(_("tokens do prompt em cache"), default=0)
     tokens_wasted = models.PositiveIntegerField(_("tokens desperdiçados"), default=0)
+    # A variant: the item of its family's base, whose result it is derived from (no request of its
+    # own); its tokens are what its entry holds (the base's, for the variant that paid for it).
+    base = models.ForeignKey("self", on_delete=models.CASCADE, null=True, blank=True, related_name="variants",
+                             verbose_name=_("conteúdo base da família"))
+    tokens_saved_by_family = models.PositiveIntegerField(_("tokens economizados por famílias"), default=0,
+                                                         db_default=0)
 
     class Meta:
         verbose_name = _("produto de lote")

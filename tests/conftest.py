@@ -243,6 +243,19 @@ def fake_openai():
 
 
 @pytest.fixture
+def openai_on_fake(settings, fake_openai):
+    """``LLM_PROVIDER=openai`` against the fake server (chat completions and the Batch API), two
+    attempts per call; yields the server."""
+    settings.LLM_PROVIDER = "openai"
+    settings.OPENAI_BASE_URL = fake_openai.url
+    settings.OPENAI_API_KEY = "sk-test"
+    settings.LLM_MODEL = "gpt-4o-mini"
+    settings.LLM_TIMEOUT = 5.0
+    settings.LLM_MAX_ATTEMPTS = 2
+    return fake_openai
+
+
+@pytest.fixture
 def full_backlog():
     """A loopback port that never completes a TCP handshake."""
     port = FullBacklog()

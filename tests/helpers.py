@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import subprocess
+import threading
 import time
 from datetime import datetime, timedelta, timezone as dt_timezone
 from typing import Callable
 
 import redis
 from django.conf import settings
+from django.db import connections
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
@@ -188,3 +190,25 @@ def worker_env(process_env: dict, **overrides: str) -> dict:
         "CELERY_TASK_ALWAYS_EAGER": "false",
         **overrides,
     }
+
+
+def at_once(work, copies=2):
+    """``work()`` in ``copies`` threads released together, each with its own database connection."""
+    barrier = threading.Barrier(copies)
+    errors = []
+
+    def one():
+        try:
+            barrier.wait()
+            work()
+        except Exception as exc:  # noqa: BLE001 - reported to the test
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=one) for _ in range(copies)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []

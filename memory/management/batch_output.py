@@ -14,7 +14,7 @@ from memory.management.terminal import EXIT_INCOMPLETE, dumps, literal, plain
 from memory.models import BatchRun
 from memory.providers import GenerationError, ProviderRejected
 from memory.services import batch_api
-from memory.services.generation import FAILED, GENERATED, REGENERATED, REUSED
+from memory.services.generation import FAILED, GENERATED, REGENERATED, REUSED, BatchResult
 from memory.services.stats import saved_cost
 
 SUMMARY_LABELS = {
@@ -31,12 +31,15 @@ SUMMARY_LABELS = {
     "tokens_wasted": "Tokens desperdiçados (tentativas falhas ou descartadas)",
     "estimated_batch_cost_usd": "Custo estimado dos lotes",
     "estimated_cost_saved_usd": "Custo estimado economizado",
+    "derived_variants": "Variantes derivadas de famílias",
+    "families": "Famílias dessas variantes (uma geração cada)",
+    "tokens_saved_by_family": "Tokens economizados por famílias",
 }
 RUN_LABELS = {
     "batch_id": "Lote",
     "status": "Situação",
     "provider_status": "Situação no provedor",
-    "requests": "Produtos enviados",
+    "requests": "Requisições enviadas",
     "completed_requests": "Concluídos no provedor",
     "failed_requests": "Com falha no provedor",
     "generated": "Gerados",
@@ -47,6 +50,9 @@ RUN_LABELS = {
     "tokens_completion": "Tokens da resposta",
     "tokens_wasted": "Tokens desperdiçados",
     "estimated_cost_usd": "Custo estimado do lote",
+    "derived_variants": "Variantes derivadas de famílias",
+    "families": "Famílias dessas variantes (uma requisição cada)",
+    "tokens_saved_by_family": "Tokens economizados por famílias",
 }
 STATUS_WORDS = {BatchRun.PREPARING: "preparando", BatchRun.SUBMITTED: "enviado", BatchRun.DONE: "concluído"}
 
@@ -109,7 +115,13 @@ class BatchOutput:
         new = {run.pk for run in submission.new_runs}
         for run in submission.runs:
             if run.pk in new:
-                self._note(f"Lote {run.batch_id or run.reference} enviado: {integer(run.requests)} produto(s)")
+                bases, variants = batch_api.family_lines(run)
+                if bases:
+                    self._note(f"Lote {run.batch_id or run.reference} enviado: {integer(run.requests)} requisição(ões)"
+                               f" para {integer(run.requests - bases + variants)} produto(s); {integer(variants)}"
+                               f" variante(s) de {integer(bases)} família(s), uma requisição por família")
+                else:
+                    self._note(f"Lote {run.batch_id or run.reference} enviado: {integer(run.requests)} produto(s)")
             else:
                 self._note(f"Retomando o lote {run.batch_id or run.reference}, enviado antes, com produtos deste"
                            f" catálogo (não são enviados de novo)")
@@ -172,6 +184,7 @@ class BatchOutput:
             return sum(1 for o in outcomes if o.status == status)
 
         tokens_saved = sum(o.tokens_saved for o in outcomes)
+        derived, families = BatchResult(list(outcomes)).derived()
         saved = saved_cost(tokens_saved)
         runs = list(BatchRun.objects.filter(pk__in=[run.pk for run in runs]).order_by("pk"))
         finished = [run for run in runs if run.status == BatchRun.DONE]
@@ -190,6 +203,9 @@ class BatchOutput:
             "tokens_wasted": sum(o.tokens_wasted for o in outcomes),
             "estimated_batch_cost_usd": None if None in costs else float(sum(costs)),
             "estimated_cost_saved_usd": None if saved is None else float(saved),
+            "derived_variants": derived,
+            "families": families,
+            "tokens_saved_by_family": sum(o.tokens_saved_by_family for o in outcomes),
             "batch_discount": settings.LLM_BATCH_DISCOUNT,
             "batches": [batch_api.run_summary(run) for run in runs],
         }, runs

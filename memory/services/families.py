@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Callable, Iterable, TypeVar
+from typing import Callable, Collection, Iterable, TypeVar
 
 from django.conf import settings
 
@@ -108,6 +108,25 @@ def base_memory(provider: ContentProvider) -> ProductMemory:
     return ProductMemory(FAMILY_KIND, generator_version=provider.generator_version)
 
 
+def base_ref(family: Family) -> ProductRef:
+    """The family's base as the memory knows it: the family id, fingerprinted on the shared data."""
+    return ProductRef(family.id, family.fingerprint, family.shared)
+
+
+def save_base(memory: ProductMemory, ref: ProductRef, generated: GeneratedContent, generator_version: str
+              ) -> Snapshot:
+    """Store a family's base content (``ref``: :func:`base_ref`) made by ``generated``, counted as
+    one generation; the caller holds the base's single-flight lock."""
+    snapshot = memory.save_product_data(
+        ref, generated.content, tokens_prompt=generated.tokens_prompt,
+        tokens_completion=generated.tokens_completion, tokens_cached=generated.tokens_cached,
+        tokens_reasoning=generated.tokens_reasoning, generator_version=generated.generator_version or generator_version,
+        source_data=ref.source_data, family_id=ref.product_id,
+    )
+    logger.info("Família %s: conteúdo base gerado (%d tokens)", ref.product_id, snapshot.tokens_spent)
+    return snapshot
+
+
 def family_base(family: Family, provider: ContentProvider, *, regenerate: bool = False
                 ) -> tuple[Snapshot, GeneratedContent | None]:
     """The family's fresh base and, when it had to be made here, its generation (one call, under
@@ -116,7 +135,7 @@ def family_base(family: Family, provider: ContentProvider, *, regenerate: bool =
     failed generation raises its ``GenerationError``, marked with ``family_base`` (the family id):
     nothing is saved."""
     memory = base_memory(provider)
-    ref = ProductRef(family.id, family.fingerprint, family.shared)
+    ref = base_ref(family)
     if regenerate and memory.is_approved(ref):
         regenerate = False
     if not regenerate:
@@ -133,13 +152,7 @@ def family_base(family: Family, provider: ContentProvider, *, regenerate: bool =
         except GenerationError as exc:
             exc.family_base = family.id
             raise
-        snapshot = memory.save_product_data(
-            ref, generated.content, tokens_prompt=generated.tokens_prompt,
-            tokens_completion=generated.tokens_completion, tokens_cached=generated.tokens_cached,
-            tokens_reasoning=generated.tokens_reasoning, generator_version=generated.generator_version or provider.generator_version,
-            source_data=family.shared, family_id=family.id,
-        )
-    logger.info("Família %s: conteúdo base gerado (%d tokens)", family.id, snapshot.tokens_spent)
+        snapshot = save_base(memory, ref, generated, provider.generator_version)
     return snapshot, generated
 
 
@@ -160,17 +173,24 @@ def make_variant(family: Family, provider: ContentProvider, *, regenerate_base: 
                 rederive_family(family.id, base)
             raise
         content = with_variant(base.payload, asked.content["title"], asked.content["bullet_point"])
-    else:
-        content = derive(base.payload, family.attributes)
-    return Variant(content, base, generated, asked, base.generator_version)
+        return Variant(content, base, generated, asked, base.generator_version)
+    return derived_variant(family, base, generated)
+
+
+def derived_variant(family: Family, base: Snapshot, base_generated: GeneratedContent | None = None) -> Variant:
+    """The variant's content derived from its family's ``base`` without a call; ``base_generated``:
+    the base's generation, when this variant is the one that pays for it (its entry holds that
+    cost, and it counts no family saving)."""
+    return Variant(derive(base.payload, family.attributes), base, base_generated, None, base.generator_version)
 
 
 def save_variant(memory: ProductMemory, ref: ProductRef, family: Family, variant: Variant, *,
-                 override_approval: bool = False) -> Snapshot:
+                 override_approval: bool = False, rederive: bool = True) -> Snapshot:
     """Store the variant's entry (linked to its family) and count what it cost and saved; when its
     base was made anew, derive the family's other stored variants again from it. An approved
     variant is not replaced (``ApprovedContent``) unless ``override_approval``; the family's
-    others are derived again all the same."""
+    others are derived again all the same. ``rederive=False``: the caller derives the family's
+    others itself (a Batch API ingest, which stores several variants of one base)."""
     try:
         snapshot = memory.save_product_data(
             ref, variant.content, tokens_prompt=variant.tokens_prompt, tokens_completion=variant.tokens_completion,
@@ -179,7 +199,7 @@ def save_variant(memory: ProductMemory, ref: ProductRef, family: Family, variant
             override_approval=override_approval,
         )
     except ApprovedContent:
-        if variant.base_generated is not None:
+        if rederive and variant.base_generated is not None:
             rederive_family(family.id, variant.base)
         raise
     # The base's generation was counted when the base was stored; the ask call is this variant's own.
@@ -190,14 +210,14 @@ def save_variant(memory: ProductMemory, ref: ProductRef, family: Family, variant
         memory.count_family_saving(variant.tokens_saved_by_family)
         logger.info("Produto %s derivado da família %s - economia de %d tokens", ref.product_id, family.id,
                     variant.tokens_saved_by_family)
-    if variant.base_generated is not None:
-        rederive_family(family.id, variant.base, skip=snapshot.key)
+    if rederive and variant.base_generated is not None:
+        rederive_family(family.id, variant.base, skip={snapshot.key})
     return snapshot
 
 
-def rederive_family(family_id: str, base: Snapshot, *, skip: Key | None = None) -> int:
-    """Derive every stored variant of the family again from ``base``, without a call; returns how
-    many. A variant whose stored data names another family (or none) now is left alone: its next
+def rederive_family(family_id: str, base: Snapshot, *, skip: Collection[Key] = ()) -> int:
+    """Derive every stored variant of the family again from ``base``, without a call (but those
+    of ``skip``); returns how many. A variant whose stored data names another family (or none) now is left alone: its next
     generation unlinks it. An approved variant (:mod:`memory.services.versions`) is never derived
     again: a person's word on its content stands. In ``ask`` mode each keeps the title and bullet
     point it was asked for."""
@@ -207,7 +227,7 @@ def rederive_family(family_id: str, base: Snapshot, *, skip: Key | None = None) 
     )
     derived = 0
     for product_id, kind, source_data, fingerprint, payload in rows.iterator(chunk_size=500):
-        if (product_id, kind) == skip:
+        if (product_id, kind) in skip:
             continue
         try:
             family = product_family(source_data)

@@ -12,6 +12,7 @@ from memory.providers.pricing import estimate_cost
 from memory.services import batch_api
 from memory.services.generation import generate_product
 from memory.services.stats import memory_stats
+from tests.helpers import at_once
 from tests.providers.fake_openai import GOOD_CONTENT, Reply, completion, error
 
 pytestmark = pytest.mark.django_db
@@ -336,32 +337,6 @@ def test_the_template_provider_has_no_batch_api(settings):
     with pytest.raises(batch_api.BatchApiUnavailable, match="LLM_PROVIDER=template"):
         batch_api.submit_catalog(catalog(1))
     assert not BatchRun.objects.exists()
-
-
-def at_once(work, copies=2):
-    """``work()`` in ``copies`` threads released together, each with its own database connection."""
-    import threading
-
-    from django.db import connections
-
-    barrier = threading.Barrier(copies)
-    errors = []
-
-    def one():
-        try:
-            barrier.wait()
-            work()
-        except Exception as exc:  # noqa: BLE001 - reported to the test
-            errors.append(exc)
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=one) for _ in range(copies)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    assert errors == []
 
 
 @pytest.mark.django_db(transaction=True)
