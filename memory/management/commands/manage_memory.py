@@ -271,6 +271,8 @@ class Command(BaseCommand):
             ("Tokens economizados", integer(stats["tokens_saved"])),
             ("Tokens desperdiçados", integer(stats["tokens_wasted"])),
             ("Tokens economizados por famílias", integer(stats["tokens_saved_by_family"])),
+            ("Tokens gastos antecipadamente", integer(stats["tokens_spent_ahead"])),
+            ("Faltas evitadas", integer(stats["misses_avoided"])),
             ("Custo estimado economizado", cost(stats["estimated_cost_saved"])),
             ("Redis", "disponível" if redis["available"] else "indisponível"),
             ("  memória usada", size(redis["used_memory_bytes"])),
