@@ -32,6 +32,7 @@ import logging
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
@@ -42,7 +43,7 @@ from memory.engine import freshness, hotness
 from memory.engine.families import FAMILY_KIND
 from memory.engine.locks import exclusive_lock
 from memory.engine.validators import whole_number
-from memory.infra import metrics
+from memory.infra import formatting, metrics
 from memory.models import DEFAULT_KIND, ContentOrigin, DailyStats, ProductMemoryEntry
 from memory.providers import ContentProvider, get_provider
 from memory.services.entries import CannotRegenerate, regeneration_data
@@ -139,7 +140,14 @@ def _family_bases(family_ids: set[str], now: datetime, generator: str) -> dict[s
     return found
 
 
-def refresh_ahead(*, budget: int | None = None, provider: ContentProvider | None = None) -> RefreshResult:
+def planned(*, provider: ContentProvider | None = None, limit: Any = 20) -> list[Candidate]:
+    """What a run would take first, without generating anything (``manage_memory refresh-ahead --dry-run``)."""
+    limit = whole_number("limit", limit, minimum=1, maximum=MAX_CANDIDATES)
+    provider = provider or get_provider()
+    return hottest_due(timezone.now(), provider.generator_version, limit=limit)
+
+
+def refresh_ahead(*, budget: Any = None, provider: ContentProvider | None = None) -> RefreshResult:
     """One refresh-ahead run (see the module docstring); ``budget`` in tokens (default
     ``MEMORY_REFRESH_TOKEN_BUDGET``; 0 refreshes nothing)."""
     budget = settings.MEMORY_REFRESH_TOKEN_BUDGET if budget is None else whole_number("budget", budget)
@@ -201,8 +209,8 @@ def _run(result: RefreshResult, provider: ContentProvider, budget: int) -> None:
             result.tokens_spent += outcome.tokens_spent
             _mark(product_id, kind, due)
             _count_spent_ahead(outcome.tokens_spent)
-            logger.info("Produto %s renovado antecipadamente (popularidade %.1f, %d tokens)",
-                        product_id, candidate.hotness, outcome.tokens_spent)
+            logger.info("Produto %s renovado antecipadamente (popularidade %s, %d tokens)",
+                        product_id, formatting.decimal(candidate.hotness), outcome.tokens_spent)
         elif outcome.status == LOCKED:
             result.locked += 1
         else:  # failed or not attempted: a family base stored before the variant's own call failed still cost

@@ -2,10 +2,13 @@
 provider takes calls; approved, cold and far-from-expiry entries untouched; variants through their
 family; what it spent and the misses it avoided in stats, the dashboard and /metrics."""
 import dataclasses
+import io
+import json
 import threading
 from datetime import timedelta
 
 import pytest
+from django.core.management import CommandError, call_command
 from django.urls import reverse
 from django.utils import timezone
 from prometheus_client import REGISTRY
@@ -305,3 +308,34 @@ def test_the_redis_warm_up_loads_the_hottest_entries_first(redis_client, monkeyp
     result = warm_redis(batch_size=2)
     assert result.entries == 5
     assert batches == [["TOP", "MID"], ["LOW", "OLD-BIG"], ["NONE"]]
+
+
+def command(*args):
+    out = io.StringIO()
+    call_command("manage_memory", "refresh-ahead", *args, stdout=out, stderr=io.StringIO())
+    return out.getvalue()
+
+
+def test_the_command_lists_the_queue_in_a_dry_run_and_refreshes_within_its_budget(settings):
+    generator = TemplateProvider().generator_version
+    stored("HOT", 12.5, generator=generator)
+    stored("WARM", 3.0, generator=generator)
+
+    dry = command("--dry-run")
+    assert dry.index("HOT") < dry.index("WARM") and "popularidade 12,5" in dry and "~100 tokens" in dry
+    assert entry("HOT").version == 1  # a dry run generates nothing
+    listed = json.loads(command("--dry-run", "--json", "--limit", "1"))
+    assert listed == [{"product_id": "HOT", "hotness": 12.5, "estimated_tokens": 100}]
+
+    summary = json.loads(command("--budget", "1", "--json"))  # below the first estimate: nothing
+    assert (summary["refreshed"], summary["stopped"]) == (0, "budget")
+    text = command()
+    assert "Renovação antecipada: 2 de 2 entradas renovadas" in text
+    assert entry("HOT").version == entry("WARM").version == 2
+
+
+@pytest.mark.parametrize("args, field", [(("--budget", "-5"), "budget"), (("--dry-run", "--limit", "0"), "limit")])
+def test_the_command_refuses_a_bad_option_naming_it(args, field):
+    with pytest.raises(CommandError, match=field) as info:
+        command(*args)
+    assert info.value.returncode == 1 and "\n" not in str(info.value)
