@@ -22,8 +22,7 @@ from __future__ import annotations
 from datetime import datetime, timezone as dt_timezone
 
 from django.conf import settings
-from django.db.models import DateTimeField, F, FloatField, Func, Value
-from django.db.models.functions import Coalesce, Least, Power
+from django.db.models import F, FloatField, Func
 from django.utils import timezone
 
 from memory.models import ProductMemoryEntry
@@ -46,34 +45,42 @@ def at(hotness: float, since: datetime | None, now: datetime) -> float:
     return hotness * 0.5 ** half_lives
 
 
-class SecondsSince(Func):
-    """Seconds from a datetime column to ``now``, 0 when the column is later (clocks of two
-    processes); NULL when the column is."""
+class Decayed(Func):
+    """``hotness`` decayed from ``hotness_at`` to ``now``, plus ``hits``, in one SQL expression
+    (0 + ``hits`` for a row never hit). One node, not a tree of functions: the counter flush
+    compiles it once per row it updates. A ``hotness_at`` ahead of ``now`` (another process's
+    clock) reads as ``now``; past ``MAX_HALF_LIVES`` half-lives the hotness reads 0."""
 
     output_field = FloatField()
 
-    def __init__(self, column: str, now: datetime):
-        super().__init__(F(column), Value(now, output_field=DateTimeField()))
+    def __init__(self, now: datetime, hits: float = 0.0):
+        super().__init__(F("hotness"), F("hotness_at"))
+        self.now, self.hits = now, float(hits)
 
     def as_sql(self, compiler, connection, **extra):
-        column, column_params = compiler.compile(self.source_expressions[0])
-        now, now_params = compiler.compile(self.source_expressions[1])
+        hot, hot_params = compiler.compile(self.source_expressions[0])
+        since, since_params = compiler.compile(self.source_expressions[1])
         if connection.vendor == "postgresql":
-            sql = f"GREATEST(EXTRACT(EPOCH FROM ({now} - {column}))::double precision, 0.0)"
+            seconds = f"GREATEST(EXTRACT(EPOCH FROM (%s - {since}))::double precision, 0.0)"
         else:
-            sql = f"MAX((julianday({now}) - julianday({column})) * 86400.0, 0.0)"
-        return sql, (*now_params, *column_params)
+            seconds = f"MAX((julianday(%s) - julianday({since})) * 86400.0, 0.0)"
+        now = connection.ops.adapt_datetimefield_value(self.now)
+        sql = f"(COALESCE({hot} * POWER(0.5, {_least(connection)}({seconds} / %s, %s)), 0.0) + %s)"
+        return sql, (*hot_params, now, *since_params, half_life(), MAX_HALF_LIVES, self.hits)
 
 
-def decayed(now: datetime):
+def _least(connection) -> str:
+    return "LEAST" if connection.vendor == "postgresql" else "MIN"
+
+
+def decayed(now: datetime) -> Decayed:
     """The hotness of each row at ``now``, as an expression (0 for a row never hit)."""
-    half_lives = Least(SecondsSince("hotness_at", now) / Value(half_life()), Value(MAX_HALF_LIVES))
-    return Coalesce(F("hotness") * Power(Value(0.5), half_lives), Value(0.0), output_field=FloatField())
+    return Decayed(now)
 
 
 def fold(hits: int, now: datetime) -> dict:
     """The field updates that add ``hits`` hits at ``now`` to a row's hotness."""
-    return {"hotness": decayed(now) + Value(float(hits)), "hotness_at": now}
+    return {"hotness": Decayed(now, hits), "hotness_at": now}
 
 
 def count_misses_avoided(last_hits: dict[tuple[str, str], float]) -> dict[str, int]:
