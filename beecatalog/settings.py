@@ -235,6 +235,18 @@ MEMORY_BACKUP_INTERVAL = read.whole("MEMORY_BACKUP_INTERVAL", 86400, minimum=1)
 MEMORY_BACKUP_KEEP = read.whole("MEMORY_BACKUP_KEEP", 7, minimum=1, unit="snapshots")
 # How often the scheduled job checks the open Batch API runs and ingests the finished ones.
 MEMORY_BATCH_INGEST_INTERVAL = read.whole("MEMORY_BATCH_INGEST_INTERVAL", 300, minimum=1)
+# Refresh-ahead (memory/services/refresh.py): how often the job runs, how close to its expiry an
+# entry is refreshed, the tokens one run may spend (0: the job refreshes nothing), and how hot an
+# entry must be (its hits decayed by half every MEMORY_HOTNESS_HALF_LIFE_SECONDS) to be refreshed.
+MEMORY_REFRESH_AHEAD_INTERVAL = read.whole("MEMORY_REFRESH_AHEAD_INTERVAL", 900, minimum=1)
+MEMORY_REFRESH_AHEAD_SECONDS = read.whole("MEMORY_REFRESH_AHEAD_SECONDS", 86400, minimum=0,
+                                          example="1 dia = 86400")
+MEMORY_REFRESH_TOKEN_BUDGET = read.whole("MEMORY_REFRESH_TOKEN_BUDGET", 50_000, minimum=0, unit="tokens",
+                                         example="0: não renova nada")
+MEMORY_REFRESH_MIN_HOTNESS = read.number("MEMORY_REFRESH_MIN_HOTNESS", 1.0, minimum=0, unit="acertos",
+                                         example="acertos decaídos; 1 = cerca de um acerto na última meia-vida")
+MEMORY_HOTNESS_HALF_LIFE_SECONDS = read.number("MEMORY_HOTNESS_HALF_LIFE_SECONDS", 86400.0, minimum=1,
+                                               example="1 dia = 86400")
 
 # --- Celery -------------------------------------------------------------------
 CELERY_BROKER_URL = read.celery_url("CELERY_BROKER_URL", REDIS_URL, TRANSPORT_ALIASES)

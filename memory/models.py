@@ -74,6 +74,16 @@ class ProductMemoryEntry(models.Model):
     approved_by = models.CharField(_("aprovado por"), max_length=AUTHOR_MAX_LENGTH, blank=True, default="",
                                    db_default="")
     approved_at = models.DateTimeField(_("aprovado em"), null=True, blank=True)
+    # How hot the entry is (memory.engine.hotness): its hits, each halved every
+    # MEMORY_HOTNESS_HALF_LIFE_SECONDS, as of hotness_at; folded in by the counter flush.
+    hotness = models.FloatField(_("popularidade"), default=0.0, db_default=0.0)
+    hotness_at = models.DateTimeField(_("popularidade em"), null=True, blank=True)
+    # Set by refresh-ahead (memory.services.refresh) on the content it wrote: the version it wrote
+    # and when the content it replaced would have stopped being served. A hit on that version
+    # from then on is a miss avoided (counted once, then both are cleared by the counter flush).
+    refreshed_ahead_version = models.PositiveIntegerField(_("versão renovada antecipadamente"), null=True,
+                                                          blank=True)
+    refreshed_ahead_due = models.DateTimeField(_("falta evitada a partir de"), null=True, blank=True)
 
     class Meta:
         verbose_name = _("entrada da memória")
@@ -102,6 +112,9 @@ class ProductMemoryEntry(models.Model):
             # restored entries among many generated ones.
             models.Index(fields=["approved"], condition=models.Q(approved=True), name="memory_entry_approved_idx"),
             models.Index(fields=["origin"], condition=~models.Q(origin="generated"), name="memory_entry_origin_idx"),
+            # The counter flush looks for the few entries refresh-ahead marked among those hit.
+            models.Index(fields=["refreshed_ahead_due"], condition=models.Q(refreshed_ahead_due__isnull=False),
+                         name="memory_entry_ahead_idx"),
         ]
         # The trigram index on title is PostgreSQL-only: see migration 0002.
 
@@ -160,6 +173,10 @@ class DailyStats(models.Model):
     tokens_wasted = models.PositiveBigIntegerField(_("tokens desperdiçados"), default=0)
     # What the variants derived from a family's base content would have cost generated one by one.
     tokens_saved_by_family = models.PositiveBigIntegerField(_("tokens economizados por famílias"), default=0)
+    # Refresh-ahead (memory.services.refresh): tokens its regenerations cost (a part of tokens_spent),
+    # and the lookups that hit content it refreshed where the content it replaced would have missed.
+    tokens_spent_ahead = models.PositiveBigIntegerField(_("tokens gastos antecipadamente"), default=0, db_default=0)
+    misses_avoided = models.PositiveBigIntegerField(_("faltas evitadas"), default=0, db_default=0)
 
     class Meta:
         verbose_name = _("estatística diária")

@@ -13,6 +13,7 @@ from memory.services.backup import create_backup
 from memory.services.batch_api import advance_open_runs
 from memory.engine.counters import flush_entry_counters
 from memory.services.purge import purge_expired
+from memory.services.refresh import refresh_ahead
 from memory.services.rollup import roll_up_daily_stats
 
 PURGE_TASK = "memory.purge_expired_entries"
@@ -20,6 +21,7 @@ FLUSH_TASK = "memory.flush_hit_counters"
 ROLLUP_TASK = "memory.roll_up_daily_stats"
 BACKUP_TASK = "memory.backup_snapshot"
 BATCH_TASK = "memory.ingest_batch_runs"
+REFRESH_AHEAD_TASK = "memory.refresh_ahead"
 
 
 @shared_task(name=PURGE_TASK)
@@ -50,3 +52,9 @@ def backup_snapshot() -> dict:
 def ingest_batch_runs() -> dict:
     """Advance every unfinished Batch API run: submit one a crash left unsent, ingest the finished."""
     return advance_open_runs()
+
+
+@shared_task(name=REFRESH_AHEAD_TASK)
+def refresh_ahead_task() -> dict:
+    """Regenerate the hottest entries about to expire or stale, within ``MEMORY_REFRESH_TOKEN_BUDGET``."""
+    return refresh_ahead().as_dict()

@@ -31,7 +31,7 @@ from django.db import DEFAULT_DB_ALIAS, router, transaction
 
 from memory.engine.validators import whole_number
 from memory.management.terminal import memory_log_level
-from memory.periodic_tasks import BACKUP_TASK, BATCH_TASK, FLUSH_TASK, PURGE_TASK, ROLLUP_TASK
+from memory.periodic_tasks import BACKUP_TASK, BATCH_TASK, FLUSH_TASK, PURGE_TASK, REFRESH_AHEAD_TASK, ROLLUP_TASK
 
 logger = logging.getLogger("memory")
 
@@ -78,6 +78,13 @@ JOBS = (
         "MEMORY_BATCH_INGEST_INTERVAL",
         "Consulta os lotes da Batch API em aberto (generate_content --batch-api), grava na memória os "
         "resultados dos concluídos e envia os que uma falha deixou sem enviar.",
+    ),
+    Job(
+        "memória: renovar antecipadamente as entradas populares",
+        REFRESH_AHEAD_TASK,
+        "MEMORY_REFRESH_AHEAD_INTERVAL",
+        "Regenera, das mais populares para as menos, as entradas desatualizadas ou que expiram em "
+        "MEMORY_REFRESH_AHEAD_SECONDS, até MEMORY_REFRESH_TOKEN_BUDGET tokens por execução; nunca as aprovadas.",
     ),
 )
 

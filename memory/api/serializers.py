@@ -231,6 +231,11 @@ class StatsSerializer(serializers.Serializer):
     tokens_saved_by_family = serializers.IntegerField(
         help_text="Tokens que as variantes derivadas do conteúdo base da sua família não custaram "
                   "(uma geração por família, não por SKU).")
+    tokens_spent_ahead = serializers.IntegerField(
+        help_text="Tokens gastos pela renovação antecipada (memory.refresh_ahead), parte de tokens_spent.")
+    misses_avoided = serializers.IntegerField(
+        help_text="Consultas que acertaram conteúdo renovado antecipadamente depois do momento em que o "
+                  "conteúdo substituído deixaria de ser servido (no máximo uma por renovação).")
     estimated_cost_saved = serializers.FloatField(
         allow_null=True, help_text="USD; nulo quando LLM_PRICES não tem preço para o modelo atual.")
     # Beyond the documented figures: shown when the selector gives them.

@@ -38,9 +38,10 @@ from django.utils import timezone
 
 from redis.exceptions import ResponseError
 
+from memory.engine import hotness
 from memory.engine.validators import instant, whole_number
 from memory.models import DailyStats, ProductMemoryEntry
-from memory.infra import redis
+from memory.infra import metrics, redis
 
 logger = logging.getLogger("memory")
 
@@ -357,9 +358,11 @@ def _text(name) -> str:
 
 
 def apply_counts(counts: Counts) -> None:
-    """Add counts to the rows and the daily table, in one transaction."""
+    """Add counts to the rows and the daily table, in one transaction: the hits folded into each
+    row's hotness, and the misses refresh-ahead avoided counted (:mod:`memory.engine.hotness`)."""
     if counts.is_empty():
         return
+    now = timezone.now()
     with transaction.atomic():
         # Rows in one order in every process: concurrent flushes then wait for each other
         # instead of deadlocking (a deadlocked flush at process exit would lose its counts).
@@ -369,6 +372,8 @@ def apply_counts(counts: Counts) -> None:
                 "hit_count": F("hit_count") + counts.hits.get(key, 0),
                 "tokens_saved": F("tokens_saved") + counts.saved.get(key, 0),
             }
+            if counts.hits.get(key):
+                updates.update(hotness.fold(counts.hits[key], now))
             if key in counts.last_hit:
                 last = datetime.fromtimestamp(counts.last_hit[key], tz=dt_timezone.utc)
                 updates["last_hit_at"] = Greatest(F("last_hit_at"), last) if _has_greatest_null_safe() else last
@@ -377,6 +382,11 @@ def apply_counts(counts: Counts) -> None:
         for (day, name), n in counts.daily.items():
             if name in DAILY_FIELDS and n:
                 by_day.setdefault(day, {})[name] = n
+        avoided = hotness.count_misses_avoided({k: t for k, t in counts.last_hit.items() if counts.hits.get(k)})
+        for day, n in avoided.items():
+            by_day.setdefault(day, {})["misses_avoided"] = n
+        if avoided:
+            transaction.on_commit(lambda: metrics.count_misses_avoided(sum(avoided.values())))
         for day, amounts in by_day.items():
             stats, _ = DailyStats.objects.select_for_update().get_or_create(date=date.fromisoformat(day))
             DailyStats.objects.filter(pk=stats.pk).update(**{k: F(k) + v for k, v in amounts.items()})

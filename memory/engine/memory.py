@@ -485,6 +485,7 @@ def memory_figures(kind: str | None, generator_version: str, counter=hit_counter
         hits=Sum("hits"), misses=Sum("misses"), generations=Sum("generations"),
         tokens_spent=Sum("tokens_spent"), tokens_saved=Sum("tokens_saved"), tokens_wasted=Sum("tokens_wasted"),
         tokens_saved_by_family=Sum("tokens_saved_by_family"),
+        tokens_spent_ahead=Sum("tokens_spent_ahead"), misses_avoided=Sum("misses_avoided"),
     )
     pending: dict[str, int] = {}
     for (_, name), n in counter.pending((DAILY_COUNTS,)).daily.items():
@@ -506,6 +507,8 @@ def memory_figures(kind: str | None, generator_version: str, counter=hit_counter
         "tokens_saved": totals["tokens_saved"],
         "tokens_wasted": totals["tokens_wasted"],
         "tokens_saved_by_family": totals["tokens_saved_by_family"],
+        "tokens_spent_ahead": totals["tokens_spent_ahead"],
+        "misses_avoided": totals["misses_avoided"],
         "generator_version": generator_version,
     }
 

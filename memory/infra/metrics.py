@@ -53,6 +53,15 @@ TOKENS_CACHED = Counter(
 TOKENS_REASONING = Counter(
     "beecatalog_memory_tokens_reasoning", "Completion tokens of the stored generations spent reasoning"
 )
+# Refresh-ahead (memory.services.refresh): what its regenerations cost (a part of tokens_spent),
+# and the lookups served by content it refreshed where the content it replaced would have missed.
+TOKENS_SPENT_AHEAD = Counter(
+    "beecatalog_memory_tokens_spent_ahead", "Tokens spent regenerating hot entries before they expired or went stale"
+)
+MISSES_AVOIDED = Counter(
+    "beecatalog_memory_misses_avoided",
+    "Lookups that hit content refreshed ahead, after the content it replaced would have stopped being served",
+)
 REDIS_UP = Gauge(
     "beecatalog_memory_redis_up",
     "1 when Redis (L2) answered at the last scrape, 0 when it is down or not configured",
@@ -122,6 +131,16 @@ def count_generation_stored(tokens: int, *, cached: int = 0, reasoning: int = 0)
         TOKENS_CACHED.inc(cached)
     if reasoning > 0:
         TOKENS_REASONING.inc(reasoning)
+
+
+def count_tokens_spent_ahead(tokens: int) -> None:
+    if tokens > 0:
+        TOKENS_SPENT_AHEAD.inc(tokens)
+
+
+def count_misses_avoided(misses: int) -> None:
+    if misses > 0:
+        MISSES_AVOIDED.inc(misses)
 
 
 def observe_generation(seconds: float) -> None:

@@ -8,8 +8,8 @@
   validated first, all or nothing, upserting on ``(product_id, kind)``; entries
   that are not in the snapshot are left as they are (``clear`` first for an exact copy).
 - :func:`warm_redis` refills Redis from PostgreSQL (after a restart or FLUSHDB),
-  what a lookup serves only (active entries of the current generator, approved ones), in
-  pipelined batches.
+  what a lookup serves only (active entries of the current generator, approved ones), the
+  hottest first, in pipelined batches.
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from pathlib import Path
 from django.conf import settings
 from django.utils import timezone
 
-from memory.engine import freshness
+from memory.engine import freshness, hotness
 from memory.engine.tiers import DatabaseTier, Key, RedisTier, shared_redis_tier
 from memory.engine.validators import whole_number
 from memory.infra import redis
@@ -197,7 +197,7 @@ def _redis_tier() -> RedisTier:
 
 def warm_redis(batch_size: int = WARM_BATCH, *, on_progress: Progress | None = None) -> WarmResult:
     """Copy every active entry of the current generator, and every approved one, from PostgreSQL
-    into Redis.
+    into Redis, the hottest first (:func:`memory.engine.hotness.decayed`).
 
     Entries go in pipelined batches of ``batch_size`` with their remaining TTL, as the fills of
     a read do: each batch is claimed before its rows are read, so an entry saved or deleted
@@ -210,9 +210,11 @@ def warm_redis(batch_size: int = WARM_BATCH, *, on_progress: Progress | None = N
     l3 = DatabaseTier()
     started = time.perf_counter()
     generator = current_generator_version()
+    now = timezone.now()
+    # The hottest first: what lookups ask for most is back in Redis soonest.
     qs = (
-        ProductMemoryEntry.objects.filter(freshness.served_q(generator, timezone.now()))
-        .order_by("id")
+        ProductMemoryEntry.objects.filter(freshness.served_q(generator, now))
+        .order_by(hotness.decayed(now).desc(), "id")
         .values_list("product_id", "kind")
     )
     total = qs.count() if on_progress else None

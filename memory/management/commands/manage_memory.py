@@ -25,7 +25,7 @@ from django.utils import timezone, translation
 from memory.engine.freshness import EntryStatus
 from memory.engine.memory import MAX_LIST_LIMIT, ProductMemory
 from memory.engine.versions import EntryNotFound, VersionNotFound
-from memory.infra.formatting import cost, integer, milliseconds, percent, seconds, size
+from memory.infra.formatting import cost, decimal, integer, milliseconds, percent, seconds, size
 from memory.infra.health import check_health
 from memory.infra.migration_state import MissingDatabase, PendingMigrations, require_migrated
 from memory.io.export import write_export
@@ -35,6 +35,7 @@ from memory.management.terminal import dumps, literal, memory_log_level, plain
 from memory.models import DEFAULT_KIND, ContentOrigin, ProductMemoryEntry
 from memory.services.backup import RedisUnavailable, create_backup, restore_backup, warm_redis
 from memory.services.purge import purge_expired
+from memory.services.refresh import BUDGET, BUSY, planned, refresh_ahead
 from memory.services.stats import memory_stats
 from memory.services.versions import entry_history, restore_version, set_approval
 
@@ -87,7 +88,7 @@ def _first_line(exc: BaseException) -> str:
 class Command(BaseCommand):
     help = (
         "Administração da memória de produtos: stats, list, export, import, health, "
-        "clear, delete, backup, restore, warm, purge, approve, versions, restore-version."
+        "clear, delete, backup, restore, warm, purge, refresh-ahead, approve, versions, restore-version."
     )
     # Nothing here needs the system checks, and they would slow every call.
     requires_system_checks = []
@@ -141,12 +142,18 @@ class Command(BaseCommand):
         p.add_argument("--input-file", help="arquivo de backup, ou nome dentro de MEMORY_BACKUP_DIR")
         p.add_argument("--dry-run", action="store_true", help="só valida e mostra o que aconteceria")
 
-        p = add("warm", "recarrega o Redis a partir do PostgreSQL (entradas ativas)")
+        p = add("warm", "recarrega o Redis a partir do PostgreSQL (entradas ativas, as mais populares primeiro)")
         p.add_argument("--batch-size", type=int, default=1000, help="entradas por lote (padrão 1000)")
 
         p = add("purge", "remove as entradas expiradas, em lotes, de todas as camadas")
         p.add_argument("--batch-size", type=int,
                        default=getattr(settings, "MEMORY_PURGE_BATCH_SIZE", 5000), help="entradas por lote")
+
+        p = add("refresh-ahead", "regenera já as entradas populares desatualizadas ou perto de expirar "
+                                 "(como a tarefa agendada memory.refresh_ahead)")
+        p.add_argument("--budget", type=int, help="tokens que esta execução pode gastar (padrão MEMORY_REFRESH_TOKEN_BUDGET)")
+        p.add_argument("--dry-run", action="store_true", help="só lista as entradas que seriam renovadas primeiro")
+        p.add_argument("--limit", type=int, default=20, help="quantas listar com --dry-run (padrão 20)")
 
         def product_options(p):
             p.add_argument("--product-id", required=True, help="identificador do produto")
@@ -271,6 +278,8 @@ class Command(BaseCommand):
             ("Tokens economizados", integer(stats["tokens_saved"])),
             ("Tokens desperdiçados", integer(stats["tokens_wasted"])),
             ("Tokens economizados por famílias", integer(stats["tokens_saved_by_family"])),
+            ("Tokens gastos antecipadamente", integer(stats["tokens_spent_ahead"])),
+            ("Faltas evitadas", integer(stats["misses_avoided"])),
             ("Custo estimado economizado", cost(stats["estimated_cost_saved"])),
             ("Redis", "disponível" if redis["available"] else "indisponível"),
             ("  memória usada", size(redis["used_memory_bytes"])),
@@ -442,6 +451,39 @@ class Command(BaseCommand):
             f"Redis aquecido: {integer(result.entries)} entradas ativas em {integer(result.batches)} lote(s) "
             f"({seconds(result.seconds)})."
         ))
+
+    def handle_refresh_ahead(self, options):
+        if options["dry_run"]:
+            candidates = planned(limit=options["limit"])
+            if options["json"]:
+                return self._print_json([{"product_id": c.product_id, "hotness": round(c.hotness, 3),
+                                          "estimated_tokens": c.estimate} for c in candidates])
+            if not candidates:
+                self.stdout.write("Nenhuma entrada popular a renovar agora.")
+                return
+            self._table("Renovação antecipada: as primeiras da fila", [
+                (plain(c.product_id), f"popularidade {decimal(c.hotness)}, ~{integer(c.estimate)} tokens")
+                for c in candidates
+            ])
+            return
+        result = refresh_ahead(budget=options["budget"])
+        if options["json"]:
+            return self._print_json(result.as_dict())
+        if result.stopped == BUSY:
+            self.stdout.write("Outra renovação antecipada está em andamento; nada feito.")
+            return
+        self.stdout.write(self.style.SUCCESS(
+            f"Renovação antecipada: {integer(result.refreshed)} de {integer(result.candidates)} entradas renovadas, "
+            f"{integer(result.tokens_spent + result.tokens_wasted)} tokens gastos "
+            f"(orçamento de {integer(result.budget)}; {seconds(result.seconds)})."
+        ))
+        if result.failed or result.skipped or result.locked:
+            self.stdout.write(f"{integer(result.failed)} com falha, {integer(result.skipped)} ignoradas, "
+                              f"{integer(result.locked)} aprovadas no meio do caminho.")
+        if result.stopped == BUDGET:
+            self.stdout.write("Parou no orçamento de tokens; as demais ficam para a próxima execução.")
+        elif result.stopped:
+            self.stdout.write(plain(f"Parou: o provedor não aceita mais chamadas ({result.stopped})."))
 
     # -- content: approval and history ---------------------------------------------------
 
