@@ -38,6 +38,7 @@ from django.db import transaction
 from django.db.models import Count, Sum
 from django.utils import timezone
 
+from memory.infra import metrics
 from memory.engine.locks import exclusive_lock, product_lock
 from memory.engine.memory import ProductMemory, ProductRef, resolve_product
 from memory.models import DEFAULT_KIND, BatchRun, BatchRunItem, ProductMemoryEntry
@@ -45,7 +46,7 @@ from memory.providers import GenerationError, OpenAIProvider, ProviderRejected, 
 from memory.providers.openai_batch import MAX_FILE_BYTES, MAX_REQUESTS, BatchClient, BatchStatus, LineResult
 from memory.providers.pricing import estimate_cost
 from memory.services.generation import (
-    FAILED, GENERATED, REGENERATED, REUSED, ProductOutcome, validate_product_data,
+    FAILED, GENERATED, PROVIDER_ERROR, REGENERATED, REUSED, ProductOutcome, validate_product_data,
 )
 
 logger = logging.getLogger("memory")
@@ -470,6 +471,7 @@ def _store(run: BatchRun, memory: ProductMemory, pk: int, result: LineResult) ->
             item.tokens_wasted = result.tokens_billed
             item.error = str(error)[:2000]
             logger.error("Falha ao gerar conteúdo do produto %s (lote %s): %s", item.product_id, run, error)
+            transaction.on_commit(lambda: metrics.count_generation_failure(PROVIDER_ERROR))
         item.save()
         if item.tokens_wasted:
             wasted = item.tokens_wasted
