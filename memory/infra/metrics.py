@@ -90,7 +90,7 @@ GENERATION_FAILURES = Counter(
 )
 # The purge's backlog, read from PostgreSQL at each scrape (``services.purge`` registers the
 # callback): whichever process purges (a Celery worker), the web process serving /metrics sees it.
-PURGE_BACKLOG_LIMIT = 100_000
+PURGE_BACKLOG_LIMIT = 10_000
 PURGE_BACKLOG = Gauge(
     "beecatalog_memory_purge_backlog_entries",
     f"Expired entries still stored, waiting for the purge (counted up to {PURGE_BACKLOG_LIMIT})",
