@@ -4,6 +4,7 @@ previous run left; a worker that dies keeps its counts."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -90,7 +91,10 @@ def test_emptying_the_folder_deletes_only_the_series_files(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
-def test_every_scrape_adds_up_the_requests_every_worker_counted(process_env, make_user, tmp_path):
+# With --preload the master loads the project (and its series) before on_starting empties the
+# folder: each worker, a new pid, writes files of its own all the same.
+@pytest.mark.parametrize("preload", [False, True], ids=["workers-load-the-app", "preload"])
+def test_every_scrape_adds_up_the_requests_every_worker_counted(process_env, make_user, tmp_path, preload):
     folder = tmp_path / "prometheus"
     folder.mkdir()
     stale = leave_stale_counts(folder)
@@ -99,10 +103,16 @@ def test_every_scrape_adds_up_the_requests_every_worker_counted(process_env, mak
     scratch = tmp_path / "scratch"
     scratch.mkdir()
 
-    server = ApiServer(server_env(process_env, folder), tmp_path / "gunicorn.log", workers=WORKERS)
+    env = server_env(process_env, folder)
+    if preload:
+        env["GUNICORN_CMD_ARGS"] = "--preload"
+    server = ApiServer(env, tmp_path / "gunicorn.log", workers=WORKERS)
     try:
         server.wait_ready()
         assert not stale.exists(), "gunicorn's master left the previous run's file"
+        removed = int(re.search(r"Métricas: (\d+) arquivos de uma execução anterior removidos", server.output())[1])
+        # the stale file; with --preload also the files the master's own series had just made
+        assert removed > 1 if preload else removed == 1
         assert samples(scrape(server.url))["beecatalog_memory_generations_total"] == 0
 
         def get(_):
