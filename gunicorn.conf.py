@@ -27,7 +27,7 @@ def on_starting(server):
 
         # What a previous run (or `migrate` before this start) counted is not this run's.
         removed = multiprocess.empty_folder(settings.PROMETHEUS_MULTIPROC_DIR)
-        server.log.info("Métricas: %d arquivos de uma execução anterior removidos de %s",
+        server.log.info("Métricas: %d arquivo(s) de uma execução anterior removido(s) de %s",
                         removed, settings.PROMETHEUS_MULTIPROC_DIR)
 
 
