@@ -4,7 +4,9 @@ The hooks carry the memory's background threads (``memory.engine.runtime``) acro
 fork. Without ``--preload`` (the default) a worker loads Django after the fork and
 ``MemoryConfig.ready()`` starts them, so both hooks find Django not loaded and do nothing.
 With ``--preload`` the master loaded Django, and started the threads, before forking.
-This file is read before Django is set up, hence the imports inside the hooks.
+With ``PROMETHEUS_MULTIPROC_DIR`` set, the master also keeps the workers' metrics folder
+(``memory.infra.multiprocess``): emptied before the first worker, a dead worker's live
+gauges removed. This file is read before Django is set up, hence the imports inside the hooks.
 """
 import os
 
@@ -20,6 +22,13 @@ def on_starting(server):
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "beecatalog.settings")  # as beecatalog/wsgi.py
     settings.SECRET_KEY  # the first setting read imports the module
+    if settings.PROMETHEUS_MULTIPROC_DIR:
+        from memory.infra import multiprocess
+
+        # What a previous run (or `migrate` before this start) counted is not this run's.
+        removed = multiprocess.empty_folder(settings.PROMETHEUS_MULTIPROC_DIR)
+        server.log.info("Métricas: %d arquivo(s) de uma execução anterior removido(s) de %s",
+                        removed, settings.PROMETHEUS_MULTIPROC_DIR)
 
 
 def pre_fork(server, worker):
@@ -36,3 +45,13 @@ def post_fork(server, worker):
         from memory.engine import runtime
 
         runtime.start_background_threads()
+
+
+def child_exit(server, worker):
+    """In the master, once a worker has exited: its live gauges leave the shared metrics."""
+    from django.conf import settings
+
+    if settings.PROMETHEUS_MULTIPROC_DIR:
+        from memory.infra import multiprocess
+
+        multiprocess.worker_exited(settings.PROMETHEUS_MULTIPROC_DIR, worker.pid)

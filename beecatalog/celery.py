@@ -4,6 +4,9 @@ import logging
 import os
 
 from celery import Celery, signals
+from django.conf import settings
+
+from beecatalog.logs import JsonFormatter
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "beecatalog.settings")
 
@@ -13,13 +16,27 @@ app.autodiscover_tasks()
 
 
 @signals.after_setup_logger.connect
-def _memory_lines_through_the_workers_handler(**kwargs):
+def _memory_lines_through_the_workers_handler(logger=None, **kwargs):
     """The worker (and beat) print every line through the handler Celery puts on the root
     logger; the console handler LOGGING gives the ``memory`` logger, for the commands and the
-    web processes where root has none, would print each of the memory's lines a second time."""
+    web processes where root has none, would print each of the memory's lines a second time.
+    With ``MEMORY_LOG_FORMAT=json`` that handler writes JSON lines, as the other processes do."""
     memory = logging.getLogger("memory")
     for handler in list(memory.handlers):
         memory.removeHandler(handler)
+    _json_lines_if_asked(logger)
+
+
+@signals.after_setup_task_logger.connect
+def _task_lines_as_json_if_asked(logger=None, **kwargs):
+    """Celery's task logger has a handler of its own (it does not reach root's)."""
+    _json_lines_if_asked(logger)
+
+
+def _json_lines_if_asked(logger: logging.Logger | None) -> None:
+    if logger is not None and settings.MEMORY_LOG_FORMAT == "json":
+        for handler in logger.handlers:
+            handler.setFormatter(JsonFormatter())
 
 
 # The memory's background threads (memory.engine.runtime) across the pool's fork. Django is

@@ -5,6 +5,7 @@ environment (see ``.env.example`` and the README's configuration table).
 Modules read ``django.conf.settings``, never ``os.environ``.
 """
 import math
+import os
 import re
 from pathlib import Path
 
@@ -391,9 +392,15 @@ SPECTACULAR_SETTINGS = {
 # Who may read GET /metrics: "staff" (a staff user, by token or session),
 # "token" (any authenticated user) or "anonymous" (anyone who reaches it).
 METRICS_ALLOW = read.choice("METRICS_ALLOW", ("staff", "token", "anonymous"), "staff")
-# Several gunicorn workers: an empty directory shared by them (prometheus_client
-# reads the same variable from the environment), wiped before each start.
+# Several gunicorn workers: a directory shared by them (prometheus_client reads the same
+# variable from the environment), emptied by gunicorn's master before each start
+# (gunicorn.conf.py). prometheus_client writes there from the first series it defines: a
+# folder missing or read-only would stop every process with a traceback, hence the check here.
 PROMETHEUS_MULTIPROC_DIR = read.text("PROMETHEUS_MULTIPROC_DIR").strip()
+if PROMETHEUS_MULTIPROC_DIR and not (Path(PROMETHEUS_MULTIPROC_DIR).is_dir()
+                                     and os.access(PROMETHEUS_MULTIPROC_DIR, os.W_OK | os.X_OK)):
+    read.refuse(f"PROMETHEUS_MULTIPROC_DIR: use uma pasta existente e gravável (mkdir -p {PROMETHEUS_MULTIPROC_DIR}),"
+                f" ou deixe vazio com um só processo, não {PROMETHEUS_MULTIPROC_DIR!r}")
 
 # --- Internationalization -----------------------------------------------------
 LANGUAGE_CODE = "pt-br"
@@ -421,17 +428,26 @@ STORAGES = {
 # Read again by LOGGING below, as django-environ reads it: refused here if logging cannot use it.
 MEMORY_LOG_LEVEL = read.choice("MEMORY_LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"), "INFO")
 
+# "text" for people, "json" for log shippers: one object per line (beecatalog/logs.py), in the
+# web processes, the commands and the Celery worker and beat (beecatalog/celery.py).
+MEMORY_LOG_FORMAT = read.choice("MEMORY_LOG_FORMAT", ("text", "json"), "text")
+_LOG_FORMATTER = "json" if MEMORY_LOG_FORMAT == "json" else "plain"
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "[%(levelname)s] %(message)s"}},
+    "formatters": {
+        "plain": {"format": "[%(levelname)s] %(message)s"},
+        "json": {"()": "beecatalog.logs.JsonFormatter"},
+    },
     "filters": {"debug_off": {"()": "django.utils.log.RequireDebugFalse"}},
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+        "console": {"class": "logging.StreamHandler", "formatter": _LOG_FORMATTER},
         # A request's unhandled exception, with its traceback, on stderr: Django's own console
         # handler prints it only with DEBUG on, and mail_admins sends nothing without ADMINS.
         "server_errors": {
-            "class": "logging.StreamHandler", "formatter": "plain", "level": "ERROR", "filters": ["debug_off"],
+            "class": "logging.StreamHandler", "formatter": _LOG_FORMATTER, "level": "ERROR",
+            "filters": ["debug_off"],
         },
     },
     "loggers": {

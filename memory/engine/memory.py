@@ -215,7 +215,8 @@ class ProductMemory:
                 saved = lookup.hit.tokens_saved
                 self.counter.record_hit(lookup.product_id, self.kind, saved)
                 metrics.count_tokens_saved(saved)
-                logger.info("Produto %s encontrado na memória - economia de %d tokens", lookup.product_id, saved)
+                logger.info("Produto %s encontrado na memória - economia de %d tokens", lookup.product_id, saved,
+                            extra={"product_id": lookup.product_id, "kind": self.kind, "tokens_saved": saved})
             else:
                 misses += 1
         self.counter.record_misses(misses)
@@ -306,7 +307,8 @@ class ProductMemory:
             ref.source_data if ref.source_data is not None else source_data
         )
 
-        logger.info("Salvando produto %s na memória para reutilização futura", ref.product_id)
+        logger.info("Salvando produto %s na memória para reutilização futura", ref.product_id,
+                    extra={"product_id": ref.product_id, "kind": self.kind})
         snapshot = self.l3.upsert(
             product_id=ref.product_id,
             kind=self.kind,

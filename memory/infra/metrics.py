@@ -3,8 +3,15 @@
 The engine calls the small ``observe_*``/``count_*`` functions below; nothing
 else touches the metric objects. Counters live in the process that counted
 them: with several gunicorn workers, set ``PROMETHEUS_MULTIPROC_DIR`` (an empty
-directory, wiped before the server starts) and prometheus_client keeps them in
-shared files that :func:`render_latest` adds up across workers.
+directory, emptied by gunicorn's master before the workers start:
+``memory.infra.multiprocess``) and prometheus_client keeps them in shared files
+that :func:`render_latest` adds up across workers. Each gauge says how its
+workers' values combine (``multiprocess_mode``): the ones set from the truth at
+each scrape take the most recent value, that of the worker answering the scrape.
+
+``deploy/prometheus/alerts.yml`` and ``deploy/grafana/beecatalog-memory.json``
+name these series; ``tests/infra/test_monitoring.py`` fails when they name one
+this module does not expose.
 """
 from __future__ import annotations
 
@@ -80,6 +87,34 @@ LLM_BREAKER_OPEN = Gauge(
     "1 while the provider's circuit breaker stops calls (open, or testing with one call), 0 when closed",
     multiprocess_mode="mostrecent",
 )
+# Why a generation ended without content (``services.generation``'s failure kinds): the
+# provider could not answer now, answered with nothing usable, or its circuit breaker refused
+# the call (nothing was paid).
+GENERATION_FAILURE_REASONS = ("provider_unavailable", "provider_error", "not_attempted")
+GENERATION_FAILURES = Counter(
+    "beecatalog_memory_generation_failures",
+    "Generations that ended without content, by reason: provider_unavailable, provider_error,"
+    " not_attempted (the provider's circuit breaker refused the call)",
+    ["reason"],
+)
+# The purge's backlog, read from PostgreSQL at each scrape (``services.purge`` registers the
+# callback): whichever process purges (a Celery worker), the web process serving /metrics sees it.
+PURGE_BACKLOG_LIMIT = 10_000
+PURGE_BACKLOG = Gauge(
+    "beecatalog_memory_purge_backlog_entries",
+    f"Expired entries still stored, waiting for the purge (counted up to {PURGE_BACKLOG_LIMIT})",
+    multiprocess_mode="mostrecent",
+)
+PURGE_LAG_SECONDS = Gauge(
+    "beecatalog_memory_purge_lag_seconds",
+    "Seconds since the oldest expired entry still stored expired (0 when none): how far the purge lags",
+    multiprocess_mode="mostrecent",
+)
+PURGE_INTERVAL_SECONDS = Gauge(
+    "beecatalog_memory_purge_interval_seconds",
+    "MEMORY_PURGE_INTERVAL: how often the scheduled purge should run (the alerts compare the lag with it)",
+    multiprocess_mode="mostrecent",
+)
 LLM_BREAKER_OPENED = Counter(
     "beecatalog_memory_llm_breaker_opened",
     "Times the provider's circuit breaker opened (each counted by the process that opened it)",
@@ -119,6 +154,22 @@ def count_tokens_wasted(tokens: int) -> None:
 def count_tokens_saved_by_family(tokens: int) -> None:
     if tokens > 0:
         TOKENS_SAVED_BY_FAMILY.inc(tokens)
+
+
+# Resolved once, as the tiers': every reason's series exists, at 0, before the first failure.
+_FAILURE_SERIES = {reason: GENERATION_FAILURES.labels(reason) for reason in GENERATION_FAILURE_REASONS}
+
+
+def count_generation_failure(reason: str) -> None:
+    """One generation ended without content, for ``reason`` (one of ``GENERATION_FAILURE_REASONS``)."""
+    _FAILURE_SERIES[reason].inc()
+
+
+def set_purge_backlog(entries: float, lag_seconds: float, interval_seconds: float) -> None:
+    """What the purge has left: expired entries still stored, and how long the oldest has been expired."""
+    PURGE_BACKLOG.set(entries)
+    PURGE_LAG_SECONDS.set(lag_seconds)
+    PURGE_INTERVAL_SECONDS.set(interval_seconds)
 
 
 def count_generation_stored(tokens: int, *, cached: int = 0, reasoning: int = 0) -> None:

@@ -54,6 +54,7 @@ from memory.engine.locks import exclusive_lock, product_lock
 from memory.engine.memory import Lookup, ProductMemory, ProductRef, resolve_product
 from memory.engine.tiers import Snapshot
 from memory.engine.versions import ApprovedContent
+from memory.infra import metrics
 from memory.models import DEFAULT_KIND, BatchRun, BatchRunItem, ProductMemoryEntry
 from memory.providers import GenerationError, OpenAIProvider, ProviderRejected, get_provider
 from memory.providers.content import GeneratedContent
@@ -61,7 +62,7 @@ from memory.providers.openai_batch import MAX_FILE_BYTES, MAX_REQUESTS, BatchCli
 from memory.providers.pricing import estimate_cost
 from memory.services import families
 from memory.services.generation import (
-    FAILED, GENERATED, REGENERATED, REUSED, ProductOutcome, validate_product_data,
+    FAILED, GENERATED, PROVIDER_ERROR, REGENERATED, REUSED, ProductOutcome, validate_product_data,
 )
 
 logger = logging.getLogger("memory")
@@ -658,6 +659,7 @@ def _store(run: BatchRun, memories: dict[str, ProductMemory], pk: int, result: L
             item.error = str(error)[:2000]
             what = "do conteúdo base da família" if item.kind == FAMILY_KIND else "do produto"
             logger.error("Falha ao gerar conteúdo %s %s (lote %s): %s", what, item.product_id, run, error)
+            transaction.on_commit(lambda: metrics.count_generation_failure(PROVIDER_ERROR))
         item.save()
         if item.tokens_wasted:
             wasted = item.tokens_wasted

@@ -279,14 +279,17 @@ def generate_product(
                 generated = variant.generated()
         except CircuitOpen as exc:
             logger.warning("Produto %s não tentado: %s", ref.product_id, exc)
+            metrics.count_generation_failure(NOT_ATTEMPTED)
             return ProductOutcome(ref.product_id, NOT_ATTEMPTED, error=str(exc), failure=PROVIDER_UNAVAILABLE,
                                   halts_batch=True, family=family and family.id,
                                   tokens_spent=getattr(exc, "family_base_spent", 0))
         except (GenerationError, ValueError) as exc:
-            logger.error("Falha ao gerar conteúdo do produto %s: %s", ref.product_id, exc)
             wasted = getattr(exc, "tokens_wasted", 0)
-            memory.count_wasted_tokens(wasted)
             failure = PROVIDER_UNAVAILABLE if isinstance(exc, ProviderUnavailable) else PROVIDER_ERROR
+            logger.error("Falha ao gerar conteúdo do produto %s: %s", ref.product_id, exc,
+                         extra={"product_id": ref.product_id, "kind": memory.kind, "failure": failure})
+            memory.count_wasted_tokens(wasted)
+            metrics.count_generation_failure(failure)
             return ProductOutcome(ref.product_id, FAILED, error=str(exc), tokens_wasted=wasted, failure=failure,
                                   halts_batch=isinstance(exc, QuotaExhausted), family=family and family.id,
                                   family_base_failed=getattr(exc, "family_base", None) is not None,

@@ -140,6 +140,8 @@ def test_debug_on_runs_with_the_default_key():
     ("USE_X_FORWARDED_HOST", "x"),
     ("LLM_PROVIDER", "opena1"),
     ("MEMORY_LOG_LEVEL", "verbose"),
+    ("MEMORY_LOG_FORMAT", "xml"),
+    ("PROMETHEUS_MULTIPROC_DIR", "/nao/existe/prometheus"),
     ("TIME_ZONE", "Brasil/Sao_Paulo"),
     ("CSRF_TRUSTED_ORIGINS", "memoria.example.com"),
     ("REDIS_URL", "127.0.0.1:6379"),

@@ -1,7 +1,12 @@
 """Prometheus metrics: what the engine records, and what GET /metrics shows."""
+from datetime import timedelta
+
 import pytest
+from django.conf import settings
 from django.core.cache import caches
+from django.db import OperationalError
 from django.test import override_settings
+from django.utils import timezone
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 from rest_framework.test import APIClient
@@ -9,7 +14,9 @@ from rest_framework.test import APIClient
 from memory.infra import metrics
 from memory.services.generation import generate_product
 from memory.engine.memory import ProductMemory
-from memory.providers import TemplateProvider
+from memory.models import ProductMemoryEntry
+from memory.providers import BadProviderOutput, CircuitOpen, ProviderUnavailable, TemplateProvider
+from memory.services.purge import purge_backlog, purge_expired
 
 from tests.helpers import seed, token_client
 
@@ -140,3 +147,94 @@ def test_unknown_metrics_allow_value_stops_the_settings(monkeypatch, capsys):
     assert capsys.readouterr().err.startswith("METRICS_ALLOW: use staff, token ou anonymous, não 'everyone'")
     monkeypatch.delenv("METRICS_ALLOW")
     importlib.reload(project_settings)
+
+
+# --- generation failures ----------------------------------------------------------------------------
+
+
+def failures():
+    return {reason: value("beecatalog_memory_generation_failures_total", reason=reason)
+            for reason in metrics.GENERATION_FAILURE_REASONS}
+
+
+class Failing(TemplateProvider):
+    def __init__(self, error):
+        super().__init__()
+        self.error = error
+
+    def generate(self, product_data, fields=None):
+        raise self.error
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("error, reason", [
+    (BadProviderOutput("resposta sem JSON"), "provider_error"),
+    (ProviderUnavailable("tempo esgotado"), "provider_unavailable"),
+    (CircuitOpen("disjuntor aberto"), "not_attempted"),
+])
+def test_a_failed_generation_is_counted_by_its_reason(error, reason):
+    before = failures()
+    generations = value("beecatalog_memory_generations_total")
+    outcome = generate_product({"sku": "FAIL1", "title": "Mochila"}, provider=Failing(error))
+    assert outcome.status in ("failed", "not_attempted")
+    after = failures()
+    assert {r: after[r] - before[r] for r in after} == {r: int(r == reason) for r in after}
+    assert value("beecatalog_memory_generations_total") == generations
+
+
+@pytest.mark.django_db
+def test_a_stored_generation_counts_no_failure():
+    before = failures()
+    generate_product({"sku": "OK1", "title": "Mochila"}, provider=TemplateProvider())
+    assert failures() == before
+
+
+# --- the purge's backlog, read at each scrape ----------------------------------------------------------
+
+
+def scraped_value(client, name) -> float:
+    [sample] = scrape(client)[name].samples
+    return sample.value
+
+
+@pytest.mark.django_db
+def test_the_purge_backlog_and_lag_are_read_from_postgresql_at_each_scrape(make_user):
+    client = token_client(make_user("staff", staff=True))
+    assert scraped_value(client, "beecatalog_memory_purge_backlog_entries") == 0
+    assert scraped_value(client, "beecatalog_memory_purge_lag_seconds") == 0
+    assert scraped_value(client, "beecatalog_memory_purge_interval_seconds") == settings.MEMORY_PURGE_INTERVAL
+
+    for sku in ("OLD1", "OLD2", "OLD3", "FRESH"):
+        seed({"sku": sku, "title": sku})
+    now = timezone.now()
+    ProductMemoryEntry.objects.filter(product_id="OLD1").update(expires_at=now - timedelta(hours=3))
+    ProductMemoryEntry.objects.filter(product_id="OLD2").update(expires_at=now - timedelta(hours=1))
+    ProductMemoryEntry.objects.filter(product_id="OLD3").update(expires_at=now - timedelta(days=2), approved=True)
+    assert scraped_value(client, "beecatalog_memory_purge_backlog_entries") == 2  # an approved entry never expires
+    lag = scraped_value(client, "beecatalog_memory_purge_lag_seconds")
+    assert 3 * 3600 <= lag < 3 * 3600 + 60
+
+    purge_expired()
+    assert scraped_value(client, "beecatalog_memory_purge_backlog_entries") == 0
+    assert scraped_value(client, "beecatalog_memory_purge_lag_seconds") == 0
+
+
+@pytest.mark.django_db
+def test_the_purge_backlog_is_counted_up_to_its_limit(monkeypatch):
+    monkeypatch.setattr(metrics, "PURGE_BACKLOG_LIMIT", 2)
+    for sku in ("OLD1", "OLD2", "OLD3"):
+        seed({"sku": sku, "title": sku})
+    ProductMemoryEntry.objects.update(expires_at=timezone.now() - timedelta(minutes=5))
+    backlog, lag = purge_backlog()
+    assert backlog == 2 and lag >= 300
+
+
+@pytest.mark.django_db
+def test_metrics_still_render_when_postgresql_fails_the_backlog_read(monkeypatch):
+    def broken(now=None):
+        raise OperationalError("o servidor não responde")
+
+    monkeypatch.setattr("memory.services.purge.purge_backlog", broken)
+    text = metrics.render_latest()[0].decode()
+    assert "beecatalog_memory_purge_backlog_entries NaN" in text
+    assert "beecatalog_memory_tier_hits_total" in text

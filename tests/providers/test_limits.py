@@ -314,6 +314,7 @@ def test_what_the_process_learnt_from_redis_holds_when_redis_goes(fake_openai, g
     assert fake_openai.calls == 1
 
 
+@pytest.mark.django_db  # a scrape also reads the purge's backlog from PostgreSQL
 def test_the_breaker_state_is_a_metric(fake_openai, gate):
     gate(cooldown=60.0)
     assert "beecatalog_memory_llm_breaker_open 0.0" in metrics.render_latest()[0].decode()

@@ -3,6 +3,7 @@ the results land in the memory priced at the batch discount, and no crash makes 
 from decimal import Decimal
 
 import pytest
+from prometheus_client import REGISTRY
 
 from memory.models import BatchRun, BatchRunItem, ProductMemoryEntry
 from memory.engine.memory import ProductMemory
@@ -106,11 +107,14 @@ def test_failed_and_invalid_lines_save_nothing_and_count_their_usage_as_wasted(
         "S3": Reply(),
     }
     fake.batch.reply = lambda product: answers[product["sku"]]
+    failures = REGISTRY.get_sample_value("beecatalog_memory_generation_failures_total", {"reason": "provider_error"})
     with django_capture_on_commit_callbacks(execute=True):
         submission = batch_api.submit_catalog(catalog(4))
         (run,) = run_to_the_end(submission)
     outcomes = batch_api.outcomes(submission)
     assert [o.status for o in outcomes] == ["failed", "failed", "failed", "generated"]
+    assert REGISTRY.get_sample_value(
+        "beecatalog_memory_generation_failures_total", {"reason": "provider_error"}) - failures == 3
     assert "não é JSON" in outcomes[0].error and "LLM_MAX_TOKENS" in outcomes[1].error
     assert "HTTP 400 max_completion_tokens inválido" in outcomes[2].error
     assert [o.tokens_wasted for o in outcomes] == [120, 2248, 0, 0]
