@@ -55,6 +55,8 @@ MESSAGES = (
      lambda m: f"A variável '${m['v']}' (tipo obrigatório '{m['t']}') não foi informada."),
     (r"Variable '\$(?P<v>[^']+)' of non-null type '(?P<t>[^']+)' must not be null\.",
      lambda m: f"A variável '${m['v']}' (tipo '{m['t']}') não pode ser nula."),
+    (r"Variable '\$(?P<v>[^']+)' has invalid value: (?P<why>.+)",
+     lambda m: f"A variável '${m['v']}' tem um valor inválido: {translate(m['why'])}"),
     (r"Variable '\$(?P<v>[^']+)' got invalid value (?P<value>.+?); (?P<why>.+)",
      lambda m: f"A variável '${m['v']}' recebeu um valor inválido ({m['value']}): {translate(m['why'])}"),
     (r"Variable '\$(?P<v>[^']+)' is not defined(?: by operation '(?P<o>[^']+)')?\.",
@@ -114,6 +116,10 @@ _MESSAGES = [(re.compile(p, re.DOTALL), f) for p, f in MESSAGES]
 
 def translate(message: str) -> str:
     """``message`` in pt-BR; one not listed as "Consulta inválida: <message>"."""
+    for pattern, render in _MESSAGES:  # a few say what they suggest themselves
+        matched = pattern.fullmatch(message.strip())
+        if matched and _SUGGESTION.search(message):
+            return render(matched)
     suggestion = ""
     found = _SUGGESTION.search(message)
     if found:

@@ -18,6 +18,7 @@ import strawberry_django
 from django.db import InterfaceError, OperationalError
 from graphql import GraphQLError
 from strawberry.permission import BasePermission
+from strawberry.printer import print_schema
 from strawberry.schema.config import StrawberryConfig
 from strawberry_django.optimizer import DjangoOptimizerExtension, optimize
 
@@ -197,3 +198,10 @@ schema = MemorySchema(
     config=StrawberryConfig(scalar_map={BigInt: BIG_INT}),
     extensions=[QueryLimits, DjangoOptimizerExtension],
 )
+
+SCHEMA_FILE = "docs/schema.graphql"  # relative to the project's root (settings.BASE_DIR)
+
+
+def printed_schema() -> str:
+    """The schema in SDL, as ``docs/schema.graphql`` holds it (``manage.py graphql_schema`` writes it)."""
+    return print_schema(schema) + "\n"
