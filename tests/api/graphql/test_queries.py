@@ -208,3 +208,30 @@ def test_big_counts_pass_the_32_bit_int(gql):
     make_entries(1, hit_count=5_000_000_000, tokens_saved=9_000_000_000)
     node = gql("{ entries(first: 1) { edges { node { hitCount tokensSaved } } } }").ok()["entries"]["edges"][0]["node"]
     assert node == {"hitCount": 5_000_000_000, "tokensSaved": 9_000_000_000}
+
+
+def test_postgresql_down_is_a_service_unavailable_error_not_a_500(gql, monkeypatch):
+    from django.db import OperationalError
+
+    from memory.api.graphql import schema
+
+    def down(**kwargs):
+        raise OperationalError("connection refused")
+
+    monkeypatch.setattr(schema, "select_entries", down)
+    answer = gql("{ entries(first: 1) { edges { node { productId } } } }")
+    assert answer.status == 200 and answer.codes == ["SERVICE_UNAVAILABLE"]
+    assert answer.messages[0].startswith("Banco de dados (PostgreSQL) indisponível")
+
+
+def test_an_unexpected_error_is_logged_and_the_client_gets_no_detail(gql, monkeypatch, caplog):
+    from memory.api.graphql import schema
+
+    def broken(kind=None):
+        raise KeyError("segredo interno")
+
+    monkeypatch.setattr(schema, "memory_stats", broken)
+    answer = gql("{ stats { hits } }")
+    assert answer.status == 200 and answer.codes == ["INTERNAL_SERVER_ERROR"]
+    assert "segredo" not in answer.response.content.decode()
+    assert any("Erro inesperado no GraphQL (stats)" in r.getMessage() and r.exc_info for r in caplog.records)
