@@ -56,9 +56,9 @@ MESSAGES = (
     (r"Variable '\$(?P<v>[^']+)' of non-null type '(?P<t>[^']+)' must not be null\.",
      lambda m: f"A variável '${m['v']}' (tipo '{m['t']}') não pode ser nula."),
     (r"Variable '\$(?P<v>[^']+)' has invalid value: (?P<why>.+)",
-     lambda m: f"A variável '${m['v']}' tem um valor inválido: {translate(m['why'])}"),
+     lambda m: f"A variável '${m['v']}' tem um valor inválido: {_inner(m['why'])}"),
     (r"Variable '\$(?P<v>[^']+)' got invalid value (?P<value>.+?); (?P<why>.+)",
-     lambda m: f"A variável '${m['v']}' recebeu um valor inválido ({m['value']}): {translate(m['why'])}"),
+     lambda m: f"A variável '${m['v']}' recebeu um valor inválido ({m['value']}): {_inner(m['why'])}"),
     (r"Variable '\$(?P<v>[^']+)' is not defined(?: by operation '(?P<o>[^']+)')?\.",
      lambda m: f"A variável '${m['v']}' não foi declarada" + (f" na operação '{m['o']}'." if m['o'] else ".")),
     (r"Variable '\$(?P<v>[^']+)' is never used(?: in operation '(?P<o>[^']+)')?\.",
@@ -67,8 +67,12 @@ MESSAGES = (
      lambda m: f"A variável '${m['v']}' é do tipo '{m['t']}', mas ali se espera o tipo '{m['e']}'."),
     (r"Expected value of type '(?P<t>[^']+)', found (?P<v>.+?)(?:; (?P<why>.+))?",
      lambda m: f"Esperava um valor do tipo '{m['t']}', recebeu {m['v']}"
-               + (f": {translate(m['why'])}" if m['why'] else ".")),
-    (r"Expected type '(?P<t>[^']+)'\. (?P<why>.+)", lambda m: f"Esperava o tipo '{m['t']}': {translate(m['why'])}"),
+               + (f": {_inner(m['why'])}" if m['why'] else ".")),
+    (r"Expected value of type '(?P<t>[^']+)', but encountered error '(?P<why>.+)'; found: (?P<v>.+?)\.",
+     lambda m: f"Esperava um valor do tipo '{m['t']}', recebeu {m['v']}: {_inner(m['why'])}"),
+    (r"Value cannot represent a (?P<t>DateTime|Date|Time): (?P<v>.+?)\. (?P<why>.+)",
+     lambda m: f"{m['t']} inválido ({m['v']}): use ISO 8601, como 2026-12-01T12:00:00Z."),
+    (r"Expected type '(?P<t>[^']+)'\. (?P<why>.+)", lambda m: f"Esperava o tipo '{m['t']}': {_inner(m['why'])}"),
     (r"Value '(?P<v>[^']+)' does not exist in '(?P<e>[^']+)' enum\.",
      lambda m: f"O valor '{m['v']}' não existe no enum '{m['e']}'."),
     (r"Enum '(?P<e>[^']+)' cannot represent non-enum value: (?P<v>.+?)\.",
@@ -108,6 +112,13 @@ MESSAGES = (
      lambda m: "Mutações só por POST." if m['op'] == "mutations" else f"Operação não permitida aqui ({m['op']})."),
     (r"Unsupported operation type '?(?P<op>\w+)'?.*", lambda m: "Operação não permitida aqui."),
 )
+def _inner(text: str) -> str:
+    """A message inside another: translated when listed, else as it is (ours are pt-BR already)."""
+    translated = translate(text)
+    return text.strip() if translated == f"{UNKNOWN}{text.strip()}" else translated
+
+
+UNKNOWN = "Consulta inválida: "
 _WHAT = {"argument": "argumento", "variable": "variável", "fragment": "fragmento", "operation": "operação"}
 
 _SYNTAX = [(re.compile(p, re.DOTALL), f) for p, f in SYNTAX]
@@ -137,4 +148,4 @@ def translate(message: str) -> str:
         matched = pattern.fullmatch(message)
         if matched:
             return f"{render(matched)}{suggestion}"
-    return f"Consulta inválida: {message}{suggestion}"
+    return f"{UNKNOWN}{message}{suggestion}"

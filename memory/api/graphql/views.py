@@ -42,6 +42,7 @@ logger = logging.getLogger("memory")
 _FIELD_PREFIX = re.compile(r"^([a-z_][a-z0-9_]{0,63}): (.+)$", re.DOTALL)
 NO_QUERY = "Informe query: o texto da consulta GraphQL (POST com JSON {\"query\": ...} ou GET ?query=...)."
 ONLY_POST_MUTATIONS = "Mutações só por POST (GET executa apenas consultas)."
+NO_SUBSCRIPTIONS = "Este esquema não tem assinaturas (subscription): use query ou mutation."
 
 
 def camel(name: str) -> str:
@@ -101,9 +102,7 @@ def introspection() -> dict:
 @csp_update({"font-src": [SELF, "data:"]})  # GraphiQL's stylesheet carries its fonts as data: URLs
 def graphiql_page(request):
     """GraphiQL, from this app's static files (memory/static/memory/graphiql/)."""
-    return render(request, "memory/graphiql.html", {
-        "endpoint": request.path, "introspection": introspection(), "user": request.user,
-    })
+    return render(request, "memory/graphiql.html", {"endpoint": request.path, "introspection": introspection()})
 
 
 @extend_schema(exclude=True)  # described by docs/schema.graphql, not by the OpenAPI schema
@@ -148,9 +147,11 @@ class GraphQLView(APIView):
             result = schema.execute_sync(query, variable_values=variables, operation_name=operation_name,
                                          context_value=Context(request=request, view=self),
                                          allowed_operation_types=allowed)
-        except InvalidOperationTypeError:
-            return Response(_errors(ONLY_POST_MUTATIONS, "METHOD_NOT_ALLOWED"), status=status.HTTP_405_METHOD_NOT_ALLOWED,
-                            headers={"Allow": "POST"})
+        except InvalidOperationTypeError as exc:
+            if exc.operation_type == OperationType.MUTATION:  # over GET
+                return Response(_errors(ONLY_POST_MUTATIONS, "METHOD_NOT_ALLOWED"),
+                                status=status.HTTP_405_METHOD_NOT_ALLOWED)
+            return Response(_errors(NO_SUBSCRIPTIONS, "BAD_REQUEST"), status=status.HTTP_400_BAD_REQUEST)
         except CannotGetOperationTypeError as exc:
             name = f" chamada {exc.operation_name!r}" if exc.operation_name else ""
             message = (f"Não há operação{name} na consulta." if name

@@ -66,6 +66,12 @@ def test_get_does_not_run_mutations(api):
     assert call(api, "{ entry(productId: \"ABC123\") { productId } }").ok() == {"entry": {"productId": "ABC123"}}
 
 
+def test_a_subscription_is_a_400(api):
+    answer = call(api, "subscription { stats { hits } }")
+    assert answer.status == 400 and answer.messages == [
+        "Este esquema não tem assinaturas (subscription): use query ou mutation."]
+
+
 @pytest.mark.parametrize("body, message", [
     ({}, "Informe query"),
     ({"query": "   "}, "Informe query"),

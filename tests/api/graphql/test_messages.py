@@ -19,6 +19,10 @@ from memory.api.graphql.messages import translate
     ("Variable '$id' of required type 'String!' was not provided.",
      "A variável '$id' (tipo obrigatório 'String!') não foi informada."),
     ("Int cannot represent non-integer value: 'x'", "Int não aceita o valor não inteiro 'x'."),
+    ("Variable '$d' has invalid value: Value cannot represent a DateTime: \"2026-13-45\". month must be in 1..12",
+     "A variável '$d' tem um valor inválido: DateTime inválido (\"2026-13-45\"): use ISO 8601, como 2026-12-01T12:00:00Z."),
+    ("Expected value of type 'BigInt', but encountered error 'BigInt aceita um número inteiro, não 1.5'; found: 1.5.",
+     "Esperava um valor do tipo 'BigInt', recebeu 1.5: BigInt aceita um número inteiro, não 1.5"),
     ("Invalid cursor", "Cursor inválido: use um startCursor ou endCursor devolvido por esta consulta."),
     ("Argument 'first' cannot be higher than 100.", "O argumento 'first' vai até 100."),
 ])
