@@ -235,3 +235,19 @@ def test_an_unexpected_error_is_logged_and_the_client_gets_no_detail(gql, monkey
     assert answer.status == 200 and answer.codes == ["INTERNAL_SERVER_ERROR"]
     assert "segredo" not in answer.response.content.decode()
     assert any("Erro inesperado no GraphQL (stats)" in r.getMessage() and r.exc_info for r in caplog.records)
+
+
+def test_the_readme_curl_example_is_a_query_this_schema_answers(gql):
+    import json
+    import re
+
+    from django.conf import settings
+
+    readme = (settings.BASE_DIR / "README.md").read_text()
+    section = readme.split("\n## GraphQL API\n", 1)[1].split("\n## ", 1)[0]
+    (block,) = re.findall(r"```bash\n(.*?)```", section, re.DOTALL)
+    assert "/api/graphql/" in block and "Authorization: Token KEY" in block
+    body = json.loads(re.search(r"-d '(.*)'", block).group(1))
+    make_entries(2, expires_at=timezone.now() - timedelta(seconds=1))
+    found = gql(body["query"]).ok()["entries"]
+    assert len(found["edges"]) == 2 and found["edges"][0]["node"]["versions"][0]["number"] == 1
