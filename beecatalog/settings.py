@@ -362,6 +362,13 @@ LLM_BATCH_DISCOUNT = read.number("LLM_BATCH_DISCOUNT", 0.5, minimum=0, maximum=1
 DATA_UPLOAD_MAX_MEMORY_SIZE = read.whole("DATA_UPLOAD_MAX_MEMORY_SIZE", 1_048_576, minimum=1, unit="bytes")
 # Deepest nesting of objects and lists accepted in a JSON body.
 MEMORY_API_MAX_JSON_DEPTH = read.whole("MEMORY_API_MAX_JSON_DEPTH", 32, minimum=1, unit="níveis")
+# What one GraphQL document (/api/graphql/) may ask; over any of them it is refused with a GraphQL
+# error before it is validated or run. Every field counts, introspection's (__type, ofType) too.
+MEMORY_GRAPHQL_MAX_QUERY_LENGTH = read.whole("MEMORY_GRAPHQL_MAX_QUERY_LENGTH", 20_000, minimum=1, unit="caracteres")
+MEMORY_GRAPHQL_MAX_TOKENS = read.whole("MEMORY_GRAPHQL_MAX_TOKENS", 2_000, minimum=1, unit="tokens")
+MEMORY_GRAPHQL_MAX_DEPTH = read.whole("MEMORY_GRAPHQL_MAX_DEPTH", 10, minimum=1, unit="níveis")
+MEMORY_GRAPHQL_MAX_FIELDS = read.whole("MEMORY_GRAPHQL_MAX_FIELDS", 300, minimum=1, unit="campos")
+MEMORY_GRAPHQL_MAX_ALIASES = read.whole("MEMORY_GRAPHQL_MAX_ALIASES", 30, minimum=0, unit="apelidos")
 # How long a process keeps a token's user without asking PostgreSQL again; a change
 # made through Django (token revoked, user deactivated) empties it everywhere at once.
 API_TOKEN_CACHE_SECONDS = read.whole("API_TOKEN_CACHE_SECONDS", 60)

@@ -121,6 +121,11 @@ def validate_ttl(ttl: Any) -> int:
     return whole_number("ttl", ttl, minimum=1)
 
 
+def search_q(search: str) -> Q:
+    """The rows whose product id or title contains ``search``, in any case (a listing's search)."""
+    return Q(product_id__icontains=search) | Q(title__icontains=search)
+
+
 class ProductMemory:
     """The memory of one kind of content (``main_content`` by default)."""
 
@@ -436,7 +441,7 @@ class ProductMemory:
         offset = whole_number("offset", offset)
         qs = ProductMemoryEntry.objects.filter(kind=self.kind)
         if search:
-            qs = qs.filter(Q(product_id__icontains=search) | Q(title__icontains=search))
+            qs = qs.filter(search_q(search))
         now = timezone.now()
         generator = self.generator_version
         rows = qs.order_by("-updated_at", "-id").only(
