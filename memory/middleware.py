@@ -1,8 +1,15 @@
-"""Requests to a database that does not exist or lacks migrations get one pt-BR line saying so, not a 500."""
+"""The project's middleware: requests to a database that does not exist or lacks migrations get one
+pt-BR line saying so, not a 500; every response gets the Content-Security-Policy of the settings."""
 from __future__ import annotations
 
+import http.client
 import logging
 
+from csp.constants import HEADER, HEADER_REPORT_ONLY
+from csp.middleware import CheckableLazyObject, CSPMiddleware
+from csp.utils import build_policy
+from django.conf import settings
+from django.core.signals import setting_changed
 from django.db import Error as DatabaseError
 from django.http import HttpResponse, JsonResponse
 
@@ -48,3 +55,55 @@ class RequireMigratedDatabase:
         except DatabaseError:
             return None
         return None
+
+
+# What a view (django-csp's decorators) sets on a response to ask for a policy of its own.
+_OWN_POLICY_ATTRIBUTES = ("_csp_config", "_csp_update", "_csp_replace", "_csp_exempt",
+                          "_csp_config_ro", "_csp_update_ro", "_csp_replace_ro", "_csp_exempt_ro")
+_DEBUG_PAGES = (http.client.INTERNAL_SERVER_ERROR, http.client.NOT_FOUND)
+
+
+class ContentSecurityPolicy(CSPMiddleware):
+    """django-csp's middleware, with the settings' two headers built once.
+
+    django-csp builds both headers from ``CONTENT_SECURITY_POLICY`` and
+    ``CONTENT_SECURITY_POLICY_REPORT_ONLY`` on every response, a tenth of an API get served from
+    L1 in process (docs/benchmarks.md). A response whose view asks for a policy of its own (a
+    django-csp decorator) or whose request took a nonce goes through django-csp as it is; every
+    other one gets the headers built the first time, as django-csp would set them.
+    """
+
+    def __init__(self, get_response):
+        super().__init__(get_response)
+        self._headers: list[tuple[str, str, tuple[str, ...]]] | None = None
+        setting_changed.connect(self._forget_headers)
+
+    def _forget_headers(self, setting, **kwargs):
+        if setting.startswith("CONTENT_SECURITY_POLICY"):
+            self._headers = None
+
+    def _settings_headers(self) -> list[tuple[str, str, tuple[str, ...]]]:
+        if self._headers is None:
+            headers = []
+            for header, name, report_only in ((HEADER, "CONTENT_SECURITY_POLICY", False),
+                                              (HEADER_REPORT_ONLY, "CONTENT_SECURITY_POLICY_REPORT_ONLY", True)):
+                value = build_policy(report_only=report_only)
+                if value:
+                    excluded = tuple((getattr(settings, name, None) or {}).get("EXCLUDE_URL_PREFIXES") or ())
+                    headers.append((header, value, excluded))
+            self._headers = headers
+        return self._headers
+
+    def process_response(self, request, response):
+        if getattr(request, "_csp_nonce", None) is not None or any(
+            hasattr(response, name) for name in _OWN_POLICY_ATTRIBUTES
+        ):
+            return super().process_response(request, response)
+        if response.status_code in _DEBUG_PAGES and settings.DEBUG:
+            return response
+        for header, value, excluded in self._settings_headers():
+            if header not in response and not request.path_info.startswith(excluded):
+                response[header] = value
+        # As django-csp does: a nonce asked for after the header is written is an error.
+        request.csp_nonce = CheckableLazyObject(self._csp_nonce_post_response)
+        return response

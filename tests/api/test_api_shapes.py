@@ -2,8 +2,14 @@
 import json
 
 import pytest
+from django.test import RequestFactory
+from rest_framework.exceptions import NotAcceptable
+from rest_framework.negotiation import DefaultContentNegotiation
+from rest_framework.renderers import JSONRenderer
+from rest_framework.request import Request
 
 from memory.api import serializers as s
+from memory.api.negotiation import JSONFirstNegotiation
 from memory.engine.memory import ProductMemory
 
 from tests.helpers import PRODUCT, seed
@@ -28,3 +34,27 @@ def test_a_client_that_accepts_only_html_gets_406(api):
     response = api.post("/api/memory/get/", json.dumps({"product_id": PRODUCT["sku"]}),
                         content_type="application/json", HTTP_ACCEPT="text/html")
     assert response.status_code == 406
+
+
+@pytest.mark.parametrize("accept", ["", "*/*", "application/json", "application/json; indent=2", "text/html, */*;q=0.1",
+                                    "text/html"])
+def test_the_negotiation_picks_what_drf_would_for_every_accept_header(accept):
+    """The short path (no header, */*, application/json) gives DRF's own answer; the rest go
+    through DRF's negotiation, its 406 included."""
+    headers = {"HTTP_ACCEPT": accept} if accept else {}
+    request = Request(RequestFactory().post("/api/memory/get/", **headers))
+    answers = []
+    for negotiation in (JSONFirstNegotiation(), DefaultContentNegotiation()):
+        try:
+            renderer, media_type = negotiation.select_renderer(request, [JSONRenderer()])
+            answers.append((type(renderer), media_type))
+        except NotAcceptable:
+            answers.append("406")
+    assert answers[0] == answers[1]
+    assert answers[0] == "406" if accept == "text/html" else answers[0][0] is JSONRenderer
+
+
+def test_the_api_answers_json_without_an_accept_header(api):
+    seed()
+    response = api.post("/api/memory/get/", json.dumps({"product_id": PRODUCT["sku"]}), content_type="application/json")
+    assert response.status_code == 200 and response["Content-Type"] == "application/json"
