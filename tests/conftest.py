@@ -19,7 +19,7 @@ from memory.engine.coherence import wait_until_subscribed
 from memory.providers.openai import reset_clients
 from memory.tasks import generate_main_content_task
 
-from tests.helpers import l2_caches as _l2_caches, token_client
+from tests.helpers import ARTIFACTS, BROWSER_FLAGS, CHROMEDRIVER, CHROMIUM, l2_caches as _l2_caches, token_client
 from tests.providers.fake_openai import FakeOpenAI, FullBacklog
 from tests.servers import RedisServer
 
@@ -262,3 +262,23 @@ def full_backlog():
     yield port
     reset_clients()
     port.close()
+
+
+@pytest.fixture
+def browser():
+    """Headless Chromium through chromedriver, in pt-BR, keeping the console's messages; its
+    screenshots go to ``ARTIFACTS``. Modules using it are marked ``NEEDS_BROWSER`` (tests.helpers)."""
+    from selenium import webdriver  # only the e2e tests need selenium loaded
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in BROWSER_FLAGS:
+        options.add_argument(flag)
+    options.add_experimental_option("prefs", {"intl.accept_languages": "pt-BR,pt"})
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    ARTIFACTS.mkdir(exist_ok=True)
+    driver.implicitly_wait(5)
+    yield driver
+    driver.quit()

@@ -8,8 +8,10 @@ import subprocess
 import threading
 import time
 from datetime import datetime, timedelta, timezone as dt_timezone
+from pathlib import Path
 from typing import Callable
 
+import pytest
 import redis
 from django.conf import settings
 from django.db import connections
@@ -212,3 +214,23 @@ def at_once(work, copies=2):
     for thread in threads:
         thread.join(60)
     assert errors == []
+
+
+# -- the headless browser (tests marked e2e; the ``browser`` fixture of conftest.py) ----------------
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"  # screenshots
+BROWSER_FLAGS = (
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1400,1900", "--lang=pt-BR",
+)
+# A test module that drives the browser: ``pytestmark = NEEDS_BROWSER``.
+NEEDS_BROWSER = [
+    pytest.mark.e2e,
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()),
+        reason="needs /usr/bin/chromium and /usr/bin/chromedriver (apt-get install chromium chromium-driver)",
+    ),
+]

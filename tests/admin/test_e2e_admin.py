@@ -4,7 +4,6 @@ Needs Debian's ``chromium`` and ``chromium-driver`` (``.ci/run`` installs them).
 Screenshots go to ``test-artifacts/``.
 """
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from django.utils import timezone
@@ -13,44 +12,13 @@ from memory.engine.counters import flush_counters
 from memory.models import DailyStats
 from memory.engine.memory import ProductMemory
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-FLAGS = (
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1400,1900", "--lang=pt-BR",
-)
+from tests.helpers import ARTIFACTS, NEEDS_BROWSER
 
 # A marketplace title as long as real ones get: the list must still show it in two lines at most.
 LONG_TITLE = ("Kit 3 Camisetas Masculinas Básicas 100% Algodão Premium Gola Redonda Manga Curta "
               "Tamanhos P ao GG Cores Sortidas Preto Branco Cinza Mescla")
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()),
-        reason="needs /usr/bin/chromium and /usr/bin/chromedriver (apt-get install chromium chromium-driver)",
-    ),
-]
-
-
-@pytest.fixture
-def browser():
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in FLAGS:
-        options.add_argument(flag)
-    options.add_experimental_option("prefs", {"intl.accept_languages": "pt-BR,pt"})
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    ARTIFACTS.mkdir(exist_ok=True)
-    driver.implicitly_wait(5)
-    yield driver
-    driver.quit()
+pytestmark = NEEDS_BROWSER
 
 
 @pytest.fixture

@@ -5,43 +5,15 @@ script, style or font under the Content-Security-Policy is one).
 Needs Debian's ``chromium`` and ``chromium-driver`` (``.ci/run`` installs them). The screenshot goes
 to ``test-artifacts/``.
 """
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
 from memory.engine.memory import ProductMemory
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
-ARTIFACTS = Path(__file__).resolve().parents[3] / "test-artifacts"
-FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1400,900")
+from tests.helpers import ARTIFACTS, NEEDS_BROWSER
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()),
-        reason="needs /usr/bin/chromium and /usr/bin/chromedriver (apt-get install chromium chromium-driver)",
-    ),
-]
-
-
-@pytest.fixture
-def browser():
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in FLAGS:
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    ARTIFACTS.mkdir(exist_ok=True)
-    yield driver
-    driver.quit()
+pytestmark = NEEDS_BROWSER
 
 
 @pytest.fixture
