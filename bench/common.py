@@ -13,12 +13,16 @@ import platform
 import random
 import resource
 import secrets
+import socket
 import statistics
 import subprocess
 import sys
 import time
+import urllib.request
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Iterator
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "var" / "bench"
@@ -228,3 +232,64 @@ def save_results(name: str, results: dict) -> Path:
     path = RESULTS_DIR / f"{name}.json"
     path.write_text(json.dumps(results, indent=2, ensure_ascii=False, default=str))
     return path
+
+
+# -- catalog runs against the fake OpenAI server -------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def server_stats(port: int) -> dict:
+    """What ``bench/fake_openai_server.py`` has answered so far (completions, tokens)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/stats", timeout=5) as response:
+        return json.loads(response.read())
+
+
+@contextmanager
+def fake_openai(max_seconds: int) -> Iterator[tuple[int, dict]]:
+    """``bench/fake_openai_server.py`` on a free loopback port, answering, stopped at the end (or
+    after ``max_seconds`` by itself): its port, and the environment pointing ``manage.py`` at it."""
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, str(ROOT / "bench" / "fake_openai_server.py"), "--port", str(port),
+         "--max-seconds", str(max_seconds)],
+        cwd=ROOT, stderr=subprocess.DEVNULL,
+    )
+    env = {**os.environ, "LLM_PROVIDER": "openai", "OPENAI_BASE_URL": f"http://127.0.0.1:{port}/v1",
+           "OPENAI_API_KEY": "bench", "MEMORY_LOG_LEVEL": "WARNING"}
+    try:
+        for _ in range(50):
+            try:
+                server_stats(port)
+                break
+            except OSError:
+                time.sleep(0.1)
+        yield port, env
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def run_catalog(path: Path, port: int, env: dict, timeout: int) -> tuple[float, int, dict, dict]:
+    """``manage.py generate_content path --json`` against the fake server on ``port``: the run's
+    seconds, exit code and summary, and what the server billed for it (``llm_calls``,
+    ``llm_tokens_billed``)."""
+    before = server_stats(port)
+    started = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "manage.py", "generate_content", str(path), "--json"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
+    )
+    seconds = time.perf_counter() - started
+    after = server_stats(port)
+    summary = json.loads(done.stdout[done.stdout.index("{"):])
+    billed = {
+        "llm_calls": after["completions"] - before["completions"],
+        "llm_tokens_billed": (after["prompt_tokens"] + after["completion_tokens"])
+        - (before["prompt_tokens"] + before["completion_tokens"]),
+    }
+    return seconds, done.returncode, summary, billed

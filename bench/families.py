@@ -26,14 +26,13 @@ from __future__ import annotations
 import csv
 import json
 import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import RESULTS_DIR, ROOT, forget_catalog, machine, save_results, setup_django  # noqa: E402
-from bench.savings import free_port, server_stats  # noqa: E402
+from bench.common import (  # noqa: E402
+    RESULTS_DIR, ROOT, fake_openai, forget_catalog, machine, run_catalog, save_results, setup_django,
+)
 
 CATALOG = ROOT / "samples" / "catalog.csv"
 TARGET = 0.35
@@ -91,51 +90,25 @@ def main() -> None:
     from memory.io.catalog import read_catalog
 
     products = [r.product for r in read_catalog(CATALOG) if r.product]
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, str(ROOT / "bench" / "fake_openai_server.py"), "--port", str(port), "--max-seconds", "1800"],
-        cwd=ROOT, stderr=subprocess.DEVNULL,
-    )
-    env = {**os.environ, "LLM_PROVIDER": "openai", "OPENAI_BASE_URL": f"http://127.0.0.1:{port}/v1",
-           "OPENAI_API_KEY": "bench", "MEMORY_LOG_LEVEL": "WARNING"}
     results: dict = {"machine": machine(), "catalog": str(CATALOG.relative_to(ROOT)), "llm_delay_s": [0.3, 0.8],
                      "llm_max_concurrency": int(os.environ.get("LLM_MAX_CONCURRENCY", 4)), "target": TARGET, "runs": {}}
-    try:
-        for _ in range(50):
-            try:
-                server_stats(port)
-                break
-            except OSError:
-                time.sleep(0.1)
+    with fake_openai(max_seconds=1800) as (port, env):
         for name, (path, changed) in catalogs().items():
             if name in ("without_families", "with_families", "with_families_ask"):
                 forget_catalog(products)  # a cold run
                 connection.close()
             run_env = {**env, **{k: v for k, v in changed.items() if k.isupper()}}
-            before = server_stats(port)
-            started = time.perf_counter()
-            done = subprocess.run(
-                [sys.executable, "manage.py", "generate_content", str(path), "--json"],
-                cwd=ROOT, env=run_env, capture_output=True, text=True, timeout=900,
-            )
-            seconds = time.perf_counter() - started
-            after = server_stats(port)
-            summary = json.loads(done.stdout[done.stdout.index("{"):])
+            seconds, exit_code, summary, billed = run_catalog(path, port, run_env, timeout=900)
             run = {
-                "seconds": round(seconds, 2), "exit_code": done.returncode,
+                "seconds": round(seconds, 2), "exit_code": exit_code,
                 **{k: v for k, v in changed.items() if not k.isupper()},
                 **{k: summary[k] for k in ("products", "reused", "generated", "stale_regenerated", "failed",
                                            "tokens_spent", "tokens_saved", "derived_variants", "families",
                                            "tokens_saved_by_family")},
-                "llm_calls": after["completions"] - before["completions"],
-                "llm_tokens_billed": (after["prompt_tokens"] + after["completion_tokens"])
-                - (before["prompt_tokens"] + before["completion_tokens"]),
+                **billed,
             }
             results["runs"][name] = run
             print(name, run, file=sys.stderr)
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
 
     runs = results["runs"]
     without = runs["without_families"]["llm_tokens_billed"]

@@ -28,28 +28,15 @@ from __future__ import annotations
 import csv
 import json
 import os
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import RESULTS_DIR, ROOT, forget_catalog, machine, save_results, setup_django  # noqa: E402
+from bench.common import (  # noqa: E402
+    RESULTS_DIR, ROOT, fake_openai, forget_catalog, machine, run_catalog, save_results, setup_django,
+)
 
 CATALOG = ROOT / "samples" / "catalog.csv"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def server_stats(port: int) -> dict:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/stats", timeout=5) as response:
-        return json.loads(response.read())
 
 
 def changed_catalog(path: Path) -> tuple[Path, int]:
@@ -83,44 +70,20 @@ def main() -> None:
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     changed_path, changed_rows = changed_catalog(RESULTS_DIR / "catalog_changed.csv")
 
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, str(ROOT / "bench" / "fake_openai_server.py"), "--port", str(port), "--max-seconds", "900"],
-        cwd=ROOT, stderr=subprocess.DEVNULL,
-    )
-    env = {**os.environ, "LLM_PROVIDER": "openai", "OPENAI_BASE_URL": f"http://127.0.0.1:{port}/v1",
-           "OPENAI_API_KEY": "bench", "MEMORY_LOG_LEVEL": "WARNING"}
     results: dict = {"machine": machine(), "catalog": str(CATALOG.relative_to(ROOT)), "distinct_products": len(ids),
                      "changed_rows": changed_rows, "llm_delay_s": [0.3, 0.8],
                      "llm_max_concurrency": int(os.environ.get("LLM_MAX_CONCURRENCY", 4)), "runs": {}}
-    try:
-        for _ in range(50):
-            try:
-                server_stats(port)
-                break
-            except OSError:
-                time.sleep(0.1)
+    with fake_openai(max_seconds=900) as (port, env):
         for name, path in (("cold", CATALOG), ("warm", CATALOG), ("changed", changed_path),
                            ("warm_again", changed_path)):
-            before = server_stats(port)
-            started = time.perf_counter()
-            done = subprocess.run(
-                [sys.executable, "manage.py", "generate_content", str(path), "--json"],
-                cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
-            )
-            seconds = time.perf_counter() - started
-            after = server_stats(port)
-            summary = json.loads(done.stdout[done.stdout.index("{"):])
-            summary.pop("products_detail", None)
+            seconds, exit_code, summary, billed = run_catalog(path, port, env, timeout=600)
             run = {
                 "seconds": round(seconds, 2),
-                "exit_code": done.returncode,
+                "exit_code": exit_code,
                 **{k: summary[k] for k in ("products", "reused", "generated", "stale_regenerated", "failed",
                                            "tokens_spent", "tokens_saved", "tokens_saved_by_family",
                                            "estimated_cost_saved_usd")},
-                "llm_calls": after["completions"] - before["completions"],
-                "llm_tokens_billed": (after["prompt_tokens"] + after["completion_tokens"])
-                - (before["prompt_tokens"] + before["completion_tokens"]),
+                **billed,
             }
             # Saved: by hits, and by variants derived from their family's base instead of generated.
             saved = run["tokens_saved"] + run["tokens_saved_by_family"]
@@ -130,9 +93,6 @@ def main() -> None:
             run["hit_rate"] = round(run["reused"] / served, 3) if served else 0.0
             results["runs"][name] = run
             print(name, run, file=sys.stderr)
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
 
     runs = results["runs"]
     two_imports = [runs["cold"], runs["changed"]]
