@@ -13,7 +13,7 @@ from celery.app.backends import BACKEND_ALIASES
 from csp.constants import NONE, SELF
 from kombu.transport import TRANSPORT_ALIASES
 
-from beecatalog import environment as read
+from beecatalog import environment as read, redis_cache
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -170,7 +170,18 @@ else:
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Caches: L1 (per process) and L2 (Redis, optional) --------------------
+# One Redis mode at a time: REDIS_URL (one server), REDIS_SENTINELS + REDIS_SENTINEL_MASTER
+# (Sentinel: REDIS_URL gives only the database and the password) or REDIS_CLUSTER_NODES
+# (Redis Cluster). memory.infra.redis's system check says the same to manage.py.
 REDIS_URL = read.redis_url("REDIS_URL")
+REDIS_PASSWORD = read.text("REDIS_PASSWORD")
+REDIS_SENTINELS = read.hosts("REDIS_SENTINELS")
+REDIS_SENTINEL_MASTER = read.text("REDIS_SENTINEL_MASTER").strip()
+REDIS_CLUSTER_NODES = read.hosts("REDIS_CLUSTER_NODES", "10.0.0.1:6379,10.0.0.2:6379,10.0.0.3:6379")
+if _redis_conflict := read.redis_mode_conflict(REDIS_URL, REDIS_SENTINELS, REDIS_SENTINEL_MASTER, REDIS_CLUSTER_NODES):
+    read.refuse(_redis_conflict)
+REDIS_MODE = (redis_cache.SENTINEL if REDIS_SENTINELS else redis_cache.CLUSTER if REDIS_CLUSTER_NODES
+              else redis_cache.SINGLE if REDIS_URL else "")
 MEMORY_L1_TTL = read.whole("MEMORY_L1_TTL", 60)  # 0: no L1 copies
 MEMORY_REDIS_TIMEOUT = read.number("MEMORY_REDIS_TIMEOUT", 0.25, minimum=0.01)
 
@@ -183,21 +194,11 @@ CACHES = {
         "OPTIONS": {"MAX_ENTRIES": read.whole("MEMORY_L1_MAX_ENTRIES", 10000, minimum=1, unit="entradas")},
     },
 }
-if REDIS_URL:
-    CACHES["memory_l2"] = {
-        "BACKEND": "django_redis.cache.RedisCache",
-        "LOCATION": REDIS_URL,
-        "KEY_PREFIX": "bcm",
-        "TIMEOUT": None,
-        "OPTIONS": {
-            "CLIENT_CLASS": "memory.infra.cache_backends.SigningClient",
-            "SERIALIZER": "memory.infra.serializers.StrictJSONSerializer",
-            "COMPRESSOR": "memory.infra.compressors.Lz4ReadingZstdCompressor",
-            "SOCKET_CONNECT_TIMEOUT": MEMORY_REDIS_TIMEOUT,
-            "SOCKET_TIMEOUT": MEMORY_REDIS_TIMEOUT,
-            "CONNECTION_POOL_KWARGS": {"health_check_interval": 30},
-        },
-    }
+if REDIS_MODE:
+    CACHES["memory_l2"] = redis_cache.memory_l2(
+        REDIS_MODE, timeout=MEMORY_REDIS_TIMEOUT, url=REDIS_URL, password=REDIS_PASSWORD,
+        sentinels=REDIS_SENTINELS, master=REDIS_SENTINEL_MASTER, cluster_nodes=REDIS_CLUSTER_NODES,
+    )
 
 # --- The memory -------------------------------------------------------------
 MEMORY_DEFAULT_TTL = read.whole("MEMORY_DEFAULT_TTL", 7_776_000, minimum=1, example="90 dias = 7776000")
