@@ -331,7 +331,10 @@ class RedisCounterStore:
             for key in self._flushing(part):
                 counts = self._read_hash(key)
                 apply(counts)
-                client.pipeline(transaction=True).delete(key).srem(flushing_set, key).execute()
+                done = client.pipeline(transaction=True)  # (a cluster's pipeline does not chain)
+                done.delete(key)
+                done.srem(flushing_set, key)
+                done.execute()
                 applied.merge(counts)
             return applied
         finally:
