@@ -400,6 +400,14 @@ class RedisCluster:
             raise RuntimeError(f"redis-cli --cluster create failed: {created.stdout[-2000:]} {created.stderr[-2000:]}")
         if not wait_for(self.ok, timeout, interval=0.1):
             raise TimeoutError(f"the cluster never reached cluster_state:ok in {timeout} s")
+        # A replica that has not synced yet cannot take over its master: wait for every link.
+        if self.replicas and not wait_for(lambda: sum(self._synced(n.port) for n in self.nodes) == len(self.nodes)
+                                          - len(self.nodes) // (1 + self.replicas), timeout, interval=0.1):
+            raise TimeoutError(f"the replicas never synced with their masters in {timeout} s")
+
+    @staticmethod
+    def _synced(port: int) -> bool:
+        return "master_link_status:up" in _redis_answers(port, "info", "replication")
 
     def ok(self) -> bool:
         """Does every live node say cluster_state:ok, each slot served by a master?"""

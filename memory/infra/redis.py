@@ -545,6 +545,7 @@ def nodes() -> list[dict]:
     redis = client()
     found = []
     if mode() == CLUSTER:
+        redis.nodes_manager.initialize()  # the masters now (a replica promoted since is one)
         for node in redis.get_primaries():
             found.append({"address": node.name, "role": "master", "reached": _answers(
                 lambda node=node: redis.get_redis_connection(node).ping())})
