@@ -7,6 +7,7 @@ Modules read ``django.conf.settings``, never ``os.environ``.
 import math
 import re
 from pathlib import Path
+from urllib.parse import quote
 
 import environ
 from celery.app.backends import BACKEND_ALIASES
@@ -238,16 +239,39 @@ MEMORY_BACKUP_KEEP = read.whole("MEMORY_BACKUP_KEEP", 7, minimum=1, unit="snapsh
 MEMORY_BATCH_INGEST_INTERVAL = read.whole("MEMORY_BATCH_INGEST_INTERVAL", 300, minimum=1)
 
 # --- Celery -------------------------------------------------------------------
-CELERY_BROKER_URL = read.celery_url("CELERY_BROKER_URL", REDIS_URL, TRANSPORT_ALIASES)
+# The broker defaults to the memory's Redis: REDIS_URL, or in Sentinel mode the sentinels (Kombu's
+# sentinel:// transport, each sentinel a URL, the master's name a transport option). A Redis
+# Cluster cannot be Celery's broker: in cluster mode set CELERY_BROKER_URL to a Redis of its own
+# or to RabbitMQ (amqp://); unset, tasks run eagerly in the calling process.
+if REDIS_MODE == redis_cache.SENTINEL:
+    _password = REDIS_PASSWORD or redis_cache.url_password(REDIS_URL)
+    _auth = f":{quote(_password, safe='')}@" if _password else ""
+    _default_broker = ";".join(f"sentinel://{_auth}{host}:{port}/{redis_cache.url_database(REDIS_URL)}"
+                               for host, port in REDIS_SENTINELS)
+else:
+    _default_broker = REDIS_URL
+CELERY_BROKER_URL = read.celery_url("CELERY_BROKER_URL", _default_broker, TRANSPORT_ALIASES)
 # No broker: tasks run eagerly in the calling process (the embedded default).
 CELERY_TASK_ALWAYS_EAGER = read.flag("CELERY_TASK_ALWAYS_EAGER", not CELERY_BROKER_URL)
 CELERY_TASK_EAGER_PROPAGATES = True
-CELERY_RESULT_BACKEND = read.celery_url("CELERY_RESULT_BACKEND", CELERY_BROKER_URL, BACKEND_ALIASES) or None
+# Results go where the tasks go: the broker's Redis, or with RabbitMQ back over AMQP (rpc://).
+CELERY_RESULT_BACKEND = read.celery_url(
+    "CELERY_RESULT_BACKEND", "rpc://" if CELERY_BROKER_URL.startswith(("amqp", "pyamqp")) else CELERY_BROKER_URL,
+    BACKEND_ALIASES) or None
 # The Redis result store retries once, 0.2 s later, instead of Celery's 20 times a second: queueing
 # a task with Redis down fails in well under a second (the API answers 503), not after ~19 s.
 CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {
     "retry_policy": {"max_retries": 1, "interval_start": 0.2, "interval_step": 0.2, "interval_max": 0.2},
 }
+CELERY_BROKER_TRANSPORT_OPTIONS = {}
+# A sentinel:// broker or result store asks the sentinels for this master (REDIS_SENTINEL_MASTER).
+for _url, _options in ((CELERY_BROKER_URL, CELERY_BROKER_TRANSPORT_OPTIONS),
+                       (CELERY_RESULT_BACKEND or "", CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS)):
+    if _url.startswith("sentinel://"):
+        if not REDIS_SENTINEL_MASTER:
+            read.refuse(f"{'CELERY_BROKER_URL' if _options is CELERY_BROKER_TRANSPORT_OPTIONS else 'CELERY_RESULT_BACKEND'}:"
+                        " sentinel:// precisa de REDIS_SENTINEL_MASTER (o nome do master que os sentinels vigiam)")
+        _options["master_name"] = REDIS_SENTINEL_MASTER
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
