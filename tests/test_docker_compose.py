@@ -69,13 +69,26 @@ APP_SERVICES = [name for name, s in SERVICES.items()
                 if re.search(r"\b(manage\.py|gunicorn|celery)\b", str(s.get("command", "")))]
 
 
-def test_the_app_runs_in_web_the_worker_and_beat():
-    assert APP_SERVICES == ["web", "worker", "beat"]
+MODES = ("single", "sentinel", "cluster")
+SINGLE_SERVICES = ["web", "worker", "beat"]
+
+
+def test_the_app_runs_in_web_the_worker_and_beat_once_per_redis_mode_profile():
+    assert APP_SERVICES == SINGLE_SERVICES + [f"{name}-{mode}" for mode in MODES[1:] for name in SINGLE_SERVICES]
     for name in APP_SERVICES:
         assert f".:{MOUNTED}" in SERVICES[name]["volumes"]
+    for mode in MODES:  # each profile runs the app once, with its own servers
+        names = [n for n, s in SERVICES.items() if mode in s.get("profiles", [])]
+        assert [n for n in names if n in APP_SERVICES] == [n if mode == "single" else f"{n}-{mode}"
+                                                           for n in SINGLE_SERVICES]
+        for name in names:
+            for needed in SERVICES[name].get("depends_on") or []:
+                assert needed == "postgres" or mode in SERVICES[needed]["profiles"], (name, needed)
+    assert all(SERVICES[n].get("profiles") for n in SERVICES if n != "postgres")
+    assert HOST_ENV["COMPOSE_PROFILES"] == "single"  # what `docker compose up` starts after `cp .env.example .env`
 
 
-@pytest.mark.parametrize("service", APP_SERVICES)
+@pytest.mark.parametrize("service", SINGLE_SERVICES)
 def test_every_app_service_reaches_the_servers_by_their_service_names(service):
     env = environment(service)
     wanted = {"DATABASE_URL": "postgres", "REDIS_URL": "redis", "CELERY_BROKER_URL": "redis",
@@ -152,7 +165,7 @@ def test_without_compose_the_copied_env_example_is_what_the_settings_read(host_d
     assert seen["broker"] == seen["backend"] == "redis://127.0.0.1:6379/0"
 
 
-@pytest.mark.parametrize("service", APP_SERVICES)
+@pytest.mark.parametrize("service", SINGLE_SERVICES)
 def test_inside_the_containers_compose_wins_over_the_mounted_env(service, host_dotenv):
     env = environment(service)
     seen = settings_with(env, host_dotenv)
@@ -163,3 +176,30 @@ def test_inside_the_containers_compose_wins_over_the_mounted_env(service, host_d
     assert seen["allowed_hosts"] == ["*"] and seen["backups"] == "/app/var/backups"
     folder = env.get("PROMETHEUS_MULTIPROC_DIR")
     assert seen["multiproc"] == [folder, folder]
+
+
+SHOW_MODE = (
+    "import json, beecatalog.settings as s;"
+    "print(json.dumps({'mode': s.REDIS_MODE, 'sentinels': s.REDIS_SENTINELS, 'nodes': s.REDIS_CLUSTER_NODES,"
+    " 'broker': s.CELERY_BROKER_URL, 'backend': s.CELERY_RESULT_BACKEND,"
+    " 'options': s.CELERY_BROKER_TRANSPORT_OPTIONS}))"
+)
+
+
+@pytest.mark.parametrize("service, mode", [(f"{n}-{m}", m) for m in MODES[1:] for n in SINGLE_SERVICES])
+def test_each_mode_profile_runs_the_app_on_its_own_servers_by_their_service_names(service, mode, host_dotenv):
+    env = environment(service)
+    child = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "DOTENV_PATH": str(host_dotenv), **env}
+    out = subprocess.run([sys.executable, "-c", SHOW_MODE], env=child, cwd=ROOT,
+                         capture_output=True, text=True, timeout=60, check=True)
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    assert seen["mode"] == mode
+    hosts = [host for host, _ in seen["sentinels"] or seen["nodes"]]
+    assert len(hosts) == 3 and all(host in SERVICES and mode in SERVICES[host]["profiles"] for host in hosts)
+    if mode == "sentinel":
+        assert seen["broker"].startswith("sentinel://") and seen["options"] == {"master_name": "bcmaster"}
+        assert "bcmaster" in " ".join(SERVICES["sentinel-1"]["command"].split())
+    else:
+        assert urlsplit(seen["broker"]).scheme == "amqp" and urlsplit(seen["broker"]).hostname == "rabbitmq"
+        assert seen["backend"] == "rpc://"
+        assert all(f"{host}:6379" in SERVICES["redis-cluster-init"]["command"] for host in hosts)
