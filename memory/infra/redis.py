@@ -243,13 +243,13 @@ def pipeline():
     return client().pipeline(transaction=False)
 
 
-def publish(channel_name: str, message: str) -> None:
+def publish(channel_name: str, message: str) -> int:
     """Publish on a channel of :func:`channel` (sharded pub/sub on a cluster: ``SPUBLISH`` reaches
-    the master owning the channel's slot, where every :func:`subscribe` listens)."""
+    the master owning the channel's slot, where every :func:`subscribe` listens); how many
+    subscribers heard it."""
     if is_cluster():
-        client().spublish(channel_name, message)
-    else:
-        client().publish(channel_name, message)
+        return int(client().spublish(channel_name, message))
+    return int(client().publish(channel_name, message))
 
 
 def make_key(name: str) -> str:
@@ -357,24 +357,59 @@ def pubsub():
     return client().pubsub(ignore_subscribe_messages=True)
 
 
-def subscribe(channel_name: str):
-    """A pub/sub connection subscribed to ``channel_name``, skipping the confirmations; read it
-    with ``get_message`` (a message's type is ``message``, or ``smessage`` on a cluster), ``ping``
+class Subscription:
+    """A pub/sub connection subscribed to one channel that never reconnects behind its user's back.
+
+    redis-py's ``PubSub`` reconnects by itself when its connection breaks (to the same server,
+    or through Sentinel to the promoted master) and tries to subscribe again: messages sent
+    meanwhile are lost, and after a failover it may come back subscribed to nothing. Here any
+    reconnection makes the next call raise ``ConnectionError``, so that the user knows it may
+    have missed messages and subscribes anew."""
+
+    def __init__(self, pubsub):
+        self._pubsub = pubsub
+        self._lost = False
+        pubsub.connection.register_connect_callback(self._reconnected)  # kept as a weak reference
+
+    def _reconnected(self, connection) -> None:
+        self._lost = True
+
+    def _check(self) -> None:
+        if self._lost:
+            raise ConnectionError("assinatura do pub/sub reconectada: mensagens podem ter se perdido")
+
+    def get_message(self, timeout: float):
+        self._check()
+        message = self._pubsub.get_message(timeout=timeout)
+        self._check()
+        return message
+
+    def ping(self) -> None:
+        self._check()
+        self._pubsub.ping()
+        self._check()
+
+    def close(self) -> None:
+        self._pubsub.close()
+
+
+def subscribe(channel_name: str) -> Subscription:
+    """A :class:`Subscription` to ``channel_name``, skipping the confirmations; read it with
+    ``get_message`` (a message's type is ``message``, or ``smessage`` on a cluster), ``ping``
     it, ``close`` it. Not run through the breaker: its user reconnects on its own schedule.
 
     On a cluster it is an ``SSUBSCRIBE`` on the master owning the channel's slot, asked anew of
-    the cluster each time (after a failover, the promoted master): a connection of its own that
-    fails when that master goes, so that its user knows it may have missed messages."""
+    the cluster each time (after a failover, the promoted master)."""
     if not is_cluster():
         connection = pubsub()
         connection.subscribe(channel_name)
-        return connection
+        return Subscription(connection)
     cluster = client()
     cluster.nodes_manager.initialize()  # the slot map now, not the one before a failover
     node = cluster.get_node_from_key(channel_name)
     connection = cluster.get_redis_connection(node).pubsub(ignore_subscribe_messages=True)
     connection.ssubscribe(channel_name)
-    return connection
+    return Subscription(connection)
 
 
 def lock(name: str, *, timeout: float, sleep: float = 0.1, blocking_timeout: float | None = None):
