@@ -406,7 +406,7 @@ def subscribe(channel_name: str) -> Subscription:
         connection.subscribe(channel_name)
         return Subscription(connection)
     cluster = client()
-    cluster.nodes_manager.initialize()  # the slot map now, not the one before a failover
+    cluster.nodes_manager.initialize(disconnect_startup_nodes_pools=False)  # the slot map now, not before a failover
     node = cluster.get_node_from_key(channel_name)
     connection = cluster.get_redis_connection(node).pubsub(ignore_subscribe_messages=True)
     connection.ssubscribe(channel_name)
@@ -581,10 +581,11 @@ def nodes() -> list[dict]:
     redis = client()
     found = []
     if mode() == CLUSTER:
-        redis.nodes_manager.initialize()  # the masters now (a replica promoted since is one)
-        for node in redis.get_primaries():
-            found.append({"address": node.name, "role": "master", "reached": _answers(
-                lambda node=node: redis.get_redis_connection(node).ping())})
+        found = _cluster_masters(redis)
+        if not all(node["reached"] for node in found):
+            # The slot map may predate a failover: ask the cluster for its masters now.
+            redis.nodes_manager.initialize(disconnect_startup_nodes_pools=False)
+            found = _cluster_masters(redis)
         return found
     if mode() == SENTINEL:
         pool = redis.connection_pool
@@ -598,6 +599,12 @@ def nodes() -> list[dict]:
     kwargs = redis.connection_pool.connection_kwargs
     address = kwargs.get("path") or f"{kwargs.get('host')}:{kwargs.get('port')}"
     return [{"address": address, "role": "master", "reached": _answers(redis.ping)}]
+
+
+def _cluster_masters(redis) -> list[dict]:
+    return [{"address": node.name, "role": "master",
+             "reached": _answers(lambda node=node: redis.get_redis_connection(node).ping())}
+            for node in redis.get_primaries()]
 
 
 def _answers(ping: Callable[[], Any]) -> bool:
