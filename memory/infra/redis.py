@@ -662,9 +662,9 @@ def info() -> dict:
     if not configured():
         return found
     try:
+        found["nodes"] = nodes()  # each server with whether it answered, even when none does
         redis = client()
         if is_cluster():
-            found["nodes"] = nodes()
             reached = [redis.get_node(node_name=n["address"]) for n in found["nodes"] if n["reached"]]
             if not reached:
                 raise ConnectionError("nenhum master do cluster responde")
@@ -674,7 +674,6 @@ def info() -> dict:
         else:
             found["used_memory_bytes"] = int(redis.info("memory")["used_memory"])
             found["keys"] = int(redis.dbsize())
-            found["nodes"] = nodes()
     except REDIS_ERRORS as exc:
         guard.failed(exc)
         return {**found, "available": False, "used_memory_bytes": None, "keys": None}
