@@ -165,16 +165,22 @@ def test_a_batch_check_of_a_thousand_reads_them_from_redis_across_every_slot(top
 
 def test_delete_clear_and_expiry(topology):
     memory = ProductMemory()
-    for pid in ("D-1", "D-2", "D-3"):
+    ids = [f"D-{i}" for i in range(30)]
+    for pid in ids:
         save(pid, memory)
-    redis.client().set("someone-elses-key", "kept")
-    assert memory.delete_product("D-1")
+    foreign = [f"someone-elses-key-{i}" for i in range(10)]
+    for name in foreign:
+        redis.client().set(name, "kept")
+    if topology.mode == redis_cache.CLUSTER:  # the entries and the other keys lie on every master
+        for names in ([redis.make_key(cache_key((pid, "main_content"))) for pid in ids], foreign):
+            assert len({redis.client().get_node_from_key(name).name for name in names}) == 3
+    assert memory.delete_product("D-0")
     caches["memory_l1"].clear()
-    assert memory.get_product_data("D-1") is None
-    assert memory.clear() == 2
+    assert memory.get_product_data("D-0") is None
+    assert memory.clear() == 29
     assert not [k for k in redis.client().scan_iter(match=redis.make_pattern("entry:*"))]
-    assert memory.get_product_data("D-2") is None and memory.get_product_data("D-3") is None
-    assert redis.client().get("someone-elses-key") == b"kept"  # clear takes only the memory's keys
+    assert [redis.client().get(name) for name in foreign] == [b"kept"] * 10  # only the memory's keys go
+    assert memory.get_product_data("D-1") is None
     save("E-1", memory, ttl=1)
     key = redis.make_key(cache_key(("E-1", "main_content")))
     assert 0 < redis.client().pttl(key) <= 1000
