@@ -38,26 +38,28 @@ HOST_ENV = {**dotenv(ROOT / ".env.example"), "SECRET_KEY": SECRET_KEY}
 
 
 def interpolate(value: str, variables: dict) -> str:
-    """Compose's interpolation: ``${VAR:-default}``, ``${VAR:?error}``, ``${VAR}``, ``$VAR``;
-    ``$$`` is a ``$``."""
+    """Compose's interpolation: ``${VAR:-default}`` (unset or empty), ``${VAR-default}`` (unset
+    only), ``${VAR:?error}``, ``${VAR}``, ``$VAR``; ``$$`` is a ``$``."""
 
     def one(match):
         if match.group(0) == "$$":
             return "$"
         name, kind, word = match.group(1) or match.group(4), match.group(2), match.group(3)
         found = variables.get(name, "")
+        if kind == "-":
+            return variables[name] if name in variables else word
         if found or kind is None:
             return found
         if kind == ":?":
             raise AssertionError(f"docker compose refuses to start: {name}: {word}")
         return word
 
-    return re.sub(r"\$\$|\$\{(\w+)(?:(:-|:\?)([^}]*))?\}|\$(\w+)", one, str(value))
+    return re.sub(r"\$\$|\$\{(\w+)(?:(:-|:\?|-)([^}]*))?\}|\$(\w+)", one, str(value))
 
 
-def environment(service: str) -> dict:
+def environment(service: str, variables: dict = HOST_ENV) -> dict:
     """The container's environment as Compose builds it from the file (anchors merged)."""
-    return {k: interpolate(v, HOST_ENV) for k, v in (SERVICES[service].get("environment") or {}).items()}
+    return {k: interpolate(v, variables) for k, v in (SERVICES[service].get("environment") or {}).items()}
 
 
 def command(service: str) -> str:
@@ -69,26 +71,13 @@ APP_SERVICES = [name for name, s in SERVICES.items()
                 if re.search(r"\b(manage\.py|gunicorn|celery)\b", str(s.get("command", "")))]
 
 
-MODES = ("single", "sentinel", "cluster")
-SINGLE_SERVICES = ["web", "worker", "beat"]
-
-
-def test_the_app_runs_in_web_the_worker_and_beat_once_per_redis_mode_profile():
-    assert APP_SERVICES == SINGLE_SERVICES + [f"{name}-{mode}" for mode in MODES[1:] for name in SINGLE_SERVICES]
+def test_the_app_runs_in_web_the_worker_and_beat():
+    assert APP_SERVICES == ["web", "worker", "beat"]
     for name in APP_SERVICES:
         assert f".:{MOUNTED}" in SERVICES[name]["volumes"]
-    for mode in MODES:  # each profile runs the app once, with its own servers
-        names = [n for n, s in SERVICES.items() if mode in s.get("profiles", [])]
-        assert [n for n in names if n in APP_SERVICES] == [n if mode == "single" else f"{n}-{mode}"
-                                                           for n in SINGLE_SERVICES]
-        for name in names:
-            for needed in SERVICES[name].get("depends_on") or []:
-                assert needed == "postgres" or mode in SERVICES[needed]["profiles"], (name, needed)
-    assert all(SERVICES[n].get("profiles") for n in SERVICES if n != "postgres")
-    assert HOST_ENV["COMPOSE_PROFILES"] == "single"  # what `docker compose up` starts after `cp .env.example .env`
 
 
-@pytest.mark.parametrize("service", SINGLE_SERVICES)
+@pytest.mark.parametrize("service", APP_SERVICES)
 def test_every_app_service_reaches_the_servers_by_their_service_names(service):
     env = environment(service)
     wanted = {"DATABASE_URL": "postgres", "REDIS_URL": "redis", "CELERY_BROKER_URL": "redis",
@@ -165,7 +154,7 @@ def test_without_compose_the_copied_env_example_is_what_the_settings_read(host_d
     assert seen["broker"] == seen["backend"] == "redis://127.0.0.1:6379/0"
 
 
-@pytest.mark.parametrize("service", SINGLE_SERVICES)
+@pytest.mark.parametrize("service", APP_SERVICES)
 def test_inside_the_containers_compose_wins_over_the_mounted_env(service, host_dotenv):
     env = environment(service)
     seen = settings_with(env, host_dotenv)
@@ -178,28 +167,60 @@ def test_inside_the_containers_compose_wins_over_the_mounted_env(service, host_d
     assert seen["multiproc"] == [folder, folder]
 
 
+# --- the Redis modes: a profile of servers each, and an env file of compose/ -------------------
+
+MODES = ("sentinel", "cluster")
+
+
+def mode_variables(mode: str) -> dict:
+    """What ``--env-file .env --env-file compose/<mode>.env`` gives Compose (the later file wins)."""
+    return {**HOST_ENV, **dotenv(ROOT / "compose" / f"{mode}.env")}
+
+
 SHOW_MODE = (
     "import json, beecatalog.settings as s;"
     "print(json.dumps({'mode': s.REDIS_MODE, 'sentinels': s.REDIS_SENTINELS, 'nodes': s.REDIS_CLUSTER_NODES,"
     " 'broker': s.CELERY_BROKER_URL, 'backend': s.CELERY_RESULT_BACKEND,"
-    " 'options': s.CELERY_BROKER_TRANSPORT_OPTIONS}))"
+    " 'options': s.CELERY_BROKER_TRANSPORT_OPTIONS, 'eager': s.CELERY_TASK_ALWAYS_EAGER}))"
 )
 
 
-@pytest.mark.parametrize("service, mode", [(f"{n}-{m}", m) for m in MODES[1:] for n in SINGLE_SERVICES])
-def test_each_mode_profile_runs_the_app_on_its_own_servers_by_their_service_names(service, mode, host_dotenv):
-    env = environment(service)
+def test_without_a_mode_file_compose_starts_one_redis_and_no_mode_server():
+    assert "COMPOSE_PROFILES" not in HOST_ENV
+    assert "profiles" not in SERVICES["redis"]
+    for name, service in SERVICES.items():
+        assert name in ("postgres", "redis", *APP_SERVICES) or set(service["profiles"]) & set(MODES), name
+    for service in APP_SERVICES:
+        assert environment(service)["REDIS_URL"] == "redis://redis:6379/0"
+        assert not environment(service)["REDIS_SENTINELS"] and not environment(service)["REDIS_CLUSTER_NODES"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_what_the_app_waits_for_of_a_mode_is_not_required_without_its_profile(mode):
+    waits = SERVICES["web"]["depends_on"]
+    mode_servers = [name for name in waits if mode in SERVICES[name].get("profiles", [])]
+    assert mode_servers
+    assert all(waits[name].get("required") is False for name in mode_servers)
+
+
+@pytest.mark.parametrize("service", APP_SERVICES)
+@pytest.mark.parametrize("mode", MODES)
+def test_each_mode_file_runs_the_app_on_its_profiles_servers_by_their_service_names(mode, service, host_dotenv):
+    variables = mode_variables(mode)
+    assert variables["COMPOSE_PROFILES"] == mode
+    env = environment(service, variables)
     child = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "DOTENV_PATH": str(host_dotenv), **env}
     out = subprocess.run([sys.executable, "-c", SHOW_MODE], env=child, cwd=ROOT,
                          capture_output=True, text=True, timeout=60, check=True)
     seen = json.loads(out.stdout.strip().splitlines()[-1])
-    assert seen["mode"] == mode
+    assert seen["mode"] == mode and seen["eager"] is False
     hosts = [host for host, _ in seen["sentinels"] or seen["nodes"]]
-    assert len(hosts) == 3 and all(host in SERVICES and mode in SERVICES[host]["profiles"] for host in hosts)
+    assert len(hosts) == 3 and all(mode in SERVICES[host]["profiles"] for host in hosts)
     if mode == "sentinel":
         assert seen["broker"].startswith("sentinel://") and seen["options"] == {"master_name": "bcmaster"}
-        assert "bcmaster" in " ".join(SERVICES["sentinel-1"]["command"].split())
+        assert "sentinel monitor bcmaster redis-master 6379" in " ".join(SERVICES["sentinel-1"]["command"].split())
     else:
-        assert urlsplit(seen["broker"]).scheme == "amqp" and urlsplit(seen["broker"]).hostname == "rabbitmq"
+        broker = urlsplit(seen["broker"])
+        assert broker.scheme == "amqp" and mode in SERVICES[broker.hostname]["profiles"]
         assert seen["backend"] == "rpc://"
         assert all(f"{host}:6379" in SERVICES["redis-cluster-init"]["command"] for host in hosts)
