@@ -135,6 +135,36 @@ def time_zone(name: str, default: str) -> str:
     return raw
 
 
+def hosts(name: str, example: str = "10.0.0.1:26379,10.0.0.2:26379") -> list[tuple[str, int]]:
+    """``name`` as a comma-separated list of ``host:port`` (empty: none); each port from 1 to 65535."""
+    found = []
+    for item in items(name, []):
+        host, sep, port = item.rpartition(":")
+        host = host.strip("[]")
+        if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+            refuse(f"{name}: cada item é host:porta, como {example}, não {item!r}")
+        found.append((host, int(port)))
+    return found
+
+
+REDIS_MODES_HINT = ("use um modo só: REDIS_URL (um servidor), REDIS_SENTINELS + REDIS_SENTINEL_MASTER (Sentinel;"
+                    " REDIS_URL dá só o banco e a senha) ou REDIS_CLUSTER_NODES (Cluster, sem REDIS_URL)")
+
+
+def redis_mode_conflict(url: str, sentinels: list, master: str, cluster_nodes: list) -> str:
+    """The one pt-BR line that refuses a mix of Redis modes (or an incomplete Sentinel), else ""."""
+    if sentinels and cluster_nodes:
+        return f"Redis: REDIS_SENTINELS e REDIS_CLUSTER_NODES definidas juntas; {REDIS_MODES_HINT}"
+    if cluster_nodes and url:
+        return f"Redis: REDIS_CLUSTER_NODES e REDIS_URL definidas juntas; {REDIS_MODES_HINT}"
+    if sentinels and not master:
+        return "Redis: REDIS_SENTINELS sem REDIS_SENTINEL_MASTER; diga o nome do master que os sentinels vigiam, como mymaster"
+    if master and not sentinels:
+        return ("Redis: REDIS_SENTINEL_MASTER sem REDIS_SENTINELS; liste os sentinels, como"
+                " REDIS_SENTINELS=10.0.0.1:26379,10.0.0.2:26379")
+    return ""
+
+
 # --- URLs -------------------------------------------------------------------------------------------
 
 

@@ -8,13 +8,14 @@ import math
 import os
 import re
 from pathlib import Path
+from urllib.parse import quote
 
 import environ
 from celery.app.backends import BACKEND_ALIASES
 from csp.constants import NONE, SELF
 from kombu.transport import TRANSPORT_ALIASES
 
-from beecatalog import environment as read
+from beecatalog import environment as read, redis_cache
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -171,7 +172,18 @@ else:
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Caches: L1 (per process) and L2 (Redis, optional) --------------------
+# One Redis mode at a time: REDIS_URL (one server), REDIS_SENTINELS + REDIS_SENTINEL_MASTER
+# (Sentinel: REDIS_URL gives only the database and the password) or REDIS_CLUSTER_NODES
+# (Redis Cluster). memory.infra.redis's system check says the same to manage.py.
 REDIS_URL = read.redis_url("REDIS_URL")
+REDIS_PASSWORD = read.text("REDIS_PASSWORD")
+REDIS_SENTINELS = read.hosts("REDIS_SENTINELS")
+REDIS_SENTINEL_MASTER = read.text("REDIS_SENTINEL_MASTER").strip()
+REDIS_CLUSTER_NODES = read.hosts("REDIS_CLUSTER_NODES", "10.0.0.1:6379,10.0.0.2:6379,10.0.0.3:6379")
+if _redis_conflict := read.redis_mode_conflict(REDIS_URL, REDIS_SENTINELS, REDIS_SENTINEL_MASTER, REDIS_CLUSTER_NODES):
+    read.refuse(_redis_conflict)
+REDIS_MODE = (redis_cache.SENTINEL if REDIS_SENTINELS else redis_cache.CLUSTER if REDIS_CLUSTER_NODES
+              else redis_cache.SINGLE if REDIS_URL else "")
 MEMORY_L1_TTL = read.whole("MEMORY_L1_TTL", 60)  # 0: no L1 copies
 MEMORY_REDIS_TIMEOUT = read.number("MEMORY_REDIS_TIMEOUT", 0.25, minimum=0.01)
 
@@ -184,21 +196,11 @@ CACHES = {
         "OPTIONS": {"MAX_ENTRIES": read.whole("MEMORY_L1_MAX_ENTRIES", 10000, minimum=1, unit="entradas")},
     },
 }
-if REDIS_URL:
-    CACHES["memory_l2"] = {
-        "BACKEND": "django_redis.cache.RedisCache",
-        "LOCATION": REDIS_URL,
-        "KEY_PREFIX": "bcm",
-        "TIMEOUT": None,
-        "OPTIONS": {
-            "CLIENT_CLASS": "memory.infra.cache_backends.SigningClient",
-            "SERIALIZER": "memory.infra.serializers.StrictJSONSerializer",
-            "COMPRESSOR": "memory.infra.compressors.Lz4ReadingZstdCompressor",
-            "SOCKET_CONNECT_TIMEOUT": MEMORY_REDIS_TIMEOUT,
-            "SOCKET_TIMEOUT": MEMORY_REDIS_TIMEOUT,
-            "CONNECTION_POOL_KWARGS": {"health_check_interval": 30},
-        },
-    }
+if REDIS_MODE:
+    CACHES["memory_l2"] = redis_cache.memory_l2(
+        REDIS_MODE, timeout=MEMORY_REDIS_TIMEOUT, url=REDIS_URL, password=REDIS_PASSWORD,
+        sentinels=REDIS_SENTINELS, master=REDIS_SENTINEL_MASTER, cluster_nodes=REDIS_CLUSTER_NODES,
+    )
 
 # --- The memory -------------------------------------------------------------
 MEMORY_DEFAULT_TTL = read.whole("MEMORY_DEFAULT_TTL", 7_776_000, minimum=1, example="90 dias = 7776000")
@@ -250,16 +252,39 @@ MEMORY_HOTNESS_HALF_LIFE_SECONDS = read.number("MEMORY_HOTNESS_HALF_LIFE_SECONDS
                                                example="1 dia = 86400")
 
 # --- Celery -------------------------------------------------------------------
-CELERY_BROKER_URL = read.celery_url("CELERY_BROKER_URL", REDIS_URL, TRANSPORT_ALIASES)
+# The broker defaults to the memory's Redis: REDIS_URL, or in Sentinel mode the sentinels (Kombu's
+# sentinel:// transport, each sentinel a URL, the master's name a transport option). A Redis
+# Cluster cannot be Celery's broker: in cluster mode set CELERY_BROKER_URL to a Redis of its own
+# or to RabbitMQ (amqp://); unset, tasks run eagerly in the calling process.
+if REDIS_MODE == redis_cache.SENTINEL:
+    _password = REDIS_PASSWORD or redis_cache.url_password(REDIS_URL)
+    _auth = f":{quote(_password, safe='')}@" if _password else ""
+    _default_broker = ";".join(f"sentinel://{_auth}{host}:{port}/{redis_cache.url_database(REDIS_URL)}"
+                               for host, port in REDIS_SENTINELS)
+else:
+    _default_broker = REDIS_URL
+CELERY_BROKER_URL = read.celery_url("CELERY_BROKER_URL", _default_broker, TRANSPORT_ALIASES)
 # No broker: tasks run eagerly in the calling process (the embedded default).
 CELERY_TASK_ALWAYS_EAGER = read.flag("CELERY_TASK_ALWAYS_EAGER", not CELERY_BROKER_URL)
 CELERY_TASK_EAGER_PROPAGATES = True
-CELERY_RESULT_BACKEND = read.celery_url("CELERY_RESULT_BACKEND", CELERY_BROKER_URL, BACKEND_ALIASES) or None
+# Results go where the tasks go: the broker's Redis, or with RabbitMQ back over AMQP (rpc://).
+CELERY_RESULT_BACKEND = read.celery_url(
+    "CELERY_RESULT_BACKEND", "rpc://" if CELERY_BROKER_URL.startswith(("amqp", "pyamqp")) else CELERY_BROKER_URL,
+    BACKEND_ALIASES) or None
 # The Redis result store retries once, 0.2 s later, instead of Celery's 20 times a second: queueing
 # a task with Redis down fails in well under a second (the API answers 503), not after ~19 s.
 CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {
     "retry_policy": {"max_retries": 1, "interval_start": 0.2, "interval_step": 0.2, "interval_max": 0.2},
 }
+CELERY_BROKER_TRANSPORT_OPTIONS = {}
+# A sentinel:// broker or result store asks the sentinels for this master (REDIS_SENTINEL_MASTER).
+for _url, _options in ((CELERY_BROKER_URL, CELERY_BROKER_TRANSPORT_OPTIONS),
+                       (CELERY_RESULT_BACKEND or "", CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS)):
+    if _url.startswith("sentinel://"):
+        if not REDIS_SENTINEL_MASTER:
+            read.refuse(f"{'CELERY_BROKER_URL' if _options is CELERY_BROKER_TRANSPORT_OPTIONS else 'CELERY_RESULT_BACKEND'}:"
+                        " sentinel:// precisa de REDIS_SENTINEL_MASTER (o nome do master que os sentinels vigiam)")
+        _options["master_name"] = REDIS_SENTINEL_MASTER
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]

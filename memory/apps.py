@@ -26,8 +26,10 @@ class MemoryConfig(AppConfig):
         # check, and their django-celery-beat rows, kept in step on every migrate.
         from memory import periodic_tasks, tasks  # noqa: F401
         from memory.models import version_cascade_after_migrate
+        from memory.infra.redis import check_mode as check_redis_mode
         from memory.schedules import check_job_settings, register_after_migrate
 
         checks.register(check_job_settings)
+        checks.register(check_redis_mode, checks.Tags.caches)
         post_migrate.connect(register_after_migrate, sender=self, dispatch_uid="memory.register_periodic_tasks")
         post_migrate.connect(version_cascade_after_migrate, sender=self, dispatch_uid="memory.version_cascade")

@@ -318,3 +318,182 @@ class PostgresServer:
                     self._log.close()
                 shutil.rmtree(self.data_dir, ignore_errors=True)
                 self.data_dir = None
+
+
+def _redis_answers(port: int, *command: str) -> str:
+    """What ``redis-cli -p port command…`` prints, or "" when the server does not answer."""
+    try:
+        return subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(port), *command],
+                              capture_output=True, text=True, timeout=5).stdout
+    except (subprocess.TimeoutExpired, OSError):
+        return ""
+
+
+class _RedisProcess:
+    """One redis-server (or sentinel) of a group, its config file and data in the group's tmp dir."""
+
+    def __init__(self, root: Path, port: int, lines: list[str], sentinel: bool = False):
+        self.port, self.sentinel = port, sentinel
+        self.dir = root / str(port)
+        self.dir.mkdir()
+        self.conf = self.dir / ("sentinel.conf" if sentinel else "redis.conf")
+        self.conf.write_text("\n".join([f"port {port}", "bind 127.0.0.1", f"dir {self.dir}", 'save ""',
+                                        "appendonly no", f"logfile {self.dir / 'log'}", *lines]) + "\n")
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        command = ["redis-server", str(self.conf)] + (["--sentinel"] if self.sentinel else [])
+        self.proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_port(self.port)
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+            self.proc = None
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+class RedisCluster:
+    """A throwaway Redis Cluster of ``masters`` masters and no replica (every slot on some master),
+    on free loopback ports, its files under a tmp dir: ``start()``, ``kill(port)``, ``stop()``.
+
+    With ``replicas=1`` each master gets a replica, so that killing a master fails over."""
+
+    def __init__(self, masters: int = 3, replicas: int = 0, node_timeout_ms: int = 1000):
+        if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
+            raise RuntimeError("redis-server / redis-cli are not installed")
+        self.root = Path(tempfile.mkdtemp(prefix="bc-redis-cluster-"))
+        self.replicas = replicas
+        self.nodes = [
+            # cluster-port: the bus port, free too (its default, port + 10000, may not be)
+            _RedisProcess(self.root, free_port(), ["cluster-enabled yes", "cluster-config-file nodes.conf",
+                                                   f"cluster-port {free_port()}",
+                                                   f"cluster-node-timeout {node_timeout_ms}",
+                                                   "cluster-require-full-coverage no",
+                                                   "cluster-allow-reads-when-down no"])
+            for _ in range(masters * (1 + replicas))
+        ]
+
+    @property
+    def addresses(self) -> list[str]:
+        return [f"127.0.0.1:{node.port}" for node in self.nodes]
+
+    def start(self, timeout: float = 60.0) -> "RedisCluster":
+        try:
+            self._start(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self, timeout: float) -> None:
+        for node in self.nodes:
+            node.start()
+        created = subprocess.run(
+            ["redis-cli", "--cluster", "create", *self.addresses, "--cluster-replicas", str(self.replicas),
+             "--cluster-yes"], capture_output=True, text=True, timeout=timeout)
+        if created.returncode != 0:
+            raise RuntimeError(f"redis-cli --cluster create failed: {created.stdout[-2000:]} {created.stderr[-2000:]}")
+        if not wait_for(self.ok, timeout, interval=0.1):
+            raise TimeoutError(f"the cluster never reached cluster_state:ok in {timeout} s")
+        # A replica that has not synced yet cannot take over its master: wait for every link.
+        if self.replicas and not wait_for(lambda: sum(self._synced(n.port) for n in self.nodes) == len(self.nodes)
+                                          - len(self.nodes) // (1 + self.replicas), timeout, interval=0.1):
+            raise TimeoutError(f"the replicas never synced with their masters in {timeout} s")
+
+    @staticmethod
+    def _synced(port: int) -> bool:
+        return "master_link_status:up" in _redis_answers(port, "info", "replication")
+
+    def ok(self) -> bool:
+        """Does every live node say cluster_state:ok, each slot served by a master?"""
+        live = [node for node in self.nodes if node.alive]
+        return bool(live) and all("cluster_state:ok" in _redis_answers(n.port, "cluster", "info") for n in live)
+
+    def masters(self) -> list[int]:
+        """The ports of the live masters."""
+        return [n.port for n in self.nodes if n.alive and "role:master" in _redis_answers(n.port, "info", "replication")]
+
+    def kill(self, port: int) -> None:
+        next(node for node in self.nodes if node.port == port).kill()
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.kill()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+class SentinelGroup:
+    """A throwaway master + replica watched by three sentinels (quorum 2), on free loopback ports,
+    with short failure detection (``down_after_ms``) so that a killed master fails over in seconds."""
+
+    def __init__(self, master_name: str = "bcmaster", down_after_ms: int = 1000, failover_timeout_ms: int = 3000):
+        if shutil.which("redis-server") is None:
+            raise RuntimeError("redis-server is not installed")
+        self.root = Path(tempfile.mkdtemp(prefix="bc-redis-sentinel-"))
+        self.master_name = master_name
+        master_port, replica_port = free_port(), free_port()
+        self.servers = [
+            _RedisProcess(self.root, master_port, []),
+            _RedisProcess(self.root, replica_port, [f"replicaof 127.0.0.1 {master_port}"]),
+        ]
+        self.sentinels = [
+            _RedisProcess(self.root, free_port(), [
+                f"sentinel monitor {master_name} 127.0.0.1 {master_port} 2",
+                f"sentinel down-after-milliseconds {master_name} {down_after_ms}",
+                f"sentinel failover-timeout {master_name} {failover_timeout_ms}",
+                f"sentinel parallel-syncs {master_name} 1",
+            ], sentinel=True)
+            for _ in range(3)
+        ]
+
+    @property
+    def addresses(self) -> list[str]:
+        return [f"127.0.0.1:{s.port}" for s in self.sentinels]
+
+    def start(self, timeout: float = 60.0) -> "SentinelGroup":
+        try:
+            self._start(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self, timeout: float) -> None:
+        for process in self.servers + self.sentinels:
+            process.start()
+        master = self.servers[0].port
+        if not wait_for(lambda: "master_link_status:up" in _redis_answers(self.servers[1].port, "info", "replication"),
+                        timeout, interval=0.1):
+            raise TimeoutError(f"the replica never synced with the master in {timeout} s")
+        # Every sentinel knows the replica and the other sentinels: a failover can be agreed on.
+        if not wait_for(lambda: all(self._sees_group(s.port) for s in self.sentinels), timeout, interval=0.1):
+            raise TimeoutError(f"the sentinels never found each other and the replica of :{master} in {timeout} s")
+
+    def _sees_group(self, port: int) -> bool:
+        fields = _redis_answers(port, "sentinel", "master", self.master_name).split()
+        found = dict(zip(fields[::2], fields[1::2]))
+        return found.get("num-slaves") == "1" and found.get("num-other-sentinels") == "2"
+
+    def master_port(self) -> int | None:
+        """The master's port as the sentinels answer it now (the first that answers)."""
+        for sentinel in self.sentinels:
+            answer = _redis_answers(sentinel.port, "sentinel", "get-master-addr-by-name", self.master_name).split()
+            if len(answer) == 2:
+                return int(answer[1])
+        return None
+
+    def kill_master(self) -> int:
+        """Kill the current master; returns its port."""
+        port = self.master_port()
+        next(s for s in self.servers if s.port == port).kill()
+        return port
+
+    def stop(self) -> None:
+        for process in self.sentinels + self.servers:
+            process.kill()
+        shutil.rmtree(self.root, ignore_errors=True)

@@ -38,26 +38,28 @@ HOST_ENV = {**dotenv(ROOT / ".env.example"), "SECRET_KEY": SECRET_KEY}
 
 
 def interpolate(value: str, variables: dict) -> str:
-    """Compose's interpolation: ``${VAR:-default}``, ``${VAR:?error}``, ``${VAR}``, ``$VAR``;
-    ``$$`` is a ``$``."""
+    """Compose's interpolation: ``${VAR:-default}`` (unset or empty), ``${VAR-default}`` (unset
+    only), ``${VAR:?error}``, ``${VAR}``, ``$VAR``; ``$$`` is a ``$``."""
 
     def one(match):
         if match.group(0) == "$$":
             return "$"
         name, kind, word = match.group(1) or match.group(4), match.group(2), match.group(3)
         found = variables.get(name, "")
+        if kind == "-":
+            return variables[name] if name in variables else word
         if found or kind is None:
             return found
         if kind == ":?":
             raise AssertionError(f"docker compose refuses to start: {name}: {word}")
         return word
 
-    return re.sub(r"\$\$|\$\{(\w+)(?:(:-|:\?)([^}]*))?\}|\$(\w+)", one, str(value))
+    return re.sub(r"\$\$|\$\{(\w+)(?:(:-|:\?|-)([^}]*))?\}|\$(\w+)", one, str(value))
 
 
-def environment(service: str) -> dict:
+def environment(service: str, variables: dict = HOST_ENV) -> dict:
     """The container's environment as Compose builds it from the file (anchors merged)."""
-    return {k: interpolate(v, HOST_ENV) for k, v in (SERVICES[service].get("environment") or {}).items()}
+    return {k: interpolate(v, variables) for k, v in (SERVICES[service].get("environment") or {}).items()}
 
 
 def command(service: str) -> str:
@@ -167,3 +169,62 @@ def test_inside_the_containers_compose_wins_over_the_mounted_env(service, host_d
     assert seen["allowed_hosts"] == ["*"] and seen["backups"] == "/app/var/backups"
     folder = env.get("PROMETHEUS_MULTIPROC_DIR")
     assert seen["multiproc"] == [folder, folder]
+
+
+# --- the Redis modes: a profile of servers each, and an env file of compose/ -------------------
+
+MODES = ("sentinel", "cluster")
+
+
+def mode_variables(mode: str) -> dict:
+    """What ``--env-file .env --env-file compose/<mode>.env`` gives Compose (the later file wins)."""
+    return {**HOST_ENV, **dotenv(ROOT / "compose" / f"{mode}.env")}
+
+
+SHOW_MODE = (
+    "import json, beecatalog.settings as s;"
+    "print(json.dumps({'mode': s.REDIS_MODE, 'sentinels': s.REDIS_SENTINELS, 'nodes': s.REDIS_CLUSTER_NODES,"
+    " 'broker': s.CELERY_BROKER_URL, 'backend': s.CELERY_RESULT_BACKEND,"
+    " 'options': s.CELERY_BROKER_TRANSPORT_OPTIONS, 'eager': s.CELERY_TASK_ALWAYS_EAGER}))"
+)
+
+
+def test_without_a_mode_file_compose_starts_one_redis_and_no_mode_server():
+    assert "COMPOSE_PROFILES" not in HOST_ENV
+    assert "profiles" not in SERVICES["redis"]
+    for name, service in SERVICES.items():
+        assert name in ("postgres", "redis", *APP_SERVICES) or set(service["profiles"]) & set(MODES), name
+    for service in APP_SERVICES:
+        assert environment(service)["REDIS_URL"] == "redis://redis:6379/0"
+        assert not environment(service)["REDIS_SENTINELS"] and not environment(service)["REDIS_CLUSTER_NODES"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_what_the_app_waits_for_of_a_mode_is_not_required_without_its_profile(mode):
+    waits = SERVICES["web"]["depends_on"]
+    mode_servers = [name for name in waits if mode in SERVICES[name].get("profiles", [])]
+    assert mode_servers
+    assert all(waits[name].get("required") is False for name in mode_servers)
+
+
+@pytest.mark.parametrize("service", APP_SERVICES)
+@pytest.mark.parametrize("mode", MODES)
+def test_each_mode_file_runs_the_app_on_its_profiles_servers_by_their_service_names(mode, service, host_dotenv):
+    variables = mode_variables(mode)
+    assert variables["COMPOSE_PROFILES"] == mode
+    env = environment(service, variables)
+    child = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "DOTENV_PATH": str(host_dotenv), **env}
+    out = subprocess.run([sys.executable, "-c", SHOW_MODE], env=child, cwd=ROOT,
+                         capture_output=True, text=True, timeout=60, check=True)
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    assert seen["mode"] == mode and seen["eager"] is False
+    hosts = [host for host, _ in seen["sentinels"] or seen["nodes"]]
+    assert len(hosts) == 3 and all(mode in SERVICES[host]["profiles"] for host in hosts)
+    if mode == "sentinel":
+        assert seen["broker"].startswith("sentinel://") and seen["options"] == {"master_name": "bcmaster"}
+        assert "sentinel monitor bcmaster redis-master 6379" in " ".join(SERVICES["sentinel-1"]["command"].split())
+    else:
+        broker = urlsplit(seen["broker"])
+        assert broker.scheme == "amqp" and mode in SERVICES[broker.hostname]["profiles"]
+        assert seen["backend"] == "rpc://"
+        assert all(f"{host}:6379" in SERVICES["redis-cluster-init"]["command"] for host in hosts)

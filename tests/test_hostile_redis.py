@@ -266,7 +266,7 @@ def test_a_counter_key_of_another_type_is_deleted_and_counting_goes_on(api, save
 
 
 def test_a_foreign_name_in_the_flushing_set_is_never_read_nor_deleted(saved, caplog):
-    victim = redis.make_key("entry:main_content:HOST-1")
+    victim = redis.make_key("entry:main_content:{HOST-1}")
     redis.client().sadd(redis.make_key(DAILY_COUNTS.flushing_set), victim)
     with caplog.at_level("WARNING", logger="memory"):
         hit_counter.flush_part(DAILY_COUNTS)

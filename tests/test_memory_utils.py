@@ -102,7 +102,7 @@ def test_a_generation_the_open_circuit_did_not_attempt_raises_its_error_to_the_c
 def _nothing_written(redis_client):
     assert not ProductMemoryEntry.objects.exists()
     assert not [k for k in redis_client.keys("*") if b"entry:" in k]
-    assert caches["memory_l1"].get("entry:main_content:XYZ789") is None
+    assert caches["memory_l1"].get("entry:main_content:{XYZ789}") is None
 
 
 @pytest.mark.parametrize(

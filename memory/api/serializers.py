@@ -195,8 +195,17 @@ class ExportQuerySerializer(serializers.Serializer):
 # --- responses ----------------------------------------------------------------------
 
 
+class RedisNodeSerializer(serializers.Serializer):
+    address = serializers.CharField(help_text="host:porta")
+    role = serializers.ChoiceField(choices=["master", "sentinel"])
+    reached = serializers.BooleanField(help_text="Respondeu agora.")
+
+
 class RedisStatsSerializer(serializers.Serializer):
     available = serializers.BooleanField()
+    mode = serializers.ChoiceField(choices=["single", "sentinel", "cluster"], allow_null=True,
+                                   help_text="Um servidor, Sentinel ou Cluster; null sem Redis.")
+    nodes = RedisNodeSerializer(many=True, allow_null=True)
     used_memory_bytes = serializers.IntegerField(allow_null=True)
     keys = serializers.IntegerField(allow_null=True)
 

@@ -110,8 +110,7 @@ class InvalidationListener:
                 continue
             pubsub = None
             try:
-                pubsub = redis.pubsub()
-                pubsub.subscribe(_channel())
+                pubsub = redis.subscribe(_channel())
                 # Messages sent while we were away are lost: start from an empty L1.
                 self.evicted(l1.clear)
                 clear_auth_caches()
@@ -120,7 +119,7 @@ class InvalidationListener:
                 last_ping = time.monotonic()
                 while not stop.is_set():
                     message = pubsub.get_message(timeout=0.2)
-                    if message is not None and message.get("type") == "message":  # not the pings' pongs
+                    if message is not None and message.get("type") in ("message", "smessage"):  # not the pongs
                         self._apply(l1, message.get("data"))
                     elif time.monotonic() - last_ping >= 1.0:
                         pubsub.ping()  # finds a connection that died without closing
@@ -226,7 +225,7 @@ def invalidation_message(keys: list[Key]) -> tuple[str, str]:
 
 def _publish(message: dict) -> None:
     # When this fails nobody can hear us; listeners that lost Redis too empty their L1 on return.
-    redis.run(lambda: redis.client().publish(_channel(), json.dumps({"origin": listener.origin, **message})))
+    redis.run(lambda: redis.publish(_channel(), json.dumps({"origin": listener.origin, **message})))
 
 
 def publish_keys(keys: list[Key]) -> None:

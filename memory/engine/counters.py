@@ -45,9 +45,11 @@ from memory.infra import metrics, redis
 
 logger = logging.getLogger("memory")
 
-LIVE_KEY = "counters:live"
-FLUSHING_PREFIX = "counters:flushing:"
-FLUSH_LOCK_KEY = "counters:flush-lock"
+# One hash tag for every counter key: a flush's RENAME and its transaction take two of them,
+# which a Redis Cluster runs only within one slot.
+LIVE_KEY = "{counters}:live"
+FLUSHING_PREFIX = "{counters}:flushing:"
+FLUSH_LOCK_KEY = "{counters}:flush-lock"
 SEP = "\x1f"
 DAILY_FIELDS = ("hits", "misses", "generations", "tokens_spent", "tokens_saved", "tokens_wasted",
                 "tokens_saved_by_family")
@@ -67,9 +69,9 @@ class CounterHash:
     flushing_set: str  # the names of the hashes being flushed: found without a SCAN of every key
 
 
-ENTRY_COUNTS = CounterHash(LIVE_KEY, FLUSHING_PREFIX, FLUSH_LOCK_KEY, "counters:flushing-set")
+ENTRY_COUNTS = CounterHash(LIVE_KEY, FLUSHING_PREFIX, FLUSH_LOCK_KEY, "{counters}:flushing-set")
 DAILY_COUNTS = CounterHash(
-    "counters:daily-live", "counters:daily-flushing:", "counters:daily-flush-lock", "counters:daily-flushing-set"
+    "{counters}:daily-live", "{counters}:daily-flushing:", "{counters}:daily-flush-lock", "{counters}:daily-flushing-set"
 )
 
 
@@ -260,7 +262,7 @@ class RedisCounterStore:
         """
         entry_fields: dict[str, float] = {}
         daily_live = self._key(DAILY_COUNTS.live)
-        pipe = self._client().pipeline(transaction=False)
+        pipe = redis.pipeline()
         for name, value in counts.to_fields().items():
             if name.startswith("d"):
                 pipe.hincrby(daily_live, name, int(value))
@@ -330,7 +332,10 @@ class RedisCounterStore:
             for key in self._flushing(part):
                 counts = self._read_hash(key)
                 apply(counts)
-                client.pipeline(transaction=True).delete(key).srem(flushing_set, key).execute()
+                done = client.pipeline(transaction=True)  # (a cluster's pipeline does not chain)
+                done.delete(key)
+                done.srem(flushing_set, key)
+                done.execute()
                 applied.merge(counts)
             return applied
         finally:

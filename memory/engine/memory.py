@@ -557,7 +557,7 @@ def cached_for_stats(name: str, compute, fields: tuple[str, ...]):
         return value
 
     generation_key, kept_key = redis.make_key(STATS_GENERATION), redis.make_key(f"memory-stats:{name}")
-    found = redis.run(lambda: redis.client().mget([generation_key, kept_key]))
+    found = redis.run(lambda: redis.mget([generation_key, kept_key]))
     if found is None:
         return compute()
     # Read before counting: figures counted while a write commits are kept under the old

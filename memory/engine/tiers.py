@@ -163,11 +163,14 @@ _STORED_FIELD_SETS = frozenset(
 
 
 def cache_key(key: Key) -> str:
-    """The key of an entry in L1 and L2: readable when safe, hashed otherwise."""
+    """The key of an entry in L1 and L2: readable when safe, hashed otherwise. The product part
+    is a hash tag (``{…}``): on a Redis Cluster every key of a product (its copies, their fill
+    claims) lies in one slot, so one script or transaction can take them together."""
     product_id, kind = key
-    if len(product_id) <= 180 and product_id.isprintable() and " " not in product_id:
-        return f"entry:{kind}:{product_id}"
-    return f"entry:{kind}:#" + hashlib.sha256(product_id.encode()).hexdigest()
+    if (len(product_id) <= 180 and product_id.isprintable() and " " not in product_id
+            and "{" not in product_id and "}" not in product_id):
+        return f"entry:{kind}:{{{product_id}}}"
+    return f"entry:{kind}:{{#" + hashlib.sha256(product_id.encode()).hexdigest() + "}"
 
 
 # A fill claim's key is its entry's key and this suffix: ``entry:*`` still covers both (``clear``),
@@ -323,10 +326,7 @@ class RedisTier(CacheTier):
             return {}
 
         def read():
-            names = list(by_redis_key)
-            if len(names) == 1:  # a single product's lookup: GET's reply is one value, MGET's an array of one
-                return [(names[0], redis.client().get(names[0]))]
-            return list(zip(names, redis.client().mget(names)))
+            return list(zip(by_redis_key, redis.mget(list(by_redis_key))))
 
         found, invalid = {}, {}
         for redis_key, value in self.run_guarded(read, default=[]):
@@ -357,7 +357,7 @@ class RedisTier(CacheTier):
             return True
 
         def write():
-            pipe = redis.client().pipeline(transaction=False)
+            pipe = redis.pipeline()
             for ck, snap, ttl in items:
                 pipe.set(redis.make_key(ck), redis.encode(snap.to_dict()), px=max(1, int(ttl * 1000)))
             if claims:
@@ -417,7 +417,8 @@ class RedisTier(CacheTier):
 
     def _delete_all_entries(self) -> None:
         """SCAN and UNLINK entry keys a batch at a time: django-redis' ``delete_pattern``
-        queues every key in one pipeline, hundreds of MB at a million keys."""
+        queues every key in one pipeline, hundreds of MB at a million keys. (On a cluster the
+        SCAN walks every master, and an UNLINK of a batch is one per slot, pipelined per node.)"""
         client = redis.client()
         batch = []
         for key in client.scan_iter(match=redis.make_pattern("entry:*"), count=self.DELETE_BATCH):

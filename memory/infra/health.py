@@ -60,8 +60,10 @@ def check_database() -> dict:
 def check_redis() -> dict:
     if not redis.configured():
         return {"configured": False}
-    redis.ping()  # raises ConnectionError("Redis não responde (...)"), and tells the breaker what it found
-    return {"configured": True}
+    # raises ConnectionError("Redis não responde (...)") naming the servers that do not, and tells
+    # the breaker what it found
+    found = redis.ping()
+    return {"configured": True, "mode": redis.mode(), "nodes": [node["address"] for node in found if node["reached"]]}
 
 
 def check_backup_dir() -> dict:

@@ -15,9 +15,23 @@ an HMAC under a key derived from ``SECRET_KEY`` and checks it on every read, bef
 inflates at most :func:`memory.infra.compressors.max_value_bytes`. What a reader still finds
 wrong in a value is a miss: :func:`discard` deletes it and logs it.
 
-Redis is optional: without ``REDIS_URL`` there is no ``memory_l2`` cache, :func:`configured`
-is False and every operation answers its default at once. The Sentinel and Cluster modes
-plug in here, behind the same functions.
+Redis is optional: without ``REDIS_URL`` (or a Sentinel, or a Cluster) there is no ``memory_l2``
+cache, :func:`configured` is False and every operation answers its default at once.
+
+Three modes (:func:`mode`), behind the same functions: one server (``REDIS_URL``), Redis
+Sentinel (``REDIS_SENTINELS`` + ``REDIS_SENTINEL_MASTER``: django-redis' Sentinel connection
+factory, whose pool asks the sentinels for the master on each new connection, so a promoted
+master is followed without a restart) and Redis Cluster (``REDIS_CLUSTER_NODES``: redis-py's
+``RedisCluster``). What a cluster cannot run as one server does is rewritten here, and only
+here: batch reads across slots (:func:`mget`: ``mget_nonatomic``, one pipeline per node),
+pipelines (:func:`pipeline`: a multi-key ``DELETE`` as one per key, ``PUBLISH`` as the sharded
+``SPUBLISH``), the invalidation channel (:func:`subscribe`: ``SSUBSCRIBE`` on the master that owns
+its slot), the claimed fills (:func:`set_where_claimed`: one script per entry, its copy and its
+claim in one slot) and the read-then-write steps (:func:`transaction`: ``WATCH``/``MULTI`` on
+the master of the keys' one slot, and its clock). Keys that one operation takes together carry
+a hash tag (``{…}``) so that they share a slot: an entry's copy and fill claim
+(``entry:kind:{product_id}``), the counter hashes (``{counters}:…``), the provider limit's keys
+(``{llm:rate}:…``, ``{llm:breaker}:…``).
 
 What it hands out: :func:`cache` (the django-redis cache), :func:`client` (redis-py, for what
 the cache API lacks), :func:`make_key`/:func:`make_pattern` (key names), :func:`encode`/
@@ -41,20 +55,27 @@ from collections import OrderedDict
 from typing import Any, Callable, TypeVar
 
 from django.conf import settings
+from django.core import checks
 from django.core.cache import caches
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 from django_redis.exceptions import ConnectionInterrupted
-from redis.exceptions import LockNotOwnedError, RedisError, WatchError
+from redis.cluster import RedisCluster
+from redis.exceptions import LockNotOwnedError, RedisClusterException, RedisError, WatchError
 
-from memory.infra.cache_backends import SIGNATURE_BYTES, InvalidValue  # noqa: F401 (the owner hands them out)
+from beecatalog.environment import redis_mode_conflict
+from beecatalog.redis_cache import CLUSTER, SENTINEL, SINGLE
+from memory.infra.cache_backends import (  # noqa: F401 (the owner hands them out)
+    SIGNATURE_BYTES, InvalidValue, SigningClusterClient, SigningSentinelClient,
+)
 
 logger = logging.getLogger("memory")
 
 ALIAS = "memory_l2"
 
 # What a Redis call may raise when Redis is away, slow or broken: never fatal to the memory.
-REDIS_ERRORS: tuple[type[BaseException], ...] = (ConnectionInterrupted, RedisError, OSError)
+# (A cluster's own errors, such as a slot no master serves during a failover, included.)
+REDIS_ERRORS: tuple[type[BaseException], ...] = (ConnectionInterrupted, RedisError, RedisClusterException, OSError)
 
 T = TypeVar("T")
 
@@ -150,8 +171,89 @@ def cache():
 
 
 def client():
-    """The redis-py client, for the calls django-redis' cache API does not offer."""
+    """The redis-py client, for the calls django-redis' cache API does not offer (a
+    ``RedisCluster`` in cluster mode: whoever pipelines or publishes goes through :func:`pipeline`
+    and :func:`publish`)."""
     return cache().client.get_client(write=True)
+
+
+def mode() -> str | None:
+    """``"single"``, ``"sentinel"`` or ``"cluster"``; None without Redis."""
+    if not configured():
+        return None
+    found = _derived.get("mode")
+    if found is None:
+        backend = cache().client
+        found = _derived["mode"] = (CLUSTER if isinstance(backend, SigningClusterClient)
+                                    else SENTINEL if isinstance(backend, SigningSentinelClient) else SINGLE)
+    return found
+
+
+def is_cluster() -> bool:
+    return mode() == CLUSTER
+
+
+def check_mode(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
+    """System check: one Redis mode at a time (the settings refuse it too, for gunicorn and celery)."""
+    conflict = redis_mode_conflict(getattr(settings, "REDIS_URL", ""), getattr(settings, "REDIS_SENTINELS", []),
+                                   getattr(settings, "REDIS_SENTINEL_MASTER", ""),
+                                   getattr(settings, "REDIS_CLUSTER_NODES", []))
+    return [checks.Error(conflict, id="memory.E020")] if conflict else []
+
+
+def mget(names: list[str]) -> list:
+    """The values of ``names`` (made keys), None where absent: one MGET, or on a cluster one
+    MGET per slot, pipelined per node (one round trip to each master holding some). One key is
+    one GET: its reply is the value, MGET's an array of one, and a cluster's per-slot pipeline
+    would be a third of an L2 hit (docs/benchmarks.md)."""
+    if len(names) == 1:
+        return [client().get(names[0])]
+    if is_cluster():
+        return client().mget_nonatomic(names)
+    return client().mget(names)
+
+
+class _ClusterPipeline:
+    """A cluster pipeline taking what the memory queues on one server's: a DELETE of several
+    keys goes as one DELETE per key (a cluster pipeline sends each command to its key's master),
+    PUBLISH as SPUBLISH (:func:`publish`)."""
+
+    def __init__(self, pipe):
+        self._pipe = pipe
+
+    def delete(self, *names):
+        for name in names:
+            self._pipe.delete(name)
+        return self
+
+    def publish(self, channel, message):
+        self._pipe.spublish(channel, message)
+        return self
+
+    def __getattr__(self, name):
+        return getattr(self._pipe, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._pipe.reset()
+
+
+def pipeline():
+    """A pipeline without a transaction: one round trip (one per master on a cluster)."""
+    if is_cluster():
+        return _ClusterPipeline(client().pipeline(transaction=False))
+    return client().pipeline(transaction=False)
+
+
+def publish(channel_name: str, message: str) -> int:
+    """Publish on a channel of :func:`channel` (sharded pub/sub on a cluster: ``SPUBLISH`` reaches
+    the master owning the channel's slot, where every :func:`subscribe` listens); how many
+    subscribers heard it."""
+    if is_cluster():
+        return int(client().spublish(channel_name, message))
+    return int(client().publish(channel_name, message))
 
 
 def make_key(name: str) -> str:
@@ -249,7 +351,7 @@ def channel(name: str) -> str:
     """A pub/sub channel of this memory. Pub/sub ignores Redis database numbers, so the channel
     names the database itself: memories sharing a Redis server on other databases never hear
     each other."""
-    db = client().connection_pool.connection_kwargs.get("db", 0)
+    db = 0 if is_cluster() else client().connection_pool.connection_kwargs.get("db", 0)
     return make_key(f"{name}:{db}")
 
 
@@ -257,6 +359,61 @@ def pubsub():
     """A pub/sub connection that skips the subscribe confirmations. Not run through the breaker:
     its one user, the L1 invalidation listener, reconnects on its own schedule."""
     return client().pubsub(ignore_subscribe_messages=True)
+
+
+class Subscription:
+    """A pub/sub connection subscribed to one channel that never reconnects behind its user's back.
+
+    redis-py's ``PubSub`` reconnects by itself when its connection breaks (to the same server,
+    or through Sentinel to the promoted master) and tries to subscribe again: messages sent
+    meanwhile are lost, and after a failover it may come back subscribed to nothing. Here any
+    reconnection makes the next call raise ``ConnectionError``, so that the user knows it may
+    have missed messages and subscribes anew."""
+
+    def __init__(self, pubsub):
+        self._pubsub = pubsub
+        self._lost = False
+        pubsub.connection.register_connect_callback(self._reconnected)  # kept as a weak reference
+
+    def _reconnected(self, connection) -> None:
+        self._lost = True
+
+    def _check(self) -> None:
+        if self._lost:
+            raise ConnectionError("assinatura do pub/sub reconectada: mensagens podem ter se perdido")
+
+    def get_message(self, timeout: float):
+        self._check()
+        message = self._pubsub.get_message(timeout=timeout)
+        self._check()
+        return message
+
+    def ping(self) -> None:
+        self._check()
+        self._pubsub.ping()
+        self._check()
+
+    def close(self) -> None:
+        self._pubsub.close()
+
+
+def subscribe(channel_name: str) -> Subscription:
+    """A :class:`Subscription` to ``channel_name``, skipping the confirmations; read it with
+    ``get_message`` (a message's type is ``message``, or ``smessage`` on a cluster), ``ping``
+    it, ``close`` it. Not run through the breaker: its user reconnects on its own schedule.
+
+    On a cluster it is an ``SSUBSCRIBE`` on the master owning the channel's slot, asked anew of
+    the cluster each time (after a failover, the promoted master)."""
+    if not is_cluster():
+        connection = pubsub()
+        connection.subscribe(channel_name)
+        return Subscription(connection)
+    cluster = client()
+    cluster.nodes_manager.initialize(disconnect_startup_nodes_pools=False)  # the slot map now, not before a failover
+    node = cluster.get_node_from_key(channel_name)
+    connection = cluster.get_redis_connection(node).pubsub(ignore_subscribe_messages=True)
+    connection.ssubscribe(channel_name)
+    return Subscription(connection)
 
 
 def lock(name: str, *, timeout: float, sleep: float = 0.1, blocking_timeout: float | None = None):
@@ -303,6 +460,8 @@ def set_where_claimed(writes: list[tuple[str, bytes, int, str, str]]) -> int:
     on servers without scripting (fakeredis without lupa)."""
     if not writes:
         return 0
+    if is_cluster():
+        return _set_where_claimed_on_cluster(writes)
     claim_names = list(dict.fromkeys(write[3] for write in writes))
     with client().pipeline(transaction=True) as pipe:
         pipe.watch(*claim_names)
@@ -321,6 +480,40 @@ def set_where_claimed(writes: list[tuple[str, bytes, int, str, str]]) -> int:
     return sum(bool(reply) for reply in replies[:len(chosen)])
 
 
+# On a cluster the claims of a batch lie in many slots, which no WATCH spans: each write checks
+# its own claim, in its own slot (hash tags keep an entry's copy and claim together), as one
+# script, the scripts pipelined per master.
+_SET_WHERE_CLAIMED = """
+if redis.call('GET', KEYS[2]) == ARGV[3] then
+    local written = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
+    redis.call('DEL', KEYS[2])
+    if written then return 1 end
+end
+return 0
+"""
+
+
+def _set_where_claimed_on_cluster(writes) -> int:
+    pipe = client().pipeline(transaction=False)
+    for name, value, px, claim_name, token in writes:
+        pipe.execute_command("EVAL", _SET_WHERE_CLAIMED, 2, name, claim_name, value, max(1, px), token)
+    return sum(int(reply) for reply in pipe.execute())
+
+
+class _ClusterTransaction:
+    """A cluster transaction as :func:`transaction`'s ``step`` reads it: ``time()`` is the clock of
+    the master holding the keys (a cluster pipeline refuses TIME, which names no key)."""
+
+    def __init__(self, pipe, node):
+        self._pipe, self._node = pipe, node
+
+    def time(self):
+        return self._node.time()
+
+    def __getattr__(self, name):
+        return getattr(self._pipe, name)
+
+
 def transaction(keys: list[str], step: Callable[[Any], tuple[T, Callable[[Any], None] | None]]) -> T:
     """``step`` run atomically over ``keys`` (made keys), again until no other client changed
     them meanwhile; its result. ``step(pipe)`` reads through ``pipe`` (each call answers at once,
@@ -328,12 +521,15 @@ def transaction(keys: list[str], step: Callable[[Any], tuple[T, Callable[[Any], 
     executed only if no key of ``keys`` changed since the reads (``None``: nothing to write).
 
     WATCH/MULTI rather than a Lua script, so that it also runs on servers without scripting
-    (fakeredis without lupa). Run it through :func:`run`."""
-    with client().pipeline(transaction=True) as pipe:
+    (fakeredis without lupa). On a cluster ``keys`` share one slot (a hash tag). Run it
+    through :func:`run`."""
+    redis = client()
+    node = redis.get_redis_connection(redis.get_node_from_key(keys[0])) if is_cluster() else None
+    with redis.pipeline(transaction=True) as pipe:
         while True:
             try:
                 pipe.watch(*keys)
-                result, write = step(pipe)
+                result, write = step(pipe if node is None else _ClusterTransaction(pipe, node))
                 if write is None:
                     pipe.unwatch()
                     return result
@@ -381,18 +577,69 @@ def guarded(default: Any = None):
     return decorate
 
 
-def ping() -> None:
-    """Ask Redis whether it answers; raises ``ConnectionError`` with a pt-BR message if not.
+def nodes() -> list[dict]:
+    """Each server of the mode, asked now: ``{"address": "host:port", "role", "reached"}`` with
+    ``role`` ``master`` (every master of a cluster), ``sentinel``. Raises a Redis error only when
+    the mode's servers cannot even be listed (no sentinel answers, no cluster node does)."""
+    redis = client()
+    found = []
+    if mode() == CLUSTER:
+        found = _cluster_masters(redis)
+        if not all(node["reached"] for node in found):
+            # The slot map may predate a failover: ask the cluster for its masters now.
+            redis.nodes_manager.initialize(disconnect_startup_nodes_pools=False)
+            found = _cluster_masters(redis)
+        return found
+    if mode() == SENTINEL:
+        pool = redis.connection_pool
+        for sentinel in pool.sentinel_manager.sentinels:
+            kwargs = sentinel.connection_pool.connection_kwargs
+            found.append({"address": f"{kwargs.get('host')}:{kwargs.get('port')}", "role": "sentinel",
+                          "reached": _answers(sentinel.ping)})
+        host, port = pool.get_master_address()
+        found.insert(0, {"address": f"{host}:{port}", "role": "master", "reached": _answers(redis.ping)})
+        return found
+    kwargs = redis.connection_pool.connection_kwargs
+    address = kwargs.get("path") or f"{kwargs.get('host')}:{kwargs.get('port')}"
+    return [{"address": address, "role": "master", "reached": _answers(redis.ping)}]
+
+
+def _cluster_masters(redis) -> list[dict]:
+    return [{"address": node.name, "role": "master",
+             "reached": _answers(lambda node=node: redis.get_redis_connection(node).ping())}
+            for node in redis.get_primaries()]
+
+
+def _answers(ping: Callable[[], Any]) -> bool:
+    try:
+        ping()
+    except REDIS_ERRORS:
+        return False
+    return True
+
+
+def ping() -> list[dict]:
+    """Ask Redis whether it answers (every master of a cluster): :func:`nodes`, or
+    ``ConnectionError`` with a pt-BR message naming the servers that do not answer.
 
     Unlike :func:`run` it ignores the retry delay (health checks and warm-ups want the truth
-    now) but it still tells the guard what it found.
+    now) but it still tells the guard what it found: a failure when no master answers (a cluster
+    with some masters still answering serves their slots; the calls to the others fail on their own).
     """
     try:
-        client().ping()
+        found = nodes()
     except REDIS_ERRORS as exc:
         guard.failed(exc)
         raise ConnectionError(f"Redis não responde ({exc.__class__.__name__}: {exc})") from None
+    masters = [node for node in found if node["role"] == "master"]
+    unreached = [node["address"] for node in masters if not node["reached"]]
+    if len(unreached) == len(masters):
+        guard.failed(ConnectionError("nenhum master responde"))
+        raise ConnectionError(f"Redis não responde ({mode()}: {', '.join(unreached)})")
+    if unreached:
+        raise ConnectionError(f"Redis não responde em {', '.join(unreached)} ({mode()}: os demais masters respondem)")
     guard.succeeded()
+    return found
 
 
 def probe() -> bool:
@@ -408,20 +655,31 @@ def probe() -> bool:
 
 
 def info() -> dict:
-    """``{"available", "used_memory_bytes", "keys"}``; ``available`` is False without Redis.
+    """``{"available", "mode", "nodes", "used_memory_bytes", "keys"}``; ``available`` is False
+    without Redis, ``nodes`` what :func:`nodes` found (None when it could not ask). On a cluster
+    the memory and the keys are the sums over the masters that answer.
 
     Asked even during the retry delay, like :func:`ping`: stats and ``/metrics`` report what
     Redis answers now."""
-    found = {"available": False, "used_memory_bytes": None, "keys": None}
+    found = {"available": False, "mode": mode(), "nodes": None, "used_memory_bytes": None, "keys": None}
     if not configured():
         return found
     try:
+        found["nodes"] = nodes()  # each server with whether it answered, even when none does
         redis = client()
-        found["used_memory_bytes"] = int(redis.info("memory")["used_memory"])
-        found["keys"] = int(redis.dbsize())
+        if is_cluster():
+            reached = [redis.get_node(node_name=n["address"]) for n in found["nodes"] if n["reached"]]
+            if not reached:
+                raise ConnectionError("nenhum master do cluster responde")
+            memory = redis.info("memory", target_nodes=reached)
+            found["used_memory_bytes"] = sum(int(part["used_memory"]) for part in memory.values())
+            found["keys"] = sum(int(redis.get_redis_connection(node).dbsize()) for node in reached)
+        else:
+            found["used_memory_bytes"] = int(redis.info("memory")["used_memory"])
+            found["keys"] = int(redis.dbsize())
     except REDIS_ERRORS as exc:
         guard.failed(exc)
-        return {"available": False, "used_memory_bytes": None, "keys": None}
+        return {**found, "available": False, "used_memory_bytes": None, "keys": None}
     guard.succeeded()
     found["available"] = True
     return found

@@ -207,13 +207,16 @@ class RateLimiter:
         finally:
             self._turn.release()
 
+    def _key(self, part: str) -> str:
+        # The name is a hash tag: the transaction takes both keys, which a cluster runs in one slot.
+        return redis.make_key(f"{{{self.name}}}:{part}")
+
     def _slot(self, wait: float, tokens: int, bucket: int | None, local_bucket: int) -> Slot:
         expires = time.monotonic() + wait + self.schedule.span + self.schedule.width
         return Slot(wait=max(0.0, wait), tokens=tokens, bucket=bucket, local_bucket=local_bucket, expires=expires)
 
     def _reserve_shared(self, tokens: int, limit: float, own_next: float):
-        next_key = redis.make_key(f"{self.name}:next")
-        tokens_key = redis.make_key(f"{self.name}:tokens")
+        next_key, tokens_key = self._key("next"), self._key("tokens")
 
         def step(pipe):
             seconds, micros = pipe.time()
@@ -250,7 +253,7 @@ class RateLimiter:
             return
         slot.tokens += delta
         if slot.bucket is not None:
-            tokens_key = redis.make_key(f"{self.name}:tokens")
+            tokens_key = self._key("tokens")
             redis.run(lambda: redis.client().hincrby(tokens_key, slot.bucket, delta))
         if slot.local_bucket is not None:
             self._local.adjust(slot.local_bucket, delta)
@@ -314,7 +317,8 @@ class CircuitBreaker:
         self._local = _LocalBreaker()
 
     def _key(self, part: str) -> str:
-        return redis.make_key(f"{self.name}:{part}")
+        # The name is a hash tag: a transaction takes two of the keys, which a cluster runs in one slot.
+        return redis.make_key(f"{{{self.name}}}:{part}")
 
     # What the breaker knows, from Redis (mirrored in the process) or, without it, the process.
 

@@ -75,7 +75,8 @@ def test_stats_right_after_clear_or_delete_count_what_is_left(api, request, fixt
 def test_stats_without_redis_says_so(api, dead_redis):
     response = api.get("/api/memory/stats/")
     assert response.status_code == 200
-    assert response.json()["redis"] == {"available": False, "used_memory_bytes": None, "keys": None}
+    assert response.json()["redis"] == {"available": False, "mode": "single", "used_memory_bytes": None, "keys": None,
+                                        "nodes": [{"address": "127.0.0.1:1", "role": "master", "reached": False}]}
 
 
 # --- list -----------------------------------------------------------------------------------

@@ -109,7 +109,7 @@ def test_l1_is_not_read_while_invalidations_cannot_be_heard(redis_client):
     # a read made while deaf does not fill L1, and resubscribing empties it
     runtime.start_background_threads()
     assert wait_until_subscribed(10)
-    assert caches["memory_l1"].get("entry:main_content:COH-2") is None
+    assert caches["memory_l1"].get("entry:main_content:{COH-2}") is None
     assert memory.get_product_data("COH-2").tier == "l2"
     assert memory.get_product_data("COH-2").tier == "l1"
 
@@ -128,7 +128,7 @@ def test_a_read_that_overlaps_an_eviction_does_not_fill_l1(redis_client, monkeyp
 
     monkeypatch.setattr(memory.l2, "get_many", get_many_then_heard_eviction)
     assert memory.get_product_data("COH-5").tier == "l2"
-    assert caches["memory_l1"].get("entry:main_content:COH-5") is None
+    assert caches["memory_l1"].get("entry:main_content:{COH-5}") is None
 
 
 @pytest.mark.django_db
