@@ -14,7 +14,7 @@ from rest_framework.test import APIClient
 from memory.infra import metrics
 from memory.services.generation import generate_product
 from memory.engine.memory import ProductMemory
-from memory.models import ProductMemoryEntry
+from memory.models import DailyStats, ProductMemoryEntry
 from memory.providers import BadProviderOutput, CircuitOpen, ProviderUnavailable, TemplateProvider
 from memory.services.purge import purge_backlog, purge_expired
 
@@ -238,3 +238,32 @@ def test_metrics_still_render_when_postgresql_fails_the_backlog_read(monkeypatch
     text = metrics.render_latest()[0].decode()
     assert "beecatalog_memory_purge_backlog_entries NaN" in text
     assert "beecatalog_memory_tier_hits_total" in text
+
+
+@pytest.mark.django_db
+def test_the_recorded_totals_are_the_daily_statistics_summed_over_every_day(make_user):
+    client = token_client(make_user("staff", staff=True))
+    DailyStats.objects.create(date=timezone.localdate() - timedelta(days=3), generations=4, tokens_spent=900,
+                              tokens_wasted=30, tokens_spent_ahead=200, misses_avoided=2)
+    DailyStats.objects.create(date=timezone.localdate(), generations=1, tokens_spent=100, tokens_spent_ahead=50,
+                              misses_avoided=1)
+    expected = {"beecatalog_memory_recorded_generations": 5, "beecatalog_memory_recorded_tokens_spent": 1000,
+                "beecatalog_memory_recorded_tokens_wasted": 30,
+                "beecatalog_memory_tokens_spent_ahead": 250, "beecatalog_memory_misses_avoided": 3}
+    for name, value in expected.items():
+        assert scraped_value(client, name) == value, name
+    DailyStats.objects.filter(date=timezone.localdate()).update(misses_avoided=4)  # read again at the next scrape
+    assert scraped_value(client, "beecatalog_memory_misses_avoided") == 6
+
+
+@pytest.mark.django_db
+def test_the_recorded_totals_are_left_out_while_postgresql_fails_their_read(monkeypatch):
+    def broken():
+        raise OperationalError("o servidor não responde")
+
+    monkeypatch.setattr("memory.services.stats.recorded_totals", broken)
+    text = metrics.render_latest()[0].decode()
+    assert "beecatalog_memory_misses_avoided_total" not in text
+    assert "beecatalog_memory_tier_hits_total" in text
+    monkeypatch.undo()
+    assert "beecatalog_memory_misses_avoided_total 0.0" in metrics.render_latest()[0].decode()

@@ -106,7 +106,7 @@ def all_queries() -> list[tuple[str, str]]:
 def test_the_alerts_cover_what_the_issue_asks():
     names = {rule["alert"]: rule for rule in alert_rules()}
     wanted = {"MemoriaRedisFora", "MemoriaTaxaDeAcertoBaixa", "MemoriaFalhasDeGeracao",
-              "MemoriaPicoDeGastoDeTokens", "MemoriaLimpezaAtrasada"}
+              "MemoriaPicoDeGastoDeTokens", "MemoriaLimpezaAtrasada", "MemoriaRenovacaoAntecipadaNoLimite"}
     assert wanted <= set(names)
     for rule in names.values():
         assert rule["labels"]["severity"] in ("warning", "critical")
@@ -121,7 +121,10 @@ def test_the_dashboard_shows_every_concern():
                    "beecatalog_memory_tokens_spent_total", "beecatalog_memory_generations_total",
                    "beecatalog_memory_generation_failures_total", "beecatalog_memory_redis_up",
                    "beecatalog_memory_lookup_seconds_bucket", "beecatalog_memory_generation_seconds_bucket",
-                   "beecatalog_memory_purge_backlog_entries", "beecatalog_memory_purge_lag_seconds"):
+                   "beecatalog_memory_purge_backlog_entries", "beecatalog_memory_purge_lag_seconds",
+                   "beecatalog_memory_misses_avoided_total", "beecatalog_memory_tokens_spent_ahead_total",
+                   "beecatalog_memory_refresh_token_budget", "beecatalog_memory_recorded_generations_total",
+                   "beecatalog_memory_recorded_tokens_spent_total"):
         assert series in queries
     # every panel reads the dashboard's data source variable, so that it imports anywhere
     for panel in dashboard["panels"]:
