@@ -15,12 +15,18 @@ this module does not expose.
 """
 from __future__ import annotations
 
+import logging
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
 from django.conf import settings
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import REGISTRY, multiprocess
 from prometheus_client.core import CounterMetricFamily
 
 from memory.infra import redis
+
+logger = logging.getLogger("memory")
 
 TIERS = ("l1", "l2", "l3")
 
@@ -296,3 +302,71 @@ def render_latest() -> tuple[bytes, str]:
     else:
         registry = REGISTRY
     return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+def _web_only_series() -> set[str]:
+    """The series only an ``on_scrape`` callback sets, from a truth every process shares (the
+    database, the settings): web's /metrics shows them; another target showing them too would
+    count them twice (the daily statistics' totals), or show a 0 no one set (the purge's)."""
+    gauges = (PURGE_BACKLOG, PURGE_LAG_SECONDS, PURGE_INTERVAL_SECONDS, REFRESH_TOKEN_BUDGET, REFRESH_INTERVAL_SECONDS)
+    return {name for name, _ in RECORDED_TOTALS.values()} | {gauge._name for gauge in gauges}
+
+
+class _ProcessSeries:
+    """The families of ``source`` but the web-only series."""
+
+    def __init__(self, source):
+        self.source = source
+
+    def collect(self):
+        excluded = _web_only_series()
+        for family in self.source.collect():
+            if family.name not in excluded:
+                yield family
+
+
+def render_process() -> tuple[bytes, str]:
+    """The exposition text of what this process counted (with ``PROMETHEUS_MULTIPROC_DIR``: every
+    process of its folder, the Celery worker's pool), and its content type: the worker's
+    endpoint. No ``on_scrape`` callback runs, and the series they set are left out: web shows them."""
+    set_redis_up(redis.info()["available"])
+    if multiprocess_enabled():
+        source = CollectorRegistry()
+        multiprocess.MultiProcessCollector(source)
+    else:
+        source = REGISTRY
+    return generate_latest(_ProcessSeries(source)), CONTENT_TYPE_LATEST
+
+
+class _ProcessMetricsHandler(BaseHTTPRequestHandler):
+    def do_GET(self):  # noqa: N802 (http.server's name)
+        if self.path.split("?", 1)[0] != "/metrics":
+            self._answer(404, "Não encontrado: as métricas estão em /metrics\n".encode(), "text/plain; charset=utf-8")
+            return
+        try:
+            body, content_type = render_process()
+        except Exception:  # one bad scrape must not end the server thread
+            logger.exception("Falha ao gerar as métricas do processo")
+            self._answer(500, "Falha ao gerar as métricas\n".encode(), "text/plain; charset=utf-8")
+            return
+        self._answer(200, body, content_type)
+
+    def _answer(self, status: int, body: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format, *args):  # one line per scrape would drown the worker's log
+        pass
+
+
+def serve_process_metrics(port: int, address: str = "127.0.0.1") -> ThreadingHTTPServer:
+    """Serve :func:`render_process` at ``http://address:port/metrics`` from a daemon thread (the
+    Celery worker's endpoint, ``METRICS_WORKER_PORT``); the server, to ``shutdown()``. ``OSError``
+    when the port cannot be taken."""
+    server = ThreadingHTTPServer((address, port), _ProcessMetricsHandler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="memory-process-metrics", daemon=True).start()
+    return server

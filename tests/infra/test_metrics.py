@@ -1,4 +1,6 @@
 """Prometheus metrics: what the engine records, and what GET /metrics shows."""
+import urllib.error
+import urllib.request
 from datetime import timedelta
 
 import pytest
@@ -19,6 +21,7 @@ from memory.providers import BadProviderOutput, CircuitOpen, ProviderUnavailable
 from memory.services.purge import purge_backlog, purge_expired
 
 from tests.helpers import seed, token_client
+from tests.servers import free_port
 
 
 def value(name, **labels):
@@ -267,3 +270,24 @@ def test_the_recorded_totals_are_left_out_while_postgresql_fails_their_read(monk
     assert "beecatalog_memory_tier_hits_total" in text
     monkeypatch.undo()
     assert "beecatalog_memory_misses_avoided_total 0.0" in metrics.render_latest()[0].decode()
+
+
+@pytest.mark.django_db
+def test_a_process_endpoint_serves_its_own_series_but_not_webs(redis_client):
+    """What the Celery worker's METRICS_WORKER_PORT serves (one process here: no folder)."""
+    metrics.render_latest()  # web's scrape: the series read from PostgreSQL have values in this process
+    server = metrics.serve_process_metrics(free_port())
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        with urllib.request.urlopen(f"{url}/metrics", timeout=5) as response:
+            names = {family.name for family in text_string_to_metric_families(response.read().decode())}
+        assert {"beecatalog_memory_generations", "beecatalog_memory_generation_failures",
+                "beecatalog_memory_redis_up", "beecatalog_memory_llm_breaker_open"} <= names
+        assert not names & {"beecatalog_memory_misses_avoided", "beecatalog_memory_recorded_tokens_spent",
+                            "beecatalog_memory_purge_lag_seconds", "beecatalog_memory_refresh_token_budget"}
+        with pytest.raises(urllib.error.HTTPError) as elsewhere:
+            urllib.request.urlopen(f"{url}/admin/", timeout=5)
+        assert elsewhere.value.code == 404 and "/metrics" in elsewhere.value.read().decode()
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -217,8 +217,10 @@ def test_the_readmes_prometheus_config_passes_promtool_check_config(promtool, tm
     shutil.copy(ALERTS, folder / "alerts.yml")
     (folder / "token").write_text("KEY")
     assert config["rule_files"] == ["/etc/prometheus/beecatalog-memory/alerts.yml"]
-    [job] = config["scrape_configs"]
-    assert (job["metrics_path"], job["authorization"]["type"]) == ("/metrics", "Token")
+    web, worker = config["scrape_configs"]
+    assert (web["metrics_path"], web["authorization"]["type"]) == ("/metrics", "Token")
+    assert (worker["job_name"], worker["metrics_path"]) == ("beecatalog-memory-worker", "/metrics")
+    assert worker["static_configs"][0]["targets"][0].endswith(":9540")
     path = tmp_path / "prometheus.yml"
     path.write_text(block.replace("/etc/prometheus/", f"{tmp_path}/"))
     done = run_promtool(promtool, "check", "config", str(path), cwd=tmp_path)
