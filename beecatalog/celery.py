@@ -6,6 +6,7 @@ import os
 from celery import Celery, signals
 from django.conf import settings
 
+from beecatalog.environment import refuse
 from beecatalog.logs import JsonFormatter
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "beecatalog.settings")
@@ -44,15 +45,59 @@ def _json_lines_if_asked(logger: logging.Logger | None) -> None:
 # module is imported while the settings load, before the apps are ready, hence the imports
 # inside the handlers.
 
+def _forks(worker) -> bool:
+    """Whether the worker's pool is prefork: its tasks run in child processes."""
+    pool = getattr(worker, "pool_cls", "")
+    return "prefork" in (pool if isinstance(pool, str) else pool.__module__) or pool == "processes"
+
+
 @signals.worker_init.connect
 def _stop_memory_threads_before_the_pool_forks(sender=None, **kwargs):
     """The prefork pool forks its children from this process: its threads stop first, so that
     no child inherits a lock one of them held (this process runs no task)."""
-    pool = getattr(sender, "pool_cls", "")
-    if "prefork" in (pool if isinstance(pool, str) else pool.__module__) or pool == "processes":
+    if _forks(sender):
         from memory.engine import runtime
 
         runtime.stop_background_threads()
+
+
+@signals.worker_init.connect
+def _prepare_the_workers_metrics(sender=None, **kwargs):
+    """With ``METRICS_WORKER_PORT``, before the pool starts: a prefork pool's children count in
+    ``PROMETHEUS_MULTIPROC_DIR`` (without it, the endpoint of this process, which runs no task,
+    would show nothing: refused in one line); what a previous run left there is removed."""
+    if not settings.METRICS_WORKER_PORT:
+        return
+    from memory.infra import multiprocess
+
+    folder = settings.PROMETHEUS_MULTIPROC_DIR
+    if not folder:
+        if _forks(sender):
+            refuse("METRICS_WORKER_PORT: com o pool prefork, as tarefas contam em processos filhos; defina"
+                   " PROMETHEUS_MULTIPROC_DIR com uma pasta só deste worker (um tmpfs, por exemplo) ou use"
+                   " --pool solo/threads")
+        return
+    removed = multiprocess.empty_folder(folder, keep_pid=os.getpid())
+    logging.getLogger("memory").info(
+        "Métricas do worker: %d arquivo(s) de uma execução anterior removido(s) de %s", removed, folder)
+
+
+@signals.worker_ready.connect
+def _serve_the_workers_metrics(**kwargs):
+    """``METRICS_WORKER_PORT``: the worker's own /metrics, for Prometheus's second target."""
+    if not settings.METRICS_WORKER_PORT:
+        return
+    from memory.infra import metrics
+
+    log = logging.getLogger("memory")
+    address, port = settings.METRICS_WORKER_ADDR, settings.METRICS_WORKER_PORT
+    try:
+        metrics.serve_process_metrics(port, address)
+    except OSError as exc:
+        log.error("Métricas do worker: não foi possível escutar em %s:%d (%s); o worker segue sem /metrics",
+                  address, port, exc.strerror or exc)
+        return
+    log.info("Métricas do worker em http://%s:%d/metrics", address, port)
 
 
 @signals.worker_process_init.connect

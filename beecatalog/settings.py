@@ -425,6 +425,13 @@ SPECTACULAR_SETTINGS = {
 # Who may read GET /metrics: "staff" (a staff user, by token or session),
 # "token" (any authenticated user) or "anonymous" (anyone who reaches it).
 METRICS_ALLOW = read.choice("METRICS_ALLOW", ("staff", "token", "anonymous"), "staff")
+# The Celery worker's own /metrics (what its processes count: the generations it runs, their
+# failures and tokens, refresh-ahead's), for a second Prometheus target: the TCP port (0: not
+# served) and the address it listens on. It asks for no credentials: keep it on loopback or on a
+# private network. With the prefork pool its processes add up in PROMETHEUS_MULTIPROC_DIR.
+METRICS_WORKER_PORT = read.whole("METRICS_WORKER_PORT", 0, minimum=0, maximum=65535, unit="",
+                                 example="0 desliga; por exemplo 9540")
+METRICS_WORKER_ADDR = read.text("METRICS_WORKER_ADDR", "127.0.0.1").strip() or "127.0.0.1"
 # Several gunicorn workers: a directory shared by them (prometheus_client reads the same
 # variable from the environment), emptied by gunicorn's master before each start
 # (gunicorn.conf.py). prometheus_client writes there from the first series it defines: a

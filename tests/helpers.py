@@ -108,6 +108,9 @@ def make_entries(n=3, *, prefix="SKU", kind="main_content", **overrides):
             "created_at": T0 + timedelta(seconds=i),
             "updated_at": T0 + timedelta(hours=1, seconds=i),
             "last_hit_at": (T0 + timedelta(days=1)) if i % 2 else None,
+            # a fraction, and an entry never hit (Excel keeps 15 significant digits: not 1/3)
+            "hotness": (i * 1.5 + 0.25) if i % 2 else 0.0,
+            "hotness_at": (T0 + timedelta(days=1, microseconds=i)) if i % 2 else None,
             "expires_at": T0 + timedelta(days=90, microseconds=i),
         }
         fields.update(overrides)

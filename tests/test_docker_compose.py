@@ -118,10 +118,22 @@ def test_web_runs_several_gunicorn_workers_sharing_a_tmpfs_metrics_folder_their_
     assert "multiprocess.empty_folder(settings.PROMETHEUS_MULTIPROC_DIR)" in gunicorn_conf
 
 
-@pytest.mark.parametrize("service", ["worker", "beat"])
-def test_the_single_process_services_share_no_metrics_folder(service):
+def test_beat_shares_no_metrics_folder():
     """Set (empty) rather than left to .env, where a host path would not exist in the container."""
-    assert environment(service)["PROMETHEUS_MULTIPROC_DIR"] == ""
+    assert environment("beat")["PROMETHEUS_MULTIPROC_DIR"] == ""
+
+
+def test_the_worker_serves_its_metrics_on_the_network_from_a_tmpfs_folder_of_its_own():
+    """Its prefork pool's processes add up in a tmpfs of the worker's container; the endpoint
+    listens on compose's network, and no port is published on the host (it asks for no token)."""
+    env = environment("worker")
+    assert int(env["METRICS_WORKER_PORT"]) > 0 and env["METRICS_WORKER_ADDR"] == "0.0.0.0"
+    folder = env["PROMETHEUS_MULTIPROC_DIR"]
+    assert folder.startswith("/") and not folder.startswith(MOUNTED + "/") and folder in SERVICES["worker"]["tmpfs"]
+    assert "ports" not in SERVICES["worker"]
+    assert "--pool" not in command("worker")  # prefork: hence the folder
+    # the healthcheck's own process writes no files into the worker's folder
+    assert SERVICES["worker"]["healthcheck"]["test"][1].startswith("PROMETHEUS_MULTIPROC_DIR= celery ")
 
 
 SHOW = (

@@ -41,7 +41,7 @@ from redis.exceptions import ResponseError
 from memory.engine import hotness
 from memory.engine.validators import instant, whole_number
 from memory.models import DailyStats, ProductMemoryEntry
-from memory.infra import metrics, redis
+from memory.infra import redis
 
 logger = logging.getLogger("memory")
 
@@ -390,8 +390,6 @@ def apply_counts(counts: Counts) -> None:
         avoided = hotness.count_misses_avoided({k: t for k, t in counts.last_hit.items() if counts.hits.get(k)})
         for day, n in avoided.items():
             by_day.setdefault(day, {})["misses_avoided"] = n
-        if avoided:
-            transaction.on_commit(lambda: metrics.count_misses_avoided(sum(avoided.values())))
         for day, amounts in by_day.items():
             stats, _ = DailyStats.objects.select_for_update().get_or_create(date=date.fromisoformat(day))
             DailyStats.objects.filter(pk=stats.pk).update(**{k: F(k) + v for k, v in amounts.items()})

@@ -7,6 +7,7 @@ name of the value (``"limit: …"``), so that a caller can show it as it is.
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 # PostgreSQL's integer and bigint: the model's PositiveIntegerField and PositiveBigIntegerField.
@@ -35,6 +36,18 @@ def whole_number(name: str, value: Any, *, minimum: int = 0, maximum: int | None
         raise ValueError(f"{name}: deve ser pelo menos {minimum}, recebido {value}")
     if maximum is not None and value > maximum:
         raise ValueError(f"{name}: acima do máximo de {maximum}")
+    return value
+
+
+def non_negative_number(name: str, value: Any) -> float:
+    """``value`` as a float when it is a finite number (an ``int`` or a ``float``, not a bool) from 0 up."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name}: deve ser um número, recebido {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name}: deve ser um número finito, recebido {value!r}")
+    if value < 0:
+        raise ValueError(f"{name}: não pode ser negativo, recebido {value!r}")
     return value
 
 

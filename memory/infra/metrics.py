@@ -15,11 +15,18 @@ this module does not expose.
 """
 from __future__ import annotations
 
+import logging
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
 from django.conf import settings
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import REGISTRY, multiprocess
+from prometheus_client.core import CounterMetricFamily
 
 from memory.infra import redis
+
+logger = logging.getLogger("memory")
 
 TIERS = ("l1", "l2", "l3")
 
@@ -59,15 +66,6 @@ TOKENS_CACHED = Counter(
 )
 TOKENS_REASONING = Counter(
     "beecatalog_memory_tokens_reasoning", "Completion tokens of the stored generations spent reasoning"
-)
-# Refresh-ahead (memory.services.refresh): what its regenerations cost (a part of tokens_spent),
-# and the lookups served by content it refreshed where the content it replaced would have missed.
-TOKENS_SPENT_AHEAD = Counter(
-    "beecatalog_memory_tokens_spent_ahead", "Tokens spent regenerating hot entries before they expired or went stale"
-)
-MISSES_AVOIDED = Counter(
-    "beecatalog_memory_misses_avoided",
-    "Lookups that hit content refreshed ahead, after the content it replaced would have stopped being served",
 )
 REDIS_UP = Gauge(
     "beecatalog_memory_redis_up",
@@ -115,10 +113,46 @@ PURGE_INTERVAL_SECONDS = Gauge(
     "MEMORY_PURGE_INTERVAL: how often the scheduled purge should run (the alerts compare the lag with it)",
     multiprocess_mode="mostrecent",
 )
+# Refresh-ahead's settings, set at each scrape (``services.refresh`` registers the callback): the
+# alerts compare what it spends per run with its budget.
+REFRESH_TOKEN_BUDGET = Gauge(
+    "beecatalog_memory_refresh_token_budget",
+    "MEMORY_REFRESH_TOKEN_BUDGET: the tokens one refresh-ahead run may bill (0: refresh-ahead is off)",
+    multiprocess_mode="mostrecent",
+)
+REFRESH_INTERVAL_SECONDS = Gauge(
+    "beecatalog_memory_refresh_interval_seconds",
+    "MEMORY_REFRESH_AHEAD_INTERVAL: how often the scheduled refresh-ahead runs",
+    multiprocess_mode="mostrecent",
+)
 LLM_BREAKER_OPENED = Counter(
     "beecatalog_memory_llm_breaker_opened",
     "Times the provider's circuit breaker opened (each counted by the process that opened it)",
 )
+
+# Totals of the daily statistics (``DailyStats``, summed over every day), read from PostgreSQL at
+# each scrape (``services.stats`` registers the reader): what every process recorded, the Celery
+# worker's generations and refresh-ahead runs and a ``generate_content`` run included, which the
+# process counters above do not see when nothing scrapes those processes. Counters as
+# PostgreSQL holds them (once the counter flush has written them: up to a minute late), the same
+# in every web process: aggregate them across instances with ``max``, not ``sum``.
+# ``DailyStats`` field -> (series, help).
+RECORDED_TOTALS = {
+    "generations": ("beecatalog_memory_recorded_generations",
+                    "Contents generated and stored by any process (the daily statistics' generations)"),
+    "tokens_spent": ("beecatalog_memory_recorded_tokens_spent",
+                     "Tokens of the stored generations of any process (the daily statistics' tokens_spent)"),
+    "tokens_wasted": ("beecatalog_memory_recorded_tokens_wasted",
+                      "Tokens billed for failed or discarded attempts in any process (the daily statistics')"),
+    # Refresh-ahead (memory.services.refresh) runs in the Celery worker: its cost (a part of
+    # tokens_spent), and its gain, the lookups served by content it refreshed where the content it
+    # replaced would have missed (counted by the counter flush, in whichever process runs it).
+    "tokens_spent_ahead": ("beecatalog_memory_tokens_spent_ahead",
+                           "Tokens spent by refresh-ahead regenerating hot entries before they expired or went stale"),
+    "misses_avoided": ("beecatalog_memory_misses_avoided",
+                       "Lookups that hit content refreshed ahead, after the content it replaced would have"
+                       " stopped being served"),
+}
 
 # What a scrape asks first, registered by the layers above (the provider's breaker state).
 _scrape_callbacks: list = []
@@ -172,6 +206,11 @@ def set_purge_backlog(entries: float, lag_seconds: float, interval_seconds: floa
     PURGE_INTERVAL_SECONDS.set(interval_seconds)
 
 
+def set_refresh_settings(budget: float, interval_seconds: float) -> None:
+    REFRESH_TOKEN_BUDGET.set(budget)
+    REFRESH_INTERVAL_SECONDS.set(interval_seconds)
+
+
 def count_generation_stored(tokens: int, *, cached: int = 0, reasoning: int = 0) -> None:
     """A generated content reached the memory, having cost ``tokens``, of which ``cached`` prompt
     tokens came from the provider's cache and ``reasoning`` completion tokens went to reasoning."""
@@ -182,16 +221,6 @@ def count_generation_stored(tokens: int, *, cached: int = 0, reasoning: int = 0)
         TOKENS_CACHED.inc(cached)
     if reasoning > 0:
         TOKENS_REASONING.inc(reasoning)
-
-
-def count_tokens_spent_ahead(tokens: int) -> None:
-    if tokens > 0:
-        TOKENS_SPENT_AHEAD.inc(tokens)
-
-
-def count_misses_avoided(misses: int) -> None:
-    if misses > 0:
-        MISSES_AVOIDED.inc(misses)
 
 
 def observe_generation(seconds: float) -> None:
@@ -223,6 +252,34 @@ def count_llm_breaker_opened() -> None:
     LLM_BREAKER_OPENED.inc()
 
 
+class RecordedTotals:
+    """The collector of ``RECORDED_TOTALS``: yields what the last :func:`set_recorded_totals` set
+    (each scrape sets them first), nothing while they are unknown (the database did not answer)."""
+
+    def __init__(self):
+        self.values: dict[str, float] | None = None
+
+    def describe(self):
+        # Registering must not read the database (the default describe() would collect).
+        return [CounterMetricFamily(name, help_text) for name, help_text in RECORDED_TOTALS.values()]
+
+    def collect(self):
+        values = self.values
+        if values is None:
+            return
+        for field, (name, help_text) in RECORDED_TOTALS.items():
+            yield CounterMetricFamily(name, help_text, value=values.get(field, 0))
+
+
+_RECORDED = RecordedTotals()
+REGISTRY.register(_RECORDED)
+
+
+def set_recorded_totals(totals: dict[str, float] | None) -> None:
+    """The daily statistics' totals now (``RECORDED_TOTALS``' fields), or None when unknown."""
+    _RECORDED.values = None if totals is None else {field: float(totals.get(field) or 0) for field in RECORDED_TOTALS}
+
+
 def on_scrape(callback) -> None:
     """Run ``callback()`` before each scrape renders (to set a gauge from the truth now)."""
     if callback not in _scrape_callbacks:
@@ -241,6 +298,75 @@ def render_latest() -> tuple[bytes, str]:
     if multiprocess_enabled():
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
+        registry.register(_RECORDED)  # read by the process answering, not kept in the shared files
     else:
         registry = REGISTRY
     return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+def _web_only_series() -> set[str]:
+    """The series only an ``on_scrape`` callback sets, from a truth every process shares (the
+    database, the settings): web's /metrics shows them; another target showing them too would
+    count them twice (the daily statistics' totals), or show a 0 no one set (the purge's)."""
+    gauges = (PURGE_BACKLOG, PURGE_LAG_SECONDS, PURGE_INTERVAL_SECONDS, REFRESH_TOKEN_BUDGET, REFRESH_INTERVAL_SECONDS)
+    return {name for name, _ in RECORDED_TOTALS.values()} | {gauge._name for gauge in gauges}
+
+
+class _ProcessSeries:
+    """The families of ``source`` but the web-only series."""
+
+    def __init__(self, source):
+        self.source = source
+
+    def collect(self):
+        excluded = _web_only_series()
+        for family in self.source.collect():
+            if family.name not in excluded:
+                yield family
+
+
+def render_process() -> tuple[bytes, str]:
+    """The exposition text of what this process counted (with ``PROMETHEUS_MULTIPROC_DIR``: every
+    process of its folder, the Celery worker's pool), and its content type: the worker's
+    endpoint. No ``on_scrape`` callback runs, and the series they set are left out: web shows them."""
+    set_redis_up(redis.info()["available"])
+    if multiprocess_enabled():
+        source = CollectorRegistry()
+        multiprocess.MultiProcessCollector(source)
+    else:
+        source = REGISTRY
+    return generate_latest(_ProcessSeries(source)), CONTENT_TYPE_LATEST
+
+
+class _ProcessMetricsHandler(BaseHTTPRequestHandler):
+    def do_GET(self):  # noqa: N802 (http.server's name)
+        if self.path.split("?", 1)[0] != "/metrics":
+            self._answer(404, "Não encontrado: as métricas estão em /metrics\n".encode(), "text/plain; charset=utf-8")
+            return
+        try:
+            body, content_type = render_process()
+        except Exception:  # one bad scrape must not end the server thread
+            logger.exception("Falha ao gerar as métricas do processo")
+            self._answer(500, "Falha ao gerar as métricas\n".encode(), "text/plain; charset=utf-8")
+            return
+        self._answer(200, body, content_type)
+
+    def _answer(self, status: int, body: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format, *args):  # one line per scrape would drown the worker's log
+        pass
+
+
+def serve_process_metrics(port: int, address: str = "127.0.0.1") -> ThreadingHTTPServer:
+    """Serve :func:`render_process` at ``http://address:port/metrics`` from a daemon thread (the
+    Celery worker's endpoint, ``METRICS_WORKER_PORT``); the server, to ``shutdown()``. ``OSError``
+    when the port cannot be taken."""
+    server = ThreadingHTTPServer((address, port), _ProcessMetricsHandler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="memory-process-metrics", daemon=True).start()
+    return server

@@ -18,10 +18,14 @@ from prometheus_client import multiprocess
 SERIES_FILES = "*_[0-9]*.db"
 
 
-def empty_folder(folder: str) -> int:
-    """Delete the series files a previous run left in ``folder`` (nothing else in it); how many."""
+def empty_folder(folder: str, *, keep_pid: int | None = None) -> int:
+    """Delete the series files a previous run left in ``folder`` (nothing else in it), but those of
+    the process ``keep_pid`` (the caller's own, already open: the Celery worker's main process);
+    how many."""
     removed = 0
     for path in Path(folder).glob(SERIES_FILES):
+        if keep_pid is not None and path.stem.rpartition("_")[2] == str(keep_pid):
+            continue
         path.unlink(missing_ok=True)
         removed += 1
     return removed

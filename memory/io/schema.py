@@ -14,12 +14,17 @@ them refuses, the others refuse with the same words.
   token counts, ``bigint`` for the hit counts); ``tokens_cached`` is at most ``tokens_prompt``
   and ``tokens_reasoning`` at most ``tokens_completion`` (they are parts of them). A file
   written before these two columns existed has none: they are 0.
+- ``hotness`` (:mod:`memory.engine.hotness`: the entry's decayed hits, as of ``hotness_at``) is a
+  finite number from 0 up (``12.5``; ``12,5`` as a pt-BR spreadsheet writes it); an export writes
+  both, so that a restore keeps the hot entries hot for refresh-ahead and the Redis warm-up. A file
+  without them (written before they existed) gives 0 and none, as for the hit counts; a hotness
+  without ``hotness_at`` is as of now.
 - Datetimes are ISO 8601, a spreadsheet date or datetime; without an offset (the admin's CSV and
   XLSX write local time) they are read in ``TIME_ZONE``.
 - Empty optional cells get defaults: ``kind`` = ``main_content``; ``source_data`` = ``{}``;
   ``input_fingerprint`` = the fingerprint of ``source_data``; ``generator_version`` = the current
   generator; ``family_id`` = the product id for a family's base (kind ``family``), else none (content
-  of its own, not derived from a family); counters = 0; ``created_at``/``updated_at`` = now; ``last_hit_at`` = none;
+  of its own, not derived from a family); counters and ``hotness`` = 0; ``created_at``/``updated_at`` = now; ``last_hit_at`` and ``hotness_at`` = none;
   ``expires_at`` = now + ``MEMORY_DEFAULT_TTL``; ``author`` = ``""``; ``approved`` = false
   (``approved_by``/``approved_at`` go with it; approved without ``approved_at``: now);
   ``versions`` = none (the imported content becomes the entry's first version).
@@ -51,14 +56,14 @@ from memory.providers.prompts import current_generator_version
 ENTRY_FIELDS = [
     "product_id", "kind", "payload", "source_data", "input_fingerprint", "generator_version",
     "tokens_prompt", "tokens_completion", "tokens_cached", "tokens_reasoning", "hit_count", "tokens_saved",
-    "created_at", "updated_at", "last_hit_at", "expires_at", "family_id",
+    "created_at", "updated_at", "last_hit_at", "hotness", "hotness_at", "expires_at", "family_id",
     "origin", "author", "approved", "approved_by", "approved_at",
 ]
 EXPORT_FIELDS = [*ENTRY_FIELDS, "versions"]
 VERSION_FIELDS = ("number", "payload", "origin", "generator_version", "tokens", "author", "created_at")
 REQUIRED_COLUMNS = ("product_id", "payload")
 JSON_FIELDS = ("payload", "source_data", "versions")
-DATETIME_FIELDS = ("created_at", "updated_at", "last_hit_at", "expires_at", "approved_at")
+DATETIME_FIELDS = ("created_at", "updated_at", "last_hit_at", "hotness_at", "expires_at", "approved_at")
 INT_LIMITS = {
     "tokens_prompt": validators.INT_MAX,
     "tokens_completion": validators.INT_MAX,
@@ -204,6 +209,19 @@ def _int(name: str, value: Any) -> int:
     return validators.whole_number(name, value, maximum=INT_LIMITS[name])
 
 
+def _number(name: str, value: Any) -> float:
+    if blank(value):
+        return 0.0
+    if isinstance(value, str):
+        typed = value.strip()
+        try:
+            # a spreadsheet in pt-BR writes 12,5
+            value = float(typed.replace(",", ".") if "." not in typed else typed)
+        except ValueError:
+            raise ValueError(f"{name}: deve ser um número, recebido {typed[:40]!r}") from None
+    return validators.non_negative_number(name, value)
+
+
 def _datetime(name: str, value: Any) -> datetime:
     if isinstance(value, datetime):
         parsed = value
@@ -250,6 +268,7 @@ CLEANERS: dict[str, Callable[[str, Any], Any]] = {
     "generator_version": _optional(_text),
     "family_id": _optional(_text),
     **{name: _int for name in INT_LIMITS},
+    "hotness": _number,
     **{name: _optional(_datetime) for name in DATETIME_FIELDS},
     "origin": _optional(_origin, IMPORTED),  # what the import records, unless the history says otherwise
     "author": _optional(_text, ""),
@@ -292,6 +311,8 @@ def clean_row(raw: Any, *, now: datetime | None = None) -> dict:
     row["created_at"] = row["created_at"] or now
     row["updated_at"] = row["updated_at"] or now
     row["expires_at"] = row["expires_at"] or now + timedelta(seconds=settings.MEMORY_DEFAULT_TTL)
+    if row["hotness"] and row["hotness_at"] is None:
+        row["hotness_at"] = now  # a hotness is as of an instant: without one it would read 0
     if row["approved"]:
         row["approved_at"] = row["approved_at"] or now
     else:

@@ -24,7 +24,7 @@ An entry that is no longer due when its turn comes (regenerated meanwhile, deriv
 family, approved) is skipped. One run at a time (an exclusive lock); at most
 ``MAX_CANDIDATES`` entries considered per run. Each content it wrote is marked for the count of
 the misses it avoided (:mod:`memory.engine.hotness`); the tokens it cost are counted in
-``DailyStats.tokens_spent_ahead`` (a part of ``tokens_spent``) and in ``/metrics``.
+``DailyStats.tokens_spent_ahead`` (a part of ``tokens_spent``), which ``/metrics`` reads.
 """
 from __future__ import annotations
 
@@ -232,10 +232,18 @@ def _mark(product_id: str, kind: str, due: datetime) -> None:
 
 
 def _count_spent_ahead(tokens: int) -> None:
-    """Add ``tokens`` to today's ``tokens_spent_ahead`` and to ``/metrics``."""
+    """Add ``tokens`` to today's ``tokens_spent_ahead`` (``/metrics`` reads it from there, whichever
+    process runs the job: ``metrics.RECORDED_TOTALS``)."""
     if tokens <= 0:
         return
     with transaction.atomic():
         stats, _ = DailyStats.objects.select_for_update().get_or_create(date=timezone.localdate())
         DailyStats.objects.filter(pk=stats.pk).update(tokens_spent_ahead=F("tokens_spent_ahead") + tokens)
-    metrics.count_tokens_spent_ahead(tokens)
+
+
+def _report_refresh_settings() -> None:
+    """At each scrape: the budget and the interval, which the alerts compare its spending with."""
+    metrics.set_refresh_settings(settings.MEMORY_REFRESH_TOKEN_BUDGET, settings.MEMORY_REFRESH_AHEAD_INTERVAL)
+
+
+metrics.on_scrape(_report_refresh_settings)

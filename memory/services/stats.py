@@ -6,14 +6,14 @@ from decimal import Decimal
 from pathlib import Path
 
 from django.conf import settings
-from django.db import connection
+from django.db import DatabaseError, connection
 from django.db.models import Sum
 
-from memory.models import ProductMemoryEntry
+from memory.models import DailyStats, ProductMemoryEntry
 from memory.providers.pricing import estimate_saved_cost
 from memory.engine.memory import cached_for_stats, memory_figures
 from memory.providers.prompts import current_generator_version, current_model_name
-from memory.infra import redis
+from memory.infra import metrics, redis
 
 logger = logging.getLogger("memory")
 
@@ -80,3 +80,24 @@ def memory_stats(kind: str | None = None) -> dict:
     stats["database"] = {"vendor": connection.vendor, "table_bytes": table_bytes()}
     stats["backup_dir"] = {"path": str(settings.MEMORY_BACKUP_DIR), "bytes": directory_bytes(settings.MEMORY_BACKUP_DIR)}
     return stats
+
+
+def recorded_totals() -> dict[str, int]:
+    """The daily statistics summed over every day, of the fields ``/metrics`` reads from them
+    (``metrics.RECORDED_TOTALS``): one aggregate over a table of one row a day."""
+    sums = DailyStats.objects.aggregate(**{field: Sum(field) for field in metrics.RECORDED_TOTALS})
+    return {field: value or 0 for field, value in sums.items()}
+
+
+def _report_recorded_totals() -> None:
+    """At each scrape: what every process recorded (the worker's generations and refresh-ahead
+    runs, the commands'), as PostgreSQL holds it now. Left out of /metrics while the database
+    does not answer: the rest still renders."""
+    try:
+        totals = recorded_totals()
+    except DatabaseError:
+        totals = None
+    metrics.set_recorded_totals(totals)
+
+
+metrics.on_scrape(_report_recorded_totals)

@@ -599,6 +599,10 @@ def confirm(client, preview):
 
 @pytest.mark.parametrize("fmt", ["csv", "json", "xlsx"])
 def test_exported_file_imports_back(staff, entries, fmt, redis_client, django_capture_on_commit_callbacks):
+    # hot: the admin's files carry the hotness too (refresh-ahead and the warm-up read it)
+    ProductMemoryEntry.objects.filter(pk=entries["active"].pk).update(
+        hotness=2.75, hotness_at=timezone.now().replace(microsecond=0) - timedelta(hours=2))
+    entries["active"].refresh_from_db()
     data = export(staff, fmt, [entries["active"], entries["stale"]])
     ProductMemoryEntry.objects.filter(product_id__in=["ABC-1", "OLD-3"], kind="main_content").delete()
     preview = import_file(staff, fmt, data)
@@ -614,6 +618,7 @@ def test_exported_file_imports_back(staff, entries, fmt, redis_client, django_ca
     for name in [*ENTRY_FIELDS, "version"]:  # the history comes back too: the same version, same origin
         assert getattr(restored, name) == getattr(original, name), name
     assert restored.title == "Tênis de Corrida Leve"
+    assert restored.hotness == 2.75 and restored.hotness_at == original.hotness_at
     assert ProductMemoryEntry.objects.get(product_id="OLD-3").generator_version == "template:template:p0"
 
 

@@ -142,6 +142,8 @@ def test_debug_on_runs_with_the_default_key():
     ("MEMORY_LOG_LEVEL", "verbose"),
     ("MEMORY_LOG_FORMAT", "xml"),
     ("PROMETHEUS_MULTIPROC_DIR", "/nao/existe/prometheus"),
+    ("METRICS_WORKER_PORT", "70000"),
+    ("METRICS_WORKER_PORT", ":9540"),
     ("TIME_ZONE", "Brasil/Sao_Paulo"),
     ("CSRF_TRUSTED_ORIGINS", "memoria.example.com"),
     ("REDIS_URL", "127.0.0.1:6379"),

@@ -1,4 +1,6 @@
 """Prometheus metrics: what the engine records, and what GET /metrics shows."""
+import urllib.error
+import urllib.request
 from datetime import timedelta
 
 import pytest
@@ -14,11 +16,12 @@ from rest_framework.test import APIClient
 from memory.infra import metrics
 from memory.services.generation import generate_product
 from memory.engine.memory import ProductMemory
-from memory.models import ProductMemoryEntry
+from memory.models import DailyStats, ProductMemoryEntry
 from memory.providers import BadProviderOutput, CircuitOpen, ProviderUnavailable, TemplateProvider
 from memory.services.purge import purge_backlog, purge_expired
 
 from tests.helpers import seed, token_client
+from tests.servers import free_port
 
 
 def value(name, **labels):
@@ -238,3 +241,53 @@ def test_metrics_still_render_when_postgresql_fails_the_backlog_read(monkeypatch
     text = metrics.render_latest()[0].decode()
     assert "beecatalog_memory_purge_backlog_entries NaN" in text
     assert "beecatalog_memory_tier_hits_total" in text
+
+
+@pytest.mark.django_db
+def test_the_recorded_totals_are_the_daily_statistics_summed_over_every_day(make_user):
+    client = token_client(make_user("staff", staff=True))
+    DailyStats.objects.create(date=timezone.localdate() - timedelta(days=3), generations=4, tokens_spent=900,
+                              tokens_wasted=30, tokens_spent_ahead=200, misses_avoided=2)
+    DailyStats.objects.create(date=timezone.localdate(), generations=1, tokens_spent=100, tokens_spent_ahead=50,
+                              misses_avoided=1)
+    expected = {"beecatalog_memory_recorded_generations": 5, "beecatalog_memory_recorded_tokens_spent": 1000,
+                "beecatalog_memory_recorded_tokens_wasted": 30,
+                "beecatalog_memory_tokens_spent_ahead": 250, "beecatalog_memory_misses_avoided": 3}
+    for name, value in expected.items():
+        assert scraped_value(client, name) == value, name
+    DailyStats.objects.filter(date=timezone.localdate()).update(misses_avoided=4)  # read again at the next scrape
+    assert scraped_value(client, "beecatalog_memory_misses_avoided") == 6
+
+
+@pytest.mark.django_db
+def test_the_recorded_totals_are_left_out_while_postgresql_fails_their_read(monkeypatch):
+    def broken():
+        raise OperationalError("o servidor não responde")
+
+    monkeypatch.setattr("memory.services.stats.recorded_totals", broken)
+    text = metrics.render_latest()[0].decode()
+    assert "beecatalog_memory_misses_avoided_total" not in text
+    assert "beecatalog_memory_tier_hits_total" in text
+    monkeypatch.undo()
+    assert "beecatalog_memory_misses_avoided_total 0.0" in metrics.render_latest()[0].decode()
+
+
+@pytest.mark.django_db
+def test_a_process_endpoint_serves_its_own_series_but_not_webs(redis_client):
+    """What the Celery worker's METRICS_WORKER_PORT serves (one process here: no folder)."""
+    metrics.render_latest()  # web's scrape: the series read from PostgreSQL have values in this process
+    server = metrics.serve_process_metrics(free_port())
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        with urllib.request.urlopen(f"{url}/metrics", timeout=5) as response:
+            names = {family.name for family in text_string_to_metric_families(response.read().decode())}
+        assert {"beecatalog_memory_generations", "beecatalog_memory_generation_failures",
+                "beecatalog_memory_redis_up", "beecatalog_memory_llm_breaker_open"} <= names
+        assert not names & {"beecatalog_memory_misses_avoided", "beecatalog_memory_recorded_tokens_spent",
+                            "beecatalog_memory_purge_lag_seconds", "beecatalog_memory_refresh_token_budget"}
+        with pytest.raises(urllib.error.HTTPError) as elsewhere:
+            urllib.request.urlopen(f"{url}/admin/", timeout=5)
+        assert elsewhere.value.code == 404 and "/metrics" in elsewhere.value.read().decode()
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -106,7 +106,7 @@ def all_queries() -> list[tuple[str, str]]:
 def test_the_alerts_cover_what_the_issue_asks():
     names = {rule["alert"]: rule for rule in alert_rules()}
     wanted = {"MemoriaRedisFora", "MemoriaTaxaDeAcertoBaixa", "MemoriaFalhasDeGeracao",
-              "MemoriaPicoDeGastoDeTokens", "MemoriaLimpezaAtrasada"}
+              "MemoriaPicoDeGastoDeTokens", "MemoriaLimpezaAtrasada", "MemoriaRenovacaoAntecipadaNoLimite"}
     assert wanted <= set(names)
     for rule in names.values():
         assert rule["labels"]["severity"] in ("warning", "critical")
@@ -121,7 +121,10 @@ def test_the_dashboard_shows_every_concern():
                    "beecatalog_memory_tokens_spent_total", "beecatalog_memory_generations_total",
                    "beecatalog_memory_generation_failures_total", "beecatalog_memory_redis_up",
                    "beecatalog_memory_lookup_seconds_bucket", "beecatalog_memory_generation_seconds_bucket",
-                   "beecatalog_memory_purge_backlog_entries", "beecatalog_memory_purge_lag_seconds"):
+                   "beecatalog_memory_purge_backlog_entries", "beecatalog_memory_purge_lag_seconds",
+                   "beecatalog_memory_misses_avoided_total", "beecatalog_memory_tokens_spent_ahead_total",
+                   "beecatalog_memory_refresh_token_budget", "beecatalog_memory_recorded_generations_total",
+                   "beecatalog_memory_recorded_tokens_spent_total"):
         assert series in queries
     # every panel reads the dashboard's data source variable, so that it imports anywhere
     for panel in dashboard["panels"]:
@@ -214,8 +217,10 @@ def test_the_readmes_prometheus_config_passes_promtool_check_config(promtool, tm
     shutil.copy(ALERTS, folder / "alerts.yml")
     (folder / "token").write_text("KEY")
     assert config["rule_files"] == ["/etc/prometheus/beecatalog-memory/alerts.yml"]
-    [job] = config["scrape_configs"]
-    assert (job["metrics_path"], job["authorization"]["type"]) == ("/metrics", "Token")
+    web, worker = config["scrape_configs"]
+    assert (web["metrics_path"], web["authorization"]["type"]) == ("/metrics", "Token")
+    assert (worker["job_name"], worker["metrics_path"]) == ("beecatalog-memory-worker", "/metrics")
+    assert worker["static_configs"][0]["targets"][0].endswith(":9540")
     path = tmp_path / "prometheus.yml"
     path.write_text(block.replace("/etc/prometheus/", f"{tmp_path}/"))
     done = run_promtool(promtool, "check", "config", str(path), cwd=tmp_path)

@@ -12,6 +12,7 @@ from django.core.cache import caches
 from django.test import override_settings
 from django.utils import timezone
 
+from memory.engine import hotness
 from memory.io import export, formats, importer
 from memory.models import ProductMemoryEntry
 from memory.engine.memory import ProductMemory
@@ -168,6 +169,7 @@ def test_xlsx_in_the_admin_layout_is_imported(tmp_path):
             e.tokens_prompt, e.tokens_completion, e.tokens_cached, e.tokens_reasoning, e.hit_count, e.tokens_saved,
             e.created_at.isoformat(), e.updated_at.isoformat(),
             e.last_hit_at.astimezone(local).replace(tzinfo=None) if e.last_hit_at else None,
+            e.hotness, e.hotness_at.isoformat() if e.hotness_at else None,
             e.expires_at.isoformat(), e.family_id, e.origin, e.author, e.approved, e.approved_by, None,
             json.dumps(exported_versions(e.versions.all()), ensure_ascii=False), e.title,
         ])
@@ -354,3 +356,32 @@ def test_exports_hold_the_usage_details_the_round_trips_above_give_back():
         (40, 20), (41, 21), (42, 22)]
     header = next(csv.reader(io.StringIO(export_text("csv"))))
     assert header.index("tokens_cached") == header.index("tokens_completion") + 1
+
+
+def test_exports_hold_the_hotness_and_a_restore_keeps_the_hot_entries_hot(redis_client):
+    """Refresh-ahead and the Redis warm-up read the hottest first: a restore must not make every
+    entry cold. The round trips above compare hotness and hotness_at too (make_entries sets them)."""
+    make_entries(4)
+    rows = json.loads(export_text("json"))
+    assert [(row["hotness"], row["hotness_at"]) for row in rows] == [
+        (0.0, None), (1.75, (T0 + timedelta(days=1, microseconds=1)).isoformat()), (0.0, None),
+        (4.75, (T0 + timedelta(days=1, microseconds=3)).isoformat())]
+    header = next(csv.reader(io.StringIO(export_text("csv"))))
+    assert header.index("hotness") == header.index("last_hit_at") + 1
+    assert header.index("hotness_at") == header.index("hotness") + 1
+    text = export_text("csv")
+    ProductMemory().clear()
+    assert import_entries(io.StringIO(text), "csv").ok
+    when = T0 + timedelta(days=2)
+    order = list(ProductMemoryEntry.objects.annotate(heat=hotness.decayed(when)).filter(heat__gt=0)
+                 .order_by("-heat").values_list("product_id", flat=True))
+    assert order == ["SKU00003", "SKU00001"]
+
+
+def test_a_file_written_before_the_hotness_imports_cold():
+    make_entries(2)
+    older = [{k: v for k, v in row.items() if k not in ("hotness", "hotness_at")}
+             for row in json.loads(export_text("json"))]
+    ProductMemory().clear()
+    assert import_entries(io.StringIO(json.dumps(older)), "json").ok
+    assert list(ProductMemoryEntry.objects.values_list("hotness", "hotness_at")) == [(0.0, None), (0.0, None)]

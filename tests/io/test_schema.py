@@ -50,6 +50,11 @@ BAD_ROWS = {
     "source_data too large": ({"product_id": "A", "payload": {"t": 1}, "source_data": {"x": "y" * 300_000}},
                               {"source_data"}),
     "bad date": ({"product_id": "A", "payload": {"t": 1}, "expires_at": "amanhã"}, {"expires_at"}),
+    "negative hotness": ({"product_id": "A", "payload": {"t": 1}, "hotness": -0.5}, {"hotness"}),
+    "hotness not a number": ({"product_id": "A", "payload": {"t": 1}, "hotness": "quente"}, {"hotness"}),
+    "infinite hotness": ({"product_id": "A", "payload": {"t": 1}, "hotness": "inf"}, {"hotness"}),
+    "NaN hotness": ({"product_id": "A", "payload": {"t": 1}, "hotness": "NaN"}, {"hotness"}),
+    "bad hotness_at": ({"product_id": "A", "payload": {"t": 1}, "hotness": 2, "hotness_at": "ontem"}, {"hotness_at"}),
     "several at once": ({"product_id": "", "payload": "[]", "tokens_prompt": -2, "created_at": "ontem"},
                         {"product_id", "payload", "tokens_prompt", "created_at"}),
 }
@@ -60,6 +65,9 @@ GOOD_ROWS = {
     "escaped backslash, not a NUL": {"product_id": "A", "payload": {"path": "C:\\u0000"}},
     "counters at their maximum": {"product_id": "A", "payload": {"t": 1}, "tokens_prompt": 2**31 - 1,
                                   "tokens_cached": 2**31 - 1, "hit_count": 2**63 - 1},
+    "a hotness as of an instant": {"product_id": "A", "payload": {"t": 1}, "hotness": 12.5,
+                                   "hotness_at": "2026-11-25T16:30:00+00:00"},
+    "a pt-BR decimal hotness": {"product_id": "A", "payload": {"t": 1}, "hotness": "12,5"},
     "usage details within their counts": {"product_id": "A", "payload": {"t": 1}, "tokens_prompt": 10,
                                           "tokens_cached": 10, "tokens_completion": 5, "tokens_reasoning": 5},
 }
@@ -152,3 +160,19 @@ def test_clean_row_names_every_bad_column_and_fills_the_defaults():
     assert row["tokens_cached"] == row["tokens_reasoning"] == 0
     assert len(row["input_fingerprint"]) == 64 and row["generator_version"]
     assert row["expires_at"] > row["created_at"] == row["updated_at"]
+
+
+def test_a_hotness_is_a_finite_non_negative_number_as_of_an_instant():
+    now = clean_row(GOOD)["created_at"]
+    row = clean_row({**GOOD, "hotness": "7,25", "hotness_at": "2026-11-25T16:30:00Z"})
+    assert row["hotness"] == 7.25 and row["hotness_at"].isoformat() == "2026-11-25T16:30:00+00:00"
+    assert clean_row({**GOOD, "hotness": 3})["hotness"] == 3.0
+    # without its instant a hotness would read 0 (memory.engine.hotness): it is as of now
+    assert clean_row({**GOOD, "hotness": 2.5})["hotness_at"] >= now
+    row = clean_row(GOOD)
+    assert (row["hotness"], row["hotness_at"]) == (0.0, None)
+    for bad, words in [(True, "deve ser um número"), (-1, "não pode ser negativo"), ("1e400", "finito"),
+                       ("1,000.5", "deve ser um número")]:
+        with pytest.raises(RowError) as refused:
+            clean_row({**GOOD, "hotness": bad})
+        assert set(refused.value.problems) == {"hotness"} and words in str(refused.value), bad
