@@ -85,14 +85,21 @@ class RedisGuard:
 
     On the first failure it logs one warning and keeps Redis off for ``retry_after``
     seconds; the first success after an outage logs the recovery and runs the
-    registered recovery callbacks.
+    registered recovery callbacks. A call says when it began (:attr:`failures`): one that began
+    before the latest failure (its reply was on its way when Redis went) ends no outage.
     """
 
     def __init__(self):
         self._lock = threading.Lock()
         self._down_until = 0.0
         self._in_outage = False
+        self._failures = 0
         self._recovery_callbacks: list[Callable[[], None]] = []
+
+    @property
+    def failures(self) -> int:
+        """How many failures this process has seen: take it before a call, hand it to :meth:`succeeded`."""
+        return self._failures
 
     @property
     def in_outage(self) -> bool:
@@ -112,6 +119,7 @@ class RedisGuard:
             self._down_until = time.monotonic() + settings.MEMORY_REDIS_RETRY_AFTER
             first = not self._in_outage
             self._in_outage = True
+            self._failures += 1
         if first:
             logger.warning(
                 "Redis indisponível (%s); seguindo com L1 + PostgreSQL, nova tentativa em %.0f s",
@@ -119,12 +127,14 @@ class RedisGuard:
                 settings.MEMORY_REDIS_RETRY_AFTER,
             )
 
-    def succeeded(self) -> None:
+    def succeeded(self, since: int) -> None:
+        """A call that began when :attr:`failures` was ``since`` answered."""
         if not self._in_outage:
             return
         with self._lock:
-            recovered = self._in_outage
-            self._in_outage = False
+            recovered = self._in_outage and since == self._failures
+            if recovered:
+                self._in_outage = False
         if recovered:
             logger.info("Redis disponível novamente")
             for callback in self._recovery_callbacks:
@@ -553,6 +563,7 @@ def run(operation: Callable[[], T], default: T = None, on_failure: Callable[[], 
         if on_failure:
             on_failure()
         return default
+    since = guard.failures
     try:
         result = operation()
     except REDIS_ERRORS as exc:
@@ -560,7 +571,7 @@ def run(operation: Callable[[], T], default: T = None, on_failure: Callable[[], 
         if on_failure:
             on_failure()
         return default
-    guard.succeeded()
+    guard.succeeded(since)
     return result
 
 
@@ -626,6 +637,7 @@ def ping() -> list[dict]:
     now) but it still tells the guard what it found: a failure when no master answers (a cluster
     with some masters still answering serves their slots; the calls to the others fail on their own).
     """
+    since = guard.failures
     try:
         found = nodes()
     except REDIS_ERRORS as exc:
@@ -638,7 +650,7 @@ def ping() -> list[dict]:
         raise ConnectionError(f"Redis não responde ({mode()}: {', '.join(unreached)})")
     if unreached:
         raise ConnectionError(f"Redis não responde em {', '.join(unreached)} ({mode()}: os demais masters respondem)")
-    guard.succeeded()
+    guard.succeeded(since)
     return found
 
 
@@ -664,6 +676,7 @@ def info() -> dict:
     found = {"available": False, "mode": mode(), "nodes": None, "used_memory_bytes": None, "keys": None}
     if not configured():
         return found
+    since = guard.failures
     try:
         found["nodes"] = nodes()  # each server with whether it answered, even when none does
         redis = client()
@@ -680,6 +693,6 @@ def info() -> dict:
     except REDIS_ERRORS as exc:
         guard.failed(exc)
         return {**found, "available": False, "used_memory_bytes": None, "keys": None}
-    guard.succeeded()
+    guard.succeeded(since)
     found["available"] = True
     return found

@@ -141,12 +141,29 @@ def test_a_recovery_callback_that_meets_redis_down_again_starts_a_new_outage(set
     guard.on_recovery(lambda: calls.append("second"))
     with caplog.at_level("INFO", logger="memory"):
         guard.failed(ConnectionError("down"))
-        guard.succeeded()
+        guard.succeeded(guard.failures)
         assert guard.in_outage and not guard.available()
         assert calls == ["replay"]  # the rest waits for the next recovery
-        guard.succeeded()
+        guard.succeeded(guard.failures)
     assert calls == ["replay", "replay", "second"] and not guard.in_outage
     assert sum("Redis indisponível" in r.getMessage() for r in caplog.records) == 2
+
+
+def test_a_reply_from_a_call_begun_before_the_failure_ends_no_outage(settings, caplog):
+    """Redis dies while a call's reply is on its way: that late success says nothing about now,
+    so the outage goes on, with one warning; a call begun after the failure ends it."""
+    settings.MEMORY_REDIS_RETRY_AFTER = 0
+    guard = RedisGuard()
+    with caplog.at_level("INFO", logger="memory"):
+        in_flight = guard.failures  # a call begins
+        guard.failed(ConnectionError("down"))  # another call meets Redis gone
+        guard.succeeded(in_flight)  # the first one's reply arrives
+        assert guard.in_outage
+        guard.failed(ConnectionError("still down"))
+        guard.succeeded(guard.failures)  # a call begun after the failures answers
+        assert not guard.in_outage
+    assert sum("Redis indisponível" in r.getMessage() for r in caplog.records) == 1
+    assert sum("Redis disponível novamente" in r.getMessage() for r in caplog.records) == 1
 
 
 def test_no_module_but_the_owner_names_the_redis_cache_its_client_or_the_breakers_reports():
