@@ -6,6 +6,7 @@ import logging
 from django.db import Error as DatabaseError
 from django.http import HttpResponse, JsonResponse
 
+from memory.infra import replicas
 from memory.infra.migration_state import NO_DATABASE, MissingDatabase, PendingMigrations, require_migrated
 
 logger = logging.getLogger("memory")
@@ -48,3 +49,15 @@ class RequireMigratedDatabase:
         except DatabaseError:
             return None
         return None
+
+
+class ReadYourWrites:
+    """Each request is one scope of :mod:`memory.infra.replicas`: once it wrote to the primary, its
+    reads go there too, whatever a replica's lag; the next request starts clean."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        with replicas.scope():
+            return self.get_response(request)

@@ -29,12 +29,12 @@ from typing import Any, Callable, Iterable
 
 from django.conf import settings
 from django.core.cache import caches
-from django.db import DatabaseError, connection, transaction
+from django.db import DatabaseError, connection, connections, transaction
 from django.utils import timezone
 
 from memory.engine import freshness, versions
 from memory.engine.validators import instant, token_counts
-from memory.infra import redis
+from memory.infra import redis, replicas
 from memory.models import ContentVersion, ProductMemoryEntry
 
 logger = logging.getLogger("memory")
@@ -456,14 +456,14 @@ def shared_redis_tier() -> RedisTier | None:
 
 
 @contextmanager
-def _dropping_broken_connection():
+def _dropping_broken_connection(db=connection):
     """A statement sent outside ``transaction.atomic`` that fails with a dead connection drops
     it, so the next call reconnects (atomic's rollback does this for statements inside it)."""
     try:
         yield
     except DatabaseError:
-        if connection.connection is not None and not connection.in_atomic_block and not connection.is_usable():
-            connection.close()
+        if db.connection is not None and not db.in_atomic_block and not db.is_usable():
+            db.close()
         raise
 
 
@@ -484,13 +484,20 @@ class DatabaseTier(Tier):
         by_kind: dict[str, list[str]] = {}
         for product_id, kind in keys:
             by_kind.setdefault(kind, []).append(product_id)
-        select = self._select_snapshots if connection.vendor == "postgresql" else self._select_entries
-        return {snap.key: snap for kind, product_ids in by_kind.items() for snap in select(kind, product_ids)}
+        if connection.vendor != "postgresql":
+            return {snap.key: snap for kind, product_ids in by_kind.items()
+                    for snap in self._select_entries(kind, product_ids)}
+        # a replica's, unless this scope wrote (memory.infra.replicas); the primary's if it fails
+        return replicas.reading(lambda alias: {
+            snap.key: snap for kind, product_ids in by_kind.items()
+            for snap in self._select_snapshots(kind, product_ids, alias)
+        })
 
-    def _select_snapshots(self, kind: str, product_ids: list[str]) -> list[Snapshot]:
+    def _select_snapshots(self, kind: str, product_ids: list[str], using: str = replicas.PRIMARY) -> list[Snapshot]:
         """One SQL statement whatever the number of products (psycopg sends the list as one array)."""
-        table = connection.ops.quote_name(ProductMemoryEntry._meta.db_table)
-        with _dropping_broken_connection(), connection.cursor() as cursor:
+        db = connections[using]
+        table = db.ops.quote_name(ProductMemoryEntry._meta.db_table)
+        with _dropping_broken_connection(db), db.cursor() as cursor:
             cursor.execute(
                 f"SELECT {self.SNAPSHOT_COLUMNS} FROM {table} WHERE kind = %s AND product_id = ANY(%s)",
                 [kind, product_ids],
