@@ -130,8 +130,10 @@ memory = ProductMemory()
 hit = memory.get_product_data({product!r})
 listed = memory.list_products(search={product!r})
 stats = memory.stats()
+from memory.io.export import iter_export
+exported = [json.loads(line)["product_id"] for line in "".join(iter_export("jsonl")).splitlines() if line.strip()]
 print(json.dumps({{"content": hit and hit.content, "listed": [row["product_id"] for row in listed["results"]],
-                  "entries": stats["total_entries"]}}))
+                  "entries": stats["total_entries"], "exported": exported}}))
 """
 
 
@@ -149,12 +151,13 @@ def test_reads_go_to_the_replica_and_a_read_after_a_write_to_the_primary(clean):
     assert [row[0] for row in primary_rows(primary)] == ["RYW-1"]
 
     reader, _ = run_script(READ_ONLY.format(product="RYW-1"), env)
-    assert reader == {"content": None, "listed": [], "entries": 0}  # the replica's view: nothing yet
+    # the replica's view: nothing yet (the export through its server-side cursor on the replica too)
+    assert reader == {"content": None, "listed": [], "entries": 0, "exported": []}
 
     replica.resume_replay()
     replica.wait_caught_up()
     reader, _ = run_script(READ_ONLY.format(product="RYW-1"), env)
-    assert reader == {"content": CONTENT, "listed": ["RYW-1"], "entries": 1}
+    assert reader == {"content": CONTENT, "listed": ["RYW-1"], "entries": 1, "exported": ["RYW-1"]}
 
 
 def test_read_your_writes_despite_a_two_second_apply_delay(clean):
