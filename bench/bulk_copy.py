@@ -1,6 +1,7 @@
 """Import at COPY speed: the same rows through ``manage_memory import``'s path with the ORM's
 ``bulk_create`` (before issue 19) and with ``COPY`` + one ``INSERT … ON CONFLICT`` (after), and a
-raw ``psql \\copy`` of the same rows into a bare table, in one run.
+raw ``psql \\copy`` of the same rows into a bare table, in one run; then the export of what was
+imported (``write_export``, a server-side cursor).
 
 Run by hand from the repository root (it empties the entries of the bench database)::
 
@@ -60,6 +61,17 @@ def timed_import(path: Path, copy: bool) -> dict:
     return {"seconds": round(took, 3), "rows_per_s": round(report.created / took)}
 
 
+def timed_export(path: Path, rows: int) -> dict:
+    """``manage_memory export``'s path (a server-side cursor, EXPORT_CHUNK_ROWS at a time) of what
+    the COPY import left."""
+    from memory.io.export import write_export
+
+    started = time.perf_counter()
+    write_export("jsonl", path)
+    took = time.perf_counter() - started
+    return {"seconds": round(took, 3), "rows_per_s": round(rows / took), "mb": round(path.stat().st_size / 2**20, 1)}
+
+
 def timed_raw_copy(path: Path, rows: int) -> dict:
     from django.db import connection
 
@@ -98,6 +110,7 @@ def main() -> None:
         if not args.skip_before:
             results["import_bulk_create"] = timed_import(jsonl, copy=False)
         results["import_copy"] = timed_import(jsonl, copy=True)
+        results["export_jsonl"] = timed_export(Path(folder) / "export.jsonl", args.rows)
         results["raw_psql_copy"] = timed_raw_copy(bare, args.rows)
     ProductMemoryEntry.objects.all().delete()
     results["load_after"] = os.getloadavg()
