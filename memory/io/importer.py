@@ -11,16 +11,18 @@ through :func:`import_entries`.
 - Each row brings its approval and its history (``DatabaseTier.upsert_rows``): an entry new
   here takes the file's versions; one already here keeps its own, and a content it did not
   hold becomes its newest version, of origin ``imported``.
-- Both passes stream, so memory stays bounded however many rows the file holds.
+- Both passes stream, so memory stays bounded however many rows the file holds: the first
+  keeps the rows it cleaned in a temporary file, which the second reads instead of the source.
 """
 from __future__ import annotations
 
 import json
 import logging
 import os
+import pickle
 import tempfile
+from contextlib import ExitStack
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import IO, Iterable, Iterator
 
 from django.db import connection, transaction
@@ -109,6 +111,7 @@ def import_entries(source: str | os.PathLike | IO, fmt: str | None = None, *, dr
     nothing is written.
     """
     src = Source(source)
+    stack = ExitStack()
     try:
         if fmt is None:
             fmt = format_from_filename(src.name) if src.name else None
@@ -142,8 +145,12 @@ def import_entries(source: str | os.PathLike | IO, fmt: str | None = None, *, dr
                     report.updated += existing
                     report.created += len(batch) - existing
         else:
-            for _ in valid_rows():  # validation alone: no batches to size
-                pass
+            # The rows as cleaned, kept on disk for the write pass (bounded memory; the write
+            # neither parses nor cleans them again). Spilled until the first bad row.
+            spill = stack.enter_context(tempfile.TemporaryFile())
+            for row in valid_rows():
+                if not report.error_count:
+                    pickle.dump(row, spill, protocol=pickle.HIGHEST_PROTOCOL)
         if on_progress:
             on_progress("validate", report.rows, report.rows)
         if report.error_count:
@@ -155,22 +162,29 @@ def import_entries(source: str | os.PathLike | IO, fmt: str | None = None, *, dr
         if dry_run or not report.rows:  # a file of no entries (blank lines only) is not read again
             return report
 
-        _write(src, fmt, report, now, on_progress)
+        spill.seek(0)
+        _write(_spilled(spill), report, on_progress)
         logger.info("Importação gravada no PostgreSQL: %d entradas criadas, %d atualizadas (%s)",
                     report.created, report.updated, src.name or "arquivo")
         return report
     finally:
+        stack.close()
         src.close()
 
 
-def _write(src: Source, fmt: str, report: ImportReport, now: datetime, on_progress: Progress | None) -> None:
+def _spilled(spill: IO[bytes]) -> Iterator[dict]:
+    """The rows the validation pass wrote to ``spill`` (this process's own temporary file)."""
+    while True:
+        try:
+            yield pickle.load(spill)
+        except EOFError:
+            return
+
+
+def _write(rows: Iterator[dict], report: ImportReport, on_progress: Progress | None) -> None:
     memory = ProductMemory()
     total = report.rows
     done = 0
-
-    def rows() -> Iterator[dict]:
-        for _, raw in read_rows(src, fmt):
-            yield clean_row(raw, now=now)
 
     # The keys written are spilled to a temporary file, to evict them again
     # after the commit without holding a million keys in memory.
@@ -178,7 +192,7 @@ def _write(src: Source, fmt: str, report: ImportReport, now: datetime, on_progre
         # PostgreSQL takes a batch by COPY (DatabaseTier.upsert_rows): bigger batches, as bounded in bytes
         max_rows = COPY_BATCH_ROWS if connection.vendor == "postgresql" else IMPORT_BATCH_ROWS
         with transaction.atomic():
-            for batch in _batches(rows(), max_rows):
+            for batch in _batches(rows, max_rows):
                 done += len(batch)
                 batch = _dedupe(batch)
                 existing = memory.l3.upsert_rows(batch)
