@@ -719,12 +719,13 @@ class DatabaseTier(Tier):
                 else:
                     histories.append([*kept, _imported_version(row, kept[-1]["number"] + 1 if kept else 1)])
         if connection.vendor == "postgresql" and self.BULK_COPY:
+            texts: dict[int, tuple[Any, str]] = {}
             with transaction.atomic():
-                ids = self._copy_entries(rows, [name for name in rows[0] if name not in KEY_FIELDS])
+                ids = self._copy_entries(rows, [name for name in rows[0] if name not in KEY_FIELDS], texts)
                 self._copy_versions([
                     {**version, "entry_id": ids[(row["product_id"], row["kind"])]}
                     for row, history in zip(rows, histories) for version in history
-                ])
+                ], texts)
                 versions.trim_entries(list(ids.values()))
             return len(existing)
         entries = [ProductMemoryEntry(**row) for row in rows]
@@ -758,35 +759,43 @@ class DatabaseTier(Tier):
         return psycopg.Cursor(connection.connection)
 
     @staticmethod
-    def _copy_layout(model) -> tuple[list, Callable[[dict], list]]:
+    def _copy_layout(model, texts: dict[int, tuple[Any, str]]) -> tuple[list, Callable[[dict], list]]:
         """The columns ``COPY`` writes of ``model`` (its generated and primary key ones aside), and
         the function turning a row (values by field name, as ``clean_row`` gives them) into their
-        values: JSON as text, a missing value as the field's default (computed once per call)."""
+        values: JSON as text, a missing value as the field's default (computed once per call).
+        ``texts`` holds the JSON text of each value already written in this batch, by identity (a
+        version's payload is most often its entry's own object), with the value kept alive."""
         columns = [f for f in model._meta.concrete_fields if not f.primary_key and not f.generated]
         db = connections[replicas.PRIMARY]
         defaults = [f.get_db_prep_save(f.get_default(), db) for f in columns]
         layout = [(f.attname, isinstance(f, JSONField), default) for f, default in zip(columns, defaults)]
+
+        def as_json(value) -> str:
+            found = texts.get(id(value))
+            if found is None:
+                found = texts[id(value)] = (value, json.dumps(value))
+            return found[1]
 
         def values(row: dict) -> list:
             out = []
             for name, is_json, default in layout:
                 if name in row:
                     value = row[name]
-                    out.append(json.dumps(value) if is_json and value is not None else value)
+                    out.append(as_json(value) if is_json and value is not None else value)
                 else:
                     out.append(default)
             return out
 
         return columns, values
 
-    def _copy_entries(self, rows: list[dict], update: list[str]) -> dict[Key, int]:
+    def _copy_entries(self, rows: list[dict], update: list[str], texts: dict) -> dict[Key, int]:
         """``rows`` upserted on ``(product_id, kind)`` (every other column as the model's default):
         ``COPY`` into a temporary table, then one ``INSERT … SELECT … ON CONFLICT DO UPDATE`` of the
         ``update`` columns; returns each key's id."""
         meta = ProductMemoryEntry._meta
         quote = connection.ops.quote_name
         table = quote(meta.db_table)
-        columns, values = self._copy_layout(ProductMemoryEntry)
+        columns, values = self._copy_layout(ProductMemoryEntry, texts)
         names = ", ".join(quote(f.column) for f in columns)
         by_name = {f.name: f.column for f in columns}
         updates = ", ".join(f"{quote(by_name[n])} = EXCLUDED.{quote(by_name[n])}" for n in update)
@@ -808,11 +817,11 @@ class DatabaseTier(Tier):
             cursor.execute(f"DROP TABLE {staging}")
         return ids
 
-    def _copy_versions(self, written: list[dict]) -> None:
+    def _copy_versions(self, written: list[dict], texts: dict) -> None:
         """Versions (values by field name, ``entry_id`` included) into their table by one ``COPY``."""
         if not written:
             return
-        columns, values = self._copy_layout(ContentVersion)
+        columns, values = self._copy_layout(ContentVersion, texts)
         names = ", ".join(connection.ops.quote_name(f.column) for f in columns)
         with self._raw_cursor() as cursor:
             table = connection.ops.quote_name(ContentVersion._meta.db_table)

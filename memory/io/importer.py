@@ -76,11 +76,16 @@ def _row_bytes(row: dict) -> int:
 
 
 def _batches(rows: Iterable[dict], max_rows: int = IMPORT_BATCH_ROWS) -> Iterator[list[dict]]:
+    return _sized_batches(((row, _row_bytes(row)) for row in rows), max_rows)
+
+
+def _sized_batches(rows: Iterable[tuple[dict, int]], max_rows: int) -> Iterator[list[dict]]:
+    """Batches of at most ``max_rows`` rows and about ``IMPORT_BATCH_BYTES``, each row given with its size."""
     batch: list[dict] = []
     size = 0
-    for row in rows:
+    for row, row_bytes in rows:
         batch.append(row)
-        size += _row_bytes(row)
+        size += row_bytes
         if len(batch) >= max_rows or size >= IMPORT_BATCH_BYTES:
             yield batch
             batch, size = [], 0
@@ -172,16 +177,19 @@ def import_entries(source: str | os.PathLike | IO, fmt: str | None = None, *, dr
         src.close()
 
 
-def _spilled(spill: IO[bytes]) -> Iterator[dict]:
-    """The rows the validation pass wrote to ``spill`` (this process's own temporary file)."""
+def _spilled(spill: IO[bytes]) -> Iterator[tuple[dict, int]]:
+    """The rows the validation pass wrote to ``spill`` (this process's own temporary file), each with
+    the bytes it took there: the size the batches are bounded by."""
     while True:
+        start = spill.tell()
         try:
-            yield pickle.load(spill)
+            row = pickle.load(spill)
         except EOFError:
             return
+        yield row, spill.tell() - start
 
 
-def _write(rows: Iterator[dict], report: ImportReport, on_progress: Progress | None) -> None:
+def _write(rows: Iterator[tuple[dict, int]], report: ImportReport, on_progress: Progress | None) -> None:
     memory = ProductMemory()
     total = report.rows
     done = 0
@@ -192,7 +200,7 @@ def _write(rows: Iterator[dict], report: ImportReport, on_progress: Progress | N
         # PostgreSQL takes a batch by COPY (DatabaseTier.upsert_rows): bigger batches, as bounded in bytes
         max_rows = COPY_BATCH_ROWS if connection.vendor == "postgresql" else IMPORT_BATCH_ROWS
         with transaction.atomic():
-            for batch in _batches(rows, max_rows):
+            for batch in _sized_batches(rows, max_rows):
                 done += len(batch)
                 batch = _dedupe(batch)
                 existing = memory.l3.upsert_rows(batch)
