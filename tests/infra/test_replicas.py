@@ -19,6 +19,7 @@ import httpx
 import pytest
 from django.conf import settings
 
+from memory.engine.locks import exclusive_lock, product_lock
 from memory.infra import replicas
 from tests.helpers import wait_for
 from tests.servers import ApiServer, PostgresServer, TcpProxy
@@ -30,7 +31,6 @@ ENTRIES = "SELECT product_id, kind, payload::text, version FROM memory_productme
 WARNING = "Réplica de leitura replica_1 indisponível"
 DB_DOWN = "Banco de dados (PostgreSQL) indisponível no momento; tente novamente em instantes."
 
-pytestmark = pytest.mark.slow
 
 
 def child_env(primary_url: str, replica_urls: str, **extra: str) -> dict:
@@ -137,6 +137,7 @@ print(json.dumps({{"content": hit and hit.content, "listed": [row["product_id"] 
 """
 
 
+@pytest.mark.slow
 def test_reads_go_to_the_replica_and_a_read_after_a_write_to_the_primary(clean):
     """Replay paused: what the primary holds alone is seen by the process that wrote it (read-your-
     writes), missed by a process that only reads (its reads are the replica's), and seen by every
@@ -160,6 +161,7 @@ def test_reads_go_to_the_replica_and_a_read_after_a_write_to_the_primary(clean):
     assert reader == {"content": CONTENT, "listed": ["RYW-1"], "entries": 1, "exported": ["RYW-1"]}
 
 
+@pytest.mark.slow
 def test_read_your_writes_despite_a_two_second_apply_delay(clean):
     """The replica applies each commit 2 s after it: a get right after a save still returns the new
     content, overwriting an older one the replica holds."""
@@ -217,6 +219,7 @@ print(json.dumps({"served": served, "listed": listed, "first": first, "during": 
 """
 
 
+@pytest.mark.slow
 def test_an_unreachable_replica_is_skipped_with_one_warning_and_used_again_when_it_answers(clean):
     primary, replica = clean
     run_script(SAVE_THEN_GET.format(product="DOWN-1", content=CONTENT), child_env(primary.url, replica.url))
@@ -240,6 +243,7 @@ print(json.dumps(Token.objects.create(user=user).key))
 """
 
 
+@pytest.mark.slow
 def test_primary_down_reads_served_by_the_replica_writes_503_and_recovery_without_restart(clean, tmp_path):
     """The primary unreachable (a proxy cut in front of it), the replica up: an existing entry is still
     served (from the replica: no Redis, no L1), a write answers a JSON 503 fast and writes nothing;
@@ -298,6 +302,7 @@ def test_primary_down_reads_served_by_the_replica_writes_503_and_recovery_withou
     assert "Traceback" not in log, log[-3000:]
 
 
+@pytest.mark.slow
 def test_primary_down_a_command_that_writes_fails_with_one_line_and_writes_nothing(clean):
     primary, replica = clean
     run_script(SAVE_THEN_GET.format(product="CMD-1", content=CONTENT), child_env(primary.url, replica.url))
@@ -347,5 +352,18 @@ def test_a_scope_marked_by_a_write_is_forgotten_when_it_ends():
         with replicas.scope():  # a nested scope (a task run by a worker) starts clean
             assert not replicas.wrote()
         assert replicas.wrote()
+    with replicas.scope():
+        assert not replicas.wrote()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("lock", ["product", "exclusive"])
+def test_past_a_single_flight_lock_the_scope_reads_the_primary(lock):
+    """Whoever held the lock may have just saved the entry the caller looks up again under it."""
+
+    held = product_lock("LOCK-1", "main_content", wait=5) if lock == "product" else exclusive_lock("replicas-test")
+    with replicas.scope():
+        with held as acquired:
+            assert acquired and replicas.wrote()
     with replicas.scope():
         assert not replicas.wrote()
