@@ -106,3 +106,25 @@ def _start_memory_threads_in_the_pool_process(**kwargs):
     from memory.engine import runtime
 
     runtime.start_background_threads()
+
+
+# Read-your-writes (memory.infra.replicas): each task a worker runs is one scope, ended with the
+# task; a task run eagerly stays in its caller's scope (the request or command that ran it).
+_task_scopes: dict[str, object] = {}
+
+
+@signals.task_prerun.connect
+def _open_read_your_writes_scope(task_id=None, task=None, **kwargs):
+    from memory.infra import replicas
+
+    if task_id and not getattr(task.request, "is_eager", False):
+        _task_scopes[task_id] = replicas.enter()
+
+
+@signals.task_postrun.connect
+def _close_read_your_writes_scope(task_id=None, **kwargs):
+    from memory.infra import replicas
+
+    token = _task_scopes.pop(task_id, None)
+    if token is not None:
+        replicas.leave(token)

@@ -253,11 +253,16 @@ DATABASE_EXAMPLE = "postgres://usuário:senha@host:5432/banco ou sqlite:///camin
 
 def database(name: str, default: str) -> dict:
     """``name`` as Django's ``DATABASES`` entry (django-environ's parsing) for PostgreSQL or SQLite."""
-    raw = text(name, default).strip()
+    return _database_config(name, text(name, default).strip())
+
+
+def _database_config(name: str, raw: str, schemes: Collection[str] = tuple(DATABASE_SCHEMES)) -> dict:
     parts = _split(name, raw, DATABASE_EXAMPLE)
     if parts.scheme not in DATABASE_SCHEMES:
         refuse(f"{name}: esquema {parts.scheme!r} desconhecido; use postgres:// (PostgreSQL) ou sqlite:// (SQLite),"
                f" como {DATABASE_EXAMPLE}, não {masked(raw)!r}")
+    if parts.scheme not in schemes:
+        refuse(f"{name}: use postgres:// (PostgreSQL), como {REPLICA_EXAMPLE}, não {masked(raw)!r}")
     try:
         config = _env.db_url_config(raw)
     except Exception as exc:  # django-environ's parsing raises whatever the URL breaks
@@ -267,3 +272,20 @@ def database(name: str, default: str) -> dict:
     if DATABASE_SCHEMES[parts.scheme] == "SQLite" and not config.get("NAME"):
         refuse(f"{name}: falta o caminho do arquivo; use {DATABASE_EXAMPLE}, não {masked(raw)!r}")
     return config
+
+
+REPLICA_EXAMPLE = "postgres://usuário:senha@réplica-1:5432/banco,postgres://usuário:senha@réplica-2:5432/banco"
+
+
+def databases(name: str) -> list[dict]:
+    """``name`` as a comma-separated list of PostgreSQL URLs (read replicas), each a ``DATABASES``
+    entry; empty or unset: none. The same URL twice is refused."""
+    urls = items(name, [])
+    seen: set[str] = set()
+    configs = []
+    for url in urls:
+        if url in seen:
+            refuse(f"{name}: a mesma réplica aparece duas vezes ({masked(url)!r}); use {REPLICA_EXAMPLE}")
+        seen.add(url)
+        configs.append(_database_config(name, url, schemes=("postgres", "postgresql", "pgsql")))
+    return configs

@@ -98,6 +98,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "memory.middleware.ReadYourWrites",
     "django.middleware.security.SecurityMiddleware",
     "memory.middleware.ContentSecurityPolicy",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -145,30 +146,52 @@ DB_CONNECT_TIMEOUT = read.whole("DB_CONNECT_TIMEOUT", 2, minimum=1)  # 0 would w
 DB_HEALTH_CHECK_TIMEOUT = read.number("DB_HEALTH_CHECK_TIMEOUT", 1.0, minimum=0.1)
 DB_STATEMENT_TIMEOUT = read.number("DB_STATEMENT_TIMEOUT", 30.0)
 DB_CONN_MAX_AGE = read.whole("DB_CONN_MAX_AGE", 60)
+def _bounded(config: dict) -> dict:
+    """A PostgreSQL entry of DATABASES on the backend that bounds every wait (docs/reliability.md)."""
+    if config["ENGINE"] == "django.db.backends.postgresql":
+        config["ENGINE"] = "memory.infra.postgresql"  # Django's, every wait bounded
+    config.setdefault("CONN_MAX_AGE", DB_CONN_MAX_AGE)
+    # A reused connection is checked before its first query of each request, so a restarted
+    # server costs no request an error.
+    config.setdefault("CONN_HEALTH_CHECKS", True)
+    # libpq parameters in the URL's query string (?keepalives_idle=30) win over these.
+    libpq = config.setdefault("OPTIONS", {})
+    libpq.setdefault("connect_timeout", DB_CONNECT_TIMEOUT)
+    # A peer that stops acknowledging (its host frozen, the network cut) breaks the connection:
+    # data unacknowledged for 10 s, or an idle connection unanswered 10 s + 3 probes 5 s apart.
+    libpq.setdefault("keepalives", 1)
+    libpq.setdefault("keepalives_idle", 10)
+    libpq.setdefault("keepalives_interval", 5)
+    libpq.setdefault("keepalives_count", 3)
+    libpq.setdefault("tcp_user_timeout", 10_000)  # milliseconds
+    if DB_STATEMENT_TIMEOUT:
+        # first, so that a "-c statement_timeout" of the URL's own options still decides
+        statement_timeout_ms = max(1, round(DB_STATEMENT_TIMEOUT * 1000))
+        libpq["options"] = f"-c statement_timeout={statement_timeout_ms} {libpq.get('options', '')}".strip()
+    return config
+
+
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     (BASE_DIR / "var").mkdir(exist_ok=True)
     DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
 else:
-    if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-        DATABASES["default"]["ENGINE"] = "memory.infra.postgresql"  # Django's, every wait bounded
-    DATABASES["default"].setdefault("CONN_MAX_AGE", DB_CONN_MAX_AGE)
-    # A reused connection is checked before its first query of each request, so a restarted
-    # server costs no request an error.
-    DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
-    # libpq parameters in DATABASE_URL's query string (?keepalives_idle=30) win over these.
-    _libpq = DATABASES["default"].setdefault("OPTIONS", {})
-    _libpq.setdefault("connect_timeout", DB_CONNECT_TIMEOUT)
-    # A peer that stops acknowledging (its host frozen, the network cut) breaks the connection:
-    # data unacknowledged for 10 s, or an idle connection unanswered 10 s + 3 probes 5 s apart.
-    _libpq.setdefault("keepalives", 1)
-    _libpq.setdefault("keepalives_idle", 10)
-    _libpq.setdefault("keepalives_interval", 5)
-    _libpq.setdefault("keepalives_count", 3)
-    _libpq.setdefault("tcp_user_timeout", 10_000)  # milliseconds
-    if DB_STATEMENT_TIMEOUT:
-        # first, so that a "-c statement_timeout" of the URL's own options still decides
-        _statement_timeout_ms = max(1, round(DB_STATEMENT_TIMEOUT * 1000))
-        _libpq["options"] = f"-c statement_timeout={_statement_timeout_ms} {_libpq.get('options', '')}".strip()
+    _bounded(DATABASES["default"])
+
+# Streaming replicas of the primary (README, "Read replicas"): the memory's reads go to one of
+# them (memory/infra/replicas.py), writes and reads right after a write to the primary.
+_replicas = read.databases("DATABASE_REPLICA_URLS")
+if _replicas and DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    read.refuse("DATABASE_REPLICA_URLS: réplicas de leitura exigem PostgreSQL em DATABASE_URL, não SQLite")
+DATABASE_REPLICAS = []
+for _number, _replica in enumerate(_replicas, start=1):
+    _alias = f"replica_{_number}"
+    # the test runner makes no database of its own for a replica: it reads the test database
+    _replica["TEST"] = {"MIRROR": "default"}
+    DATABASES[_alias] = _bounded(_replica)
+    DATABASE_REPLICAS.append(_alias)
+DATABASE_ROUTERS = ["memory.infra.replicas.ReplicaRouter"] if DATABASE_REPLICAS else []
+# How long a replica that could not be reached is skipped before it is tried again.
+MEMORY_REPLICA_RETRY_SECONDS = read.number("MEMORY_REPLICA_RETRY_SECONDS", 5.0, minimum=0.1)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Caches: L1 (per process) and L2 (Redis, optional) --------------------

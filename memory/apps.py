@@ -17,6 +17,11 @@ class MemoryConfig(AppConfig):
         from memory.engine import runtime
 
         atexit.register(runtime.save_counts_at_exit)
+        # A command is one read-your-writes scope (memory.infra.replicas): its main thread's
+        # context; requests and tasks open their own.
+        from memory.infra import replicas
+
+        replicas.enter_process_scope()
         runtime.start_background_threads()
         from memory.api import signals as api_signals
 

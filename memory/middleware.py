@@ -1,5 +1,6 @@
 """The project's middleware: requests to a database that does not exist or lacks migrations get one
-pt-BR line saying so, not a 500; every response gets the Content-Security-Policy of the settings."""
+pt-BR line saying so, not a 500; every response gets the Content-Security-Policy of the settings;
+each request is one read-your-writes scope of the read replicas."""
 from __future__ import annotations
 
 import http.client
@@ -13,6 +14,7 @@ from django.core.signals import setting_changed
 from django.db import Error as DatabaseError
 from django.http import HttpResponse, JsonResponse
 
+from memory.infra import replicas
 from memory.infra.migration_state import NO_DATABASE, MissingDatabase, PendingMigrations, require_migrated
 
 logger = logging.getLogger("memory")
@@ -107,3 +109,15 @@ class ContentSecurityPolicy(CSPMiddleware):
         # As django-csp does: a nonce asked for after the header is written is an error.
         request.csp_nonce = CheckableLazyObject(self._csp_nonce_post_response)
         return response
+
+
+class ReadYourWrites:
+    """Each request is one scope of :mod:`memory.infra.replicas`: once it wrote to the primary, its
+    reads go there too, whatever a replica's lag; the next request starts clean."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        with replicas.scope():
+            return self.get_response(request)

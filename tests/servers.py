@@ -231,6 +231,7 @@ class PostgresServer:
         self.user = "postgres" if os.geteuid() == 0 else None  # initdb and postgres refuse to run as root
         self.data_dir: Path | None = None
         self.proc: subprocess.Popen | None = None
+        self.replica_of: PostgresServer | None = None
         self._frozen: list[int] = []
 
     @property
@@ -241,29 +242,82 @@ class PostgresServer:
         return psycopg.connect(host="127.0.0.1", port=self.port, user="postgres", dbname="postgres",
                                connect_timeout=2, **kwargs)
 
-    def start(self, timeout: float = 60.0) -> "PostgresServer":
+    def start(self, timeout: float = 60.0, *, replica_of: "PostgresServer | None" = None,
+              apply_delay: str = "0") -> "PostgresServer":
+        """A new cluster (``initdb``), or with ``replica_of`` a hot standby streaming from that running
+        primary (``pg_basebackup -R``), ``recovery_min_apply_delay`` set to ``apply_delay``."""
         self.data_dir = Path(tempfile.mkdtemp(prefix="bc-pg-"))
         if self.user:
             entry = pwd.getpwnam(self.user)
             os.chown(self.data_dir, entry.pw_uid, entry.pw_gid)
-        subprocess.run(
-            [_pg_binary("initdb"), "-D", str(self.data_dir / "data"), "-U", "postgres", "--auth=trust",
-             "-E", "UTF8", "--locale=C.UTF-8", "--no-sync"],
-            user=self.user, check=True, capture_output=True, timeout=timeout,
-        )
+        if replica_of is None:
+            subprocess.run(
+                [_pg_binary("initdb"), "-D", str(self.data_dir / "data"), "-U", "postgres", "--auth=trust",
+                 "-E", "UTF8", "--locale=C.UTF-8", "--no-sync"],
+                user=self.user, check=True, capture_output=True, timeout=timeout,
+            )
+        else:
+            # initdb's pg_hba.conf trusts replication connections from 127.0.0.1
+            subprocess.run(
+                [_pg_binary("pg_basebackup"), "-h", "127.0.0.1", "-p", str(replica_of.port), "-U", "postgres",
+                 "-D", str(self.data_dir / "data"), "-R", "-X", "stream", "--no-sync", "-c", "fast"],
+                user=self.user, check=True, capture_output=True, timeout=timeout,
+            )
+            # in the file, not on the command line, so that set_apply_delay's ALTER SYSTEM can change it
+            with (self.data_dir / "data" / "postgresql.auto.conf").open("a") as conf:
+                conf.write(f"recovery_min_apply_delay = '{apply_delay}'\n")
+        self.replica_of = replica_of
         self._log = (self.data_dir / "postgres.log").open("w")
         self.proc = subprocess.Popen(
             [_pg_binary("postgres"), "-D", str(self.data_dir / "data"), "-p", str(self.port),
              "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=",
              "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
-             "-c", "max_connections=40", "-c", "shared_buffers=32MB"],
+             "-c", "max_connections=40", "-c", "shared_buffers=32MB",
+             *(["-c", "hot_standby=on"] if replica_of else [])],
             user=self.user, stdout=self._log, stderr=subprocess.STDOUT,
         )
-        # the port opens before the server accepts sessions
+        # the port opens before the server accepts sessions (a standby: once it is consistent)
         if not wait_for(lambda: self.proc.poll() is not None or self._accepts_sessions(), timeout, interval=0.1) \
                 or self.proc.poll() is not None:
             raise RuntimeError("PostgreSQL did not start:\n" + self.log())
         return self
+
+    # --- a streaming replica (start(replica_of=...)) ----------------------------------------------
+
+    def caught_up(self) -> bool:
+        """Has this replica replayed everything its primary has written so far?"""
+        with self.replica_of.connect(autocommit=True) as primary:
+            (written,) = primary.execute("SELECT pg_current_wal_insert_lsn()").fetchone()
+        with self.connect(autocommit=True) as replica:
+            return bool(replica.execute("SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", [written]).fetchone()[0])
+
+    def wait_caught_up(self, timeout: float = 30.0) -> None:
+        if not wait_for(self.caught_up, timeout, interval=0.05):
+            raise TimeoutError(f"the replica did not catch up with its primary in {timeout} s")
+
+    def pause_replay(self) -> None:
+        """The replica stops applying what it receives (its data stays as it is now), until ``resume_replay``."""
+        with self.connect(autocommit=True) as replica:
+            replica.execute("SELECT pg_wal_replay_pause()")
+        if not wait_for(lambda: self._replay_state() == "paused", 10, interval=0.05):
+            raise TimeoutError("replay did not pause")
+
+    def resume_replay(self) -> None:
+        with self.connect(autocommit=True) as replica:
+            replica.execute("SELECT pg_wal_replay_resume()")
+
+    def _replay_state(self) -> str:
+        with self.connect(autocommit=True) as replica:
+            return replica.execute("SELECT pg_get_wal_replay_pause_state()").fetchone()[0]
+
+    def set_apply_delay(self, delay: str) -> None:
+        """``recovery_min_apply_delay`` of this replica, reloaded (SIGHUP) and awaited."""
+        with self.connect(autocommit=True) as replica:
+            replica.execute(f"ALTER SYSTEM SET recovery_min_apply_delay = '{delay}'")
+            replica.execute("SELECT pg_reload_conf()")
+            if not wait_for(lambda: replica.execute("SELECT current_setting('recovery_min_apply_delay')"
+                                                    ).fetchone()[0] == delay, 10, interval=0.05):
+                raise TimeoutError(f"recovery_min_apply_delay did not become {delay}")
 
     def _accepts_sessions(self) -> bool:
         try:

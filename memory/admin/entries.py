@@ -16,7 +16,7 @@ from django.contrib.admin import helpers
 from django.contrib.admin.actions import delete_selected as confirm_and_delete_selected
 from django.contrib.admin.views.main import ChangeList
 from django.core.paginator import Paginator
-from django.db import OperationalError, connection, transaction
+from django.db import OperationalError, connection, connections, transaction
 from django.db.models.functions import Left
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -79,14 +79,14 @@ def estimated_count(queryset, exact_limit: int = EXACT_COUNT_LIMIT) -> int:
         return capped
     if queryset.query.has_filters():
         sql, params = queryset.values("pk").query.sql_with_params()
-        with connection.cursor() as cursor:
+        with connections[queryset.db].cursor() as cursor:
             cursor.execute("EXPLAIN (FORMAT JSON) " + sql, params)
             plan = cursor.fetchone()[0]
         if isinstance(plan, str):
             plan = json.loads(plan)
         estimate = int(plan[0]["Plan"]["Plan Rows"])
     else:
-        with connection.cursor() as cursor:
+        with connections[queryset.db].cursor() as cursor:
             cursor.execute("SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass",
                            [queryset.model._meta.db_table])
             estimate = int(cursor.fetchone()[0])
@@ -95,18 +95,19 @@ def estimated_count(queryset, exact_limit: int = EXACT_COUNT_LIMIT) -> int:
 
 def _bounded_count(queryset, limit: int) -> int | None:
     """``COUNT`` of at most ``limit`` rows, or None when that takes longer than ``COUNT_TIMEOUT_MS``."""
-    with transaction.atomic(using=queryset.db):
-        with connection.cursor() as cursor:
+    db = connections[queryset.db]  # a replica's for the list (memory.infra.replicas)
+    with transaction.atomic(using=db.alias):
+        with db.cursor() as cursor:
             cursor.execute("SELECT current_setting('statement_timeout')")
             previous = cursor.fetchone()[0]
             cursor.execute("SELECT set_config('statement_timeout', %s, true)", [str(COUNT_TIMEOUT_MS)])
         try:
-            with transaction.atomic(using=queryset.db):
-                return queryset[:limit].count()
+            with transaction.atomic(using=db.alias):
+                return queryset.using(db.alias)[:limit].count()
         except OperationalError:  # canceled by the timeout: the rows are sparse, estimate instead
             return None
         finally:
-            with connection.cursor() as cursor:
+            with db.cursor() as cursor:
                 cursor.execute("SELECT set_config('statement_timeout', %s, true)", [previous])
 
 

@@ -26,7 +26,7 @@ from typing import Iterator
 from django.conf import settings
 from django.db import connection
 
-from memory.infra import redis
+from memory.infra import redis, replicas
 
 logger = logging.getLogger("memory")
 
@@ -263,6 +263,7 @@ def product_lock(product_id: str, kind: str, timeout: float | None = None, wait:
     redis_lock = _RedisLock(name, timeout, wait)
     acquired = redis.run(redis_lock.acquire)  # None: no Redis, or it could not answer
     if acquired is not None:
+        _after_the_wait()
         renewal = lock_renewer.add(redis_lock.lock, timeout) if acquired else None
         try:
             yield acquired
@@ -273,7 +274,15 @@ def product_lock(product_id: str, kind: str, timeout: float | None = None, wait:
         return
     fallback = _advisory_lock if connection.vendor == "postgresql" else process_locks.hold
     with fallback(name, wait) as acquired:
+        _after_the_wait()
         yield acquired
+
+
+def _after_the_wait() -> None:
+    """Past a single-flight lock, whoever held it may have just written what the caller is about to
+    look up again: the caller's reads go to the primary from now on, not to a replica that may lag
+    (memory.infra.replicas)."""
+    replicas.note_write()
 
 
 @contextmanager
@@ -284,4 +293,5 @@ def exclusive_lock(name: str) -> Iterator[bool]:
     not run twice at once and may take minutes (a Batch API run's upload and creation)."""
     fallback = _advisory_lock if connection.vendor == "postgresql" else process_locks.hold
     with fallback(f"lock:exclusive:{name}", 0) as acquired:
+        _after_the_wait()
         yield acquired

@@ -20,9 +20,10 @@ from datetime import datetime
 from typing import Any, Iterable
 
 from django.conf import settings
+from django.db import connection
 from django.db.models import Q
 
-from memory.models import ContentOrigin, ContentVersion
+from memory.models import ContentOrigin, ContentVersion, ProductMemoryEntry
 from memory.providers.content import REQUIRED_LIST_FIELDS, REQUIRED_TEXT_FIELDS
 
 GENERATED: str = ContentOrigin.GENERATED.value
@@ -106,6 +107,23 @@ def trim(newest: dict[int, int]) -> int:
         return 0
     deleted, _ = ContentVersion.objects.filter(over).delete()
     return deleted
+
+
+def trim_entries(entry_ids: list[int]) -> int:
+    """:func:`trim` of these entries in one statement (PostgreSQL), each against its own current
+    version; returns how many went."""
+    if not entry_ids:
+        return 0
+    versions_table = connection.ops.quote_name(ContentVersion._meta.db_table)
+    entries_table = connection.ops.quote_name(ProductMemoryEntry._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"DELETE FROM {versions_table} AS old USING {entries_table} AS entry"
+            f" WHERE entry.id = ANY(%s::bigint[]) AND entry.version > %s"
+            f" AND old.entry_id = entry.id AND old.number <= entry.version - %s",
+            ["{" + ",".join(str(int(pk)) for pk in entry_ids) + "}", max_versions(), max_versions()],
+        )
+        return cursor.rowcount
 
 
 def history(entry_id: int) -> list[ContentVersion]:

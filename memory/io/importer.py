@@ -5,24 +5,27 @@ through :func:`import_entries`.
   the one row schema the admin's import uses too.
 - All or nothing: a first pass validates every row; if any is bad, nothing is written and each
   bad row is reported by number. A second pass upserts on ``(product_id, kind)`` in batches
-  inside one transaction; when a key appears twice in a file, the later row wins. Cached copies
+  inside one transaction (on PostgreSQL each batch by ``COPY`` into a temporary table and one
+  ``INSERT … ON CONFLICT``, :meth:`DatabaseTier.upsert_rows`); when a key appears twice in a file, the later row wins. Cached copies
   (Redis, L1) of the imported keys are evicted so that no stale copy survives.
 - Each row brings its approval and its history (``DatabaseTier.upsert_rows``): an entry new
   here takes the file's versions; one already here keeps its own, and a content it did not
   hold becomes its newest version, of origin ``imported``.
-- Both passes stream, so memory stays bounded however many rows the file holds.
+- Both passes stream, so memory stays bounded however many rows the file holds: the first
+  keeps the rows it cleaned in a temporary file, which the second reads instead of the source.
 """
 from __future__ import annotations
 
 import json
 import logging
 import os
+import pickle
 import tempfile
+from contextlib import ExitStack
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import IO, Iterable, Iterator
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from memory.engine.memory import ProductMemory
@@ -33,7 +36,8 @@ from memory.io.schema import RowError, clean_row
 
 logger = logging.getLogger("memory")
 
-IMPORT_BATCH_ROWS = 500           # rows per INSERT … ON CONFLICT
+IMPORT_BATCH_ROWS = 500           # rows per INSERT … ON CONFLICT (the ORM's, off PostgreSQL)
+COPY_BATCH_ROWS = 5000            # rows per COPY + INSERT … ON CONFLICT (PostgreSQL)
 IMPORT_BATCH_BYTES = 8 * 1024 * 1024
 MAX_REPORTED_ERRORS = 1000
 
@@ -71,13 +75,18 @@ def _row_bytes(row: dict) -> int:
         256 + len(json.dumps(v["payload"], ensure_ascii=False)) for v in versions)
 
 
-def _batches(rows: Iterable[dict]) -> Iterator[list[dict]]:
+def _batches(rows: Iterable[dict], max_rows: int = IMPORT_BATCH_ROWS) -> Iterator[list[dict]]:
+    return _sized_batches(((row, _row_bytes(row)) for row in rows), max_rows)
+
+
+def _sized_batches(rows: Iterable[tuple[dict, int]], max_rows: int) -> Iterator[list[dict]]:
+    """Batches of at most ``max_rows`` rows and about ``IMPORT_BATCH_BYTES``, each row given with its size."""
     batch: list[dict] = []
     size = 0
-    for row in rows:
+    for row, row_bytes in rows:
         batch.append(row)
-        size += _row_bytes(row)
-        if len(batch) >= IMPORT_BATCH_ROWS or size >= IMPORT_BATCH_BYTES:
+        size += row_bytes
+        if len(batch) >= max_rows or size >= IMPORT_BATCH_BYTES:
             yield batch
             batch, size = [], 0
     if batch:
@@ -107,6 +116,7 @@ def import_entries(source: str | os.PathLike | IO, fmt: str | None = None, *, dr
     nothing is written.
     """
     src = Source(source)
+    stack = ExitStack()
     try:
         if fmt is None:
             fmt = format_from_filename(src.name) if src.name else None
@@ -132,12 +142,20 @@ def import_entries(source: str | os.PathLike | IO, fmt: str | None = None, *, dr
                 if on_progress and report.rows % IMPORT_BATCH_ROWS == 0:
                     on_progress("validate", report.rows, None)
 
-        for batch in _batches(valid_rows()):
-            if dry_run and not report.error_count:
-                batch = _dedupe(batch)
-                existing = l3.count_existing((r["product_id"], r["kind"]) for r in batch)
-                report.updated += existing
-                report.created += len(batch) - existing
+        if dry_run:
+            for batch in _batches(valid_rows()):
+                if not report.error_count:
+                    batch = _dedupe(batch)
+                    existing = l3.count_existing((r["product_id"], r["kind"]) for r in batch)
+                    report.updated += existing
+                    report.created += len(batch) - existing
+        else:
+            # The rows as cleaned, kept on disk for the write pass (bounded memory; the write
+            # neither parses nor cleans them again). Spilled until the first bad row.
+            spill = stack.enter_context(tempfile.TemporaryFile())
+            for row in valid_rows():
+                if not report.error_count:
+                    pickle.dump(row, spill, protocol=pickle.HIGHEST_PROTOCOL)
         if on_progress:
             on_progress("validate", report.rows, report.rows)
         if report.error_count:
@@ -149,28 +167,40 @@ def import_entries(source: str | os.PathLike | IO, fmt: str | None = None, *, dr
         if dry_run or not report.rows:  # a file of no entries (blank lines only) is not read again
             return report
 
-        _write(src, fmt, report, now, on_progress)
+        spill.seek(0)
+        _write(_spilled(spill), report, on_progress)
         logger.info("Importação gravada no PostgreSQL: %d entradas criadas, %d atualizadas (%s)",
                     report.created, report.updated, src.name or "arquivo")
         return report
     finally:
+        stack.close()
         src.close()
 
 
-def _write(src: Source, fmt: str, report: ImportReport, now: datetime, on_progress: Progress | None) -> None:
+def _spilled(spill: IO[bytes]) -> Iterator[tuple[dict, int]]:
+    """The rows the validation pass wrote to ``spill`` (this process's own temporary file), each with
+    the bytes it took there: the size the batches are bounded by."""
+    while True:
+        start = spill.tell()
+        try:
+            row = pickle.load(spill)
+        except EOFError:
+            return
+        yield row, spill.tell() - start
+
+
+def _write(rows: Iterator[tuple[dict, int]], report: ImportReport, on_progress: Progress | None) -> None:
     memory = ProductMemory()
     total = report.rows
     done = 0
 
-    def rows() -> Iterator[dict]:
-        for _, raw in read_rows(src, fmt):
-            yield clean_row(raw, now=now)
-
     # The keys written are spilled to a temporary file, to evict them again
     # after the commit without holding a million keys in memory.
     with tempfile.TemporaryFile("w+", encoding="utf-8") as written:
+        # PostgreSQL takes a batch by COPY (DatabaseTier.upsert_rows): bigger batches, as bounded in bytes
+        max_rows = COPY_BATCH_ROWS if connection.vendor == "postgresql" else IMPORT_BATCH_ROWS
         with transaction.atomic():
-            for batch in _batches(rows()):
+            for batch in _sized_batches(rows, max_rows):
                 done += len(batch)
                 batch = _dedupe(batch)
                 existing = memory.l3.upsert_rows(batch)

@@ -14,6 +14,7 @@ one call per family, and a batch takes a family's variants together wherever the
 """
 from __future__ import annotations
 
+import contextvars
 import logging
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -495,7 +496,8 @@ def _generate_misses(units, force_regenerate: bool, provider: ContentProvider, i
                     unit = next(pending, None)
                     if unit is None:
                         break
-                    running[pool.submit(_in_own_thread, _generate_unit, unit, force_regenerate, provider,
+                    # in a copy of this context: the unit's writes mark the caller's read-your-writes scope
+                    running[pool.submit(contextvars.copy_context().run, _in_own_thread, _generate_unit, unit, force_regenerate, provider,
                                         override_approval)] = None
                 if not running:
                     break

@@ -6,14 +6,14 @@ from decimal import Decimal
 from pathlib import Path
 
 from django.conf import settings
-from django.db import DatabaseError, connection
+from django.db import DatabaseError, connection, connections
 from django.db.models import Sum
 
 from memory.models import DailyStats, ProductMemoryEntry
 from memory.providers.pricing import estimate_saved_cost
 from memory.engine.memory import cached_for_stats, memory_figures
 from memory.providers.prompts import current_generator_version, current_model_name
-from memory.infra import metrics, redis
+from memory.infra import metrics, redis, replicas
 
 logger = logging.getLogger("memory")
 
@@ -22,9 +22,12 @@ def table_bytes() -> int:
     """On-disk size of the entries table with its indexes (the whole file on SQLite)."""
     table = ProductMemoryEntry._meta.db_table
     if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_total_relation_size(%s)", [table])
-            return int(cursor.fetchone()[0])
+        def size(alias: str) -> int:
+            with connections[alias].cursor() as cursor:
+                cursor.execute("SELECT pg_total_relation_size(%s)", [table])
+                return int(cursor.fetchone()[0])
+
+        return replicas.reading(size)
     name = settings.DATABASES["default"]["NAME"]
     try:
         return Path(name).stat().st_size

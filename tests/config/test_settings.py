@@ -153,6 +153,10 @@ def test_debug_on_runs_with_the_default_key():
     ("DATABASE_URL", "postgress://postgres@127.0.0.1:5432/bc"),
     ("DATABASE_URL", "postgres://postgres@127.0.0.1:porta/bc"),
     ("DOTENV_PATH", "/nao/existe/.env"),
+    ("DATABASE_REPLICA_URLS", "127.0.0.1:5433/bc"),
+    ("DATABASE_REPLICA_URLS", "sqlite:///tmp/replica.sqlite3"),
+    ("DATABASE_REPLICA_URLS", "postgres://postgres@127.0.0.1:5433/"),
+    ("MEMORY_REPLICA_RETRY_SECONDS", "5s"),
 ])
 def test_a_bad_value_stops_the_settings_with_one_line_naming_it(name, value):
     line = assert_refused_in_one_line(run([sys.executable, "-c", "import beecatalog.settings"],
@@ -215,6 +219,38 @@ def test_statement_timeout_and_the_other_libpq_options_of_database_url_are_kept(
                DATABASE_URL="postgres://u@127.0.0.1:5432/d?keepalives_idle=30&options=-c%20search_path%3Dx")
     assert done.returncode == 0, done.stderr
     assert done.stdout.split("|") == ["30 ", " -c statement_timeout=1500 -c search_path=x\n"]
+
+
+def test_each_replica_is_an_alias_on_the_bounded_backend_and_the_router_is_set():
+    show = ("import beecatalog.settings as s; r = s.DATABASES['replica_2']; "
+            "print(s.DATABASE_REPLICAS, r['ENGINE'], r['PORT'], r['OPTIONS']['options'], r['TEST'], s.DATABASE_ROUTERS)")
+    done = run([sys.executable, "-c", show], SECRET_KEY=KEY, DB_STATEMENT_TIMEOUT="2",
+               DATABASE_URL="postgres://u@127.0.0.1:5432/d",
+               DATABASE_REPLICA_URLS=" postgres://u@10.0.0.2:5433/d , postgresql://u:segredo@10.0.0.3:5434/d ,")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == ("['replica_1', 'replica_2'] memory.infra.postgresql 5434 -c statement_timeout=2000"
+                                   " {'MIRROR': 'default'} ['memory.infra.replicas.ReplicaRouter']")
+    unset = run([sys.executable, "-c", "import beecatalog.settings as s; print(s.DATABASE_REPLICAS, s.DATABASE_ROUTERS)"],
+                SECRET_KEY=KEY, DATABASE_REPLICA_URLS="")
+    assert unset.stdout.split() == ["[]", "[]"]
+
+
+@pytest.mark.parametrize("value, quoted", [
+    ("postgres://u@127.0.0.1:5433/bc,postgres://u:segredo@127.0.0.1:porta/bc", "'postgres://u:***@127.0.0.1:porta/bc'"),
+    ("postgres://u@127.0.0.1:5433/bc,postgres://u@127.0.0.1:5433/bc", "duas vezes ('postgres://u@127.0.0.1:5433/bc')"),
+])
+def test_a_bad_replica_among_several_is_named_alone(value, quoted):
+    line = assert_refused_in_one_line(run([sys.executable, "-c", "import beecatalog.settings"], SECRET_KEY=KEY,
+                                          DATABASE_REPLICA_URLS=value), "DATABASE_REPLICA_URLS")
+    assert quoted in line and "segredo" not in line
+
+
+def test_replicas_of_a_sqlite_database_are_refused():
+    line = assert_refused_in_one_line(
+        run([sys.executable, "-c", "import beecatalog.settings"], SECRET_KEY=KEY,
+            DATABASE_URL="sqlite:////tmp/bc.sqlite3", DATABASE_REPLICA_URLS="postgres://u:segredo@127.0.0.1:5433/d"),
+        "DATABASE_REPLICA_URLS")
+    assert "SQLite" in line and "segredo" not in line
 
 
 # --- production -------------------------------------------------------------------------------------

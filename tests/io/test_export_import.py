@@ -309,6 +309,7 @@ def test_export_and_import_stream_in_bounded_memory(fmt, tmp_path, monkeypatch):
     stays a small fraction of the data (a batch, not the file)."""
     monkeypatch.setattr(export, "EXPORT_CHUNK_ROWS", 100)
     monkeypatch.setattr(importer, "IMPORT_BATCH_ROWS", 100)
+    monkeypatch.setattr(importer, "COPY_BATCH_ROWS", 100)
     big = {"title": "Produto", "description": "x" * 4000}
     make_entries(5000, payload=big)
 

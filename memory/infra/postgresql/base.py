@@ -18,6 +18,8 @@ from django.db.backends.postgresql import base
 from django.db.backends.postgresql.psycopg_any import IsolationLevel
 from django.utils.asyncio import async_unsafe
 
+from memory.infra import replicas
+
 # How long the client still waits after the server's own statement_timeout, for the server to
 # report the cancellation, before it takes the server for hung.
 CANCEL_GRACE_SECONDS = 2.0
@@ -54,6 +56,12 @@ def response_timeout() -> float | None:
 
 
 class DatabaseWrapper(base.DatabaseWrapper):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.alias == replicas.PRIMARY and replicas.configured():
+            # read-your-writes: a statement that may write sends the scope's next reads here
+            self.execute_wrappers.append(replicas.note_statement)
+
     @async_unsafe
     def get_new_connection(self, conn_params):
         """Django's, connecting with ``Connection`` (Django's own pool, when configured, uses psycopg's)."""

@@ -1,0 +1,91 @@
+"""The PostgreSQL bulk path of import and restore (``COPY`` into a temporary table, one ``INSERT …
+ON CONFLICT``, the versions by ``COPY``) leaves exactly what the ORM's ``bulk_create`` path
+leaves: rows, histories (carried, kept, imported, trimmed), approvals, counts."""
+import io
+import json
+
+import pytest
+from django.db import connection, transaction
+from django.test import override_settings
+
+from memory.engine.memory import ProductMemory
+from memory.engine.tiers import DatabaseTier
+from memory.io.export import iter_export
+from memory.io.importer import import_entries
+from memory.models import ContentVersion, ProductMemoryEntry
+from tests.helpers import CONTENT, make_entries, snapshot_table
+
+pytestmark = pytest.mark.django_db
+
+
+class _Undo(Exception):
+    pass
+
+
+def _state_after(text: str, copy: bool, monkeypatch) -> tuple:
+    """The table and the report after importing ``text``, every change then rolled back."""
+    monkeypatch.setattr(DatabaseTier, "BULK_COPY", copy)
+    try:
+        with transaction.atomic():
+            report = import_entries(io.StringIO(text), "jsonl")
+            state = (snapshot_table(), report.as_dict(), ProductMemoryEntry.objects.count(),
+                     ContentVersion.objects.count())
+            raise _Undo
+    except _Undo:
+        pass
+    return state
+
+
+@override_settings(MEMORY_MAX_VERSIONS=3)
+def test_copy_and_bulk_create_leave_the_same_tables(monkeypatch):
+    make_entries(4)
+    memory = ProductMemory()
+    # SKU00001: an edit history of its own, beyond the retention once imported over
+    for n in range(3):
+        memory.save_product_data("SKU00001", {**CONTENT, "title": f"Edição {n}"}, count_generation=False)
+    exported = [json.loads(line) for line in "".join(iter_export("jsonl")).splitlines()]
+    lines = []
+    for row in exported:
+        if row["product_id"] == "SKU00000":
+            pass  # same content as held: kept, no new version
+        elif row["product_id"] == "SKU00001":
+            row["payload"] = {**CONTENT, "title": "Do arquivo"}  # a content it did not hold: imported
+        elif row["product_id"] == "SKU00002":
+            row.update(approved=True, approved_by="revisora", approved_at="2026-11-21T10:00:00+00:00")
+        lines.append(row)
+        new = dict(row, product_id="NOVO-" + row["product_id"])  # new here: takes the file's history
+        new["versions"] = [dict(v, number=v["number"] + k) for k, v in
+                           enumerate([row["versions"][-1]] * 5)]
+        lines.append(new)
+    lines.append(dict(lines[0], payload={**CONTENT, "title": "Repetida, a última vence"}))
+    text = "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines)
+
+    before = snapshot_table()
+    orm = _state_after(text, copy=False, monkeypatch=monkeypatch)
+    assert snapshot_table() == before  # rolled back
+    copied = _state_after(text, copy=True, monkeypatch=monkeypatch)
+    assert copied == orm
+    table, report, entries, _ = copied
+    assert (report["created"], report["updated"], entries) == (4, 4, 8)
+    assert [v["origin"] for v in table[("SKU00001", "main_content")]["versions"]][-1] == "imported"
+    assert len(table[("SKU00001", "main_content")]["versions"]) == 3  # trimmed to MEMORY_MAX_VERSIONS
+    assert len(table[("NOVO-SKU00000", "main_content")]["versions"]) == 3
+    assert table[("SKU00002", "main_content")]["approved"] is True
+    assert table[("SKU00000", "main_content")]["payload"]["title"] == "Repetida, a última vence"
+
+
+def test_the_copy_path_is_the_one_postgresql_takes(monkeypatch):
+    """The import's statements on PostgreSQL: a COPY into the temporary table, no bulk_create."""
+    assert connection.vendor == "postgresql"
+    make_entries(2)
+    text = "".join(iter_export("jsonl"))
+    ProductMemory().clear()
+    monkeypatch.setattr(ProductMemoryEntry.objects, "bulk_create",
+                        lambda *a, **k: pytest.fail("the ORM's bulk_create ran on PostgreSQL"))
+    report = import_entries(io.StringIO(text), "jsonl")
+    assert report.ok and report.created == 2
+    assert ProductMemoryEntry.objects.count() == 2 and ContentVersion.objects.count() == 2
+    with connection.cursor() as cursor:  # ON COMMIT DROP, and dropped at once anyway
+        cursor.execute("SELECT to_regclass('pg_temp.memory_import_rows')")
+        assert cursor.fetchone()[0] is None
+
