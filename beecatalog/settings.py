@@ -460,6 +460,10 @@ METRICS_WORKER_ADDR = read.text("METRICS_WORKER_ADDR", "127.0.0.1").strip() or "
 # (gunicorn.conf.py). prometheus_client writes there from the first series it defines: a
 # folder missing or read-only would stop every process with a traceback, hence the check here.
 PROMETHEUS_MULTIPROC_DIR = read.text("PROMETHEUS_MULTIPROC_DIR").strip()
+if not PROMETHEUS_MULTIPROC_DIR:
+    # Empty means one process: prometheus_client would take a variable set to "" for a folder
+    # (the current one) and write its files there.
+    os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
 if PROMETHEUS_MULTIPROC_DIR and not (Path(PROMETHEUS_MULTIPROC_DIR).is_dir()
                                      and os.access(PROMETHEUS_MULTIPROC_DIR, os.W_OK | os.X_OK)):
     read.refuse(f"PROMETHEUS_MULTIPROC_DIR: use uma pasta existente e gravável (mkdir -p {PROMETHEUS_MULTIPROC_DIR}),"

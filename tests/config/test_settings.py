@@ -354,3 +354,19 @@ def test_every_variable_the_settings_read_is_in_the_readmes_table():
     documented = set(re.findall(r"^\| `([A-Z0-9_]+)`(?: / `([A-Z0-9_]+)`)?", table, re.M))
     documented = {name for pair in documented for name in pair if name}
     assert names - documented == set()
+
+
+def test_an_empty_prometheus_multiproc_dir_means_one_process_and_writes_no_files(tmp_path):
+    """compose's beat and the worker's healthcheck set it to "": prometheus_client alone would
+    take that for the current folder and leave its series files there."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST") and k not in ("DJANGO_SETTINGS_MODULE",)}
+    env.update({"PROMETHEUS_MULTIPROC_DIR": "", "SECRET_KEY": KEY, "DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}",
+                "REDIS_URL": "", "MEMORY_LOG_LEVEL": "WARNING"})
+    code = ("import django, os; django.setup(); from memory.infra import metrics; "
+            "print('multiproc' if 'PROMETHEUS_MULTIPROC_DIR' in os.environ else 'one process')")
+    done = subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(ROOT)!r}); "
+                           f"os = __import__('os'); os.environ['DJANGO_SETTINGS_MODULE'] = 'beecatalog.settings'; {code}"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "one process"
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".db" and p.name != "x.db") == []
