@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+from abc import ABC, abstractmethod
 from pathlib import Path
 
 import httpx
@@ -411,7 +412,28 @@ class _RedisProcess:
         return self.proc is not None and self.proc.poll() is None
 
 
-class RedisCluster:
+class _RedisGroup(ABC):
+    """Servers started together: ``start()`` brings them all up or, on any failure, stops what it
+    started before raising."""
+
+    def start(self, timeout: float = 60.0):
+        try:
+            self._start(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    @abstractmethod
+    def _start(self, timeout: float) -> None:
+        """Start every server and wait until the group serves, within ``timeout`` seconds."""
+
+    @abstractmethod
+    def stop(self) -> None:
+        """Stop every server started, and remove the group's files."""
+
+
+class RedisCluster(_RedisGroup):
     """A throwaway Redis Cluster of ``masters`` masters and no replica (every slot on some master),
     on free loopback ports, its files under a tmp dir: ``start()``, ``kill(port)``, ``stop()``.
 
@@ -435,14 +457,6 @@ class RedisCluster:
     @property
     def addresses(self) -> list[str]:
         return [f"127.0.0.1:{node.port}" for node in self.nodes]
-
-    def start(self, timeout: float = 60.0) -> "RedisCluster":
-        try:
-            self._start(timeout)
-        except BaseException:
-            self.stop()
-            raise
-        return self
 
     def _start(self, timeout: float) -> None:
         for node in self.nodes:
@@ -481,7 +495,7 @@ class RedisCluster:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-class SentinelGroup:
+class SentinelGroup(_RedisGroup):
     """A throwaway master + replica watched by three sentinels (quorum 2), on free loopback ports,
     with short failure detection (``down_after_ms``) so that a killed master fails over in seconds."""
 
@@ -508,14 +522,6 @@ class SentinelGroup:
     @property
     def addresses(self) -> list[str]:
         return [f"127.0.0.1:{s.port}" for s in self.sentinels]
-
-    def start(self, timeout: float = 60.0) -> "SentinelGroup":
-        try:
-            self._start(timeout)
-        except BaseException:
-            self.stop()
-            raise
-        return self
 
     def _start(self, timeout: float) -> None:
         for process in self.servers + self.sentinels:

@@ -34,14 +34,9 @@ def write_catalog(tmp_path, n=3, prefix="S"):
 
 
 @pytest.fixture
-def fake(settings, fake_openai):
-    settings.LLM_PROVIDER = "openai"
-    settings.OPENAI_BASE_URL = fake_openai.url
-    settings.OPENAI_API_KEY = "sk-test"
-    settings.LLM_MODEL = "gpt-4o-mini"
-    settings.LLM_TIMEOUT = 5.0
-    settings.LLM_MAX_ATTEMPTS = 2
-    return fake_openai
+def fake(openai_on_fake):
+    """The fake OpenAI server, the provider pointed at it (conftest.py's ``openai_on_fake``)."""
+    return openai_on_fake
 
 
 def test_batch_api_is_refused_with_the_template_provider(tmp_path, settings):

@@ -26,15 +26,9 @@ def catalog(n=3, prefix="S"):
 
 
 @pytest.fixture
-def fake(settings, fake_openai):
-    """``LLM_PROVIDER=openai`` against the fake server; yields it."""
-    settings.LLM_PROVIDER = "openai"
-    settings.OPENAI_BASE_URL = fake_openai.url
-    settings.OPENAI_API_KEY = "sk-test"
-    settings.LLM_MODEL = "gpt-4o-mini"
-    settings.LLM_TIMEOUT = 5.0
-    settings.LLM_MAX_ATTEMPTS = 2
-    return fake_openai
+def fake(openai_on_fake):
+    """The fake OpenAI server, the provider pointed at it (conftest.py's ``openai_on_fake``)."""
+    return openai_on_fake
 
 
 def run_to_the_end(submission, **kwargs):
