@@ -28,9 +28,11 @@ def url_password(url: str) -> str:
 
 
 def memory_l2(mode: str, *, timeout: float, url: str = "", password: str = "", sentinels=(), master: str = "",
-              cluster_nodes=(), options: dict | None = None) -> dict:
+              sentinel_password: str = "", cluster_nodes=(), options: dict | None = None) -> dict:
     """The django-redis cache of the memory's L2 in ``mode``; ``timeout``: connect and socket
-    timeout in seconds, towards the sentinels too; ``options`` are added to (or replace) its ``OPTIONS``."""
+    timeout in seconds, towards the sentinels too; ``sentinel_password``: the sentinels' own
+    (``requirepass`` of their configuration), when they ask for one; ``options`` are added to (or
+    replace) its ``OPTIONS``."""
     socket = {"SOCKET_CONNECT_TIMEOUT": timeout, "SOCKET_TIMEOUT": timeout}
     if mode == SINGLE:
         location = url
@@ -43,7 +45,8 @@ def memory_l2(mode: str, *, timeout: float, url: str = "", password: str = "", s
             "CLIENT_CLASS": "memory.infra.cache_backends.SigningSentinelClient",
             "CONNECTION_FACTORY": "django_redis.pool.SentinelConnectionFactory",
             "SENTINELS": [tuple(s) for s in sentinels],
-            "SENTINEL_KWARGS": {"socket_timeout": timeout, "socket_connect_timeout": timeout},
+            "SENTINEL_KWARGS": {"socket_timeout": timeout, "socket_connect_timeout": timeout,
+                                **({"password": sentinel_password} if sentinel_password else {})},
             "CONNECTION_POOL_KWARGS": {"health_check_interval": 30},
         }
         password = password or url_password(url)

@@ -202,6 +202,8 @@ REDIS_URL = read.redis_url("REDIS_URL")
 REDIS_PASSWORD = read.text("REDIS_PASSWORD")
 REDIS_SENTINELS = read.hosts("REDIS_SENTINELS")
 REDIS_SENTINEL_MASTER = read.text("REDIS_SENTINEL_MASTER").strip()
+# The sentinels' own password (their requirepass), when they ask for one; the master's is REDIS_PASSWORD.
+REDIS_SENTINEL_PASSWORD = read.text("REDIS_SENTINEL_PASSWORD")
 REDIS_CLUSTER_NODES = read.hosts("REDIS_CLUSTER_NODES", "10.0.0.1:6379,10.0.0.2:6379,10.0.0.3:6379")
 if _redis_conflict := read.redis_mode_conflict(REDIS_URL, REDIS_SENTINELS, REDIS_SENTINEL_MASTER, REDIS_CLUSTER_NODES):
     read.refuse(_redis_conflict)
@@ -222,7 +224,8 @@ CACHES = {
 if REDIS_MODE:
     CACHES["memory_l2"] = redis_cache.memory_l2(
         REDIS_MODE, timeout=MEMORY_REDIS_TIMEOUT, url=REDIS_URL, password=REDIS_PASSWORD,
-        sentinels=REDIS_SENTINELS, master=REDIS_SENTINEL_MASTER, cluster_nodes=REDIS_CLUSTER_NODES,
+        sentinels=REDIS_SENTINELS, master=REDIS_SENTINEL_MASTER, sentinel_password=REDIS_SENTINEL_PASSWORD,
+        cluster_nodes=REDIS_CLUSTER_NODES,
     )
 
 # --- The memory -------------------------------------------------------------
@@ -308,6 +311,8 @@ for _url, _options in ((CELERY_BROKER_URL, CELERY_BROKER_TRANSPORT_OPTIONS),
             read.refuse(f"{'CELERY_BROKER_URL' if _options is CELERY_BROKER_TRANSPORT_OPTIONS else 'CELERY_RESULT_BACKEND'}:"
                         " sentinel:// precisa de REDIS_SENTINEL_MASTER (o nome do master que os sentinels vigiam)")
         _options["master_name"] = REDIS_SENTINEL_MASTER
+        if REDIS_SENTINEL_PASSWORD:
+            _options["sentinel_kwargs"] = {"password": REDIS_SENTINEL_PASSWORD}
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]

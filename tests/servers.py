@@ -375,10 +375,11 @@ class PostgresServer:
                 self.data_dir = None
 
 
-def _redis_answers(port: int, *command: str) -> str:
+def _redis_answers(port: int, *command: str, password: str = "") -> str:
     """What ``redis-cli -p port command…`` prints, or "" when the server does not answer."""
+    auth = ["--no-auth-warning", "-a", password] if password else []
     try:
-        return subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(port), *command],
+        return subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(port), *auth, *command],
                               capture_output=True, text=True, timeout=5).stdout
     except (subprocess.TimeoutExpired, OSError):
         return ""
@@ -499,11 +500,16 @@ class SentinelGroup(_RedisGroup):
     """A throwaway master + replica watched by three sentinels (quorum 2), on free loopback ports,
     with short failure detection (``down_after_ms``) so that a killed master fails over in seconds."""
 
-    def __init__(self, master_name: str = "bcmaster", down_after_ms: int = 1000, failover_timeout_ms: int = 3000):
+    def __init__(self, master_name: str = "bcmaster", down_after_ms: int = 1000, failover_timeout_ms: int = 3000,
+                 sentinel_password: str = ""):
+        """``sentinel_password``: the sentinels ask for it (``requirepass``), and give it to each other."""
         if shutil.which("redis-server") is None:
             raise RuntimeError("redis-server is not installed")
         self.root = Path(tempfile.mkdtemp(prefix="bc-redis-sentinel-"))
         self.master_name = master_name
+        self.sentinel_password = sentinel_password
+        protected = [f"requirepass {sentinel_password}", f"sentinel sentinel-pass {sentinel_password}"] \
+            if sentinel_password else []
         master_port, replica_port = free_port(), free_port()
         self.servers = [
             _RedisProcess(self.root, master_port, []),
@@ -515,6 +521,7 @@ class SentinelGroup(_RedisGroup):
                 f"sentinel down-after-milliseconds {master_name} {down_after_ms}",
                 f"sentinel failover-timeout {master_name} {failover_timeout_ms}",
                 f"sentinel parallel-syncs {master_name} 1",
+                *protected,
             ], sentinel=True)
             for _ in range(3)
         ]
@@ -535,14 +542,15 @@ class SentinelGroup(_RedisGroup):
             raise TimeoutError(f"the sentinels never found each other and the replica of :{master} in {timeout} s")
 
     def _sees_group(self, port: int) -> bool:
-        fields = _redis_answers(port, "sentinel", "master", self.master_name).split()
+        fields = _redis_answers(port, "sentinel", "master", self.master_name, password=self.sentinel_password).split()
         found = dict(zip(fields[::2], fields[1::2]))
         return found.get("num-slaves") == "1" and found.get("num-other-sentinels") == "2"
 
     def master_port(self) -> int | None:
         """The master's port as the sentinels answer it now (the first that answers)."""
         for sentinel in self.sentinels:
-            answer = _redis_answers(sentinel.port, "sentinel", "get-master-addr-by-name", self.master_name).split()
+            answer = _redis_answers(sentinel.port, "sentinel", "get-master-addr-by-name", self.master_name,
+                                    password=self.sentinel_password).split()
             if len(answer) == 2:
                 return int(answer[1])
         return None

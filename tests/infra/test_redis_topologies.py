@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import redis as redislib
 from django.conf import settings
 from django.core import checks
 from django.core.cache import caches
@@ -43,7 +44,8 @@ MODES = [redis_cache.SENTINEL, redis_cache.CLUSTER]
 def l2_settings(mode: str, servers, timeout: float = 2.0) -> dict:
     if mode == redis_cache.SENTINEL:
         l2 = redis_cache.memory_l2(mode, timeout=timeout, master=servers.master_name,
-                                   sentinels=[("127.0.0.1", s.port) for s in servers.sentinels])
+                                   sentinels=[("127.0.0.1", s.port) for s in servers.sentinels],
+                                   sentinel_password=servers.sentinel_password)
     else:
         l2 = redis_cache.memory_l2(mode, timeout=timeout, cluster_nodes=[("127.0.0.1", n.port) for n in servers.nodes])
     return {**settings.CACHES, "memory_l2": l2}
@@ -53,7 +55,8 @@ def mode_env(process_env: dict, mode: str, servers) -> dict:
     """A child process's environment on ``servers`` (tests.settings: TEST_REDIS_URL empty)."""
     env = {**process_env, "TEST_REDIS_URL": "", "REDIS_URL": ""}
     if mode == redis_cache.SENTINEL:
-        env.update(REDIS_SENTINELS=",".join(servers.addresses), REDIS_SENTINEL_MASTER=servers.master_name)
+        env.update(REDIS_SENTINELS=",".join(servers.addresses), REDIS_SENTINEL_MASTER=servers.master_name,
+                   REDIS_SENTINEL_PASSWORD=servers.sentinel_password)
     else:
         env["REDIS_CLUSTER_NODES"] = ",".join(servers.addresses)
     return env
@@ -389,6 +392,30 @@ def test_the_settings_refuse_a_mix_or_a_bad_node_before_anything_runs(process_en
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 4
     assert named in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_sentinels_that_ask_for_a_password_serve_the_memory_and_the_broker_with_it(process_env):
+    servers = SentinelGroup(master_name=f"bc{uuid.uuid4().hex[:8]}", sentinel_password="senha-dos-sentinels").start()
+    try:
+        with _use(redis_cache.SENTINEL, servers):
+            save("SP-1")
+            caches["memory_l1"].clear()
+            assert ProductMemory().get_product_data("SP-1").tier == L2
+            found = memory_stats()["redis"]
+            assert found["available"] and all(node["reached"] for node in found["nodes"])
+        env = {**mode_env(process_env, redis_cache.SENTINEL, servers), "DJANGO_SETTINGS_MODULE": "beecatalog.settings"}
+        code = ("import django, json; django.setup(); from django.conf import settings as s; "
+                "print(json.dumps([s.CACHES['memory_l2']['OPTIONS']['SENTINEL_KWARGS'].get('password'), "
+                "s.CELERY_BROKER_TRANSPORT_OPTIONS.get('sentinel_kwargs')]))")
+        done = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert json.loads(done.stdout) == ["senha-dos-sentinels", {"password": "senha-dos-sentinels"}]
+        # The password is asked for: without it a sentinel answers nothing but NOAUTH.
+        for sentinel in servers.sentinels:
+            with pytest.raises(redislib.exceptions.AuthenticationError):
+                redislib.Redis(host="127.0.0.1", port=sentinel.port, socket_timeout=2).ping()
+    finally:
+        servers.stop()
 
 
 def test_a_subscription_whose_connection_came_back_never_resumes_silently():
