@@ -25,7 +25,7 @@ from django.conf import settings
 from django.db import connections
 
 from memory.infra import metrics
-from memory.models import DEFAULT_KIND
+from memory.models import DEFAULT_KIND, BatchRunItem
 from memory.engine.families import product_family
 from memory.engine.locks import product_lock
 from memory.engine.memory import Lookup, ProductMemory, ProductRef, resolve_product
@@ -203,6 +203,15 @@ def _locked(refusal: ApprovedContent, tokens_wasted: int = 0) -> ProductOutcome:
     return ProductOutcome(refusal.product_id, LOCKED, error=str(refusal), tokens_wasted=tokens_wasted)
 
 
+def pending_batch_run(ref: ProductRef, kind: str) -> int | None:
+    """The Batch API run that holds ``ref`` pending for this same data (its id), if any: its
+    result is already paid for and on its way, so generating it now would pay twice."""
+    pending = BatchRunItem.objects.filter(product_id=ref.product_id, kind=kind, state=BatchRunItem.PENDING)
+    if ref.fingerprint:
+        pending = pending.filter(fingerprint=ref.fingerprint)
+    return pending.values_list("run_id", flat=True).first()
+
+
 def generate_product(
     product_data: Any,
     force_regenerate: bool = False,
@@ -262,6 +271,12 @@ def generate_product(
             if lookup.hit:
                 return _reused(lookup)
             status = lookup.status
+            run = pending_batch_run(ref, memory.kind)
+            if run is not None:
+                logger.info("Produto %s não gerado: aguarda o lote %s da Batch API", ref.product_id, run)
+                return ProductOutcome(ref.product_id, NOT_ATTEMPTED,
+                                      error=f"não tentado: aguarda o lote {run} da Batch API, já enviado (o resultado "
+                                            "chega com ele; force_regenerate gera agora e paga de novo)")
         kept = None
         if fields is not None:
             kept = memory.stored_content(ref)

@@ -354,3 +354,22 @@ def test_two_processes_submitting_and_ingesting_the_same_run_send_once_and_save_
     run = BatchRun.objects.get(pk=run_id)
     assert (run.status, run.generated) == ("done", 6)
     assert memory_stats()["tokens_spent"] == 6 * 1267
+
+
+def test_a_product_pending_in_a_batch_is_not_paid_for_again_by_a_direct_generation(fake):
+    """Its result is already paid for and on its way: a direct generation of the same data makes
+    no call (not attempted, naming the run); forced, it is generated now; other data is generated."""
+    fake.batch.hold = True
+    products = catalog(2)
+    submission = batch_api.submit_catalog(products)
+    (run,) = submission.runs
+    calls = fake.calls
+    outcome = generate_product(products[0])
+    assert outcome.status == "not_attempted" and f"lote {run.pk}" in outcome.error
+    assert fake.calls == calls and not ProductMemoryEntry.objects.filter(product_id="S0").exists()
+    assert generate_product({**products[1], "title": "Outro título"}).status == "generated"
+    assert generate_product(products[0], force_regenerate=True).status == "forced"
+    assert fake.calls == calls + 2
+    fake.batch.hold = False
+    run_to_the_end(submission)  # what came meanwhile is kept
+    assert [o.status for o in batch_api.outcomes(submission)] == ["kept", "kept"]
