@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import threading
 import time
 from datetime import datetime, timedelta, timezone as dt_timezone
@@ -195,6 +196,25 @@ def worker_env(process_env: dict, **overrides: str) -> dict:
         "CELERY_TASK_ALWAYS_EAGER": "false",
         **overrides,
     }
+
+
+GENERATION_PEER = Path(__file__).resolve().parent / "peers" / "generation_peer.py"
+
+
+def generations_at_once(products: list[dict], env: dict) -> list[dict]:
+    """``generate_product`` of each product in a process of its own (``tests/peers/generation_peer.py``
+    on ``env``), all released together once every one is ready: their outcomes, in order."""
+    peers = [subprocess.Popen([sys.executable, str(GENERATION_PEER), "generate", json.dumps(product)], env=env,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for product in products]
+    try:
+        assert [peer.stdout.readline().strip() for peer in peers] == ["ready"] * len(peers)
+        for peer in peers:
+            peer.stdin.write("go\n")
+            peer.stdin.flush()
+        return [json.loads(peer.stdout.readline()) for peer in peers]
+    finally:
+        for peer in peers:
+            stop_process(peer)
 
 
 def at_once(work, copies=2):

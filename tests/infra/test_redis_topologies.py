@@ -30,7 +30,7 @@ from memory.models import ProductMemoryEntry
 from memory.providers import limits
 from memory.services.stats import memory_stats
 
-from tests.helpers import stop_process, wait_for
+from tests.helpers import generations_at_once, stop_process, wait_for
 from tests.providers.fake_openai import Reply
 from tests.servers import RedisCluster, RedisServer, SentinelGroup
 
@@ -268,7 +268,6 @@ def test_hits_from_four_processes_add_up_exactly(topology):
     assert sum(moved) == 4 * hits_each
 
 
-PEER = ROOT / "tests" / "peers" / "generation_peer.py"
 
 
 def test_two_processes_asking_at_once_make_one_call(topology, fake_openai):
@@ -276,17 +275,7 @@ def test_two_processes_asking_at_once_make_one_call(topology, fake_openai):
     env = {**topology.env, "LLM_PROVIDER": "openai", "OPENAI_BASE_URL": fake_openai.url, "OPENAI_API_KEY": "sk-test",
            "LLM_MODEL": "gpt-4o-mini", "LLM_MAX_ATTEMPTS": "1", "LLM_TIMEOUT": "20"}
     product = {"sku": f"SF-{topology.mode}", "title": "Tênis", "brand": "Marca"}
-    peers = [subprocess.Popen([sys.executable, str(PEER), "generate", json.dumps(product)], env=env,
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for _ in range(2)]
-    try:
-        assert [peer.stdout.readline().strip() for peer in peers] == ["ready", "ready"]
-        for peer in peers:
-            peer.stdin.write("go\n")
-            peer.stdin.flush()
-        outcomes = [json.loads(peer.stdout.readline()) for peer in peers]
-    finally:
-        for peer in peers:
-            stop_process(peer)
+    outcomes = generations_at_once([product, product], env)
     assert fake_openai.calls == 1
     assert sorted(o["status"] for o in outcomes) == ["generated", "reused"]
 

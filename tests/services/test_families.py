@@ -1,11 +1,8 @@
 """Variant families: one generation per family, not per SKU, everywhere the memory generates."""
 import json
-import subprocess
-import sys
 import threading
 import time
 from io import StringIO
-from pathlib import Path
 
 import pytest
 from django.core.management import call_command
@@ -21,7 +18,7 @@ from memory.services.entries import enqueue_regeneration
 from memory.services.generation import InvalidProductData, generate_batch, generate_product
 from memory.services.stats import memory_stats
 from memory.tasks import batch_generate_main_content_task, generate_main_content_task
-from tests.helpers import stop_process
+from tests.helpers import generations_at_once
 from tests.providers.fake_openai import Reply, completion
 
 COLOURS = ("Azul", "Preta")
@@ -458,7 +455,6 @@ def test_the_admin_links_a_variant_to_its_family_and_the_family_to_its_variants(
 
 # --- single flight on a family's base, across processes ---------------------------------------------
 
-PEER = Path(__file__).resolve().parents[1] / "peers" / "generation_peer.py"
 
 
 @pytest.mark.slow
@@ -469,18 +465,7 @@ def test_two_variants_of_one_family_asked_at_once_in_two_processes_make_one_call
     fake_openai.script(then=Reply(delay=1.5))
     env = {**process_env, "LLM_PROVIDER": "openai", "OPENAI_BASE_URL": fake_openai.url, "OPENAI_API_KEY": "sk-test",
            "LLM_MODEL": "gpt-4o-mini", "LLM_MAX_ATTEMPTS": "1", "LLM_TIMEOUT": "20"}
-    peers = [subprocess.Popen([sys.executable, str(PEER), "generate", json.dumps(product)], env=env,
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-             for product in (FAMILY[0], FAMILY[3])]
-    try:
-        assert [peer.stdout.readline().strip() for peer in peers] == ["ready", "ready"]
-        for peer in peers:  # both miss their own entry and the family's base at once
-            peer.stdin.write("go\n")
-            peer.stdin.flush()
-        outcomes = [json.loads(peer.stdout.readline()) for peer in peers]
-    finally:
-        for peer in peers:
-            stop_process(peer)
+    outcomes = generations_at_once([FAMILY[0], FAMILY[3]], env)  # both miss their entry and the base at once
     assert fake_openai.calls == 1
     assert [o["status"] for o in outcomes] == ["generated", "generated"]
     assert sorted(o["tokens_saved_by_family"] > 0 for o in outcomes) == [False, True]  # one paid, one reused

@@ -1,10 +1,6 @@
 """Generation in front of the memory: reuse, staleness, failures, batches, single flight, tasks."""
-import json
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 from django.core.cache import caches
@@ -18,7 +14,7 @@ from memory.models import DailyStats, ProductMemoryEntry
 from memory.engine.memory import ProductMemory
 from memory.providers import GenerationError, ProviderUnavailable, TemplateProvider
 from memory.tasks import batch_generate_main_content_task, generate_main_content_task
-from tests.helpers import stop_process
+from tests.helpers import generations_at_once
 from tests.providers.fake_openai import Reply
 
 PRODUCT = {"sku": "ABC123", "title": "Fone Bluetooth", "brand": "JBL"}
@@ -248,7 +244,6 @@ def _lock_suffix(product_id):
     return hashlib.sha256(product_id.encode()).hexdigest()[:32]
 
 
-PEER = Path(__file__).resolve().parents[1] / "peers" / "generation_peer.py"
 
 
 @pytest.mark.slow
@@ -262,17 +257,7 @@ def test_two_processes_asking_during_a_generation_longer_than_the_lock_timeout_m
     env = {**process_env, "LLM_PROVIDER": "openai", "OPENAI_BASE_URL": fake_openai.url, "OPENAI_API_KEY": "sk-test",
            "LLM_MODEL": "gpt-4o-mini", "LLM_MAX_ATTEMPTS": "1", "LLM_TIMEOUT": "20",
            "MEMORY_GENERATION_LOCK_TIMEOUT": "1"}
-    peers = [subprocess.Popen([sys.executable, str(PEER), "generate", json.dumps(PRODUCT)], env=env,
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for _ in range(2)]
-    try:
-        assert [peer.stdout.readline().strip() for peer in peers] == ["ready", "ready"]
-        for peer in peers:  # both ask at once: both miss, one generates, the other waits for it
-            peer.stdin.write("go\n")
-            peer.stdin.flush()
-        outcomes = [json.loads(peer.stdout.readline()) for peer in peers]
-    finally:
-        for peer in peers:
-            stop_process(peer)
+    outcomes = generations_at_once([PRODUCT, PRODUCT], env)  # both miss, one generates, the other waits
     assert fake_openai.calls == 1
     assert sorted(o["status"] for o in outcomes) == ["generated", "reused"]
     assert ProductMemoryEntry.objects.count() == 1
