@@ -87,20 +87,25 @@ def _worker_in_mode(env_mode: dict, broker: str, backend: str, transport_options
     return proc, client, queue
 
 
+def _generated_by(worker, product: dict) -> dict:
+    """``generate_main_content_task(product)`` run by ``worker`` (what ``_worker_in_mode`` started),
+    its result; the worker is stopped afterwards."""
+    proc, client, queue = worker
+    try:
+        return client.send_task("memory.generate_main_content_task", args=[product], queue=queue).get(timeout=60)
+    finally:
+        stop_process(proc, timeout=10)
+
+
 @pytest.mark.slow
 def test_in_sentinel_mode_the_broker_is_the_sentinels_master(transactional_db):
     group = SentinelGroup(master_name=f"bc{uuid.uuid4().hex[:8]}").start()
     try:
         broker = ";".join(f"sentinel://{address}/0" for address in group.addresses)
-        proc, client, queue = _worker_in_mode(
+        worker = _worker_in_mode(
             {"REDIS_SENTINELS": ",".join(group.addresses), "REDIS_SENTINEL_MASTER": group.master_name},
             broker, broker, {"master_name": group.master_name})
-        try:
-            product = {"sku": "SENT-1", "title": "Luminária"}
-            done = client.send_task("memory.generate_main_content_task", args=[product], queue=queue).get(timeout=60)
-            assert done["product_id"] == "SENT-1"
-        finally:
-            stop_process(proc, timeout=10)
+        assert _generated_by(worker, {"sku": "SENT-1", "title": "Luminária"})["product_id"] == "SENT-1"
     finally:
         group.stop()
     assert ProductMemoryEntry.objects.filter(product_id="SENT-1").exists()
@@ -113,14 +118,9 @@ def test_in_cluster_mode_the_broker_is_rabbitmq_and_the_results_come_back_over_a
     cluster = RedisCluster(masters=3).start()
     try:
         broker = "amqp://guest:guest@127.0.0.1:5672//"
-        proc, client, queue = _worker_in_mode(
+        worker = _worker_in_mode(
             {"REDIS_CLUSTER_NODES": ",".join(cluster.addresses), "CELERY_BROKER_URL": broker}, broker, "rpc://", {})
-        try:
-            product = {"sku": "CLUS-1", "title": "Abajur"}
-            done = client.send_task("memory.generate_main_content_task", args=[product], queue=queue).get(timeout=60)
-            assert done["product_id"] == "CLUS-1"
-        finally:
-            stop_process(proc, timeout=10)
+        assert _generated_by(worker, {"sku": "CLUS-1", "title": "Abajur"})["product_id"] == "CLUS-1"
     finally:
         cluster.stop()
     assert ProductMemoryEntry.objects.filter(product_id="CLUS-1").exists()
