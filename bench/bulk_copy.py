@@ -8,8 +8,8 @@ Run by hand from the repository root (it empties the entries of the bench databa
     .venv/bin/python bench/bulk_copy.py --rows 200000
 
 The file is a JSONL export of ``--rows`` entries (payload ~3 KB, as the generation stores them,
-no history). Each import starts from an empty table and goes through ``import_entries`` (both
-passes: validation, then the write in one transaction); the raw ``\\copy`` loads the same file's
+no history). Each import starts from an empty table and goes through ``import_entries`` (one
+pass: rows cleaned in its reader thread while the previous batch is written, in one transaction); the raw ``\\copy`` loads the same file's
 columns as CSV into a table with no index. The result is printed and saved to var/bench/.
 """
 from __future__ import annotations

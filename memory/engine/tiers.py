@@ -35,7 +35,7 @@ from django.db.models import JSONField
 from django.utils import timezone
 
 from memory.engine import freshness, versions
-from memory.engine.validators import instant, token_counts
+from memory.engine.validators import instant, json_text, token_counts
 from memory.infra import redis, replicas
 from memory.models import ContentVersion, ProductMemoryEntry
 
@@ -688,7 +688,8 @@ class DatabaseTier(Tier):
     def upsert_rows(self, rows: list[dict]) -> int:
         """Insert or replace whole rows on ``(product_id, kind)`` as an import or a restore gives
         them, every column as given (a save, :meth:`upsert`, keeps created_at and the hit counts),
-        with their history; returns how many already existed. Each key appears once in ``rows``.
+        with their history; returns how many already existed. Each key appears once in ``rows``,
+        which are left as given.
 
         A row's ``versions`` (a list, oldest first, or None) are the history its file carries:
         an entry new here takes them as they are (the newest ``MEMORY_MAX_VERSIONS``). An entry
@@ -698,57 +699,91 @@ class DatabaseTier(Tier):
         """
         if not rows:
             return 0
+        if connection.vendor == "postgresql" and self.BULK_COPY:
+            try:
+                with transaction.atomic():
+                    return self._copy_rows(rows)
+            except psycopg.errors.UniqueViolation:
+                # A key another writer inserted after this batch looked it up: rolled back to the
+                # savepoint, the batch looks again (that row is committed now, so it is found).
+                with transaction.atomic():
+                    return self._copy_rows(rows)
+        planned, existing = self._planned(rows)
+        entries = [ProductMemoryEntry(**row) for row, _ in planned]
+        ProductMemoryEntry.objects.bulk_create(
+            entries,
+            update_conflicts=True,
+            unique_fields=list(KEY_FIELDS),
+            update_fields=[name for name in planned[0][0] if name not in KEY_FIELDS],
+        )
+        ids = self._ids(entries)
+        written = [
+            ContentVersion(entry_id=ids[(entry.product_id, entry.kind)], **version)
+            for entry, (_, history) in zip(entries, planned) for version in history
+        ]
+        versions.record_many(written, {ids[(e.product_id, e.kind)]: e.version for e in entries})
+        return len(existing)
+
+    def _planned(self, rows: list[dict]) -> tuple[list[tuple[dict, list[dict]]], dict]:
+        """Each row as it is written (``versions`` out; ``version``, ``origin``, ``author`` those of
+        its newest version) with the versions it adds, and the current versions of the keys that
+        exist (locked inside a transaction). A new entry's history is cut to the retention here."""
         existing = self._current_versions((row["product_id"], row["kind"]) for row in rows)
         keep = versions.max_versions()
-        histories: list[list[dict]] = []
-        for row in rows:
+        planned = []
+        for given in rows:
+            row = dict(given)
             carried = sorted(row.pop("versions", None) or [], key=lambda v: v["number"])
             found = existing.get((row["product_id"], row["kind"]))
             if found is not None:
                 number, payload, origin, author = found
                 if payload == row["payload"]:
                     row.update(version=number, origin=origin, author=author)
-                    histories.append([])
+                    planned.append((row, []))
                 else:
-                    histories.append([_imported_version(row, number + 1)])
+                    planned.append((row, [_imported_version(row, number + 1)]))
             else:
                 kept = carried[-keep:]
                 if kept and kept[-1]["payload"] == row["payload"]:
                     newest = kept[-1]
                     row.update(version=newest["number"], origin=newest["origin"], author=newest["author"])
-                    histories.append(kept)
                 else:
-                    histories.append([*kept, _imported_version(row, kept[-1]["number"] + 1 if kept else 1)])
-        if connection.vendor == "postgresql" and self.BULK_COPY:
-            texts: dict[int, tuple[Any, str]] = {}
-            with transaction.atomic():
-                ids = self._copy_entries(rows, [name for name in rows[0] if name not in KEY_FIELDS], texts)
-                self._copy_versions([
-                    {**version, "entry_id": ids[(row["product_id"], row["kind"])]}
-                    for row, history in zip(rows, histories) for version in history
-                ], texts)
-                versions.trim_entries(list(ids.values()))
-            return len(existing)
-        entries = [ProductMemoryEntry(**row) for row in rows]
-        ProductMemoryEntry.objects.bulk_create(
-            entries,
-            update_conflicts=True,
-            unique_fields=list(KEY_FIELDS),
-            update_fields=[name for name in rows[0] if name not in KEY_FIELDS],
-        )
-        ids = self._ids(entries)
-        written = [
-            ContentVersion(entry_id=ids[(entry.product_id, entry.kind)], **version)
-            for entry, history in zip(entries, histories) for version in history
-        ]
-        versions.record_many(written, {ids[(e.product_id, e.kind)]: e.version for e in entries})
-        return len(existing)
+                    kept = [*kept, _imported_version(row, kept[-1]["number"] + 1 if kept else 1)][-keep:]
+                planned.append((row, kept))
+        return planned, existing
 
-    # --- PostgreSQL's bulk path: COPY into a temporary table, then one INSERT … ON CONFLICT ------
+    # --- PostgreSQL's bulk path: COPY, straight into the table for new keys ----------------------
 
     COPY_TABLE = "memory_import_rows"
     # False: the ORM's bulk_create instead (bench/bulk_copy.py measures both in one run)
     BULK_COPY = True
+
+    def _copy_rows(self, rows: list[dict]) -> int:
+        """:meth:`upsert_rows` by ``COPY``: rows of keys not held yet straight into the table (their
+        ids drawn from its sequence first), the others into a temporary table and one ``INSERT …
+        ON CONFLICT``; then the versions: the current one of each entry from its row, older ones by ``COPY``. Inside
+        the caller's savepoint."""
+        planned, existing = self._planned(rows)
+        texts: dict[int, tuple[Any, str]] = {}
+        fresh = [(row, history) for row, history in planned if (row["product_id"], row["kind"]) not in existing]
+        held = [(row, history) for row, history in planned if (row["product_id"], row["kind"]) in existing]
+        ids = self._copy_new_entries([row for row, _ in fresh], texts)
+        if held:
+            update = [name for name in held[0][0] if name not in KEY_FIELDS]
+            ids.update(self._copy_entries([row for row, _ in held], update, texts))
+        older, current = [], []
+        for row, history in planned:
+            entry_id = ids[(row["product_id"], row["kind"])]
+            for version in history:
+                # the entry's current content: copied from the row just written (its payload is not
+                # sent nor parsed twice), the others as the file holds them
+                is_current = version["number"] == row["version"] and version["payload"] is row["payload"]
+                (current if is_current else older).append({**version, "entry_id": entry_id})
+        self._copy_versions(older, texts)
+        self._insert_current_versions(current)
+        # a new entry's history was cut to the retention already; one already held may pass it
+        versions.trim_entries([ids[(row["product_id"], row["kind"])] for row, history in held if history])
+        return len(existing)
 
     @staticmethod
     def _raw_cursor() -> psycopg.Cursor:
@@ -774,7 +809,7 @@ class DatabaseTier(Tier):
         def as_json(value) -> str:
             found = texts.get(id(value))
             if found is None:
-                found = texts[id(value)] = (value, json.dumps(value))
+                found = texts[id(value)] = (value, json_text(value))
             return found[1]
 
         def values(row: dict) -> list:
@@ -788,6 +823,25 @@ class DatabaseTier(Tier):
             return out
 
         return columns, values
+
+    def _copy_new_entries(self, rows: list[dict], texts: dict) -> dict[Key, int]:
+        """``rows`` of keys the table does not hold, by one ``COPY`` into it with ids drawn from its
+        sequence; returns each key's id. A key inserted meanwhile by another writer fails the
+        ``COPY`` with a unique violation (the caller looks again)."""
+        if not rows:
+            return {}
+        meta = ProductMemoryEntry._meta
+        quote = connection.ops.quote_name
+        columns, values = self._copy_layout(ProductMemoryEntry, texts)
+        names = ", ".join(quote(f.column) for f in [meta.pk, *columns])
+        with self._raw_cursor() as cursor:
+            cursor.execute("SELECT nextval(pg_get_serial_sequence(%s, %s)) FROM generate_series(1, %s)",
+                           [meta.db_table, meta.pk.column, len(rows)])
+            ids = [pk for (pk,) in cursor.fetchall()]
+            with cursor.copy(f"COPY {quote(meta.db_table)} ({names}) FROM STDIN") as copy:
+                for pk, row in zip(ids, rows):
+                    copy.write_row([pk, *values(row)])
+        return {(row["product_id"], row["kind"]): pk for pk, row in zip(ids, rows)}
 
     def _copy_entries(self, rows: list[dict], update: list[str], texts: dict) -> dict[Key, int]:
         """``rows`` upserted on ``(product_id, kind)`` (every other column as the model's default):
@@ -829,6 +883,29 @@ class DatabaseTier(Tier):
             with cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
                 for version in written:
                     copy.write_row(values(version))
+
+    CURRENT_VERSION_FIELDS = ("origin", "generator_version", "tokens", "author", "created_at")
+
+    def _insert_current_versions(self, written: list[dict]) -> None:
+        """Versions that are their entry's current content (values by field name, ``entry_id``
+        included), by one ``INSERT … SELECT`` taking number and payload from the entry's row:
+        PostgreSQL copies the stored payload instead of parsing it again (docs/benchmarks.md)."""
+        if not written:
+            return
+        quote = connection.ops.quote_name
+        fields = ["entry_id", *self.CURRENT_VERSION_FIELDS]
+        types = {"entry_id": "bigint", "tokens": "bigint", "created_at": "timestamptz"}
+        arrays = ", ".join(f"%s::{types.get(name, 'text')}[]" for name in fields)
+        given = ", ".join(f"given.{quote(name)}" for name in self.CURRENT_VERSION_FIELDS)
+        with self._raw_cursor() as cursor:
+            cursor.execute(
+                f"INSERT INTO {quote(ContentVersion._meta.db_table)}"
+                f" (entry_id, number, payload, {', '.join(quote(n) for n in self.CURRENT_VERSION_FIELDS)})"
+                f" SELECT entry.id, entry.version, entry.payload, {given}"
+                f" FROM unnest({arrays}) AS given({', '.join(quote(n) for n in fields)})"
+                f" JOIN {quote(ProductMemoryEntry._meta.db_table)} AS entry ON entry.id = given.entry_id",
+                [[version[name] for version in written] for name in fields],
+            )
 
     def _current_versions(self, keys: Iterable[Key]) -> dict[Key, tuple[int, dict, str, str]]:
         """``(version, payload, origin, author)`` of the entries among ``keys`` that have a row."""

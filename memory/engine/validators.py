@@ -61,9 +61,36 @@ def text(name: str, value: str, *, max_length: int) -> str:
     return value
 
 
+class CheckedJSON(dict):
+    """A JSON object with the text :func:`checked_json_object` encoded it as, so that a bulk write
+    (``COPY``) sends that text instead of encoding the object again (:func:`json_text`). The object
+    is not to be changed afterwards: the text would no longer be its own."""
+
+    __slots__ = ("text",)
+
+
+def json_text(value: Any) -> str:
+    """``value`` as JSON text: the one it was checked as, when :func:`checked_json_object` made it."""
+    if type(value) is CheckedJSON:
+        return value.text
+    return json.dumps(value, ensure_ascii=False)
+
+
 def json_object(name: str, value: Any, *, max_bytes: int | None = None) -> dict:
     """``value`` when it is a dict that PostgreSQL can store as ``jsonb``: JSON-serializable,
     without NaN or Infinity, without NUL characters, and at most ``max_bytes`` encoded."""
+    _encoded(name, value, max_bytes)
+    return value
+
+
+def checked_json_object(name: str, value: Any, *, max_bytes: int | None = None) -> CheckedJSON:
+    """:func:`json_object`, a copy of ``value`` holding the text it was checked as (an import's rows)."""
+    checked = CheckedJSON(value if isinstance(value, dict) else ())
+    checked.text = _encoded(name, value, max_bytes)
+    return checked
+
+
+def _encoded(name: str, value: Any, max_bytes: int | None) -> str:
     if not isinstance(value, dict):
         raise ValueError(f"{name}: deve ser um objeto JSON, recebido {type(value).__name__}")
     try:
@@ -78,11 +105,11 @@ def json_object(name: str, value: Any, *, max_bytes: int | None = None) -> dict:
         raise ValueError(f"{name}: JSON aninhado demais") from None
     if "\\u0000" in encoded and _holds_nul(value):
         raise ValueError(f"{name}: contém o caractere nulo (\\u0000), que o PostgreSQL não aceita")
-    if max_bytes is not None:
+    if max_bytes is not None and len(encoded) * 4 > max_bytes:  # within it whatever its characters
         size = len(encoded.encode())
         if size > max_bytes:
             raise ValueError(f"{name}: {size} bytes excede o limite de {max_bytes} bytes")
-    return value
+    return encoded
 
 
 def _holds_nul(value: Any) -> bool:

@@ -3,25 +3,27 @@ through :func:`import_entries`.
 
 - Rows are read by :mod:`memory.io.readers` and cleaned by :func:`memory.io.schema.clean_row`,
   the one row schema the admin's import uses too.
-- All or nothing: a first pass validates every row; if any is bad, nothing is written and each
-  bad row is reported by number. A second pass upserts on ``(product_id, kind)`` in batches
-  inside one transaction (on PostgreSQL each batch by ``COPY`` into a temporary table and one
-  ``INSERT … ON CONFLICT``, :meth:`DatabaseTier.upsert_rows`); when a key appears twice in a file, the later row wins. Cached copies
-  (Redis, L1) of the imported keys are evicted so that no stale copy survives.
+- All or nothing, in one pass: rows are upserted on ``(product_id, kind)`` in batches, as they
+  are read and cleaned, inside one transaction (on PostgreSQL each batch by ``COPY``,
+  :meth:`DatabaseTier.upsert_rows`); if any row is bad, the rest of the file is still read to
+  report each bad row by number, and the transaction is rolled back: nothing is written. When a
+  key appears twice in a file, the later row wins. Cached copies (Redis, L1) of the imported
+  keys are evicted after the commit so that no stale copy survives.
 - Each row brings its approval and its history (``DatabaseTier.upsert_rows``): an entry new
   here takes the file's versions; one already here keeps its own, and a content it did not
   hold becomes its newest version, of origin ``imported``.
-- Both passes stream, so memory stays bounded however many rows the file holds: the first
-  keeps the rows it cleaned in a temporary file, which the second reads instead of the source.
+- It streams, so memory stays bounded however many rows the file holds: a batch at a time, and
+  the keys written in a temporary file until their eviction.
 """
 from __future__ import annotations
 
 import json
 import logging
 import os
-import pickle
 import tempfile
-from contextlib import ExitStack
+import threading
+from contextlib import contextmanager
+from queue import Full, Queue
 from dataclasses import dataclass, field
 from typing import IO, Iterable, Iterator
 
@@ -30,6 +32,7 @@ from django.utils import timezone
 
 from memory.engine.memory import ProductMemory
 from memory.engine.tiers import DatabaseTier
+from memory.engine.validators import json_text
 from memory.io.formats import IMPORT_FORMATS, Progress, check_format, format_from_filename
 from memory.io.readers import Source, read_rows
 from memory.io.schema import RowError, clean_row
@@ -70,22 +73,17 @@ class ImportReport:
 def _row_bytes(row: dict) -> int:
     # A cheap upper-bound guess, good enough to keep a batch's size bounded.
     versions = row.get("versions") or []
-    return 512 + len(json.dumps(row["payload"], ensure_ascii=False)) + len(
-        json.dumps(row["source_data"], ensure_ascii=False)) + sum(
-        256 + len(json.dumps(v["payload"], ensure_ascii=False)) for v in versions)
+    return 512 + len(json_text(row["payload"])) + len(json_text(row["source_data"])) + sum(
+        256 + len(json_text(v["payload"])) for v in versions)
 
 
 def _batches(rows: Iterable[dict], max_rows: int = IMPORT_BATCH_ROWS) -> Iterator[list[dict]]:
-    return _sized_batches(((row, _row_bytes(row)) for row in rows), max_rows)
-
-
-def _sized_batches(rows: Iterable[tuple[dict, int]], max_rows: int) -> Iterator[list[dict]]:
-    """Batches of at most ``max_rows`` rows and about ``IMPORT_BATCH_BYTES``, each row given with its size."""
+    """Batches of at most ``max_rows`` rows and about ``IMPORT_BATCH_BYTES``."""
     batch: list[dict] = []
     size = 0
-    for row, row_bytes in rows:
+    for row in rows:
         batch.append(row)
-        size += row_bytes
+        size += _row_bytes(row)
         if len(batch) >= max_rows or size >= IMPORT_BATCH_BYTES:
             yield batch
             batch, size = [], 0
@@ -107,7 +105,7 @@ def upsert_rows(rows: list[dict]) -> int:
 
 def import_entries(source: str | os.PathLike | IO, fmt: str | None = None, *, dry_run: bool = False,
                    on_progress: Progress | None = None) -> ImportReport:
-    """Validate a whole file, then (unless ``dry_run`` or a row is bad) upsert every row.
+    """Validate every row of a file and (unless ``dry_run``) upsert them, all or nothing.
 
     ``source`` is a path or a file object (binary or text); ``fmt`` one of
     :data:`~memory.io.formats.IMPORT_FORMATS`, or None to take it from the file name. Raises
@@ -116,7 +114,6 @@ def import_entries(source: str | os.PathLike | IO, fmt: str | None = None, *, dr
     nothing is written.
     """
     src = Source(source)
-    stack = ExitStack()
     try:
         if fmt is None:
             fmt = format_from_filename(src.name) if src.name else None
@@ -150,12 +147,10 @@ def import_entries(source: str | os.PathLike | IO, fmt: str | None = None, *, dr
                     report.updated += existing
                     report.created += len(batch) - existing
         else:
-            # The rows as cleaned, kept on disk for the write pass (bounded memory; the write
-            # neither parses nor cleans them again). Spilled until the first bad row.
-            spill = stack.enter_context(tempfile.TemporaryFile())
-            for row in valid_rows():
-                if not report.error_count:
-                    pickle.dump(row, spill, protocol=pickle.HIGHEST_PROTOCOL)
+            try:
+                _write(valid_rows(), report, on_progress)
+            except _Refused:
+                pass  # rolled back: nothing of the file was kept
         if on_progress:
             on_progress("validate", report.rows, report.rows)
         if report.error_count:
@@ -164,34 +159,71 @@ def import_entries(source: str | os.PathLike | IO, fmt: str | None = None, *, dr
             logger.info("Importação recusada: %d registros inválidos em %s; nada foi gravado",
                         report.error_count, src.name or "arquivo")
             return report
-        if dry_run or not report.rows:  # a file of no entries (blank lines only) is not read again
-            return report
-
-        spill.seek(0)
-        _write(_spilled(spill), report, on_progress)
-        logger.info("Importação gravada no PostgreSQL: %d entradas criadas, %d atualizadas (%s)",
-                    report.created, report.updated, src.name or "arquivo")
+        if not dry_run and report.rows:
+            logger.info("Importação gravada no PostgreSQL: %d entradas criadas, %d atualizadas (%s)",
+                        report.created, report.updated, src.name or "arquivo")
         return report
     finally:
-        stack.close()
         src.close()
 
 
-def _spilled(spill: IO[bytes]) -> Iterator[tuple[dict, int]]:
-    """The rows the validation pass wrote to ``spill`` (this process's own temporary file), each with
-    the bytes it took there: the size the batches are bounded by."""
-    while True:
-        start = spill.tell()
+READ_AHEAD_BATCHES = 1
+
+
+@contextmanager
+def _read_ahead(batches: Iterator[list[dict]], depth: int = READ_AHEAD_BATCHES) -> Iterator[Iterator[list[dict]]]:
+    """``batches`` read and cleaned in a thread of their own (``memory-import-reader``), at most
+    ``depth`` ahead of the writer: the next batch is parsed while the database takes the last
+    one (the write waits on PostgreSQL for about as long as the rows take to read; see
+    docs/benchmarks.md). What the reading raises is raised to the writer; a writer that stops
+    early stops the thread. The reader touches no database connection."""
+    queue: Queue = Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def offer(item) -> bool:
+        while not stop.is_set():
+            try:
+                queue.put(item, timeout=0.1)
+                return True
+            except Full:
+                continue
+        return False
+
+    def read() -> None:
         try:
-            row = pickle.load(spill)
-        except EOFError:
-            return
-        yield row, spill.tell() - start
+            for batch in batches:
+                if not offer(batch):
+                    return
+            offer(done)
+        except BaseException as exc:  # handed to the writer, which raises it
+            offer(exc)
+
+    def received() -> Iterator[list[dict]]:
+        while (item := queue.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    reader = threading.Thread(target=read, name="memory-import-reader", daemon=True)
+    reader.start()
+    try:
+        yield received()
+    finally:
+        stop.set()
+        reader.join()
 
 
-def _write(rows: Iterator[tuple[dict, int]], report: ImportReport, on_progress: Progress | None) -> None:
+class _Refused(Exception):
+    """A bad row was read: what the import wrote is rolled back."""
+
+
+def _write(rows: Iterator[dict], report: ImportReport, on_progress: Progress | None) -> None:
+    """Upsert ``rows`` (valid ones, as the reader cleans them) in batches inside one transaction,
+    while no bad row was read; after one, the rest of the file is still read, to report every bad
+    row, and :class:`_Refused` rolls the transaction back. Cached copies of the keys written are
+    evicted after the commit."""
     memory = ProductMemory()
-    total = report.rows
     done = 0
 
     # The keys written are spilled to a temporary file, to evict them again
@@ -199,23 +231,23 @@ def _write(rows: Iterator[tuple[dict, int]], report: ImportReport, on_progress: 
     with tempfile.TemporaryFile("w+", encoding="utf-8") as written:
         # PostgreSQL takes a batch by COPY (DatabaseTier.upsert_rows): bigger batches, as bounded in bytes
         max_rows = COPY_BATCH_ROWS if connection.vendor == "postgresql" else IMPORT_BATCH_ROWS
-        with transaction.atomic():
-            for batch in _sized_batches(rows, max_rows):
+        with transaction.atomic(), _read_ahead(_batches(rows, max_rows)) as batches:
+            for batch in batches:
+                if report.error_count:
+                    continue  # nothing more is written; the rows are still read for their errors
                 done += len(batch)
                 batch = _dedupe(batch)
                 existing = memory.l3.upsert_rows(batch)
                 report.updated += existing
                 report.created += len(batch) - existing
-                batch_keys = [(r["product_id"], r["kind"]) for r in batch]
-                # Dropped from this process's tiers now, and evicted everywhere after
-                # the commit (until then a reader may refill a cache from the old row).
-                # Not memory.evict() here: it queues a broadcast per call until commit.
-                if memory.l2 is not None:
-                    memory.l2.delete_many(batch_keys)
-                memory.l1.delete_many(batch_keys)
-                written.writelines(json.dumps(key) + "\n" for key in batch_keys)
+                # Evicted from every tier once committed: until then the old row is the one
+                # readers get, and may cache (not memory.evict() here: it would queue a
+                # broadcast per batch until the commit).
+                written.writelines(json.dumps([r["product_id"], r["kind"]]) + "\n" for r in batch)
                 if on_progress:
-                    on_progress("write", done, total)
+                    on_progress("write", done, None)
+            if report.error_count:
+                raise _Refused
         written.seek(0)
         keys: list[tuple[str, str]] = []
         for line in written:

@@ -127,7 +127,8 @@ def _parsed_json(name: str, value: Any) -> Any:
 
 
 def _json_object(name: str, value: Any) -> dict:
-    return validators.json_object(name, _parsed_json(name, value), max_bytes=settings.MEMORY_MAX_PAYLOAD_BYTES)
+    # with its text: the import's COPY sends it as checked (validators.json_text)
+    return validators.checked_json_object(name, _parsed_json(name, value), max_bytes=settings.MEMORY_MAX_PAYLOAD_BYTES)
 
 
 def _boolean(name: str, value: Any) -> bool:
