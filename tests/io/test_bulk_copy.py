@@ -89,3 +89,55 @@ def test_the_copy_path_is_the_one_postgresql_takes(monkeypatch):
         cursor.execute("SELECT to_regclass('pg_temp.memory_import_rows')")
         assert cursor.fetchone()[0] is None
 
+
+
+def test_a_key_another_writer_inserted_after_the_lookup_is_updated_not_duplicated(monkeypatch):
+    """New keys go straight into the table by COPY; one a concurrent save inserted after the
+    batch looked (here: the lookup is made to miss it once) fails that COPY, and the batch,
+    rolled back to its savepoint, looks again and updates the row."""
+    make_entries(1)
+    key = ("SKU00000", "main_content")
+    text = "".join(iter_export("jsonl")).replace('"title": ', '"title": "Do arquivo", "old_title": ', 1)
+    text += json.dumps({"product_id": "NOVO-1", "payload": CONTENT}) + "\n"
+    looked = []
+    real = DatabaseTier._current_versions
+
+    def missing_once(self, keys):
+        found = real(self, keys)
+        if not looked:
+            found.pop(key)  # as if the row was committed by another writer after this lookup
+        looked.append(1)
+        return found
+
+    monkeypatch.setattr(DatabaseTier, "_current_versions", missing_once)
+    report = import_entries(io.StringIO(text), "jsonl")
+    assert (report.ok, report.created, report.updated, len(looked)) == (True, 1, 1, 2)
+    entry = ProductMemoryEntry.objects.get(product_id="SKU00000")
+    assert entry.payload["title"] == "Do arquivo"
+    assert ProductMemoryEntry.objects.count() == 2
+    assert list(ContentVersion.objects.filter(entry_id=entry.pk).order_by("number").values_list("number", "origin")) == [
+        (1, "generated"), (2, "imported")]
+
+
+def test_a_bad_row_after_batches_were_copied_rolls_every_batch_back(monkeypatch, redis_client):
+    """One pass: batches are written as rows are read; a bad row in the third batch leaves the
+    table, the versions and the cached copies as they were, and every bad row is reported."""
+    from memory.io import importer
+
+    monkeypatch.setattr(importer, "COPY_BATCH_ROWS", 10)
+    make_entries(5)
+    memory = ProductMemory()
+    assert memory.get_product_data("SKU00003", count_hit=False) is not None  # cached in L1 and Redis
+    cached = redis_client.keys("*SKU00003*")
+    assert cached
+    before = snapshot_table()
+    rows = [json.dumps({"product_id": f"SKU{n:05d}", "payload": {**CONTENT, "title": f"Novo {n}"}})
+            for n in range(30)]
+    rows[24] = json.dumps({"product_id": "RUIM", "payload": "não é um objeto"})
+    rows.append("{quebrado")
+    report = import_entries(io.StringIO("\n".join(rows) + "\n"), "jsonl")
+    assert (report.ok, report.created, report.updated) == (False, 0, 0)
+    assert [n for n, _ in report.errors] == [25, 31]
+    assert snapshot_table() == before
+    assert redis_client.keys("*SKU00003*") == cached
+    assert memory.get_product_data("SKU00003", count_hit=False).content == before[("SKU00003", "main_content")]["payload"]
