@@ -1,10 +1,15 @@
-"""The memory at 1M entries in PostgreSQL: admin, export, import, purge, stats, sizes.
+"""The memory at 1M or 10M entries in PostgreSQL: admin, batch checks, export, import, purge, stats, sizes.
 
 Run by hand from the repository root, after ``bench/fill_entries.py --rows 1000000``::
 
     .venv/bin/python bench/at_scale.py                      # every step but the purge
     .venv/bin/python bench/at_scale.py --only purge         # needs expired rows (fill --expired)
     .venv/bin/python bench/at_scale.py --only sizes,admin   # some steps
+
+At 10M (issue 19; ~45 GB with the versions)::
+
+    .venv/bin/python bench/fill_entries.py --rows 10000000 --expired-fraction 0.5 --versions --rebuild-indexes
+    .venv/bin/python bench/at_scale.py --only sizes,admin,batch,stats,export_stream,import,purge --drop-database
 
 Steps (results in ``var/bench/at_scale-<steps>.json``):
 
@@ -21,6 +26,11 @@ Steps (results in ``var/bench/at_scale-<steps>.json``):
             into a file: time, rows/s, peak RSS of the command.
 ``import``  ``manage_memory import`` of 100,000 exported rows as new products
             (``IMP-*``; deleted afterwards) and as updates of existing ones.
+``batch``   the cold batch check of a generation run: ``ProductMemory.lookup_many`` of
+            10,000 random products with L1 and Redis emptied first (three sets).
+``export_stream``  the export's own stream (``iter_export("jsonl")``, a server-side
+            cursor) over its first ``--export-rows`` rows: rows/s, MB/s, peak RSS. At 10M
+            a whole export is ~35 GB: the API and command ``export`` step takes that long.
 ``purge``   ``memory.services.purge.purge_expired()`` over every expired row:
             total time, batches, the longest batch and the longest single SQL
             statement (a ``connection.execute_wrapper`` times each one).
@@ -42,7 +52,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import RESULTS_DIR, ROOT, machine, save_results, setup_django  # noqa: E402
 
-STEPS = ("sizes", "admin", "stats", "export", "import", "purge", "purge_keyset")
+STEPS = ("sizes", "admin", "batch", "stats", "export", "export_stream", "import", "purge", "purge_keyset")
+BATCH_CHECK = 10_000
 IMPORT_ROWS = 100_000
 
 
@@ -60,26 +71,39 @@ def median_ms(func, repeats: int = 5, warmup: int = 1) -> tuple[float, list[floa
 def step_sizes() -> dict:
     from django.db import connection
 
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT pg_table_size(c.oid), pg_indexes_size(c.oid), pg_total_relation_size(c.oid),"
-            " coalesce(pg_total_relation_size(c.reltoastrelid), 0), c.reltuples::bigint"
-            " FROM pg_class c WHERE c.relname = 'memory_productmemoryentry'"
-        )
-        table, indexes, total, toast, estimate = cursor.fetchone()
-        cursor.execute(
-            "SELECT i.relname, pg_relation_size(i.oid) FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid"
-            " WHERE x.indrelid = 'memory_productmemoryentry'::regclass ORDER BY 2 DESC"
-        )
-        per_index = {name: size for name, size in cursor.fetchall()}
-        cursor.execute("SELECT count(*) FROM memory_productmemoryentry")
-        rows = cursor.fetchone()[0]
+    from memory.models import ContentVersion, ProductMemoryEntry
+
     mb = lambda b: round(b / 1024 / 1024, 1)  # noqa: E731
-    return {
-        "rows": rows, "reltuples_estimate": estimate, "table_mb_with_toast": mb(table), "toast_mb": mb(toast),
-        "indexes_mb": mb(indexes), "total_mb": mb(total), "per_index_mb": {k: mb(v) for k, v in per_index.items()},
-        "bytes_per_row_total": round(total / rows) if rows else None,
-    }
+    results = {}
+    for model in (ProductMemoryEntry, ContentVersion):
+        name = model._meta.db_table
+        with connection.cursor() as cursor:
+            # a partitioned table's sizes are its partitions' (pg_partition_tree; a plain table is its own tree)
+            tree = ("(SELECT relid, isleaf FROM pg_partition_tree(%s::regclass) UNION ALL SELECT %s::regclass, true"
+                    " WHERE NOT EXISTS (SELECT 1 FROM pg_partition_tree(%s::regclass)))")
+            cursor.execute(
+                "SELECT sum(pg_table_size(t.relid))::bigint, sum(pg_indexes_size(t.relid))::bigint,"
+                " sum(pg_total_relation_size(t.relid))::bigint,"
+                " sum(coalesce(pg_total_relation_size(c.reltoastrelid), 0))::bigint, sum(greatest(c.reltuples, 0))::bigint,"
+                f" count(*) FILTER (WHERE t.isleaf) FROM {tree} t JOIN pg_class c ON c.oid = t.relid", [name] * 3)
+            table, indexes, total, toast, estimate, leaves = cursor.fetchone()
+            cursor.execute(
+                f"SELECT i.relname, sum(pg_relation_size(x.indexrelid))::bigint FROM {tree} t"
+                " JOIN pg_index x ON x.indrelid = t.relid"
+                " JOIN pg_class i ON i.oid = coalesce((SELECT a.inhparent FROM pg_inherits a"
+                "  WHERE a.inhrelid = x.indexrelid AND a.inhparent IN (SELECT indexrelid FROM pg_index"
+                "  WHERE indrelid = %s::regclass)), x.indexrelid)"
+                " GROUP BY i.relname ORDER BY 2 DESC", [name] * 4)
+            per_index = {index: size for index, size in cursor.fetchall()}
+            cursor.execute(f"SELECT count(*) FROM {connection.ops.quote_name(name)}")
+            rows = cursor.fetchone()[0]
+        results[name] = {
+            "rows": rows, "reltuples_estimate": estimate, "partitions": leaves if leaves > 1 else 0,
+            "table_mb_with_toast": mb(table), "toast_mb": mb(toast), "indexes_mb": mb(indexes),
+            "total_mb": mb(total), "per_index_mb": {k: mb(v) for k, v in per_index.items()},
+            "bytes_per_row_total": round(total / rows) if rows else None,
+        }
+    return results
 
 
 def step_admin() -> dict:
@@ -243,23 +267,80 @@ def step_export(rows: int) -> dict:
     return results
 
 
+def step_batch(rows: int) -> dict:
+    import random
+    from collections import Counter
+
+    from django.core.cache import caches
+
+    from bench.fill_entries import PREFIX
+    from memory.engine.memory import ProductMemory
+    from memory.infra import redis
+
+    results = []
+    for seed in range(3):
+        products = [f"{PREFIX}{n:07d}" for n in random.Random(seed).sample(range(rows), BATCH_CHECK)]
+        caches["memory_l1"].clear()
+        if redis.configured():
+            caches["default"].clear()
+        started = time.perf_counter()
+        found = ProductMemory().lookup_many(products, count_hits=False)
+        seconds = time.perf_counter() - started
+        statuses = Counter(lookup.status for lookup in found.values())
+        results.append({"seconds": round(seconds, 3), "statuses": dict(statuses),
+                        "us_per_product": round(seconds / BATCH_CHECK * 1e6, 1)})
+        print("batch", results[-1], file=sys.stderr)
+    return {"products": BATCH_CHECK, "runs": results, "median_seconds": statistics.median(r["seconds"] for r in results)}
+
+
+def step_export_stream(limit: int) -> dict:
+    import resource
+
+    from memory.io.export import iter_export
+
+    size = rows = 0
+    started = time.perf_counter()
+    stream = iter_export("jsonl")
+    for chunk in stream:
+        size += len(chunk.encode() if isinstance(chunk, str) else chunk)
+        rows += chunk.count("\n") if isinstance(chunk, str) else chunk.count(b"\n")
+        if rows >= limit:
+            break
+    stream.close()
+    seconds = time.perf_counter() - started
+    return {"rows": rows, "seconds": round(seconds, 1), "rows_per_second": round(rows / seconds),
+            "mb_per_second": round(size / seconds / 2**20, 1),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+
+
+def write_import_files() -> tuple[Path, Path, int]:
+    """IMPORT_ROWS rows of the export (updates) and the same as new products (``IMP-*``)."""
+    from memory.io.export import iter_export
+
+    updates = RESULTS_DIR / "import-updates.jsonl"
+    inserts = RESULTS_DIR / "import-inserts.jsonl"
+    written = 0
+    with updates.open("w", encoding="utf-8") as upd, inserts.open("w", encoding="utf-8") as ins:
+        stream = iter_export("jsonl")
+        for chunk in stream:
+            for line in chunk.splitlines():
+                if written >= IMPORT_ROWS:
+                    break
+                upd.write(line + "\n")
+                row = json.loads(line)
+                row["product_id"] = "IMP-" + row["product_id"]
+                ins.write(json.dumps(row, ensure_ascii=False) + "\n")
+                written += 1
+            if written >= IMPORT_ROWS:
+                break
+        stream.close()
+    return updates, inserts, written
+
+
 def step_import() -> dict:
     from memory.models import ProductMemoryEntry
 
-    source = RESULTS_DIR / "export.jsonl"
-    if not source.exists():
-        raise SystemExit("import: rode o passo export antes (usa var/bench/export.jsonl)")
-    updates = RESULTS_DIR / "import-updates.jsonl"
-    inserts = RESULTS_DIR / "import-inserts.jsonl"
-    with source.open(encoding="utf-8") as src, updates.open("w", encoding="utf-8") as upd, \
-            inserts.open("w", encoding="utf-8") as ins:
-        for n, line in enumerate(src):
-            if n >= IMPORT_ROWS:
-                break
-            upd.write(line)
-            row = json.loads(line)
-            row["product_id"] = "IMP-" + row["product_id"]
-            ins.write(json.dumps(row, ensure_ascii=False) + "\n")
+    updates, inserts, rows = write_import_files()
     ProductMemoryEntry.objects.filter(product_id__startswith="IMP-").delete()
     results = {}
     for name, path in (("new_rows", inserts), ("existing_rows", updates)):
@@ -268,8 +349,8 @@ def step_import() -> dict:
              str(path), "--json"], timeout=1200,
         )
         results[name] = {
-            "exit_code": done.returncode, "rows": IMPORT_ROWS, "seconds": round(seconds, 1),
-            "rows_per_second": round(IMPORT_ROWS / seconds), "peak_rss_mb": peak,
+            "exit_code": done.returncode, "rows": rows, "seconds": round(seconds, 1),
+            "rows_per_second": round(rows / seconds), "peak_rss_mb": peak,
             "output_tail": (done.stdout + done.stderr)[-400:],
         }
         print("import", name, results[name], file=sys.stderr)
@@ -324,6 +405,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", help=f"comma-separated steps among {', '.join(STEPS)}")
     parser.add_argument("--purge-batch-size", type=int, default=5000, help="batch_size of purge_expired")
+    parser.add_argument("--export-rows", type=int, default=1_000_000, help="rows the export_stream step reads")
+    parser.add_argument("--drop-database", action="store_true", help="drop the bench database at the end")
     args = parser.parse_args()
     steps = args.only.split(",") if args.only else [s for s in STEPS if s != "purge"]
     unknown = set(steps) - set(STEPS)
@@ -339,6 +422,10 @@ def main() -> None:
         started = time.perf_counter()
         if step == "export":
             results[step] = step_export(rows)
+        elif step == "batch":
+            results[step] = step_batch(rows)
+        elif step == "export_stream":
+            results[step] = step_export_stream(args.export_rows)
         elif step in ("purge", "purge_keyset"):
             results[step] = step_purge(args.purge_batch_size, keyset=step == "purge_keyset")
         else:
@@ -346,6 +433,22 @@ def main() -> None:
         results[step + "_step_seconds"] = round(time.perf_counter() - started, 1)
         save_results("at_scale-" + "-".join(steps), results)
     print(json.dumps({k: v for k, v in results.items() if k != "machine"}, indent=2, ensure_ascii=False))
+    if args.drop_database:
+        drop_bench_database()
+
+
+def drop_bench_database() -> None:
+    """The bench database goes (10M rows are ~45 GB), from the server's ``postgres`` database."""
+    import psycopg
+    from django.db import connection, connections
+
+    params = connection.get_connection_params()
+    name = params["dbname"]
+    connections.close_all()
+    admin = {key: value for key, value in params.items() if key in {"host", "port", "user", "password"}}
+    with psycopg.connect(dbname="postgres", autocommit=True, **admin) as server:
+        server.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    print(f"bench: dropped the database {name!r}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -44,12 +44,23 @@ def write_files(rows: int, folder: Path) -> tuple[Path, Path]:
     return jsonl, bare
 
 
+def empty_tables() -> None:
+    """Entries and versions emptied by TRUNCATE: deleting the rows of each run would leave the next
+    one a table (and TOAST) full of dead tuples, slower to write into."""
+    from django.db import connection
+
+    from memory.models import ContentVersion, ProductMemoryEntry
+
+    with connection.cursor() as cursor:
+        cursor.execute(f"TRUNCATE {ProductMemoryEntry._meta.db_table}, {ContentVersion._meta.db_table}")
+
+
 def timed_import(path: Path, copy: bool) -> dict:
     from memory.engine.tiers import DatabaseTier
     from memory.io.importer import import_entries
     from memory.models import ProductMemoryEntry
 
-    ProductMemoryEntry.objects.all().delete()
+    empty_tables()
     DatabaseTier.BULK_COPY = copy
     try:
         started = time.perf_counter()
@@ -112,7 +123,7 @@ def main() -> None:
         results["import_copy"] = timed_import(jsonl, copy=True)
         results["export_jsonl"] = timed_export(Path(folder) / "export.jsonl", args.rows)
         results["raw_psql_copy"] = timed_raw_copy(bare, args.rows)
-    ProductMemoryEntry.objects.all().delete()
+    empty_tables()
     results["load_after"] = os.getloadavg()
     results["peak_rss_mb"] = round(peak_rss_mb(), 1)
     after = results["import_copy"]

@@ -5,6 +5,8 @@ Run by hand from the repository root::
     .venv/bin/python bench/fill_entries.py --rows 1000000            # active rows, FILL-0000000...
     .venv/bin/python bench/fill_entries.py --rows 1000000 --expired  # rows that expired yesterday
     .venv/bin/python bench/fill_entries.py --delete                  # remove every FILL-* row
+    .venv/bin/python bench/fill_entries.py --rows 10000000 --expired-fraction 0.5 --spread-days 150 \
+        --versions --rebuild-indexes                                 # bench/at_scale.py at 10M
 
 Each row looks like what the generation stores: a ~3 KB pt-BR payload (title,
 description, bullet points, SEO keywords) built from the product's own
@@ -12,6 +14,13 @@ attributes, its source data, a real input fingerprint, token counts between
 600 and 2,400, some hits, and dates spread over the last 90 days. The rows go
 in through one ``COPY ... FROM STDIN`` stream (psycopg 3 ``copy.write_row``),
 without touching Redis: they are what a long-running memory holds in L3.
+
+``--expired-fraction F`` makes that share of the rows expired, their ``expires_at`` spread
+over the last ``--spread-days`` (the others over the next ``--spread-days``): monthly
+partitions then hold whole months of expired rows. ``--versions`` gives each row its content
+as its one version (as a save leaves it), copied from the row by one ``INSERT … SELECT``.
+``--rebuild-indexes`` drops the table's indexes and unique constraint before the COPY and
+builds them again after it (a bulk load's usual order; the times of both are reported).
 """
 from __future__ import annotations
 
@@ -43,6 +52,11 @@ def main() -> None:
     parser.add_argument("--start", type=int, default=0, help="first row number (to add to an earlier fill)")
     parser.add_argument("--expired", action="store_true", help="rows whose expires_at has passed")
     parser.add_argument("--delete", action="store_true", help="delete every FILL-* row and stop")
+    parser.add_argument("--expired-fraction", type=float, default=None,
+                        help="share of rows expired, spread over the last --spread-days")
+    parser.add_argument("--spread-days", type=int, default=150)
+    parser.add_argument("--versions", action="store_true", help="each row's content as its one version")
+    parser.add_argument("--rebuild-indexes", action="store_true", help="drop indexes before the COPY, build after")
     args = parser.parse_args()
 
     setup_django()
@@ -51,7 +65,7 @@ def main() -> None:
     from django.db import connection
 
     from memory.engine.identifiers import input_fingerprint
-    from memory.models import ProductMemoryEntry
+    from memory.models import ContentVersion, ProductMemoryEntry
     from memory.providers.prompts import current_generator_version
 
     table = ProductMemoryEntry._meta.db_table
@@ -68,6 +82,9 @@ def main() -> None:
     now = datetime.now(timezone.utc)
     rng = random.Random(args.start)
     templates = [content_for(product(i)) for i in range(TEMPLATES)]
+    first_id = conn.execute(f"SELECT coalesce(max(id), 0) FROM {table}").fetchone()[0]
+    rebuilt = drop_indexes(conn, table) if args.rebuild_indexes else []
+    spread = args.spread_days * 86400
     started = time.perf_counter()
     with conn.cursor() as cursor:
         with cursor.copy(f"COPY {table} ({', '.join(COLUMNS)}) FROM STDIN") as copy:
@@ -77,7 +94,10 @@ def main() -> None:
                 content = dict(templates[n % TEMPLATES])
                 content["title"] = f"{data['title']} {data['brand']}"
                 created = now - timedelta(seconds=rng.randint(0, 90 * 86400))
-                if args.expired:
+                if args.expired_fraction is not None:
+                    expired = rng.random() < args.expired_fraction
+                    expires = now + timedelta(seconds=rng.randint(1, spread) * (-1 if expired else 1))
+                elif args.expired:
                     expires = now - timedelta(days=1, seconds=rng.randint(0, 86400))
                 else:
                     expires = created + timedelta(days=90)
@@ -93,17 +113,54 @@ def main() -> None:
                     print(f"  {n - args.start + 1:>9,} linhas em {elapsed:6.1f} s", file=sys.stderr)
     conn.commit()
     copied = time.perf_counter() - started
+    result = {"rows": args.rows, "expired": args.expired, "expired_fraction": args.expired_fraction,
+              "copy_seconds": round(copied, 1), "rows_per_second": round(args.rows / copied)}
+    if args.versions:
+        started = time.perf_counter()
+        versions = ContentVersion._meta.db_table
+        conn.execute(
+            f"INSERT INTO {versions} (entry_id, number, payload, origin, generator_version, tokens, author, created_at)"
+            f" SELECT id, version, payload, origin, generator_version, tokens_prompt + tokens_completion, author,"
+            f" updated_at FROM {table} WHERE id > %s", [first_id])
+        conn.commit()
+        result["versions_seconds"] = round(time.perf_counter() - started, 1)
+    if rebuilt:
+        started = time.perf_counter()
+        conn.execute("SET maintenance_work_mem = '1GB'")
+        for statement in rebuilt:
+            conn.execute(statement)
+        conn.commit()
+        result["index_build_seconds"] = round(time.perf_counter() - started, 1)
     started = time.perf_counter()
     conn.autocommit = True
     conn.execute(f"ANALYZE {table}")
-    analyzed = time.perf_counter() - started
+    if args.versions:
+        conn.execute(f"ANALYZE {ContentVersion._meta.db_table}")
+    result["analyze_seconds"] = round(time.perf_counter() - started, 1)
     conn.close()
     connection.close()
-    print(json.dumps({
-        "rows": args.rows, "expired": args.expired, "copy_seconds": round(copied, 1),
-        "rows_per_second": round(args.rows / copied), "analyze_seconds": round(analyzed, 1),
-        "peak_rss_mb": round(peak_rss_mb(), 1),
-    }))
+    print(json.dumps({**result, "peak_rss_mb": round(peak_rss_mb(), 1)}))
+
+
+def drop_indexes(conn, table: str) -> list[str]:
+    """Drop the table's indexes and constraints but its primary key (a partitioned table's too);
+    returns the statements that build them again."""
+    constraints = conn.execute(
+        "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = %s::regclass"
+        " AND contype = 'u'", [table]).fetchall()
+    indexes = conn.execute(
+        "SELECT i.relname, pg_get_indexdef(x.indexrelid) FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid"
+        " WHERE x.indrelid = %s::regclass AND NOT x.indisprimary"
+        " AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = x.indexrelid)", [table]).fetchall()
+    rebuild = []
+    for name, definition in constraints:
+        conn.execute(f'ALTER TABLE {table} DROP CONSTRAINT "{name}"')
+        rebuild.append(f'ALTER TABLE {table} ADD CONSTRAINT "{name}" {definition}')
+    for name, definition in indexes:
+        conn.execute(f'DROP INDEX "{name}"')
+        rebuild.append(definition.replace(" ON ONLY ", " ON "))
+    conn.commit()
+    return rebuild
 
 
 if __name__ == "__main__":
