@@ -30,11 +30,11 @@ from typing import Any, Callable, Iterable
 import psycopg
 from django.conf import settings
 from django.core.cache import caches
-from django.db import DatabaseError, connection, connections, transaction
+from django.db import DatabaseError, OperationalError, connection, connections, transaction
 from django.db.models import JSONField
 from django.utils import timezone
 
-from memory.engine import freshness, versions
+from memory.engine import freshness, partitions, versions
 from memory.engine.validators import instant, token_counts
 from memory.infra import redis, replicas
 from memory.models import ContentVersion, ProductMemoryEntry
@@ -557,6 +557,45 @@ class DatabaseTier(Tier):
         " SELECT created_at FROM saved"
     )
 
+    # UPSERT_SQL for MEMORY_PARTITION_BY_EXPIRY=monthly (memory.engine.partitions): no unique index
+    # on (product_id, kind) there, so no ON CONFLICT. Sent after the key's lock (KEY_LOCK_SQL), in
+    # its transaction: the row is updated where it exists (and not approved, unless overridden),
+    # inserted where it does not; the same version rows and RETURNING as UPSERT_SQL.
+    KEY_LOCK_SQL = "SELECT " + partitions.key_lock_sql("%(product_id)s", "%(kind)s")
+    PARTITIONED_UPSERT_SQL = (
+        "WITH saved AS ("
+        " UPDATE {table} SET payload = %(payload)s::jsonb, source_data = %(source_data)s::jsonb,"
+        " input_fingerprint = %(input_fingerprint)s, generator_version = %(generator_version)s,"
+        " tokens_prompt = %(tokens_prompt)s, tokens_completion = %(tokens_completion)s,"
+        " tokens_cached = %(tokens_cached)s, tokens_reasoning = %(tokens_reasoning)s, updated_at = %(now)s,"
+        " expires_at = %(expires_at)s, family_id = %(family_id)s, version = version + 1, origin = %(origin)s,"
+        " author = %(author)s, approved = FALSE, approved_by = '', approved_at = NULL"
+        " WHERE product_id = %(product_id)s AND kind = %(kind)s AND (NOT approved OR %(override)s)"
+        " RETURNING id, version, created_at, payload, origin, generator_version, author, updated_at"
+        "), added AS ("
+        " INSERT INTO {table} (product_id, kind, payload, source_data, input_fingerprint, generator_version,"
+        " tokens_prompt, tokens_completion, tokens_cached, tokens_reasoning, hit_count, tokens_saved,"
+        " created_at, updated_at, expires_at, family_id,"
+        " version, origin, author, approved, approved_by, approved_at)"
+        " SELECT %(product_id)s, %(kind)s, %(payload)s::jsonb, %(source_data)s::jsonb, %(input_fingerprint)s,"
+        " %(generator_version)s, %(tokens_prompt)s, %(tokens_completion)s, %(tokens_cached)s, %(tokens_reasoning)s,"
+        " 0, 0, %(now)s, %(now)s, %(expires_at)s, %(family_id)s, 1, %(origin)s, %(author)s, FALSE, '', NULL"
+        " WHERE NOT EXISTS (SELECT 1 FROM {table} WHERE product_id = %(product_id)s AND kind = %(kind)s)"
+        " RETURNING id, version, created_at, payload, origin, generator_version, author, updated_at"
+        "), written AS (SELECT * FROM saved UNION ALL SELECT * FROM added"
+        "), kept AS ("
+        " INSERT INTO {versions} (entry_id, number, payload, origin, generator_version, tokens, author, created_at)"
+        " SELECT id, version, payload, origin, generator_version, %(tokens)s, author, updated_at FROM written"
+        "), dropped AS ("
+        " DELETE FROM {versions} AS old USING written"
+        " WHERE old.entry_id = written.id AND old.number <= written.version - %(keep)s"
+        ")"
+        " SELECT created_at FROM written"
+    )
+    # Attempts of a partitioned upsert: a concurrent save that moved the row to another partition
+    # makes PostgreSQL refuse the update (serialization failure, even under READ COMMITTED).
+    PARTITIONED_ATTEMPTS = 3
+
     def upsert(self, *, product_id, kind, payload, source_data, input_fingerprint, generator_version,
                tokens_prompt, tokens_completion, expires_at, tokens_cached=0, tokens_reasoning=0,
                origin: str = versions.GENERATED, author: str = "", override_approval: bool = False,
@@ -575,14 +614,25 @@ class DatabaseTier(Tier):
         if connection.vendor == "postgresql":
             table = connection.ops.quote_name(ProductMemoryEntry._meta.db_table)
             versions_table = connection.ops.quote_name(ContentVersion._meta.db_table)
-            with _dropping_broken_connection(), connection.cursor() as cursor:
-                cursor.execute(self.UPSERT_SQL.format(table=table, versions=versions_table), [
-                    product_id, kind, json.dumps(payload), json.dumps(source_data), input_fingerprint,
-                    generator_version, tokens_prompt, tokens_completion, tokens_cached, tokens_reasoning,
-                    now, now, expires_at, family_id, origin, author, bool(override_approval), tokens,
-                    versions.max_versions(),
-                ])
-                row = cursor.fetchone()
+            if partitions.enabled():
+                row = self._upsert_partitioned(table, versions_table, {
+                    "product_id": product_id, "kind": kind, "payload": json.dumps(payload),
+                    "source_data": json.dumps(source_data), "input_fingerprint": input_fingerprint,
+                    "generator_version": generator_version, "tokens_prompt": tokens_prompt,
+                    "tokens_completion": tokens_completion, "tokens_cached": tokens_cached,
+                    "tokens_reasoning": tokens_reasoning, "now": now, "expires_at": expires_at,
+                    "family_id": family_id, "origin": origin, "author": author,
+                    "override": bool(override_approval), "tokens": tokens, "keep": versions.max_versions(),
+                })
+            else:
+                with _dropping_broken_connection(), connection.cursor() as cursor:
+                    cursor.execute(self.UPSERT_SQL.format(table=table, versions=versions_table), [
+                        product_id, kind, json.dumps(payload), json.dumps(source_data), input_fingerprint,
+                        generator_version, tokens_prompt, tokens_completion, tokens_cached, tokens_reasoning,
+                        now, now, expires_at, family_id, origin, author, bool(override_approval), tokens,
+                        versions.max_versions(),
+                    ])
+                    row = cursor.fetchone()
             if row is None:
                 raise versions.ApprovedContent(product_id, kind)
             (created_at,) = row
@@ -625,6 +675,21 @@ class DatabaseTier(Tier):
             versions.record(entry.pk, entry.version, payload, origin=origin, generator_version=generator_version,
                             tokens=tokens, author=author, created_at=now)
         return Snapshot.from_entry(entry)
+
+    def _upsert_partitioned(self, table: str, versions_table: str, params: dict):
+        """``PARTITIONED_UPSERT_SQL`` after the key's lock, in one transaction (a savepoint inside
+        the caller's); the row it returns, None when an approval kept the content."""
+        statement = self.PARTITIONED_UPSERT_SQL.format(table=table, versions=versions_table)
+        for attempt in range(1, self.PARTITIONED_ATTEMPTS + 1):
+            try:
+                with _dropping_broken_connection(), transaction.atomic(), connection.cursor() as cursor:
+                    cursor.execute(self.KEY_LOCK_SQL, params)
+                    cursor.execute(statement, params)
+                    return cursor.fetchone()
+            except OperationalError as exc:
+                if not isinstance(exc.__cause__, psycopg.errors.SerializationFailure) \
+                        or attempt == self.PARTITIONED_ATTEMPTS:
+                    raise
 
     def write_content(self, key: Key, payload: dict, *, origin: str, author: str) -> Snapshot | None:
         """Replace the content of an entry (an edit, a restore) as its new version; everything
@@ -719,7 +784,7 @@ class DatabaseTier(Tier):
                     histories.append(kept)
                 else:
                     histories.append([*kept, _imported_version(row, kept[-1]["number"] + 1 if kept else 1)])
-        if connection.vendor == "postgresql" and self.BULK_COPY:
+        if connection.vendor == "postgresql" and (self.BULK_COPY or partitions.enabled()):
             texts: dict[int, tuple[Any, str]] = {}
             with transaction.atomic():
                 ids = self._copy_entries(rows, [name for name in rows[0] if name not in KEY_FIELDS], texts)
@@ -808,14 +873,37 @@ class DatabaseTier(Tier):
             with cursor.copy(f"COPY {staging} ({names}, import_order) FROM STDIN") as copy:
                 for order, row in enumerate(rows):
                     copy.write_row([*values(row), order])
-            # a no-op update when there is nothing else: RETURNING then names the existing rows too
-            conflict = f"DO UPDATE SET {updates or 'kind = EXCLUDED.kind'}"
-            cursor.execute(
-                f"INSERT INTO {table} ({names}) SELECT {names} FROM {staging} ORDER BY import_order"
-                f" ON CONFLICT (product_id, kind) {conflict} RETURNING id, product_id, kind"
-            )
-            ids = {(product_id, kind): pk for pk, product_id, kind in cursor.fetchall()}
+            if partitions.enabled():
+                ids = self._merge_staged(cursor, table, staging, names, [quote(by_name[n]) for n in update])
+            else:
+                # a no-op update when there is nothing else: RETURNING then names the existing rows too
+                conflict = f"DO UPDATE SET {updates or 'kind = EXCLUDED.kind'}"
+                cursor.execute(
+                    f"INSERT INTO {table} ({names}) SELECT {names} FROM {staging} ORDER BY import_order"
+                    f" ON CONFLICT (product_id, kind) {conflict} RETURNING id, product_id, kind"
+                )
+                ids = {(product_id, kind): pk for pk, product_id, kind in cursor.fetchall()}
             cursor.execute(f"DROP TABLE {staging}")
+        return ids
+
+    @staticmethod
+    def _merge_staged(cursor, table: str, staging: str, names: str, update: list[str]) -> dict[Key, int]:
+        """The ``INSERT … ON CONFLICT`` of :meth:`_copy_entries` on a table partitioned by expiry
+        (no unique index to conflict on, :mod:`memory.engine.partitions`): the keys' locks, in one
+        order, then an UPDATE of the rows that exist and an INSERT of the others; each key's id."""
+        cursor.execute(partitions.lock_staged_keys_sql(staging))
+        match = f"t.product_id = s.product_id AND t.kind = s.kind"
+        if update:
+            sets = ", ".join(f"{column} = s.{column}" for column in update)
+            cursor.execute(f"UPDATE {table} AS t SET {sets} FROM {staging} AS s WHERE {match}"
+                           f" RETURNING t.id, t.product_id, t.kind")
+        else:
+            cursor.execute(f"SELECT t.id, t.product_id, t.kind FROM {table} AS t JOIN {staging} AS s ON {match}")
+        ids = {(product_id, kind): pk for pk, product_id, kind in cursor.fetchall()}
+        cursor.execute(f"INSERT INTO {table} ({names}) SELECT {names} FROM {staging} AS s"
+                       f" WHERE NOT EXISTS (SELECT 1 FROM {table} AS t WHERE {match}) ORDER BY import_order"
+                       f" RETURNING id, product_id, kind")
+        ids.update({(product_id, kind): pk for pk, product_id, kind in cursor.fetchall()})
         return ids
 
     def _copy_versions(self, written: list[dict], texts: dict) -> None:

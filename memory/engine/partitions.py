@@ -1,0 +1,389 @@
+"""The owner of the partitioned layout of L3 (``MEMORY_PARTITION_BY_EXPIRY=monthly``).
+
+Once ``manage_memory partition`` converted it, the entries table is range-partitioned on
+``expires_at``: one partition per calendar month (UTC), and a DEFAULT one for whatever no month
+holds. PostgreSQL wants the partition key in every unique index, so on that table:
+
+- the primary key is ``(id, expires_at)``, and ``(product_id, kind)`` has a plain index per
+  partition; its uniqueness is kept by a row trigger (:data:`KEY_TRIGGER`) that takes the key's
+  advisory lock (:func:`key_lock_sql`) and refuses (SQLSTATE 23505, as the unique index would)
+  when another row holds the key. Each statement of a plpgsql function takes a new snapshot, so
+  the check made after the lock wait sees a row a concurrent transaction committed meanwhile.
+  ``DatabaseTier``'s writes take the same locks first (ordered), then update what exists and
+  insert what does not: ``ON CONFLICT (product_id, kind)`` needs a unique index, which cannot exist;
+- a change of ``expires_at`` moves the row to its month's partition (PostgreSQL's own row
+  movement: the trigger on the destination sees the row's own id);
+- the versions cascade is a statement trigger after DELETE (:data:`CASCADE_TRIGGER`; a foreign key
+  needs a unique index on ``id`` alone). A moved row is an UPDATE, so its versions stay;
+- the purge detaches and drops whole expired months (:func:`detach_expired`, :func:`drain_detached`,
+  :func:`drop_detached`), and creates the months ahead (:func:`create_ahead`).
+
+The setting alone chooses the statements ``DatabaseTier`` sends (:func:`enabled`): they work on
+a plain table too, so the app keeps working between setting the variable and converting.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone as dt_timezone
+from typing import Callable
+
+from django.conf import settings
+from django.core import checks
+from django.db import DatabaseError, connections, transaction
+from django.utils import timezone
+
+from memory.infra import replicas
+from memory.infra.postgresql import base as postgresql
+from memory.models import KEY_CONSTRAINT, VERSION_CASCADE_CONSTRAINT, ContentVersion, ProductMemoryEntry, \
+    install_version_cascade
+
+logger = logging.getLogger("memory")
+
+MONTHLY = "monthly"
+ENTRIES = ProductMemoryEntry._meta.db_table
+VERSIONS = ContentVersion._meta.db_table
+PARTITION_PREFIX = f"{ENTRIES}_p"  # + YYYY_MM
+DEFAULT_PARTITION = f"{ENTRIES}_default"
+DETACHED_PREFIX = f"{ENTRIES}_expired_"  # a detached month waiting to be dropped (+ YYYY_MM)
+KEY_INDEX = "memory_entry_product_kind_idx"  # the per-partition (product_id, kind) index
+KEY_TRIGGER = "memory_entry_key_unique"
+CASCADE_TRIGGER = "memory_entry_versions_cascade"
+# The advisory lock space of entry keys (the two-int form: no clash with single-bigint locks).
+LOCK_CLASS = 1919
+# How long the purge waits for the table lock of a DETACH before leaving the month for its next run.
+DETACH_LOCK_TIMEOUT = "2s"
+
+
+class PartitionError(Exception):
+    """A conversion that cannot be done; the message is for the operator (pt-BR)."""
+
+
+def enabled() -> bool:
+    """``MEMORY_PARTITION_BY_EXPIRY=monthly``: the writes that hold on a partitioned table."""
+    return settings.MEMORY_PARTITION_BY_EXPIRY == MONTHLY
+
+
+def key_lock_sql(product_id: str, kind: str) -> str:
+    """The SQL expression taking the transaction-scoped lock of the key ``(product_id, kind)``
+    (two SQL expressions): the same in the trigger and in every writer."""
+    return f"pg_advisory_xact_lock({LOCK_CLASS}, hashtext({kind} || chr(31) || {product_id}))"
+
+
+def lock_staged_keys_sql(staging: str) -> str:
+    """One statement locking the keys of the rows of table ``staging``, in one order (no deadlock
+    between two writers of overlapping keys)."""
+    return (f"SELECT pg_advisory_xact_lock({LOCK_CLASS}, h) FROM (SELECT DISTINCT"
+            f" hashtext(kind || chr(31) || product_id) AS h FROM {staging} ORDER BY h) AS keys")
+
+
+def _db(using: str = replicas.PRIMARY):
+    return connections[using]
+
+
+def is_partitioned(using: str = replicas.PRIMARY) -> bool:
+    """The entries table is a partitioned one (``relkind = 'p'``); False off PostgreSQL."""
+    db = _db(using)
+    if db.vendor != "postgresql":
+        return False
+    with db.cursor() as cursor:
+        cursor.execute("SELECT relkind FROM pg_class WHERE oid = to_regclass(%s)", [ENTRIES])
+        row = cursor.fetchone()
+    return row is not None and row[0] == "p"
+
+
+def active(using: str = replicas.PRIMARY) -> bool:
+    """The setting is on and the table converted: the purge works by partitions."""
+    return enabled() and is_partitioned(using)
+
+
+# --- months ----------------------------------------------------------------------------------
+
+
+def month_start(when: datetime) -> datetime:
+    when = when.astimezone(dt_timezone.utc)
+    return datetime(when.year, when.month, 1, tzinfo=dt_timezone.utc)
+
+
+def next_month(start: datetime) -> datetime:
+    return start.replace(year=start.year + 1, month=1) if start.month == 12 else start.replace(month=start.month + 1)
+
+
+def partition_name(start: datetime) -> str:
+    return f"{PARTITION_PREFIX}{start:%Y_%m}"
+
+
+@dataclass(frozen=True)
+class Partition:
+    name: str
+    start: datetime | None  # None: the DEFAULT partition
+    end: datetime | None
+
+
+_BOUND = re.compile(r"FROM \('([^']+)'\) TO \('([^']+)'\)")
+
+
+def _parse_instant(text: str) -> datetime:
+    value = datetime.fromisoformat(text.replace(" ", "T"))
+    return value if value.tzinfo else value.replace(tzinfo=dt_timezone.utc)
+
+
+def partitions(cursor) -> list[Partition]:
+    """The partitions attached to the entries table, by their range (the DEFAULT one last)."""
+    cursor.execute(
+        "SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i"
+        " JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = to_regclass(%s)", [ENTRIES])
+    found = []
+    for name, bound in cursor.fetchall():
+        match = _BOUND.search(bound or "")
+        if match is None:
+            found.append(Partition(name, None, None))
+        else:
+            found.append(Partition(name, _parse_instant(match.group(1)), _parse_instant(match.group(2))))
+    far = datetime.max.replace(tzinfo=dt_timezone.utc)
+    return sorted(found, key=lambda p: (p.start is None, p.start or far))
+
+
+def _quote(name: str) -> str:
+    return connections[replicas.PRIMARY].ops.quote_name(name)
+
+
+def _columns(cursor, table: str) -> list[str]:
+    """The columns a row copy writes (the generated ``title`` aside), in table order."""
+    cursor.execute(
+        "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attnum > 0"
+        " AND NOT attisdropped AND attgenerated = '' ORDER BY attnum", [table])
+    return [name for (name,) in cursor.fetchall()]
+
+
+def _create_month(cursor, table: str, start: datetime) -> str:
+    name = partition_name(start)
+    cursor.execute(
+        f"CREATE TABLE {_quote(name)} PARTITION OF {_quote(table)} FOR VALUES FROM (%s) TO (%s)",
+        [start.isoformat(), next_month(start).isoformat()])
+    return name
+
+
+# --- detached months ----------------------------------------------------------------------------
+
+
+def detached_tables() -> list[str]:
+    """The detached months not dropped yet, oldest first."""
+    with _db().cursor() as cursor:
+        cursor.execute("SELECT relname FROM pg_class WHERE relkind = 'r' AND relname LIKE %s"
+                       " AND relnamespace = current_schema()::regnamespace ORDER BY relname",
+                       [DETACHED_PREFIX.replace("_", r"\_") + "%"])
+        return [name for (name,) in cursor.fetchall()]
+
+
+# --- conversion --------------------------------------------------------------------------------
+
+_INDEX_DEF = re.compile(r"^CREATE (UNIQUE )?INDEX (\S+) ON (?:ONLY )?(\S+) (USING .*)$")
+
+KEY_FUNCTION_SQL = f"""
+CREATE OR REPLACE FUNCTION {KEY_TRIGGER}() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'UPDATE' AND NEW.product_id = OLD.product_id AND NEW.kind = OLD.kind THEN
+        RETURN NEW;
+    END IF;
+    PERFORM {key_lock_sql('NEW.product_id', 'NEW.kind')};
+    IF EXISTS (SELECT 1 FROM {ENTRIES} WHERE product_id = NEW.product_id AND kind = NEW.kind AND id <> NEW.id) THEN
+        RAISE unique_violation USING
+            MESSAGE = 'duplicate key value violates unique constraint "{KEY_CONSTRAINT}"',
+            DETAIL = format('Key (product_id, kind)=(%s, %s) already exists.', NEW.product_id, NEW.kind),
+            CONSTRAINT = '{KEY_CONSTRAINT}', TABLE = '{ENTRIES}';
+    END IF;
+    RETURN NEW;
+END $$
+"""
+
+CASCADE_FUNCTION_SQL = f"""
+CREATE OR REPLACE FUNCTION {CASCADE_TRIGGER}() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM {VERSIONS} AS v USING gone WHERE v.entry_id = gone.id;
+    RETURN NULL;
+END $$
+"""
+
+
+@dataclass
+class ConversionResult:
+    rows: int = 0
+    partitions: int = 0
+    seconds: float = 0.0
+
+
+def _check_convertible(using: str) -> None:
+    if _db(using).vendor != "postgresql":
+        raise PartitionError("Partições por expiração exigem PostgreSQL; este banco é "
+                             f"{_db(using).vendor}.")
+
+
+def _indexes(cursor, table: str) -> list[tuple[str, str]]:
+    """``(name, definition)`` of the table's indexes that no constraint owns (the primary key and
+    the key's unique constraint are made by the conversion itself), and not the key's own index."""
+    cursor.execute(
+        "SELECT c.relname, pg_get_indexdef(i.indexrelid) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+        " WHERE i.indrelid = to_regclass(%s)"
+        " AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid)"
+        " ORDER BY c.relname", [table])
+    return [(name, definition) for name, definition in cursor.fetchall() if name != KEY_INDEX]
+
+
+def _rebuild(cursor, *, partitioned: bool, progress: Callable[[str], None], now: datetime) -> ConversionResult:
+    """Build the entries table again, partitioned or plain, with its rows, indexes, constraints,
+    identity and versions cascade, and put it in place of the old one. Runs in the caller's
+    transaction, which holds the old table in EXCLUSIVE mode: reads go on, writes wait."""
+    result = ConversionResult()
+    table, new = ENTRIES, f"{ENTRIES}_new"
+    q = _quote
+    cursor.execute(f"LOCK TABLE {q(table)} IN EXCLUSIVE MODE")
+    columns = ", ".join(q(c) for c in _columns(cursor, table))
+    indexes = _indexes(cursor, table)
+    cursor.execute("SELECT pg_get_serial_sequence(%s, 'id')", [table])
+    (old_sequence,) = cursor.fetchone()
+    cursor.execute(f"SELECT last_value, is_called FROM {old_sequence}")
+    last_value, is_called = cursor.fetchone()
+    like = (f"(LIKE {q(table)} INCLUDING DEFAULTS INCLUDING GENERATED INCLUDING IDENTITY INCLUDING CONSTRAINTS"
+            f" INCLUDING STORAGE INCLUDING COMMENTS)")
+    if partitioned:
+        cursor.execute(f"CREATE TABLE {q(new)} {like} PARTITION BY RANGE (expires_at)")
+        cursor.execute(f"ALTER TABLE {q(new)} ADD CONSTRAINT {q(new + '_pkey')} PRIMARY KEY (id, expires_at)")
+        # a month for every month that holds rows, up to the months ahead; the rest in DEFAULT
+        horizon = month_start(now)
+        for _ in range(settings.MEMORY_PARTITIONS_AHEAD):
+            horizon = next_month(horizon)
+        horizon = next_month(horizon)
+        cursor.execute(f"SELECT DISTINCT date_trunc('month', expires_at AT TIME ZONE 'UTC') FROM {q(table)}"
+                       f" WHERE expires_at < %s", [horizon])
+        months = {m.replace(tzinfo=dt_timezone.utc) for (m,) in cursor.fetchall()}
+        start = month_start(now)
+        while start < horizon:
+            months.add(start)
+            start = next_month(start)
+        for start in sorted(months):
+            cursor.execute(
+                f"CREATE TABLE {q(partition_name(start))} PARTITION OF {q(new)} FOR VALUES FROM (%s) TO (%s)",
+                [start.isoformat(), next_month(start).isoformat()])
+            cursor.execute(f"INSERT INTO {q(new)} ({columns}) SELECT {columns} FROM {q(table)}"
+                           f" WHERE expires_at >= %s AND expires_at < %s", [start, next_month(start)])
+            result.rows += cursor.rowcount
+            progress(f"{partition_name(start)}: {cursor.rowcount} entradas")
+        cursor.execute(f"CREATE TABLE {q(DEFAULT_PARTITION)} PARTITION OF {q(new)} DEFAULT")
+        ranges = " OR ".join(["(expires_at >= %s AND expires_at < %s)"] * len(months))
+        cursor.execute(f"INSERT INTO {q(new)} ({columns}) SELECT {columns} FROM {q(table)} WHERE NOT ({ranges})",
+                       [bound for start in sorted(months) for bound in (start, next_month(start))])
+        result.rows += cursor.rowcount
+        progress(f"{DEFAULT_PARTITION}: {cursor.rowcount} entradas")
+        result.partitions = len(months) + 1
+        cursor.execute(f"CREATE INDEX {q(KEY_INDEX + '_new')} ON {q(new)} (product_id, kind)")
+    else:
+        cursor.execute(f"CREATE TABLE {q(new)} {like}")
+        for month in partitions(cursor):
+            cursor.execute(f"INSERT INTO {q(new)} ({columns}) SELECT {columns} FROM {q(month.name)}")
+            result.rows += cursor.rowcount
+            progress(f"{month.name}: {cursor.rowcount} entradas")
+        cursor.execute(f"ALTER TABLE {q(new)} ADD CONSTRAINT {q(new + '_pkey')} PRIMARY KEY (id)")
+        cursor.execute(f"ALTER TABLE {q(new)} ADD CONSTRAINT {q(KEY_CONSTRAINT + '_new')} UNIQUE (product_id, kind)")
+    renames = []
+    for name, definition in indexes:
+        match = _INDEX_DEF.match(definition)
+        if match is None:
+            raise PartitionError(f"Índice {name} com definição inesperada: {definition}")
+        temporary = f"{name[:55]}_new"
+        cursor.execute(f"CREATE {match.group(1) or ''}INDEX {q(temporary)} ON {q(new)} {match.group(4)}")
+        renames.append((temporary, name))
+    # the swap
+    cursor.execute(f"ALTER TABLE {q(VERSIONS)} DROP CONSTRAINT IF EXISTS {q(VERSION_CASCADE_CONSTRAINT)}")
+    cursor.execute(f"DROP TABLE {q(table)} CASCADE")
+    cursor.execute(f"DROP FUNCTION IF EXISTS {KEY_TRIGGER}() CASCADE")
+    cursor.execute(f"DROP FUNCTION IF EXISTS {CASCADE_TRIGGER}() CASCADE")
+    cursor.execute(f"ALTER TABLE {q(new)} RENAME TO {q(table)}")
+    cursor.execute(f"ALTER TABLE {q(table)} RENAME CONSTRAINT {q(new + '_pkey')} TO {q(table + '_pkey')}")
+    if partitioned:
+        renames.append((KEY_INDEX + "_new", KEY_INDEX))
+    else:
+        cursor.execute(f"ALTER TABLE {q(table)} RENAME CONSTRAINT {q(KEY_CONSTRAINT + '_new')} TO {q(KEY_CONSTRAINT)}")
+    for temporary, name in renames:
+        cursor.execute(f"ALTER INDEX {q(temporary)} RENAME TO {q(name)}")
+    cursor.execute("SELECT pg_get_serial_sequence(%s, 'id')", [table])
+    (sequence,) = cursor.fetchone()
+    cursor.execute(f"ALTER SEQUENCE {sequence} RENAME TO {q(table + '_id_seq')}")
+    cursor.execute("SELECT setval(pg_get_serial_sequence(%s, 'id'), %s, %s)", [table, last_value, is_called])
+    if partitioned:
+        cursor.execute(KEY_FUNCTION_SQL)
+        cursor.execute(f"CREATE TRIGGER {KEY_TRIGGER} BEFORE INSERT OR UPDATE OF product_id, kind ON {q(table)}"
+                       f" FOR EACH ROW EXECUTE FUNCTION {KEY_TRIGGER}()")
+        cursor.execute(CASCADE_FUNCTION_SQL)
+        cursor.execute(f"CREATE TRIGGER {CASCADE_TRIGGER} AFTER DELETE ON {q(table)} REFERENCING OLD TABLE AS gone"
+                       f" FOR EACH STATEMENT EXECUTE FUNCTION {CASCADE_TRIGGER}()")
+    cursor.execute(f"ANALYZE {q(table)}")
+    return result
+
+
+def convert(*, using: str = replicas.PRIMARY, progress: Callable[[str], None] = lambda line: None,
+            now: datetime | None = None) -> ConversionResult:
+    """Turn the plain entries table into the partitioned one (see the module docstring), in one
+    transaction; ``PartitionError`` off PostgreSQL, with the setting off, or when it already is."""
+    _check_convertible(using)
+    if not enabled():
+        raise PartitionError("MEMORY_PARTITION_BY_EXPIRY não é monthly: defina MEMORY_PARTITION_BY_EXPIRY=monthly "
+                             "(em todos os processos) antes de particionar.")
+    started = time.perf_counter()
+    with transaction.atomic(using=using), postgresql.unbounded(_db(using)), _db(using).cursor() as cursor:
+        if is_partitioned(using):
+            raise PartitionError(f"A tabela {ENTRIES} já está particionada por expiração; nada a fazer.")
+        result = _rebuild(cursor, partitioned=True, progress=progress, now=now or timezone.now())
+    result.seconds = round(time.perf_counter() - started, 3)
+    logger.info("Tabela %s particionada por expiração: %d entradas em %d partições (%.1f s)",
+                ENTRIES, result.rows, result.partitions, result.seconds)
+    return result
+
+
+def undo(*, using: str = replicas.PRIMARY, progress: Callable[[str], None] = lambda line: None) -> ConversionResult:
+    """Turn the partitioned entries table back into the plain one of the migrations (its unique
+    ``(product_id, kind)`` constraint and versions foreign key again), in one transaction."""
+    _check_convertible(using)
+    started = time.perf_counter()
+    with transaction.atomic(using=using), postgresql.unbounded(_db(using)), _db(using).cursor() as cursor:
+        if not is_partitioned(using):
+            raise PartitionError(f"A tabela {ENTRIES} não está particionada; nada a desfazer.")
+        for table in detached_tables():
+            raise PartitionError(f"A partição expirada {table} ainda não foi removida: execute manage_memory purge "
+                                 "antes de desfazer.")
+        result = _rebuild(cursor, partitioned=False, progress=progress, now=timezone.now())
+        install_version_cascade(_db(using))
+    result.seconds = round(time.perf_counter() - started, 3)
+    logger.info("Tabela %s sem partições de novo: %d entradas (%.1f s)", ENTRIES, result.rows, result.seconds)
+    return result
+
+
+def check_layout(app_configs=None, databases=None, **kwargs) -> list[checks.CheckMessage]:
+    """System check (``check --database default``, ``migrate``): the setting and the table agree.
+    Set but not converted: a warning (the app works, the purge goes row by row); converted but
+    not set: an error (the plain writes need the unique index the table no longer has)."""
+    if not databases or replicas.PRIMARY not in databases:
+        return []
+    db = _db()
+    if db.vendor != "postgresql":
+        if enabled():
+            return [checks.Warning("MEMORY_PARTITION_BY_EXPIRY=monthly só vale no PostgreSQL; ignorado neste banco.",
+                                   id="memory.W030")]
+        return []
+    try:
+        partitioned = is_partitioned()
+    except DatabaseError:
+        return []  # no database yet: migrate and health say so
+    if enabled() and not partitioned:
+        return [checks.Warning(
+            f"MEMORY_PARTITION_BY_EXPIRY=monthly, mas a tabela {ENTRIES} não está particionada.",
+            hint="Execute: python manage.py manage_memory partition", id="memory.W031")]
+    if partitioned and not enabled():
+        return [checks.Error(
+            f"A tabela {ENTRIES} está particionada por expiração, mas MEMORY_PARTITION_BY_EXPIRY não é monthly: "
+            "as gravações falhariam.",
+            hint="Defina MEMORY_PARTITION_BY_EXPIRY=monthly ou execute manage_memory partition --undo.",
+            id="memory.E031")]
+    return []
