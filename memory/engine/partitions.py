@@ -28,11 +28,11 @@ import re
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone as dt_timezone
-from typing import Callable
+from typing import Callable, Iterator
 
 from django.conf import settings
 from django.core import checks
-from django.db import DatabaseError, connections, transaction
+from django.db import DatabaseError, OperationalError, connections, transaction
 from django.utils import timezone
 
 from memory.infra import replicas
@@ -164,6 +164,101 @@ def _create_month(cursor, table: str, start: datetime) -> str:
         f"CREATE TABLE {_quote(name)} PARTITION OF {_quote(table)} FOR VALUES FROM (%s) TO (%s)",
         [start.isoformat(), next_month(start).isoformat()])
     return name
+
+
+def create_ahead(now: datetime | None = None, months: int | None = None) -> list[str]:
+    """The partitions of the current month and the next ``months`` (``MEMORY_PARTITIONS_AHEAD``)
+    that were missing, created; the rows the DEFAULT partition held for them move in with them.
+    Returns the names created. One short transaction per month."""
+    now = now or timezone.now()
+    months = settings.MEMORY_PARTITIONS_AHEAD if months is None else months
+    created = []
+    start = month_start(now)
+    for _ in range(months + 1):
+        with transaction.atomic(using=replicas.PRIMARY), _db().cursor() as cursor:
+            existing = {p.name for p in partitions(cursor)}
+            if partition_name(start) not in existing:
+                created.append(_create_month_from_default(cursor, start, DEFAULT_PARTITION in existing))
+        start = next_month(start)
+    if created:
+        logger.info("Partições criadas: %s", ", ".join(created))
+    return created
+
+
+def _create_month_from_default(cursor, start: datetime, has_default: bool) -> str:
+    """Create the month ``start``; rows of its range waiting in the DEFAULT partition (where they
+    went while it did not exist) move into it: PostgreSQL refuses the partition otherwise.
+    A DELETE on the DEFAULT partition itself fires no trigger of the partitioned table: their
+    versions stay, and the rows come back with their ids."""
+    end = next_month(start)
+    if not has_default:
+        return _create_month(cursor, ENTRIES, start)
+    columns = ", ".join(_quote(c) for c in _columns(cursor, ENTRIES))
+    cursor.execute(f"LOCK TABLE {_quote(DEFAULT_PARTITION)} IN EXCLUSIVE MODE")
+    cursor.execute(
+        f"CREATE TEMPORARY TABLE memory_moving ON COMMIT DROP AS WITH moved AS ("
+        f"DELETE FROM {_quote(DEFAULT_PARTITION)} WHERE expires_at >= %s AND expires_at < %s RETURNING {columns})"
+        f" SELECT * FROM moved", [start, end])
+    name = _create_month(cursor, ENTRIES, start)
+    cursor.execute(f"INSERT INTO {_quote(ENTRIES)} ({columns}) SELECT {columns} FROM memory_moving")
+    if cursor.rowcount:
+        logger.info("Partição %s: %d entradas trazidas da partição padrão", name, cursor.rowcount)
+    cursor.execute("DROP TABLE memory_moving")
+    return name
+
+
+# --- the purge's part: whole expired months --------------------------------------------------
+
+
+def detach_expired(now: datetime | None = None) -> list[str]:
+    """Detach the months whose whole range has expired (upper bound <= ``now``) and hold no
+    approved entry (an approved one is never purged: such a month is left to the row purge),
+    renamed ``…_expired_YYYY_MM``; returns every detached month waiting to be dropped (those an
+    interrupted purge left too). Each DETACH is one short statement; it waits at most
+    ``DETACH_LOCK_TIMEOUT`` for its lock, or the month waits for the next purge."""
+    now = now or timezone.now()
+    with _db().cursor() as cursor:
+        months = [p for p in partitions(cursor) if p.end is not None and p.end <= now]
+    for month in months:
+        detached = DETACHED_PREFIX + month.name.removeprefix(PARTITION_PREFIX)
+        try:
+            with transaction.atomic(using=replicas.PRIMARY), _db().cursor() as cursor:
+                cursor.execute(f"SELECT 1 FROM {_quote(month.name)} WHERE approved LIMIT 1")
+                if cursor.fetchone() is not None:
+                    continue
+                cursor.execute(f"SET LOCAL lock_timeout = '{DETACH_LOCK_TIMEOUT}'")
+                cursor.execute(f"ALTER TABLE {_quote(ENTRIES)} DETACH PARTITION {_quote(month.name)}")
+                cursor.execute(f"ALTER TABLE {_quote(month.name)} RENAME TO {_quote(detached)}")
+        except OperationalError as exc:  # a lock not granted in time: the next purge tries again
+            if getattr(exc.__cause__, "sqlstate", None) != "55P03":
+                raise
+            logger.warning("Partição %s não desanexada agora (tabela ocupada); fica para a próxima limpeza",
+                           month.name)
+    return detached_tables()
+
+
+def drain_detached(table: str, batch_size: int) -> Iterator[list[tuple[int, str, str]]]:
+    """The rows of a detached month, ``batch_size`` at a time by id (its primary key's index),
+    each batch's versions deleted (one short statement) before it is yielded: the caller evicts
+    their cached copies. The month is no longer part of the entries table, so no writer changes it."""
+    last_id = 0
+    while True:
+        with transaction.atomic(using=replicas.PRIMARY), _db().cursor() as cursor:
+            cursor.execute(f"SELECT id, product_id, kind FROM {_quote(table)} WHERE id > %s ORDER BY id LIMIT %s",
+                           [last_id, batch_size])
+            rows = cursor.fetchall()
+            if not rows:
+                return
+            cursor.execute(f"DELETE FROM {_quote(VERSIONS)} WHERE entry_id = ANY(%s)", [[r[0] for r in rows]])
+        last_id = rows[-1][0]
+        yield rows
+
+
+def drop_detached(table: str) -> None:
+    """Drop a detached month (its rows already drained): one statement, whatever its size."""
+    with _db().cursor() as cursor:
+        cursor.execute(f"DROP TABLE IF EXISTS {_quote(table)}")
+    logger.info("Partição expirada %s removida", table)
 
 
 # --- detached months ----------------------------------------------------------------------------

@@ -8,11 +8,15 @@ rollback at the end gives the next test the plain table again. The concurrency t
 commits: they convert and undo around themselves (``committed_partitions``)."""
 import io
 import json
+import os
+import subprocess
+import sys
 import threading
 from datetime import datetime, timedelta
 
 import psycopg
 import pytest
+from django.conf import settings
 from django.core.cache import caches
 from django.core.management import CommandError, call_command
 from django.db import IntegrityError, connection, connections, transaction
@@ -21,10 +25,12 @@ from django.utils import timezone
 
 from memory.engine import partitions
 from memory.engine.memory import ProductMemory
-from memory.engine.tiers import DatabaseTier
+from memory.engine.tiers import DatabaseTier, cache_key
 from memory.io.export import iter_export
 from memory.io.importer import import_entries
 from memory.models import ContentVersion, ProductMemoryEntry
+from memory.periodic_tasks import purge_expired_entries
+from memory.services.purge import purge_expired
 from tests.helpers import CONTENT, make_entries, snapshot_table, wait_for
 
 def monthly():
@@ -217,6 +223,82 @@ def test_the_versions_go_with_a_deleted_entry(partitioned):
     assert list(ContentVersion.objects.values_list("entry__product_id", flat=True)) == ["STAYS"]
 
 
+# --- purge and the months ahead ------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_purge_drops_a_whole_expired_month_and_deletes_the_current_months_expired_rows(redis_client):
+    memory = ProductMemory()
+    for sku in ("OLD1", "OLD2", "OLD3", "NOW1", "LIVE"):
+        memory.save_product_data({"sku": sku}, CONTENT)
+    ProductMemoryEntry.objects.filter(product_id__startswith="OLD").update(expires_at=months_from_now(-2))
+    ProductMemoryEntry.objects.filter(product_id="NOW1").update(expires_at=timezone.now() - timedelta(seconds=1))
+    with monthly():
+        partitions.convert(now=NOW)  # a month for the rows of two months ago
+    expired_month = partitions.partition_name(months_from_now(-2))
+    assert expired_month in attached()
+    assert caches["memory_l2"].get(cache_key(("OLD1", "main_content"))) is not None
+    with monthly():
+        result = purge_expired(batch_size=2)
+    assert (result.deleted, result.partitions_dropped) == (4, 1)
+    assert result.batches == 3  # the month in two batches of two, then the current month's row
+    assert expired_month not in attached() and partitions.detached_tables() == []
+    assert list(ProductMemoryEntry.objects.values_list("product_id", flat=True)) == ["LIVE"]
+    assert list(ContentVersion.objects.values_list("entry__product_id", flat=True)) == ["LIVE"]
+    assert ContentVersion.objects.count() == 1
+    for sku in ("OLD1", "OLD3", "NOW1"):
+        assert caches["memory_l2"].get(cache_key((sku, "main_content"))) is None
+        assert caches["memory_l1"].get(cache_key((sku, "main_content"))) is None
+    assert caches["memory_l2"].get(cache_key(("LIVE", "main_content"))) is not None
+
+
+@pytest.mark.django_db
+def test_a_month_holding_an_approved_entry_is_kept_and_purged_row_by_row():
+    for sku in ("OLD1", "KEEP"):
+        upsert(sku, months_from_now(-2))
+    ProductMemoryEntry.objects.filter(product_id="KEEP").update(approved=True)
+    with monthly():
+        partitions.convert(now=NOW)
+        result = purge_expired()
+    assert (result.deleted, result.partitions_dropped) == (1, 0)
+    assert partitions.partition_name(months_from_now(-2)) in attached()
+    assert list(ProductMemoryEntry.objects.values_list("product_id", flat=True)) == ["KEEP"]
+
+
+@pytest.mark.django_db
+def test_a_purge_finishes_a_month_an_interrupted_one_detached():
+    upsert("OLD1", months_from_now(-2))
+    with monthly():
+        partitions.convert(now=NOW)
+        assert partitions.detach_expired(NOW) == [partitions.DETACHED_PREFIX + f"{months_from_now(-2):%Y_%m}"]
+        assert not ProductMemoryEntry.objects.exists()  # detached: out of the table at once
+        result = purge_expired()
+    assert (result.deleted, result.partitions_dropped) == (1, 1)
+    assert partitions.detached_tables() == [] and ContentVersion.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_the_scheduled_purge_creates_the_months_ahead_and_empties_the_default_partition():
+    far = months_from_now(5)
+    with monthly():
+        partitions.convert(now=NOW - timedelta(days=62))  # converted two months ago
+        upsert("FAR", far, title="Primeira")
+        upsert("FAR", far, title="Segunda")
+        assert partition_of("FAR") == partitions.DEFAULT_PARTITION
+        result = purge_expired_entries()
+        assert result["partitions_created"] >= 2
+        assert {partitions.partition_name(months_from_now(n)) for n in range(4)} <= set(attached())
+        # later: the month of FAR is created ahead, FAR moves in with its versions
+        assert partitions.create_ahead(now=NOW, months=5) == [partitions.partition_name(months_from_now(n))
+                                                             for n in (4, 5)]
+    assert partition_of("FAR") == partitions.partition_name(far)
+    entry = ProductMemoryEntry.objects.get(product_id="FAR")
+    assert list(ContentVersion.objects.filter(entry=entry).values_list("number", flat=True)) == [2, 1]
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT count(*) FROM {partitions.DEFAULT_PARTITION}")
+        assert cursor.fetchone() == (0,)
+
+
 # --- the operator's checks -----------------------------------------------------------------------
 
 
@@ -229,6 +311,16 @@ def test_the_system_check_tells_to_convert_or_to_set_the_variable():
     assert [m.id for m in partitions.check_layout(databases=["default"])] == ["memory.E031"]
 
 
+@pytest.mark.django_db
+def test_set_but_not_converted_the_memory_works_and_the_purge_says_what_to_run(caplog):
+    with monthly():
+        ProductMemory().save_product_data({"sku": "P1"}, CONTENT)
+        ProductMemory().save_product_data({"sku": "P1"}, {**CONTENT, "title": "Nova"})
+        assert ProductMemoryEntry.objects.get(product_id="P1").version == 2
+        purge_expired()
+    assert "execute manage_memory partition" in caplog.text
+
+
 # --- concurrency (committed) ---------------------------------------------------------------------
 
 
@@ -239,6 +331,8 @@ def committed_partitions(transactional_db):
         try:
             yield
         finally:
+            for table in partitions.detached_tables():
+                partitions.drop_detached(table)
             partitions.undo()
 
 
@@ -308,3 +402,26 @@ def test_concurrent_saves_of_one_new_key_leave_one_row_and_both_versions(committ
     assert entry.version == 2
     assert sorted(ContentVersion.objects.filter(entry=entry).values_list("number", flat=True)) == [1, 2]
 
+
+# --- SQLite ----------------------------------------------------------------------------------------
+
+
+def test_on_sqlite_migrate_and_the_purge_work_and_the_command_refuses(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST") and k != "DJANGO_SETTINGS_MODULE"}
+    env.update({"DJANGO_SETTINGS_MODULE": "beecatalog.settings", "PYTHONPATH": str(settings.BASE_DIR),
+                "SECRET_KEY": "test-secret-key-" + "x" * 40, "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+                "REDIS_URL": "", "CELERY_BROKER_URL": "", "MEMORY_LOG_LEVEL": "WARNING",
+                "MEMORY_PARTITION_BY_EXPIRY": "monthly", "PROMETHEUS_MULTIPROC_DIR": ""})
+
+    def manage(*args):
+        return subprocess.run([sys.executable, "manage.py", *args], cwd=settings.BASE_DIR, env=env,
+                              capture_output=True, text=True, timeout=300)
+
+    assert manage("migrate", "-v", "0").returncode == 0
+    purged = manage("manage_memory", "purge", "--json")
+    assert purged.returncode == 0, purged.stderr[-2000:]
+    assert json.loads(purged.stdout)["partitions_dropped"] == 0
+    refused = manage("manage_memory", "partition")
+    assert refused.returncode == 1
+    assert refused.stderr.strip().splitlines() == ["CommandError: Partições por expiração exigem PostgreSQL; "
+                                                   "este banco é sqlite."]
