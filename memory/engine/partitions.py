@@ -99,6 +99,27 @@ def active(using: str = replicas.PRIMARY) -> bool:
     return enabled() and is_partitioned(using)
 
 
+# --- what the statistics read: a partitioned table has no storage of its own --------------------
+
+
+def total_bytes(cursor, table: str) -> int:
+    """On-disk size of ``table`` and its indexes: of its partitions' when it is partitioned."""
+    cursor.execute(
+        "SELECT COALESCE((SELECT sum(pg_total_relation_size(relid)) FROM pg_partition_tree(%s::regclass)"
+        " WHERE isleaf), pg_total_relation_size(%s::regclass))::bigint", [table, table])
+    return int(cursor.fetchone()[0])
+
+
+def estimated_rows(cursor, table: str) -> int:
+    """The planner's row count of ``table`` (``pg_class.reltuples``, -1 before any ANALYZE): the sum of
+    its partitions' when it is partitioned (autovacuum never analyzes a partitioned table itself)."""
+    cursor.execute(
+        "SELECT COALESCE((SELECT sum(GREATEST(c.reltuples, 0)) FROM pg_partition_tree(%s::regclass) AS t"
+        " JOIN pg_class AS c ON c.oid = t.relid WHERE t.isleaf),"
+        " (SELECT reltuples FROM pg_class WHERE oid = %s::regclass))::bigint", [table, table])
+    return int(cursor.fetchone()[0])
+
+
 # --- months ----------------------------------------------------------------------------------
 
 

@@ -223,6 +223,18 @@ def test_the_versions_go_with_a_deleted_entry(partitioned):
     assert list(ContentVersion.objects.values_list("entry__product_id", flat=True)) == ["STAYS"]
 
 
+@pytest.mark.django_db
+def test_the_statistics_read_the_partitions_size_and_row_estimate():
+    from memory.admin.entries import estimated_count
+    from memory.services.stats import table_bytes
+
+    make_entries(3)
+    with monthly():
+        partitions.convert(now=NOW)  # ends with ANALYZE
+    assert table_bytes() > 8192 * 3  # each partition and its indexes, not the parent's 0 bytes
+    assert estimated_count(ProductMemoryEntry.objects.all(), exact_limit=1) == 3
+
+
 # --- purge and the months ahead ------------------------------------------------------------------
 
 
