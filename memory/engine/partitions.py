@@ -5,21 +5,26 @@ Once ``manage_memory partition`` converted it, the entries table is range-partit
 holds. PostgreSQL wants the partition key in every unique index, so on that table:
 
 - the primary key is ``(id, expires_at)``, and ``(product_id, kind)`` has a plain index per
-  partition; its uniqueness is kept by a row trigger (:data:`KEY_TRIGGER`) that takes the key's
-  advisory lock (:func:`key_lock_sql`) and refuses (SQLSTATE 23505, as the unique index would)
-  when another row holds the key. Each statement of a plpgsql function takes a new snapshot, so
-  the check made after the lock wait sees a row a concurrent transaction committed meanwhile.
-  ``DatabaseTier``'s writes take the same locks first (ordered), then update what exists and
-  insert what does not: ``ON CONFLICT (product_id, kind)`` needs a unique index, which cannot exist;
+  partition; its uniqueness is kept by a key table (:data:`KEYS`, a plain table whose primary key
+  is ``(product_id, kind)``, holding the id of the entry that owns each key), written by a row
+  trigger (:data:`KEY_TRIGGER`) that refuses (SQLSTATE 23505, as the unique index would) a key
+  another existing entry owns. The key table's own unique index does the waiting between two
+  transactions inserting one key, and its rows are the locks (row locks live in the rows: unlike
+  advisory locks they never fill PostgreSQL's lock table, whatever an import holds).
+  ``DatabaseTier``'s writes update the row that exists or insert it (``ON CONFLICT (product_id,
+  kind)`` needs a unique index, which cannot exist there): a save that loses a race to insert is
+  refused by the trigger and tried again; an import first claims and locks its keys' rows;
 - a change of ``expires_at`` moves the row to its month's partition (PostgreSQL's own row
   movement: the trigger on the destination sees the row's own id);
 - the versions cascade is a statement trigger after DELETE (:data:`CASCADE_TRIGGER`; a foreign key
-  needs a unique index on ``id`` alone). A moved row is an UPDATE, so its versions stay;
+  needs a unique index on ``id`` alone), which drops the keys' rows too. A moved row is an
+  UPDATE, so its versions and key stay;
 - the purge detaches and drops whole expired months (:func:`detach_expired`, :func:`drain_detached`,
   :func:`drop_detached`), and creates the months ahead (:func:`create_ahead`).
 
-The setting alone chooses the statements ``DatabaseTier`` sends (:func:`enabled`): they work on
-a plain table too, so the app keeps working between setting the variable and converting.
+The setting chooses the statements ``DatabaseTier`` sends (:func:`enabled`, no catalog query per
+save): they work on a plain table too (an import claims keys only where the key table exists), so
+the app keeps working between setting the variable and converting.
 """
 from __future__ import annotations
 
@@ -51,8 +56,7 @@ DETACHED_PREFIX = f"{ENTRIES}_expired_"  # a detached month waiting to be droppe
 KEY_INDEX = "memory_entry_product_kind_idx"  # the per-partition (product_id, kind) index
 KEY_TRIGGER = "memory_entry_key_unique"
 CASCADE_TRIGGER = "memory_entry_versions_cascade"
-# The advisory lock space of entry keys (the two-int form: no clash with single-bigint locks).
-LOCK_CLASS = 1919
+KEYS = "memory_entry_key"  # one row per (product_id, kind): the entry owning it
 # How long the purge waits for the table lock of a DETACH before leaving the month for its next run.
 DETACH_LOCK_TIMEOUT = "2s"
 
@@ -66,17 +70,22 @@ def enabled() -> bool:
     return settings.MEMORY_PARTITION_BY_EXPIRY == MONTHLY
 
 
-def key_lock_sql(product_id: str, kind: str) -> str:
-    """The SQL expression taking the transaction-scoped lock of the key ``(product_id, kind)``
-    (two SQL expressions): the same in the trigger and in every writer."""
-    return f"pg_advisory_xact_lock({LOCK_CLASS}, hashtext({kind} || chr(31) || {product_id}))"
+def claim_staged_keys_sql(staging: str) -> list[str]:
+    """The statements claiming, then locking, the keys of the rows of table ``staging`` before a
+    bulk write (one order: no deadlock between two imports): a key nobody owns gets a row owned by
+    no entry yet, which the trigger gives to the entry inserted for it."""
+    return [
+        f"INSERT INTO {KEYS} (product_id, kind) SELECT product_id, kind FROM {staging}"
+        f" ORDER BY product_id, kind ON CONFLICT DO NOTHING",
+        f"SELECT 1 FROM {KEYS} AS k JOIN {staging} AS s ON k.product_id = s.product_id AND k.kind = s.kind"
+        f" ORDER BY k.product_id, k.kind FOR UPDATE OF k",
+    ]
 
 
-def lock_staged_keys_sql(staging: str) -> str:
-    """One statement locking the keys of the rows of table ``staging``, in one order (no deadlock
-    between two writers of overlapping keys)."""
-    return (f"SELECT pg_advisory_xact_lock({LOCK_CLASS}, h) FROM (SELECT DISTINCT"
-            f" hashtext(kind || chr(31) || product_id) AS h FROM {staging} ORDER BY h) AS keys")
+def has_key_table(cursor) -> bool:
+    """The key table exists: the entries table is partitioned (one catalog lookup)."""
+    cursor.execute("SELECT to_regclass(%s) IS NOT NULL", [KEYS])
+    return bool(cursor.fetchone()[0])
 
 
 def _db(using: str = replicas.PRIMARY):
@@ -92,11 +101,6 @@ def is_partitioned(using: str = replicas.PRIMARY) -> bool:
         cursor.execute("SELECT relkind FROM pg_class WHERE oid = to_regclass(%s)", [ENTRIES])
         row = cursor.fetchone()
     return row is not None and row[0] == "p"
-
-
-def active(using: str = replicas.PRIMARY) -> bool:
-    """The setting is on and the table converted: the purge works by partitions."""
-    return enabled() and is_partitioned(using)
 
 
 # --- what the statistics read: a partitioned table has no storage of its own --------------------
@@ -260,7 +264,7 @@ def detach_expired(now: datetime | None = None) -> list[str]:
 
 def drain_detached(table: str, batch_size: int) -> Iterator[list[tuple[int, str, str]]]:
     """The rows of a detached month, ``batch_size`` at a time by id (its primary key's index),
-    each batch's versions deleted (one short statement) before it is yielded: the caller evicts
+    each batch's versions and keys deleted (two short statements) before it is yielded: the caller evicts
     their cached copies. The month is no longer part of the entries table, so no writer changes it."""
     last_id = 0
     while True:
@@ -270,7 +274,12 @@ def drain_detached(table: str, batch_size: int) -> Iterator[list[tuple[int, str,
             rows = cursor.fetchall()
             if not rows:
                 return
-            cursor.execute(f"DELETE FROM {_quote(VERSIONS)} WHERE entry_id = ANY(%s)", [[r[0] for r in rows]])
+            ids = [r[0] for r in rows]
+            cursor.execute(f"DELETE FROM {_quote(VERSIONS)} WHERE entry_id = ANY(%s)", [ids])
+            # a key a new entry took over since (its owner detached) stays with it
+            cursor.execute(f"DELETE FROM {KEYS} AS k USING unnest(%s::text[], %s::text[], %s::bigint[]) AS d(p, t, i)"
+                           f" WHERE k.product_id = d.p AND k.kind = d.t AND k.entry_id = d.i",
+                           [[r[1] for r in rows], [r[2] for r in rows], ids])
         last_id = rows[-1][0]
         yield rows
 
@@ -298,27 +307,62 @@ def detached_tables() -> list[str]:
 
 _INDEX_DEF = re.compile(r"^CREATE (UNIQUE )?INDEX (\S+) ON (?:ONLY )?(\S+) (USING .*)$")
 
+KEYS_TABLE_SQL = (f"CREATE TABLE {KEYS} (product_id varchar(255) NOT NULL, kind varchar(64) NOT NULL,"
+                  f" entry_id bigint, PRIMARY KEY (product_id, kind))")
+
+# The key of NEW must be its own or nobody's: an entry moving to another partition owns it already
+# (read without a lock: a concurrent claim would see the entry and be refused); otherwise the
+# key's row is inserted or, when it exists, locked (waiting for its writer) and read with a new
+# snapshot, so an owner committed meanwhile is seen. A key whose owner is gone (a detached month,
+# a truncation) or that nobody owns yet (an import's claim) is taken over.
 KEY_FUNCTION_SQL = f"""
 CREATE OR REPLACE FUNCTION {KEY_TRIGGER}() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    owner bigint;
 BEGIN
     IF TG_OP = 'UPDATE' AND NEW.product_id = OLD.product_id AND NEW.kind = OLD.kind THEN
         RETURN NEW;
     END IF;
-    PERFORM {key_lock_sql('NEW.product_id', 'NEW.kind')};
-    IF EXISTS (SELECT 1 FROM {ENTRIES} WHERE product_id = NEW.product_id AND kind = NEW.kind AND id <> NEW.id) THEN
-        RAISE unique_violation USING
-            MESSAGE = 'duplicate key value violates unique constraint "{KEY_CONSTRAINT}"',
-            DETAIL = format('Key (product_id, kind)=(%s, %s) already exists.', NEW.product_id, NEW.kind),
-            CONSTRAINT = '{KEY_CONSTRAINT}', TABLE = '{ENTRIES}';
+    IF TG_OP = 'INSERT' AND EXISTS (SELECT 1 FROM {KEYS} WHERE product_id = NEW.product_id AND kind = NEW.kind
+                                    AND entry_id = NEW.id) THEN
+        RETURN NEW;
+    END IF;
+    FOR attempt IN 1..5 LOOP
+        INSERT INTO {KEYS} (product_id, kind, entry_id) VALUES (NEW.product_id, NEW.kind, NEW.id)
+            ON CONFLICT DO NOTHING;
+        EXIT WHEN FOUND;
+        SELECT entry_id INTO owner FROM {KEYS} WHERE product_id = NEW.product_id AND kind = NEW.kind FOR UPDATE;
+        IF FOUND THEN
+            IF owner IS DISTINCT FROM NEW.id THEN
+                IF owner IS NOT NULL AND EXISTS (SELECT 1 FROM {ENTRIES} WHERE id = owner) THEN
+                    RAISE unique_violation USING
+                        MESSAGE = 'duplicate key value violates unique constraint "{KEY_CONSTRAINT}"',
+                        DETAIL = format('Key (product_id, kind)=(%s, %s) already exists.', NEW.product_id, NEW.kind),
+                        CONSTRAINT = '{KEY_CONSTRAINT}', TABLE = '{ENTRIES}';
+                END IF;
+                UPDATE {KEYS} SET entry_id = NEW.id WHERE product_id = NEW.product_id AND kind = NEW.kind;
+            END IF;
+            EXIT;
+        END IF;
+        IF attempt = 5 THEN
+            RAISE serialization_failure USING MESSAGE = 'key of ' || NEW.product_id || ' changing too fast';
+        END IF;
+    END LOOP;
+    IF TG_OP = 'UPDATE' THEN
+        DELETE FROM {KEYS} WHERE product_id = OLD.product_id AND kind = OLD.kind AND entry_id = OLD.id;
     END IF;
     RETURN NEW;
 END $$
 """
 
+# A statement trigger: PostgreSQL runs a row movement as a delete and an insert, and fires row-level
+# AFTER DELETE triggers for it; an UPDATE statement fires no DELETE statement trigger.
 CASCADE_FUNCTION_SQL = f"""
 CREATE OR REPLACE FUNCTION {CASCADE_TRIGGER}() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     DELETE FROM {VERSIONS} AS v USING gone WHERE v.entry_id = gone.id;
+    DELETE FROM {KEYS} AS k USING gone
+        WHERE k.product_id = gone.product_id AND k.kind = gone.kind AND k.entry_id = gone.id;
     RETURN NULL;
 END $$
 """
@@ -414,6 +458,7 @@ def _rebuild(cursor, *, partitioned: bool, progress: Callable[[str], None], now:
     # the swap
     cursor.execute(f"ALTER TABLE {q(VERSIONS)} DROP CONSTRAINT IF EXISTS {q(VERSION_CASCADE_CONSTRAINT)}")
     cursor.execute(f"DROP TABLE {q(table)} CASCADE")
+    cursor.execute(f"DROP TABLE IF EXISTS {KEYS}")
     cursor.execute(f"DROP FUNCTION IF EXISTS {KEY_TRIGGER}() CASCADE")
     cursor.execute(f"DROP FUNCTION IF EXISTS {CASCADE_TRIGGER}() CASCADE")
     cursor.execute(f"ALTER TABLE {q(new)} RENAME TO {q(table)}")
@@ -429,6 +474,8 @@ def _rebuild(cursor, *, partitioned: bool, progress: Callable[[str], None], now:
     cursor.execute(f"ALTER SEQUENCE {sequence} RENAME TO {q(table + '_id_seq')}")
     cursor.execute("SELECT setval(pg_get_serial_sequence(%s, 'id'), %s, %s)", [table, last_value, is_called])
     if partitioned:
+        cursor.execute(KEYS_TABLE_SQL)
+        cursor.execute(f"INSERT INTO {KEYS} (product_id, kind, entry_id) SELECT product_id, kind, id FROM {q(table)}")
         cursor.execute(KEY_FUNCTION_SQL)
         cursor.execute(f"CREATE TRIGGER {KEY_TRIGGER} BEFORE INSERT OR UPDATE OF product_id, kind ON {q(table)}"
                        f" FOR EACH ROW EXECUTE FUNCTION {KEY_TRIGGER}()")
@@ -436,6 +483,8 @@ def _rebuild(cursor, *, partitioned: bool, progress: Callable[[str], None], now:
         cursor.execute(f"CREATE TRIGGER {CASCADE_TRIGGER} AFTER DELETE ON {q(table)} REFERENCING OLD TABLE AS gone"
                        f" FOR EACH STATEMENT EXECUTE FUNCTION {CASCADE_TRIGGER}()")
     cursor.execute(f"ANALYZE {q(table)}")
+    if partitioned:
+        cursor.execute(f"ANALYZE {KEYS}")
     return result
 
 

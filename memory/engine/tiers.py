@@ -22,7 +22,7 @@ import threading
 import time
 import uuid
 from abc import ABC, abstractmethod
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, fields
 from datetime import datetime, timezone as dt_timezone
 from typing import Any, Callable, Iterable
@@ -30,7 +30,7 @@ from typing import Any, Callable, Iterable
 import psycopg
 from django.conf import settings
 from django.core.cache import caches
-from django.db import DatabaseError, OperationalError, connection, connections, transaction
+from django.db import DatabaseError, IntegrityError, OperationalError, connection, connections, transaction
 from django.db.models import JSONField
 from django.utils import timezone
 
@@ -558,10 +558,10 @@ class DatabaseTier(Tier):
     )
 
     # UPSERT_SQL for MEMORY_PARTITION_BY_EXPIRY=monthly (memory.engine.partitions): no unique index
-    # on (product_id, kind) there, so no ON CONFLICT. Sent after the key's lock (KEY_LOCK_SQL), in
-    # its transaction: the row is updated where it exists (and not approved, unless overridden),
-    # inserted where it does not; the same version rows and RETURNING as UPSERT_SQL.
-    KEY_LOCK_SQL = "SELECT " + partitions.key_lock_sql("%(product_id)s", "%(kind)s")
+    # on (product_id, kind) there, so no ON CONFLICT. The row is updated where it exists (and not
+    # approved, unless overridden), inserted where it does not; the same version rows and RETURNING
+    # as UPSERT_SQL. Two saves inserting one new key: the key's trigger refuses the second, which
+    # is sent again and then finds the row.
     PARTITIONED_UPSERT_SQL = (
         "WITH saved AS ("
         " UPDATE {table} SET payload = %(payload)s::jsonb, source_data = %(source_data)s::jsonb,"
@@ -592,9 +592,11 @@ class DatabaseTier(Tier):
         ")"
         " SELECT created_at FROM written"
     )
-    # Attempts of a partitioned upsert: a concurrent save that moved the row to another partition
-    # makes PostgreSQL refuse the update (serialization failure, even under READ COMMITTED).
+    # Attempts of a partitioned upsert: a lost race to insert the key (unique_violation), or a
+    # concurrent save that moved the row to another partition (PostgreSQL then refuses the update
+    # with a serialization failure, even under READ COMMITTED).
     PARTITIONED_ATTEMPTS = 3
+    PARTITIONED_RETRIED = (psycopg.errors.UniqueViolation, psycopg.errors.SerializationFailure)
 
     def upsert(self, *, product_id, kind, payload, source_data, input_fingerprint, generator_version,
                tokens_prompt, tokens_completion, expires_at, tokens_cached=0, tokens_reasoning=0,
@@ -677,18 +679,18 @@ class DatabaseTier(Tier):
         return Snapshot.from_entry(entry)
 
     def _upsert_partitioned(self, table: str, versions_table: str, params: dict):
-        """``PARTITIONED_UPSERT_SQL`` after the key's lock, in one transaction (a savepoint inside
-        the caller's); the row it returns, None when an approval kept the content."""
+        """``PARTITIONED_UPSERT_SQL``, tried again when it lost a race (each attempt a savepoint
+        inside the caller's transaction); the row it returns, None when an approval kept the content."""
         statement = self.PARTITIONED_UPSERT_SQL.format(table=table, versions=versions_table)
         for attempt in range(1, self.PARTITIONED_ATTEMPTS + 1):
             try:
-                with _dropping_broken_connection(), transaction.atomic(), connection.cursor() as cursor:
-                    cursor.execute(self.KEY_LOCK_SQL, params)
+                with _dropping_broken_connection(), \
+                        (transaction.atomic() if connection.in_atomic_block else nullcontext()), \
+                        connection.cursor() as cursor:
                     cursor.execute(statement, params)
                     return cursor.fetchone()
-            except OperationalError as exc:
-                if not isinstance(exc.__cause__, psycopg.errors.SerializationFailure) \
-                        or attempt == self.PARTITIONED_ATTEMPTS:
+            except (IntegrityError, OperationalError) as exc:
+                if not isinstance(exc.__cause__, self.PARTITIONED_RETRIED) or attempt == self.PARTITIONED_ATTEMPTS:
                     raise
 
     def write_content(self, key: Key, payload: dict, *, origin: str, author: str) -> Snapshot | None:
@@ -873,7 +875,7 @@ class DatabaseTier(Tier):
             with cursor.copy(f"COPY {staging} ({names}, import_order) FROM STDIN") as copy:
                 for order, row in enumerate(rows):
                     copy.write_row([*values(row), order])
-            if partitions.enabled():
+            if partitions.enabled() and partitions.has_key_table(cursor):
                 ids = self._merge_staged(cursor, table, staging, names, [quote(by_name[n]) for n in update])
             else:
                 # a no-op update when there is nothing else: RETURNING then names the existing rows too
@@ -889,9 +891,11 @@ class DatabaseTier(Tier):
     @staticmethod
     def _merge_staged(cursor, table: str, staging: str, names: str, update: list[str]) -> dict[Key, int]:
         """The ``INSERT … ON CONFLICT`` of :meth:`_copy_entries` on a table partitioned by expiry
-        (no unique index to conflict on, :mod:`memory.engine.partitions`): the keys' locks, in one
-        order, then an UPDATE of the rows that exist and an INSERT of the others; each key's id."""
-        cursor.execute(partitions.lock_staged_keys_sql(staging))
+        (no unique index to conflict on, :mod:`memory.engine.partitions`): the keys claimed and
+        locked, in one order, then an UPDATE of the rows that exist and an INSERT of the others;
+        each key's id."""
+        for statement in partitions.claim_staged_keys_sql(staging):
+            cursor.execute(statement)
         match = f"t.product_id = s.product_id AND t.kind = s.kind"
         if update:
             sets = ", ".join(f"{column} = s.{column}" for column in update)

@@ -216,6 +216,21 @@ def test_import_of_new_and_existing_keys_leaves_what_it_leaves_on_a_plain_table(
         assert plain[1]["created"] == 3 and plain[1]["updated"] == 3
 
 
+def test_an_import_of_more_keys_than_the_lock_table_holds_in_one_transaction(partitioned):
+    """Row locks, not advisory locks: PostgreSQL's lock table (64 per connection by default)
+    would refuse one transaction thousands of them."""
+    rows = [{"product_id": f"BULK{i:05d}", "kind": "main_content", "payload": {**CONTENT, "n": i},
+             "input_fingerprint": "f" * 64, "generator_version": "g", "expires_at": months_from_now(i % 3).isoformat()}
+            for i in range(12_000)]
+    report = import_entries(io.StringIO("\n".join(json.dumps(r) for r in rows) + "\n"), "jsonl")
+    assert report.created == 12_000
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT count(*) FROM {partitions.KEYS} WHERE product_id LIKE 'BULK%%'")
+        assert cursor.fetchone() == (12_000,)
+    upsert("BULK00007", months_from_now(2), title="Depois")
+    assert ProductMemoryEntry.objects.get(product_id="BULK00007").version == 2
+
+
 def test_the_versions_go_with_a_deleted_entry(partitioned):
     upsert("GONE", months_from_now(1))
     upsert("STAYS", months_from_now(1))
@@ -287,6 +302,21 @@ def test_a_purge_finishes_a_month_an_interrupted_one_detached():
         result = purge_expired()
     assert (result.deleted, result.partitions_dropped) == (1, 1)
     assert partitions.detached_tables() == [] and ContentVersion.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_a_key_whose_entry_went_with_a_detached_month_can_be_saved_again():
+    upsert("BACK", months_from_now(-2))
+    with monthly():
+        partitions.convert(now=NOW)
+        partitions.detach_expired(NOW)
+        upsert("BACK", months_from_now(1), title="Nova")  # the key's owner is gone: taken over
+        assert purge_expired().partitions_dropped == 1
+        with pytest.raises(IntegrityError), transaction.atomic():  # the new entry still owns it
+            ProductMemoryEntry.objects.create(product_id="BACK", payload={}, input_fingerprint="x",
+                                              generator_version="g", expires_at=months_from_now(2))
+    entry = ProductMemoryEntry.objects.get(product_id="BACK")
+    assert (entry.payload["title"], entry.version) == ("Nova", 1)
 
 
 @pytest.mark.django_db
