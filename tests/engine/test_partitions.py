@@ -445,6 +445,42 @@ def test_concurrent_saves_of_one_new_key_leave_one_row_and_both_versions(committ
     assert sorted(ContentVersion.objects.filter(entry=entry).values_list("number", flat=True)) == [1, 2]
 
 
+def test_a_save_racing_an_import_of_its_key_waits_and_then_updates_the_imported_row(committed_partitions):
+    importer = _raw_connection()  # what an import batch does first: claim and lock its keys
+    importer.execute(f"INSERT INTO {partitions.KEYS} (product_id, kind) VALUES ('RACED', 'main_content')")
+    done = {}
+
+    def save():
+        try:
+            upsert("RACED", months_from_now(2), title="Do salvamento")
+            done["save"] = "ok"
+        except Exception as exc:  # reported below
+            done["save"] = repr(exc)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=save)
+    try:
+        thread.start()
+        with _raw_connection() as watcher:
+            assert wait_for(lambda: watcher.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+            ).fetchone() == (1,)), "the save did not wait for the import's claim"
+            watcher.rollback()
+        importer.execute(
+            "INSERT INTO memory_productmemoryentry (product_id, kind, payload, source_data, input_fingerprint,"
+            " generator_version, tokens_prompt, tokens_completion, hit_count, tokens_saved, created_at, updated_at,"
+            " expires_at) VALUES ('RACED', 'main_content', '{\"title\": \"Do arquivo\"}', '{}', 'x', 'g', 0, 0, 0, 0,"
+            " now(), now(), %s)", [months_from_now(1)])
+        importer.commit()
+        thread.join(20)
+    finally:
+        importer.close()
+    assert done == {"save": "ok"}
+    entry = ProductMemoryEntry.objects.get(product_id="RACED")
+    assert (entry.payload["title"], entry.version) == ("Do salvamento", 2)
+
+
 # --- SQLite ----------------------------------------------------------------------------------------
 
 
