@@ -786,7 +786,7 @@ class DatabaseTier(Tier):
                     histories.append(kept)
                 else:
                     histories.append([*kept, _imported_version(row, kept[-1]["number"] + 1 if kept else 1)])
-        if connection.vendor == "postgresql" and (self.BULK_COPY or partitions.enabled()):
+        if connection.vendor == "postgresql" and self.BULK_COPY:
             texts: dict[int, tuple[Any, str]] = {}
             with transaction.atomic():
                 ids = self._copy_entries(rows, [name for name in rows[0] if name not in KEY_FIELDS], texts)
@@ -876,15 +876,14 @@ class DatabaseTier(Tier):
                 for order, row in enumerate(rows):
                     copy.write_row([*values(row), order])
             if partitions.enabled() and partitions.has_key_table(cursor):
-                ids = self._merge_staged(cursor, table, staging, names, [quote(by_name[n]) for n in update])
-            else:
-                # a no-op update when there is nothing else: RETURNING then names the existing rows too
-                conflict = f"DO UPDATE SET {updates or 'kind = EXCLUDED.kind'}"
-                cursor.execute(
-                    f"INSERT INTO {table} ({names}) SELECT {names} FROM {staging} ORDER BY import_order"
-                    f" ON CONFLICT (product_id, kind) {conflict} RETURNING id, product_id, kind"
-                )
-                ids = {(product_id, kind): pk for pk, product_id, kind in cursor.fetchall()}
+                return self._merge_staged(cursor, table, staging, names, [quote(by_name[n]) for n in update])
+            # a no-op update when there is nothing else: RETURNING then names the existing rows too
+            conflict = f"DO UPDATE SET {updates or 'kind = EXCLUDED.kind'}"
+            cursor.execute(
+                f"INSERT INTO {table} ({names}) SELECT {names} FROM {staging} ORDER BY import_order"
+                f" ON CONFLICT (product_id, kind) {conflict} RETURNING id, product_id, kind"
+            )
+            ids = {(product_id, kind): pk for pk, product_id, kind in cursor.fetchall()}
             cursor.execute(f"DROP TABLE {staging}")
         return ids
 
@@ -908,6 +907,7 @@ class DatabaseTier(Tier):
                        f" WHERE NOT EXISTS (SELECT 1 FROM {table} AS t WHERE {match}) ORDER BY import_order"
                        f" RETURNING id, product_id, kind")
         ids.update({(product_id, kind): pk for pk, product_id, kind in cursor.fetchall()})
+        cursor.execute(f"DROP TABLE {staging}")
         return ids
 
     def _copy_versions(self, written: list[dict], texts: dict) -> None:
