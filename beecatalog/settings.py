@@ -258,6 +258,14 @@ MEMORY_LOCAL_COUNTER_FLUSH_INTERVAL = read.number("MEMORY_LOCAL_COUNTER_FLUSH_IN
 MEMORY_PURGE_INTERVAL = read.whole("MEMORY_PURGE_INTERVAL", 3600, minimum=1)
 MEMORY_PURGE_BATCH_SIZE = read.whole("MEMORY_PURGE_BATCH_SIZE", 5000, minimum=1, unit="linhas")
 MEMORY_COUNTER_FLUSH_INTERVAL = read.whole("MEMORY_COUNTER_FLUSH_INTERVAL", 60, minimum=1)
+# Partitions by expiry (memory/engine/partitions.py, docs/reliability.md): "monthly" makes the
+# entries a table range-partitioned on expires_at once `manage_memory partition` converted it;
+# the scheduled purge then drops whole expired months and keeps MEMORY_PARTITIONS_AHEAD months
+# ahead of the current one (keep it at least MEMORY_DEFAULT_TTL in months: the DEFAULT partition
+# stays empty). "off": a plain table.
+MEMORY_PARTITION_MODES = ("off", "monthly")
+MEMORY_PARTITION_BY_EXPIRY = read.choice("MEMORY_PARTITION_BY_EXPIRY", MEMORY_PARTITION_MODES, "off")
+MEMORY_PARTITIONS_AHEAD = read.whole("MEMORY_PARTITIONS_AHEAD", 3, minimum=1, maximum=120, unit="meses")
 MEMORY_ROLLUP_INTERVAL = read.whole("MEMORY_ROLLUP_INTERVAL", 600, minimum=1)
 MEMORY_BACKUP_INTERVAL = read.whole("MEMORY_BACKUP_INTERVAL", 86400, minimum=1)
 # How many backup snapshots the scheduled backup keeps (the oldest go first).

@@ -36,5 +36,8 @@ class MemoryConfig(AppConfig):
 
         checks.register(check_job_settings)
         checks.register(check_redis_mode, checks.Tags.caches)
+        from memory.engine.partitions import check_layout as check_partition_layout
+
+        checks.register(check_partition_layout, checks.Tags.database)
         post_migrate.connect(register_after_migrate, sender=self, dispatch_uid="memory.register_periodic_tasks")
         post_migrate.connect(version_cascade_after_migrate, sender=self, dispatch_uid="memory.version_cascade")

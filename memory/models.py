@@ -17,6 +17,7 @@ OVERRIDE_APPROVAL_PERMISSION = "memory.override_approval_productmemoryentry"
 AUTHOR_MAX_LENGTH = 150  # a Django username
 # Titles sort by their first characters: see the index in ProductMemoryEntry.Meta.
 TITLE_SORT_CHARS = 100
+KEY_CONSTRAINT = "memory_entry_product_kind_uniq"  # one row per (product_id, kind)
 
 
 class ContentOrigin(models.TextChoices):
@@ -97,7 +98,8 @@ class ProductMemoryEntry(models.Model):
             ("override_approval_productmemoryentry", "Pode regenerar conteúdo aprovado"),
         ]
         constraints = [
-            models.UniqueConstraint(fields=["product_id", "kind"], name="memory_entry_product_kind_uniq"),
+            # On a table partitioned by expiry a trigger keeps it instead (memory.engine.partitions).
+            models.UniqueConstraint(fields=["product_id", "kind"], name=KEY_CONSTRAINT),
         ]
         indexes = [
             models.Index(fields=["expires_at"], name="memory_entry_expires_idx"),
@@ -314,11 +316,16 @@ VERSION_CASCADE_TRIGGER = "memory_version_entry_cascade"
 def install_version_cascade(connection) -> None:
     """Make the database delete an entry's versions with the entry: a foreign key ``ON DELETE
     CASCADE`` on PostgreSQL; on SQLite a trigger, created again after every ``migrate``
-    (``MemoryConfig.ready``) because SQLite drops a table's triggers when Django rebuilds it."""
+    (``MemoryConfig.ready``) because SQLite drops a table's triggers when Django rebuilds it.
+    A table partitioned by expiry has its own trigger (no foreign key can point at it): left as it is."""
     entries = connection.ops.quote_name(ProductMemoryEntry._meta.db_table)
     versions = connection.ops.quote_name(ContentVersion._meta.db_table)
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
+            cursor.execute("SELECT relkind FROM pg_class WHERE oid = to_regclass(%s)",
+                           [ProductMemoryEntry._meta.db_table])
+            if cursor.fetchone() == ("p",):
+                return
             cursor.execute(
                 "SELECT 1 FROM pg_constraint WHERE conname = %s AND conrelid = %s::regclass",
                 [VERSION_CASCADE_CONSTRAINT, ContentVersion._meta.db_table],

@@ -34,7 +34,7 @@ from memory.admin.filters import (
     ApprovalFilter, ExpiringSoonFilter, GeneratorVersionFilter, KindFilter, OriginFilter, StatusFilter,
 )
 from memory.admin.resources import BoundedImportForm, ProductMemoryEntryResource, SpreadsheetCSV, SpreadsheetXLSX
-from memory.engine import freshness
+from memory.engine import freshness, partitions
 from memory.engine.families import FAMILY_KIND
 from memory.engine.freshness import EntryStatus
 from memory.io.formats import IMPORT_FORMATS
@@ -87,9 +87,7 @@ def estimated_count(queryset, exact_limit: int = EXACT_COUNT_LIMIT) -> int:
         estimate = int(plan[0]["Plan"]["Plan Rows"])
     else:
         with connections[queryset.db].cursor() as cursor:
-            cursor.execute("SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass",
-                           [queryset.model._meta.db_table])
-            estimate = int(cursor.fetchone()[0])
+            estimate = partitions.estimated_rows(cursor, queryset.model._meta.db_table)
     return max(estimate, capped or 0)
 
 

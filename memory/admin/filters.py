@@ -7,7 +7,7 @@ from django.db import connection
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _, ngettext_lazy
 
-from memory.engine import freshness
+from memory.engine import freshness, partitions
 from memory.engine.freshness import EXPIRING_SOON_DAYS, EntryStatus
 from memory.models import DEFAULT_KIND, ContentOrigin, ProductMemoryEntry
 from memory.providers.prompts import current_generator_version
@@ -89,8 +89,7 @@ def column_values(field_name: str, exact_below: int = EXACT_CHOICES_MAX_ROWS) ->
     if connection.vendor == "postgresql":
         table = ProductMemoryEntry._meta.db_table
         with connection.cursor() as cursor:
-            cursor.execute("SELECT reltuples FROM pg_class WHERE oid = %s::regclass", [table])
-            rows = cursor.fetchone()[0]
+            rows = partitions.estimated_rows(cursor, table)
             cursor.execute(
                 "SELECT most_common_vals::text::text[], histogram_bounds::text::text[] FROM pg_stats "
                 "WHERE schemaname = current_schema() AND tablename = %s AND attname = %s",

@@ -22,7 +22,7 @@ import threading
 import time
 import uuid
 from abc import ABC, abstractmethod
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, fields
 from datetime import datetime, timezone as dt_timezone
 from typing import Any, Callable, Iterable
@@ -30,10 +30,11 @@ from typing import Any, Callable, Iterable
 import psycopg
 from django.conf import settings
 from django.core.cache import caches
-from django.db import DatabaseError, connection, connections, transaction
+from django.db import DatabaseError, IntegrityError, OperationalError, connection, connections, transaction
 from django.db.models import JSONField
 from django.utils import timezone
 
+from memory.engine import partitions  # the layout of a table partitioned by expiry
 from memory.engine import freshness, versions
 from memory.engine.validators import instant, json_text, token_counts
 from memory.infra import redis, replicas
@@ -557,6 +558,47 @@ class DatabaseTier(Tier):
         " SELECT created_at FROM saved"
     )
 
+    # UPSERT_SQL for MEMORY_PARTITION_BY_EXPIRY=monthly (memory.engine.partitions): no unique index
+    # on (product_id, kind) there, so no ON CONFLICT. The row is updated where it exists (and not
+    # approved, unless overridden), inserted where it does not; the same version rows and RETURNING
+    # as UPSERT_SQL. Two saves inserting one new key: the key's trigger refuses the second, which
+    # is sent again and then finds the row.
+    PARTITIONED_UPSERT_SQL = (
+        "WITH saved AS ("
+        " UPDATE {table} SET payload = %(payload)s::jsonb, source_data = %(source_data)s::jsonb,"
+        " input_fingerprint = %(input_fingerprint)s, generator_version = %(generator_version)s,"
+        " tokens_prompt = %(tokens_prompt)s, tokens_completion = %(tokens_completion)s,"
+        " tokens_cached = %(tokens_cached)s, tokens_reasoning = %(tokens_reasoning)s, updated_at = %(now)s,"
+        " expires_at = %(expires_at)s, family_id = %(family_id)s, version = version + 1, origin = %(origin)s,"
+        " author = %(author)s, approved = FALSE, approved_by = '', approved_at = NULL"
+        " WHERE product_id = %(product_id)s AND kind = %(kind)s AND (NOT approved OR %(override)s)"
+        " RETURNING id, version, created_at, payload, origin, generator_version, author, updated_at"
+        "), added AS ("
+        " INSERT INTO {table} (product_id, kind, payload, source_data, input_fingerprint, generator_version,"
+        " tokens_prompt, tokens_completion, tokens_cached, tokens_reasoning, hit_count, tokens_saved,"
+        " created_at, updated_at, expires_at, family_id,"
+        " version, origin, author, approved, approved_by, approved_at)"
+        " SELECT %(product_id)s, %(kind)s, %(payload)s::jsonb, %(source_data)s::jsonb, %(input_fingerprint)s,"
+        " %(generator_version)s, %(tokens_prompt)s, %(tokens_completion)s, %(tokens_cached)s, %(tokens_reasoning)s,"
+        " 0, 0, %(now)s, %(now)s, %(expires_at)s, %(family_id)s, 1, %(origin)s, %(author)s, FALSE, '', NULL"
+        " WHERE NOT EXISTS (SELECT 1 FROM {table} WHERE product_id = %(product_id)s AND kind = %(kind)s)"
+        " RETURNING id, version, created_at, payload, origin, generator_version, author, updated_at"
+        "), written AS (SELECT * FROM saved UNION ALL SELECT * FROM added"
+        "), kept AS ("
+        " INSERT INTO {versions} (entry_id, number, payload, origin, generator_version, tokens, author, created_at)"
+        " SELECT id, version, payload, origin, generator_version, %(tokens)s, author, updated_at FROM written"
+        "), dropped AS ("
+        " DELETE FROM {versions} AS old USING written"
+        " WHERE old.entry_id = written.id AND old.number <= written.version - %(keep)s"
+        ")"
+        " SELECT created_at FROM written"
+    )
+    # Attempts of a partitioned upsert: a lost race to insert the key (unique_violation), or a
+    # concurrent save that moved the row to another partition (PostgreSQL then refuses the update
+    # with a serialization failure, even under READ COMMITTED).
+    PARTITIONED_ATTEMPTS = 3
+    PARTITIONED_RETRIED = (psycopg.errors.UniqueViolation, psycopg.errors.SerializationFailure)
+
     def upsert(self, *, product_id, kind, payload, source_data, input_fingerprint, generator_version,
                tokens_prompt, tokens_completion, expires_at, tokens_cached=0, tokens_reasoning=0,
                origin: str = versions.GENERATED, author: str = "", override_approval: bool = False,
@@ -575,14 +617,25 @@ class DatabaseTier(Tier):
         if connection.vendor == "postgresql":
             table = connection.ops.quote_name(ProductMemoryEntry._meta.db_table)
             versions_table = connection.ops.quote_name(ContentVersion._meta.db_table)
-            with _dropping_broken_connection(), connection.cursor() as cursor:
-                cursor.execute(self.UPSERT_SQL.format(table=table, versions=versions_table), [
-                    product_id, kind, json.dumps(payload), json.dumps(source_data), input_fingerprint,
-                    generator_version, tokens_prompt, tokens_completion, tokens_cached, tokens_reasoning,
-                    now, now, expires_at, family_id, origin, author, bool(override_approval), tokens,
-                    versions.max_versions(),
-                ])
-                row = cursor.fetchone()
+            if partitions.enabled():
+                row = self._upsert_partitioned(table, versions_table, {
+                    "product_id": product_id, "kind": kind, "payload": json.dumps(payload),
+                    "source_data": json.dumps(source_data), "input_fingerprint": input_fingerprint,
+                    "generator_version": generator_version, "tokens_prompt": tokens_prompt,
+                    "tokens_completion": tokens_completion, "tokens_cached": tokens_cached,
+                    "tokens_reasoning": tokens_reasoning, "now": now, "expires_at": expires_at,
+                    "family_id": family_id, "origin": origin, "author": author,
+                    "override": bool(override_approval), "tokens": tokens, "keep": versions.max_versions(),
+                })
+            else:
+                with _dropping_broken_connection(), connection.cursor() as cursor:
+                    cursor.execute(self.UPSERT_SQL.format(table=table, versions=versions_table), [
+                        product_id, kind, json.dumps(payload), json.dumps(source_data), input_fingerprint,
+                        generator_version, tokens_prompt, tokens_completion, tokens_cached, tokens_reasoning,
+                        now, now, expires_at, family_id, origin, author, bool(override_approval), tokens,
+                        versions.max_versions(),
+                    ])
+                    row = cursor.fetchone()
             if row is None:
                 raise versions.ApprovedContent(product_id, kind)
             (created_at,) = row
@@ -625,6 +678,21 @@ class DatabaseTier(Tier):
             versions.record(entry.pk, entry.version, payload, origin=origin, generator_version=generator_version,
                             tokens=tokens, author=author, created_at=now)
         return Snapshot.from_entry(entry)
+
+    def _upsert_partitioned(self, table: str, versions_table: str, params: dict):
+        """``PARTITIONED_UPSERT_SQL``, tried again when it lost a race (each attempt a savepoint
+        inside the caller's transaction); the row it returns, None when an approval kept the content."""
+        statement = self.PARTITIONED_UPSERT_SQL.format(table=table, versions=versions_table)
+        for attempt in range(1, self.PARTITIONED_ATTEMPTS + 1):
+            try:
+                with _dropping_broken_connection(), \
+                        (transaction.atomic() if connection.in_atomic_block else nullcontext()), \
+                        connection.cursor() as cursor:
+                    cursor.execute(statement, params)
+                    return cursor.fetchone()
+            except (IntegrityError, OperationalError) as exc:
+                if not isinstance(exc.__cause__, self.PARTITIONED_RETRIED) or attempt == self.PARTITIONED_ATTEMPTS:
+                    raise
 
     def write_content(self, key: Key, payload: dict, *, origin: str, author: str) -> Snapshot | None:
         """Replace the content of an entry (an edit, a restore) as its new version; everything
@@ -862,6 +930,8 @@ class DatabaseTier(Tier):
             with cursor.copy(f"COPY {staging} ({names}, import_order) FROM STDIN") as copy:
                 for order, row in enumerate(rows):
                     copy.write_row([*values(row), order])
+            if partitions.enabled() and partitions.has_key_table(cursor):
+                return self._merge_staged(cursor, table, staging, names, [quote(by_name[n]) for n in update])
             # a no-op update when there is nothing else: RETURNING then names the existing rows too
             conflict = f"DO UPDATE SET {updates or 'kind = EXCLUDED.kind'}"
             cursor.execute(
@@ -870,6 +940,29 @@ class DatabaseTier(Tier):
             )
             ids = {(product_id, kind): pk for pk, product_id, kind in cursor.fetchall()}
             cursor.execute(f"DROP TABLE {staging}")
+        return ids
+
+    @staticmethod
+    def _merge_staged(cursor, table: str, staging: str, names: str, update: list[str]) -> dict[Key, int]:
+        """The ``INSERT … ON CONFLICT`` of :meth:`_copy_entries` on a table partitioned by expiry
+        (no unique index to conflict on, :mod:`memory.engine.partitions`): the keys claimed and
+        locked, in one order, then an UPDATE of the rows that exist and an INSERT of the others;
+        each key's id."""
+        for statement in partitions.claim_staged_keys_sql(staging):
+            cursor.execute(statement)
+        match = f"t.product_id = s.product_id AND t.kind = s.kind"
+        if update:
+            sets = ", ".join(f"{column} = s.{column}" for column in update)
+            cursor.execute(f"UPDATE {table} AS t SET {sets} FROM {staging} AS s WHERE {match}"
+                           f" RETURNING t.id, t.product_id, t.kind")
+        else:
+            cursor.execute(f"SELECT t.id, t.product_id, t.kind FROM {table} AS t JOIN {staging} AS s ON {match}")
+        ids = {(product_id, kind): pk for pk, product_id, kind in cursor.fetchall()}
+        cursor.execute(f"INSERT INTO {table} ({names}) SELECT {names} FROM {staging} AS s"
+                       f" WHERE NOT EXISTS (SELECT 1 FROM {table} AS t WHERE {match}) ORDER BY import_order"
+                       f" RETURNING id, product_id, kind")
+        ids.update({(product_id, kind): pk for pk, product_id, kind in cursor.fetchall()})
+        cursor.execute(f"DROP TABLE {staging}")
         return ids
 
     def _copy_versions(self, written: list[dict], texts: dict) -> None:

@@ -6,10 +6,10 @@ import time
 from dataclasses import asdict, dataclass
 
 from django.conf import settings
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
-from memory.engine import freshness
+from memory.engine import freshness, partitions
 from memory.engine.memory import ProductMemory
 from memory.engine.validators import whole_number
 from memory.infra import formatting, metrics
@@ -26,6 +26,9 @@ class PurgeResult:
     batches: int = 0
     longest_batch_ms: float = 0.0
     seconds: float = 0.0
+    # Partitioned by expiry (memory.engine.partitions): whole expired months dropped, months created ahead.
+    partitions_dropped: int = 0
+    partitions_created: int = 0
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -46,6 +49,8 @@ def purge_expired(batch_size: int = DEFAULT_PURGE_BATCH, max_batches: int | None
     memory = ProductMemory()
     result = PurgeResult()
     started = time.perf_counter()
+    if partitions.enabled():
+        _purge_partitions(now, batch_size, memory, result)
     last_expires_at = None
     while max_batches is None or result.batches < max_batches:
         batch_started = time.perf_counter()
@@ -73,6 +78,30 @@ def purge_expired(batch_size: int = DEFAULT_PURGE_BATCH, max_batches: int | None
         result.deleted, result.batches, formatting.seconds(result.seconds),
     )
     return result
+
+
+def _purge_partitions(now, batch_size: int, memory: ProductMemory, result: PurgeResult) -> None:
+    """On a table partitioned by expiry: the months ahead created, and the months wholly expired
+    detached, drained (their versions deleted, their cached copies evicted, ``batch_size`` rows at
+    a time) and dropped: no statement touches more than a batch, whatever a month holds. The rows
+    left (an approved entry's month, the current month) go through the batched delete."""
+    if connection.vendor != "postgresql":
+        return  # the setting is PostgreSQL's alone (the system check says so)
+    if not partitions.is_partitioned():
+        logger.warning("MEMORY_PARTITION_BY_EXPIRY=monthly, mas a tabela de entradas não está particionada: "
+                       "execute manage_memory partition (a limpeza segue linha a linha)")
+        return
+    result.partitions_created = len(partitions.create_ahead(now))
+    for table in partitions.detach_expired(now):
+        batch_started = time.perf_counter()
+        for rows in partitions.drain_detached(table, batch_size):
+            memory.evict([(product_id, kind) for _, product_id, kind in rows])
+            result.deleted += len(rows)
+            result.batches += 1
+            result.longest_batch_ms = max(result.longest_batch_ms, (time.perf_counter() - batch_started) * 1000)
+            batch_started = time.perf_counter()
+        partitions.drop_detached(table)
+        result.partitions_dropped += 1
 
 
 def purge_backlog(now=None) -> tuple[int, float]:

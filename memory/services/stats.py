@@ -11,6 +11,7 @@ from django.db.models import Sum
 
 from memory.models import DailyStats, ProductMemoryEntry
 from memory.providers.pricing import estimate_saved_cost
+from memory.engine import partitions
 from memory.engine.memory import cached_for_stats, memory_figures
 from memory.providers.prompts import current_generator_version, current_model_name
 from memory.infra import metrics, redis, replicas
@@ -24,8 +25,7 @@ def table_bytes() -> int:
     if connection.vendor == "postgresql":
         def size(alias: str) -> int:
             with connections[alias].cursor() as cursor:
-                cursor.execute("SELECT pg_total_relation_size(%s)", [table])
-                return int(cursor.fetchone()[0])
+                return partitions.total_bytes(cursor, table)
 
         return replicas.reading(size)
     name = settings.DATABASES["default"]["NAME"]

@@ -157,6 +157,8 @@ def test_debug_on_runs_with_the_default_key():
     ("DATABASE_REPLICA_URLS", "sqlite:///tmp/replica.sqlite3"),
     ("DATABASE_REPLICA_URLS", "postgres://postgres@127.0.0.1:5433/"),
     ("MEMORY_REPLICA_RETRY_SECONDS", "5s"),
+    ("MEMORY_PARTITION_BY_EXPIRY", "weekly"),
+    ("MEMORY_PARTITIONS_AHEAD", "0"),
 ])
 def test_a_bad_value_stops_the_settings_with_one_line_naming_it(name, value):
     line = assert_refused_in_one_line(run([sys.executable, "-c", "import beecatalog.settings"],

@@ -11,6 +11,8 @@ wait for the server: past the bound the connection is closed and the call raises
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import psycopg
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
@@ -94,3 +96,22 @@ class DatabaseWrapper(base.DatabaseWrapper):
             return super().is_usable()
         finally:
             connection.response_timeout = response_timeout()
+
+
+@contextmanager
+def unbounded(db):
+    """Inside: the statements of ``db``'s current transaction may run as long as they take, on the
+    server (``statement_timeout``, for the transaction only) and here (no response bound). For a
+    maintenance step an operator runs knowingly (``manage_memory partition``), never a request."""
+    db.ensure_connection()
+    raw = db.connection
+    previous = getattr(raw, "response_timeout", None)
+    with db.cursor() as cursor:
+        cursor.execute("SET LOCAL statement_timeout = 0")
+    if isinstance(raw, Connection):
+        raw.response_timeout = None
+    try:
+        yield
+    finally:
+        if isinstance(raw, Connection):
+            raw.response_timeout = previous

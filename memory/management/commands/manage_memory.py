@@ -22,6 +22,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import Error as DatabaseLibraryError, ProgrammingError
 from django.utils import timezone, translation
 
+from memory.engine import partitions
 from memory.engine.freshness import EntryStatus
 from memory.engine.memory import MAX_LIST_LIMIT, ProductMemory
 from memory.engine.versions import EntryNotFound, VersionNotFound
@@ -88,7 +89,7 @@ def _first_line(exc: BaseException) -> str:
 class Command(BaseCommand):
     help = (
         "Administração da memória de produtos: stats, list, export, import, health, "
-        "clear, delete, backup, restore, warm, purge, refresh-ahead, approve, versions, restore-version."
+        "clear, delete, backup, restore, warm, purge, partition, refresh-ahead, approve, versions, restore-version."
     )
     # Nothing here needs the system checks, and they would slow every call.
     requires_system_checks = []
@@ -148,6 +149,10 @@ class Command(BaseCommand):
         p = add("purge", "remove as entradas expiradas, em lotes, de todas as camadas")
         p.add_argument("--batch-size", type=int,
                        default=getattr(settings, "MEMORY_PURGE_BATCH_SIZE", 5000), help="entradas por lote")
+
+        p = add("partition", "particiona a tabela de entradas por mês de expiração (MEMORY_PARTITION_BY_EXPIRY="
+                             "monthly; só PostgreSQL); as gravações esperam até o fim, as leituras seguem")
+        p.add_argument("--undo", action="store_true", help="volta à tabela sem partições")
 
         p = add("refresh-ahead", "regenera já as entradas populares desatualizadas ou perto de expirar "
                                  "(como a tarefa agendada memory.refresh_ahead)")
@@ -425,6 +430,26 @@ class Command(BaseCommand):
             f"{integer(result.deleted)} entradas expiradas removidas em {integer(result.batches)} lote(s) "
             f"({seconds(result.seconds)}; lote mais longo {milliseconds(result.longest_batch_ms)})."
         ))
+
+    def handle_partition(self, options):
+        progress = (lambda line: None) if options["json"] or options["verbosity"] < 1 else (
+            lambda line: self.stdout.write(f"  {plain(line)}"))
+        try:
+            if options["undo"]:
+                result = partitions.undo(progress=progress)
+            else:
+                result = partitions.convert(progress=progress)
+        except partitions.PartitionError as exc:
+            raise CommandError(str(exc)) from None
+        if options["json"]:
+            return self._print_json({"undo": options["undo"], "rows": result.rows, "partitions": result.partitions,
+                                     "seconds": result.seconds})
+        if options["undo"]:
+            message = f"Tabela de entradas sem partições de novo: {integer(result.rows)} entradas"
+        else:
+            message = (f"Tabela de entradas particionada por expiração: {integer(result.rows)} entradas em "
+                       f"{integer(result.partitions)} partições")
+        self.stdout.write(self.style.SUCCESS(f"{message} ({seconds(result.seconds)})."))
 
     # -- backup, restore, warm ---------------------------------------------------------
 
