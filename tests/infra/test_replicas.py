@@ -367,3 +367,67 @@ def test_past_a_single_flight_lock_the_scope_reads_the_primary(lock):
             assert acquired and replicas.wrote()
     with replicas.scope():
         assert not replicas.wrote()
+
+
+def test_each_task_a_worker_runs_is_a_scope_of_its_own_and_an_eager_one_stays_in_its_callers():
+    """A worker's task that wrote reads the primary until it ends; the next task starts clean. An
+    eager task (run inside a request or a command) shares its caller's scope."""
+    from celery import signals
+
+    from memory.tasks import generate_main_content_task as task
+
+    seen = []
+    with replicas.scope():
+        for task_id, eager in (("worker-1", False), ("worker-2", False), ("eager-1", True)):
+            task.push_request(id=task_id, is_eager=eager)
+            try:
+                signals.task_prerun.send(sender=task, task_id=task_id, task=task)
+                seen.append(replicas.wrote())
+                replicas.note_write()
+                signals.task_postrun.send(sender=task, task_id=task_id, task=task)
+            finally:
+                task.pop_request()
+            seen.append(replicas.wrote())
+    # each worker task starts clean and leaves its caller's scope clean; the eager one marks it
+    assert seen == [False, False, False, False, False, True]
+
+
+TWO_REPLICAS = """
+from memory.infra import replicas
+from memory.product_memory import ProductMemory
+memory = ProductMemory()
+served = []
+for _ in range(6):
+    with replicas.scope():
+        hit = memory.get_product_data("ONLY-ON-A", count_hit=False)
+        served.append(replicas.read_alias() + ":" + ("found" if hit else "missing"))
+print(json.dumps(served))
+"""
+
+
+@pytest.mark.slow
+def test_two_replicas_take_turns_by_scope_and_one_down_leaves_the_other(cluster):
+    """``DATABASE_REPLICA_URLS=a,b``: each scope reads one replica, scopes take turns; with ``b``
+    stopped every read goes to ``a``, with one warning, none to the primary. Which replica answered
+    is told by a row only ``a`` has (``b``'s replay paused before it was written)."""
+    primary, replica_a = cluster
+    replica_b = PostgresServer()
+    try:
+        replica_b.start(replica_of=primary)
+        replica_b.wait_caught_up()
+        replica_b.pause_replay()
+        run_script(SAVE_THEN_GET.format(product="ONLY-ON-A", content=CONTENT), child_env(primary.url, replica_a.url))
+        replica_a.wait_caught_up()
+        urls = f"{replica_a.url},{replica_b.url}"
+        served, _ = run_script(TWO_REPLICAS, child_env(primary.url, urls))
+        assert served.count("replica_1:found") == served.count("replica_2:missing") == 3, served
+        replica_b.stop()
+        served, log = run_script(TWO_REPLICAS, child_env(primary.url, urls))
+        assert served == ["replica_1:found"] * 6
+        assert log.count("Réplica de leitura replica_2 indisponível") == 1, log[-3000:]
+        assert "Traceback" not in log
+    finally:
+        replica_b.stop()
+        with primary.connect(autocommit=True) as conn:
+            conn.execute("DELETE FROM memory_productmemoryentry")
+        replica_a.wait_caught_up()
