@@ -10,7 +10,9 @@ Run by hand from the repository root (it empties the entries of the bench databa
 The file is a JSONL export of ``--rows`` entries (payload ~3 KB, as the generation stores them,
 no history). Each import starts from an empty table and goes through ``import_entries`` (one
 pass: rows cleaned in its reader thread while the previous batch is written, in one transaction); the raw ``\\copy`` loads the same file's
-columns as CSV into a table with no index. The result is printed and saved to var/bench/.
+columns as CSV into a table with no index. ``--partitioned`` imports the file once more into the
+table partitioned by expiry (``manage_memory partition`` of the empty table, undone after). The
+result is printed and saved to var/bench/.
 """
 from __future__ import annotations
 
@@ -51,8 +53,13 @@ def empty_tables() -> None:
 
     from memory.models import ContentVersion, ProductMemoryEntry
 
+    from memory.engine import partitions
+
+    tables = [ProductMemoryEntry._meta.db_table, ContentVersion._meta.db_table]
     with connection.cursor() as cursor:
-        cursor.execute(f"TRUNCATE {ProductMemoryEntry._meta.db_table}, {ContentVersion._meta.db_table}")
+        if partitions.has_key_table(cursor):
+            tables.append(partitions.KEYS)
+        cursor.execute(f"TRUNCATE {', '.join(tables)}")
 
 
 def timed_import(path: Path, copy: bool) -> dict:
@@ -107,9 +114,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--skip-before", action="store_true", help="no bulk_create run (the slow one)")
+    parser.add_argument("--partitioned", action="store_true",
+                        help="also import into the table partitioned by expiry (converted empty, undone after)")
     args = parser.parse_args()
     if args.rows < 1:
         sys.exit("bulk_copy: --rows deve ser um número inteiro de 1 para cima")
+    if args.partitioned:
+        os.environ["MEMORY_PARTITION_BY_EXPIRY"] = "monthly"
     setup_django()
     from memory.models import ProductMemoryEntry
 
@@ -122,6 +133,16 @@ def main() -> None:
             results["import_bulk_create"] = timed_import(jsonl, copy=False)
         results["import_copy"] = timed_import(jsonl, copy=True)
         results["export_jsonl"] = timed_export(Path(folder) / "export.jsonl", args.rows)
+        if args.partitioned:
+            from memory.engine import partitions
+
+            empty_tables()
+            partitions.convert()
+            try:
+                results["import_copy_partitioned"] = timed_import(jsonl, copy=True)
+            finally:
+                empty_tables()
+                partitions.undo()
         results["raw_psql_copy"] = timed_raw_copy(bare, args.rows)
     empty_tables()
     results["load_after"] = os.getloadavg()
@@ -131,6 +152,9 @@ def main() -> None:
     if "import_bulk_create" in results:
         results["copy_vs_bulk_create"] = round(after["rows_per_s"] / results["import_bulk_create"]["rows_per_s"], 1)
     results["copy_time_vs_raw_copy"] = round(after["seconds"] / results["raw_psql_copy"]["seconds"], 1)
+    if "import_copy_partitioned" in results:
+        results["partitioned_time_vs_raw_copy"] = round(
+            results["import_copy_partitioned"]["seconds"] / results["raw_psql_copy"]["seconds"], 1)
     print(json.dumps(results, indent=2, ensure_ascii=False, default=str))
     print(f"resultados em {save_results('bulk_copy', results)}", file=sys.stderr)
 

@@ -34,8 +34,7 @@ from django.db import DatabaseError, IntegrityError, OperationalError, connectio
 from django.db.models import JSONField
 from django.utils import timezone
 
-from memory.engine import partitions  # the layout of a table partitioned by expiry
-from memory.engine import freshness, versions
+from memory.engine import freshness, partitions, versions
 from memory.engine.validators import instant, json_text, token_counts
 from memory.infra import redis, replicas
 from memory.models import ContentVersion, ProductMemoryEntry
