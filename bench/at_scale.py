@@ -68,6 +68,17 @@ def median_ms(func, repeats: int = 5, warmup: int = 1) -> tuple[float, list[floa
     return round(statistics.median(times), 1), [round(t, 1) for t in times]
 
 
+def exact_count(model) -> int:
+    """The bench's own count of a table, past ``DB_STATEMENT_TIMEOUT`` (a full scan at 10M rows)."""
+    from django.db import connection, transaction
+
+    from memory.infra.postgresql import base as postgresql
+
+    with transaction.atomic(), postgresql.unbounded(connection), connection.cursor() as cursor:
+        cursor.execute(f"SELECT count(*) FROM {connection.ops.quote_name(model._meta.db_table)}")
+        return cursor.fetchone()[0]
+
+
 def step_sizes() -> dict:
     from django.db import connection
 
@@ -95,8 +106,7 @@ def step_sizes() -> dict:
                 "  WHERE indrelid = %s::regclass)), x.indexrelid)"
                 " GROUP BY i.relname ORDER BY 2 DESC", [name] * 4)
             per_index = {index: size for index, size in cursor.fetchall()}
-            cursor.execute(f"SELECT count(*) FROM {connection.ops.quote_name(name)}")
-            rows = cursor.fetchone()[0]
+        rows = exact_count(model)
         results[name] = {
             "rows": rows, "reltuples_estimate": estimate, "partitions": leaves if leaves > 1 else 0,
             "table_mb_with_toast": mb(table), "toast_mb": mb(toast), "indexes_mb": mb(indexes),
@@ -416,7 +426,7 @@ def main() -> None:
     from memory.models import ProductMemoryEntry
 
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    rows = ProductMemoryEntry.objects.count()
+    rows = exact_count(ProductMemoryEntry)
     results: dict = {"machine": machine(), "rows_at_start": rows}
     for step in steps:
         started = time.perf_counter()

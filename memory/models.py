@@ -103,6 +103,10 @@ class ProductMemoryEntry(models.Model):
         ]
         indexes = [
             models.Index(fields=["expires_at"], name="memory_entry_expires_idx"),
+            # Every column the stats' status and content counts read (freshness.status_counts): the
+            # one scan they need reads this index, not the table (at 10M rows 0.6 GB, not 15 GB).
+            models.Index(fields=["kind", "generator_version", "expires_at", "approved", "origin"],
+                         name="memory_entry_stats_idx"),
             models.Index(fields=["-updated_at"], name="memory_entry_updated_idx"),
             models.Index(fields=["-hit_count"], name="memory_entry_hits_idx"),
             # Sorting by title (the admin column). On its first characters only: a btree
