@@ -3,7 +3,7 @@ from datetime import timedelta
 
 import pytest
 from django.core.cache import caches
-from django.db import connection
+from django.db import OperationalError, connection
 from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -67,3 +67,42 @@ def test_purge_batches_with_equal_expiry_times_all_go(redis_client):
     result = purge_expired(batch_size=2)
     assert result.deleted == 7
     assert not ProductMemoryEntry.objects.exists()
+
+
+def test_a_purge_batch_past_the_statement_timeout_is_rolled_back_and_the_purge_goes_on_with_smaller_ones(caplog):
+    """At 10M rows a batch's DELETE (its versions cascading, the disk busy with checkpoints) outlasted
+    DB_STATEMENT_TIMEOUT and the whole purge failed. Here the first DELETE is made to time out on the
+    server (a real statement timeout); its batch is rolled back and the rest goes in halves."""
+    memory = ProductMemory()
+    for i in range(6):
+        memory.save_product_data({"sku": f"OLD{i}"}, CONTENT)
+    ProductMemoryEntry.objects.update(expires_at=timezone.now() - timedelta(minutes=1))
+    timed_out = []
+
+    def first_delete_times_out(execute, sql, params, many, context):
+        if sql.startswith("DELETE") and not timed_out:
+            timed_out.append(sql)
+            execute("SET LOCAL statement_timeout = '50ms'", None, False, context)
+            return execute("SELECT pg_sleep(5)", None, False, context)
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(first_delete_times_out):
+        result = purge_expired(batch_size=200)
+    assert (result.deleted, result.batches_timed_out) == (6, 1)
+    assert ProductMemoryEntry.objects.count() == 0
+    assert "seguindo com lotes de 100" in caplog.text
+
+
+def test_a_purge_gives_up_when_even_its_smallest_batch_times_out():
+    ProductMemory().save_product_data({"sku": "OLD0"}, CONTENT)
+    ProductMemoryEntry.objects.update(expires_at=timezone.now() - timedelta(minutes=1))
+
+    def every_delete_times_out(execute, sql, params, many, context):
+        if sql.startswith("DELETE"):
+            execute("SET LOCAL statement_timeout = '50ms'", None, False, context)
+            return execute("SELECT pg_sleep(5)", None, False, context)
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(every_delete_times_out), pytest.raises(OperationalError):
+        purge_expired(batch_size=150)
+    assert ProductMemoryEntry.objects.count() == 1  # rolled back, nothing half-deleted
