@@ -35,6 +35,25 @@ def wait_for(predicate: Callable[[], object], timeout: float = 10.0, interval: f
     return bool(predicate())
 
 
+def step_until_exited(workers: list[subprocess.Popen], step: Callable[[], object], timeout: float = 120.0,
+                      interval: float = 0.05) -> None:
+    """Call ``step()`` every ``interval`` seconds while the child ``workers`` run (at most ``timeout``
+    seconds), then reap them: each must have exited 0 (its stderr is the failure's message); one still
+    running at the deadline is killed, and fails the test."""
+    def stepped_and_all_exited() -> bool:
+        step()
+        return all(w.poll() is not None for w in workers)
+
+    try:
+        exited = wait_for(stepped_and_all_exited, timeout, interval=interval)
+    finally:
+        for w in workers:
+            if w.poll() is None:
+                w.kill()
+            _, err = w.communicate()
+            assert w.returncode == 0, err
+    assert exited
+
 
 def stop_process(process: subprocess.Popen, timeout: float = 15.0) -> None:
     """End a child process the test started: SIGTERM, then SIGKILL if it outlives ``timeout``."""

@@ -30,7 +30,7 @@ from memory.models import ProductMemoryEntry
 from memory.providers import limits
 from memory.services.stats import memory_stats
 
-from tests.helpers import generations_at_once, stop_process, wait_for
+from tests.helpers import generations_at_once, step_until_exited, stop_process, wait_for
 from tests.providers.fake_openai import Reply
 from tests.servers import RedisCluster, RedisServer, SentinelGroup
 
@@ -248,18 +248,7 @@ def test_hits_from_four_processes_add_up_exactly(topology):
     workers = [subprocess.Popen([sys.executable, "-c", HITTER, str(hits_each)], env=topology.env, cwd=ROOT,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(4)]
     moved = []
-    try:
-        def flushed_and_all_done():
-            moved.append(flush_counters())
-            return all(w.poll() is not None for w in workers)
-
-        assert wait_for(flushed_and_all_done, 120, interval=0.05)
-    finally:
-        for w in workers:
-            if w.poll() is None:
-                w.kill()
-            _, err = w.communicate()
-            assert w.returncode == 0, err
+    step_until_exited(workers, lambda: moved.append(flush_counters()))
     moved.append(flush_counters())
     hit_counter.push()
     moved.append(flush_counters())

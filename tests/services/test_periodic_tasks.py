@@ -19,7 +19,7 @@ from memory.periodic_tasks import (
 from memory.engine.memory import ProductMemory
 from memory.engine.tiers import cache_key
 
-from tests.helpers import wait_for
+from tests.helpers import step_until_exited
 
 CONTENT = {"title": "Caneca Térmica", "description": "d", "bullet_points": [], "seo_keywords": []}
 
@@ -133,19 +133,12 @@ def test_flush_under_hits_from_several_processes_adds_up_exactly(redis_client, p
         for _ in range(processes)
     ]
     moved = []  # hits each flush reported moving, while the processes were hitting
-    try:
-        def flushed_and_all_done() -> bool:
-            moved.append(flush_hit_counters.apply().get()["hits"])
-            roll_up_daily_stats_task.apply()
-            return all(w.poll() is not None for w in workers)
 
-        wait_for(flushed_and_all_done, timeout=120, interval=0)
-    finally:
-        for w in workers:
-            if w.poll() is None:
-                w.kill()
-            _, err = w.communicate()
-            assert w.returncode == 0, err
+    def flush_and_roll_up() -> None:
+        moved.append(flush_hit_counters.apply().get()["hits"])
+        roll_up_daily_stats_task.apply()
+
+    step_until_exited(workers, flush_and_roll_up, interval=0)
     moved.append(flush_hit_counters.apply().get()["hits"])
     roll_up_daily_stats_task.apply()
     total = processes * hits_each
