@@ -52,7 +52,7 @@ def test_json_objects_postgresql_stores_pass(value):
     ({"x": "a\x00"}, "j: contém o caractere nulo"),
     ({"a\x00": 1}, "j: contém o caractere nulo"),
     ({"x": ["ok", ("deep", "\x00")]}, "j: contém o caractere nulo"),
-    ({"x": "y" * 200}, "j: 209 bytes excede o limite de 100 bytes"),
+    ({"x": "y" * 200}, "j: 208 bytes excede o limite de 100 bytes"),
 ])
 def test_json_objects_postgresql_refuses_are_named(value, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(")):
