@@ -27,6 +27,7 @@ from dataclasses import dataclass, fields
 from datetime import datetime, timezone as dt_timezone
 from typing import Any, Callable, Iterable
 
+import orjson
 import psycopg
 from django.conf import settings
 from django.core.cache import caches
@@ -470,6 +471,25 @@ def _dropping_broken_connection(db=connection):
         raise
 
 
+def json_array(values: list) -> str:
+    """``values`` (product ids, or rows of plain values) as one JSON text, for a statement to read with
+    ``jsonb_array_elements_text`` or ``jsonb_to_recordset``: thousands of them travel as one text that
+    orjson encodes in C, where psycopg dumps a list element by element in Python (~11 µs a row of an
+    import: docs/benchmarks.md)."""
+    return orjson.dumps(values).decode()
+
+
+def keys_of_kind_sql(columns: str, table: str, *, lock: str = "") -> str:
+    """``SELECT columns`` of the rows of one kind whose product ids a JSON array holds (parameters: the
+    array's text, then the kind), by the unique index ``(product_id, kind)`` one id at a time. Not
+    ``kind = %s AND product_id = ANY(%s)``: on a table without statistics yet (a restore into a new
+    database; the one transaction of an import) the planner took for it the stats index, whose first
+    column is the kind, and read every row of the kind for each batch (an import of 1M rows: 355 s,
+    PostgreSQL's CPU 293 s, docs/benchmarks.md)."""
+    return (f"SELECT {columns} FROM jsonb_array_elements_text(%s::jsonb) AS wanted(product)"
+            f" JOIN {table} ON product_id = wanted.product AND kind = %s{lock}")
+
+
 class DatabaseTier(Tier):
     """L3: the ``ProductMemoryEntry`` table, the source of truth."""
 
@@ -501,10 +521,7 @@ class DatabaseTier(Tier):
         db = connections[using]
         table = db.ops.quote_name(ProductMemoryEntry._meta.db_table)
         with _dropping_broken_connection(db), db.cursor() as cursor:
-            cursor.execute(
-                f"SELECT {self.SNAPSHOT_COLUMNS} FROM {table} WHERE kind = %s AND product_id = ANY(%s)",
-                [kind, product_ids],
-            )
+            cursor.execute(keys_of_kind_sql(self.SNAPSHOT_COLUMNS, table), [json_array(product_ids), kind])
             rows = cursor.fetchall()
         return [
             Snapshot(
@@ -767,14 +784,16 @@ class DatabaseTier(Tier):
         if not rows:
             return 0
         if connection.vendor == "postgresql" and self.BULK_COPY:
-            try:
-                with transaction.atomic():
-                    return self._copy_rows(rows)
-            except psycopg.errors.UniqueViolation:
-                # A key another writer inserted after this batch looked it up: rolled back to the
-                # savepoint, the batch looks again (that row is committed now, so it is found).
-                with transaction.atomic():
-                    return self._copy_rows(rows)
+            for attempt in (1, 2):
+                try:
+                    with transaction.atomic():
+                        return self._copy_rows(rows)
+                except psycopg.errors.UniqueViolation:
+                    # A key another writer inserted after this batch looked it up: rolled back to
+                    # the savepoint, the batch looks once more (that row is committed now, so it
+                    # is found).
+                    if attempt == 2:
+                        raise
         planned, existing = self._planned(rows)
         entries = [ProductMemoryEntry(**row) for row, _ in planned]
         ProductMemoryEntry.objects.bulk_create(
@@ -987,16 +1006,16 @@ class DatabaseTier(Tier):
         quote = connection.ops.quote_name
         fields = ["entry_id", *self.CURRENT_VERSION_FIELDS]
         types = {"entry_id": "bigint", "tokens": "bigint", "created_at": "timestamptz"}
-        arrays = ", ".join(f"%s::{types.get(name, 'text')}[]" for name in fields)
+        record = ", ".join(f"{quote(name)} {types.get(name, 'text')}" for name in fields)
         given = ", ".join(f"given.{quote(name)}" for name in self.CURRENT_VERSION_FIELDS)
         with self._raw_cursor() as cursor:
             cursor.execute(
                 f"INSERT INTO {quote(ContentVersion._meta.db_table)}"
                 f" (entry_id, number, payload, {', '.join(quote(n) for n in self.CURRENT_VERSION_FIELDS)})"
                 f" SELECT entry.id, entry.version, entry.payload, {given}"
-                f" FROM unnest({arrays}) AS given({', '.join(quote(n) for n in fields)})"
+                f" FROM jsonb_to_recordset(%s::jsonb) AS given({record})"
                 f" JOIN {quote(ProductMemoryEntry._meta.db_table)} AS entry ON entry.id = given.entry_id",
-                [[version[name] for version in written] for name in fields],
+                [json_array([{name: version[name] for name in fields} for version in written])],
             )
 
     def _current_versions(self, keys: Iterable[Key]) -> dict[Key, tuple[int, dict, str, str]]:
@@ -1008,11 +1027,11 @@ class DatabaseTier(Tier):
         if connection.vendor == "postgresql":
             table = connection.ops.quote_name(ProductMemoryEntry._meta.db_table)
             # locked inside a transaction: a save meanwhile would take the same version number
-            lock = " FOR UPDATE" if connection.in_atomic_block else ""
+            lock = f" FOR UPDATE OF {table}" if connection.in_atomic_block else ""
+            columns = "product_id, version, payload::text, origin, author"
             with self._raw_cursor() as cursor:
                 for kind, ids in by_kind.items():
-                    cursor.execute(f"SELECT product_id, version, payload::text, origin, author FROM {table}"
-                                   f" WHERE kind = %s AND product_id = ANY(%s){lock}", [kind, ids])
+                    cursor.execute(keys_of_kind_sql(columns, table, lock=lock), [json_array(ids), kind])
                     for product_id, version, payload, origin, author in cursor.fetchall():
                         found[(product_id, kind)] = (version, json.loads(payload), origin, author)
             return found
