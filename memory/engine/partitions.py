@@ -262,15 +262,16 @@ def detach_expired(now: datetime | None = None) -> list[str]:
     return detached_tables()
 
 
-def drain_detached(table: str, batch_size: int) -> Iterator[list[tuple[int, str, str]]]:
-    """The rows of a detached month, ``batch_size`` at a time by id (its primary key's index),
-    each batch's versions and keys deleted (two short statements) before it is yielded: the caller evicts
-    their cached copies. The month is no longer part of the entries table, so no writer changes it."""
+def drain_detached(table: str, batch_size: Callable[[], int]) -> Iterator[list[tuple[int, str, str]]]:
+    """The rows of a detached month, ``batch_size()`` at a time (asked before each batch) by id (its
+    primary key's index), each batch's versions and keys deleted (two short statements) before it is
+    yielded: the caller evicts their cached copies. The month is no longer part of the entries table,
+    so no writer changes it."""
     last_id = 0
     while True:
         with transaction.atomic(using=replicas.PRIMARY), _db().cursor() as cursor:
             cursor.execute(f"SELECT id, product_id, kind FROM {_quote(table)} WHERE id > %s ORDER BY id LIMIT %s",
-                           [last_id, batch_size])
+                           [last_id, batch_size()])
             rows = cursor.fetchall()
             if not rows:
                 return
@@ -407,7 +408,7 @@ def _rebuild(cursor, *, partitioned: bool, progress: Callable[[str], None], now:
     cursor.execute(f"SELECT last_value, is_called FROM {old_sequence}")
     last_value, is_called = cursor.fetchone()
     like = (f"(LIKE {q(table)} INCLUDING DEFAULTS INCLUDING GENERATED INCLUDING IDENTITY INCLUDING CONSTRAINTS"
-            f" INCLUDING STORAGE INCLUDING COMMENTS)")
+            f" INCLUDING STORAGE INCLUDING COMPRESSION INCLUDING COMMENTS)")
     if partitioned:
         cursor.execute(f"CREATE TABLE {q(new)} {like} PARTITION BY RANGE (expires_at)")
         cursor.execute(f"ALTER TABLE {q(new)} ADD CONSTRAINT {q(new + '_pkey')} PRIMARY KEY (id, expires_at)")
