@@ -20,6 +20,32 @@ logger = logging.getLogger("memory")
 
 DEFAULT_PURGE_BATCH = 5000
 MIN_PURGE_BATCH = 100  # a batch timed out is halved down to this, then the purge gives up
+BATCH_TARGET_SECONDS = 0.25
+
+
+class BatchSize:
+    """The purge's batch size, kept where a batch's statements take about
+    :data:`BATCH_TARGET_SECONDS`: cut in proportion after a slower batch (down to
+    :data:`MIN_PURGE_BATCH`), grown by half after one under half the target (up to the size asked
+    for). The same batch takes several times as long while checkpoints keep the disk busy (a
+    ``DELETE`` of 5,000 entries: 382 ms median, 1.4 s at worst at 2M rows, docs/benchmarks.md): a
+    quarter of a second keeps those under a second without a plan of the machine's speed."""
+
+    def __init__(self, largest: int):
+        self.largest = self.size = largest
+
+    def took(self, seconds: float) -> None:
+        if seconds > BATCH_TARGET_SECONDS:
+            self.size = max(MIN_PURGE_BATCH, int(self.size * BATCH_TARGET_SECONDS / seconds))
+        elif seconds < BATCH_TARGET_SECONDS / 2:
+            self.size = min(self.largest, self.size + self.size // 2 + 1)
+
+    def timed_out(self) -> bool:
+        """Halved after a batch past ``DB_STATEMENT_TIMEOUT``; False when it was the smallest already."""
+        if self.size <= MIN_PURGE_BATCH:
+            return False
+        self.size = max(MIN_PURGE_BATCH, self.size // 2)
+        return True
 
 
 @dataclass
@@ -39,7 +65,8 @@ class PurgeResult:
 
 
 def purge_expired(batch_size: int = DEFAULT_PURGE_BATCH, max_batches: int | None = None) -> PurgeResult:
-    """Delete rows whose ``expires_at`` has passed, ``batch_size`` at a time, and their cached copies.
+    """Delete rows whose ``expires_at`` has passed, at most ``batch_size`` at a time (fewer while
+    batches take longer than :data:`BATCH_TARGET_SECONDS`: :class:`BatchSize`), and their cached copies.
 
     Each batch is its own short transaction, so no statement holds locks on
     many rows for long, and a row refreshed meanwhile (a new ``expires_at``)
@@ -48,13 +75,13 @@ def purge_expired(batch_size: int = DEFAULT_PURGE_BATCH, max_batches: int | None
     index entries of every row already deleted in the run, which makes the
     statements of a big purge slower and slower (docs/benchmarks.md).
     """
-    batch_size = whole_number("batch_size", batch_size, minimum=1)
+    sizes = BatchSize(whole_number("batch_size", batch_size, minimum=1))
     now = timezone.now()
     memory = ProductMemory()
     result = PurgeResult()
     started = time.perf_counter()
     if partitions.enabled():
-        _purge_partitions(now, batch_size, memory, result)
+        _purge_partitions(now, sizes, memory, result)
     last_expires_at = None
     while max_batches is None or result.batches < max_batches:
         batch_started = time.perf_counter()
@@ -62,7 +89,7 @@ def purge_expired(batch_size: int = DEFAULT_PURGE_BATCH, max_batches: int | None
         if last_expires_at is not None:
             expired = expired.filter(expires_at__gte=last_expires_at)
         rows = list(
-            expired.order_by("expires_at").values_list("id", "product_id", "kind", "expires_at")[:batch_size]
+            expired.order_by("expires_at").values_list("id", "product_id", "kind", "expires_at")[:sizes.size]
         )
         if not rows:
             break
@@ -74,18 +101,19 @@ def purge_expired(batch_size: int = DEFAULT_PURGE_BATCH, max_batches: int | None
         except OperationalError as exc:
             # A batch past DB_STATEMENT_TIMEOUT (a disk busy with checkpoints, at 10M rows:
             # docs/benchmarks.md) is rolled back; the purge goes on with batches half as big.
-            if not isinstance(exc.__cause__, QueryCanceled) or batch_size <= MIN_PURGE_BATCH:
+            if not isinstance(exc.__cause__, QueryCanceled) or not sizes.timed_out():
                 raise
-            batch_size = max(MIN_PURGE_BATCH, batch_size // 2)
             result.batches_timed_out += 1
             logger.warning("Limpeza de expirados: um lote passou do tempo limite do banco (DB_STATEMENT_TIMEOUT); "
-                           "seguindo com lotes de %d", batch_size)
+                           "seguindo com lotes de %d", sizes.size)
             continue
         last_expires_at = rows[-1][3]
+        took = time.perf_counter() - batch_started
+        sizes.took(took)
         memory.evict([(product_id, kind) for _, product_id, kind, _ in rows])
         result.deleted += deleted
         result.batches += 1
-        result.longest_batch_ms = max(result.longest_batch_ms, (time.perf_counter() - batch_started) * 1000)
+        result.longest_batch_ms = max(result.longest_batch_ms, took * 1000)
     result.seconds = round(time.perf_counter() - started, 3)
     result.longest_batch_ms = round(result.longest_batch_ms, 2)
     logger.info(
@@ -95,11 +123,11 @@ def purge_expired(batch_size: int = DEFAULT_PURGE_BATCH, max_batches: int | None
     return result
 
 
-def _purge_partitions(now, batch_size: int, memory: ProductMemory, result: PurgeResult) -> None:
+def _purge_partitions(now, sizes: BatchSize, memory: ProductMemory, result: PurgeResult) -> None:
     """On a table partitioned by expiry: the months ahead created, and the months wholly expired
-    detached, drained (their versions deleted, their cached copies evicted, ``batch_size`` rows at
-    a time) and dropped: no statement touches more than a batch, whatever a month holds. The rows
-    left (an approved entry's month, the current month) go through the batched delete."""
+    detached, drained (their versions deleted, their cached copies evicted, a batch at a time) and
+    dropped: no statement touches more than a batch, whatever a month holds. The rows left (an
+    approved entry's month, the current month) go through the batched delete."""
     if connection.vendor != "postgresql":
         return  # the setting is PostgreSQL's alone (the system check says so)
     if not partitions.is_partitioned():
@@ -109,11 +137,13 @@ def _purge_partitions(now, batch_size: int, memory: ProductMemory, result: Purge
     result.partitions_created = len(partitions.create_ahead(now))
     for table in partitions.detach_expired(now):
         batch_started = time.perf_counter()
-        for rows in partitions.drain_detached(table, batch_size):
+        for rows in partitions.drain_detached(table, lambda: sizes.size):
+            took = time.perf_counter() - batch_started
+            sizes.took(took)
             memory.evict([(product_id, kind) for _, product_id, kind in rows])
             result.deleted += len(rows)
             result.batches += 1
-            result.longest_batch_ms = max(result.longest_batch_ms, (time.perf_counter() - batch_started) * 1000)
+            result.longest_batch_ms = max(result.longest_batch_ms, took * 1000)
             batch_started = time.perf_counter()
         partitions.drop_detached(table)
         result.partitions_dropped += 1

@@ -1,4 +1,5 @@
 """Purge of expired entries, and the health check."""
+import re
 from datetime import timedelta
 
 import pytest
@@ -9,10 +10,12 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from memory.infra.health import check_health
+from memory.services import purge
 from memory.services.purge import purge_expired
 from memory.models import ProductMemoryEntry
 from memory.engine.memory import ProductMemory
 from memory.engine.tiers import cache_key
+from tests.helpers import make_entries
 
 pytestmark = pytest.mark.django_db
 
@@ -106,3 +109,38 @@ def test_a_purge_gives_up_when_even_its_smallest_batch_times_out():
     with connection.execute_wrapper(every_delete_times_out), pytest.raises(OperationalError):
         purge_expired(batch_size=150)
     assert ProductMemoryEntry.objects.count() == 1  # rolled back, nothing half-deleted
+
+
+def test_a_slow_purge_batch_makes_the_next_ones_smaller_and_fast_ones_bring_them_back(monkeypatch):
+    """The first DELETE is slowed on the server (a quarter second past the target): the next batch is
+    cut in proportion, and the fast ones after it grow again, never past the size asked for."""
+    make_entries(700, prefix="OLD", expires_at=timezone.now() - timedelta(minutes=1))
+    limits, slowed = [], []
+
+    def first_delete_is_slow(execute, sql, params, many, context):
+        if sql.startswith("SELECT") and "LIMIT" in sql:
+            limits.append(int(re.search(r"LIMIT (\d+)", sql).group(1)))
+        if sql.startswith("DELETE") and not slowed:
+            slowed.append(sql)
+            execute("SELECT pg_sleep(%s)", [2 * purge.BATCH_TARGET_SECONDS], False, context)
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(first_delete_is_slow):
+        result = purge_expired(batch_size=300)
+    assert result.deleted == 700 and not ProductMemoryEntry.objects.exists()
+    assert limits[0] == 300
+    assert purge.MIN_PURGE_BATCH <= limits[1] <= 150  # cut by at least half: the batch took twice the target
+    assert limits[2] > limits[1] and max(limits) == 300
+
+
+def test_the_batch_size_stays_within_its_bounds():
+    sizes = purge.BatchSize(5000)
+    sizes.took(100.0)
+    assert sizes.size == purge.MIN_PURGE_BATCH
+    assert not sizes.timed_out()  # the smallest already: the purge gives up
+    for _ in range(20):
+        sizes.took(0.0)
+    assert sizes.size == 5000
+    sizes.took(purge.BATCH_TARGET_SECONDS * 0.75)  # near the target: kept
+    assert sizes.size == 5000
+    assert sizes.timed_out() and sizes.size == 2500
