@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import content_for, machine, peak_rss_mb, product, save_results, setup_django  # noqa: E402
+from bench.common import content_for, cpu_seconds, machine, peak_rss_mb, product, save_results, setup_django  # noqa: E402
 
 BARE_TABLE = "bench_bulk_copy_bare"
 BEFORE_ROWS_PER_S = 1300  # the figure for today's import
@@ -70,13 +70,15 @@ def timed_import(path: Path, copy: bool) -> dict:
     empty_tables()
     DatabaseTier.BULK_COPY = copy
     try:
+        cpu_before = cpu_seconds()
         started = time.perf_counter()
         report = import_entries(path, "jsonl")
         took = time.perf_counter() - started
+        cpu = {side: round(used - cpu_before[side], 1) for side, used in cpu_seconds().items()}
     finally:
         DatabaseTier.BULK_COPY = True
     assert report.ok and report.created == ProductMemoryEntry.objects.count(), report.as_dict()
-    return {"seconds": round(took, 3), "rows_per_s": round(report.created / took)}
+    return {"seconds": round(took, 3), "rows_per_s": round(report.created / took), "cpu_seconds": cpu}
 
 
 def timed_export(path: Path, rows: int) -> dict:

@@ -163,6 +163,24 @@ def peak_rss_mb(who=resource.RUSAGE_SELF) -> float:
     return resource.getrusage(who).ru_maxrss / 1024
 
 
+def cpu_seconds() -> dict[str, float]:
+    """CPU seconds used so far by this process and by the local PostgreSQL's processes (its
+    backends, checkpointer and WAL writer, read off /proc: a server on this machine only), to
+    tell which side of a bulk path is the bottleneck."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    ticks = 0
+    for pid in (p for p in os.listdir("/proc") if p.isdigit()):
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        name, _, rest = stat.partition(" (")[2].rpartition(") ")
+        if name in ("postgres", "postmaster"):
+            fields = rest.split()
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return {"python": usage.ru_utime + usage.ru_stime, "postgresql": ticks / os.sysconf("SC_CLK_TCK")}
+
+
 # -- the machine --------------------------------------------------------------
 
 def _first_line(cmd: list[str]) -> str:
