@@ -481,13 +481,17 @@ def json_array(values: list) -> str:
 
 def keys_of_kind_sql(columns: str, table: str, *, lock: str = "") -> str:
     """``SELECT columns`` of the rows of one kind whose product ids a JSON array holds (parameters: the
-    array's text, then the kind), by the unique index ``(product_id, kind)`` one id at a time. Not
-    ``kind = %s AND product_id = ANY(%s)``: on a table without statistics yet (a restore into a new
-    database; the one transaction of an import) the planner took for it the stats index, whose first
-    column is the kind, and read every row of the kind for each batch (an import of 1M rows: 355 s,
-    PostgreSQL's CPU 293 s, docs/benchmarks.md)."""
-    return (f"SELECT {columns} FROM jsonb_array_elements_text(%s::jsonb) AS wanted(product)"
-            f" JOIN {table} ON product_id = wanted.product AND kind = %s{lock}")
+    array's text, then the kind), by the unique index ``(product_id, kind)`` one id at a time; ``lock``
+    (``" FOR UPDATE"``) locks them.
+
+    Not ``kind = %s AND product_id = ANY(%s)``, nor a plain join: on a table without statistics yet (a
+    restore into a new database; the one transaction of an import) the planner took for either the
+    stats index, whose first column is the kind, and read every row of the kind for each batch (an
+    import of 1M rows: 355 s, PostgreSQL's CPU 293 s, docs/benchmarks.md). A lookup per id, which
+    ``LIMIT 1`` keeps from being flattened into a join, matches both columns of the unique index."""
+    return (f"SELECT found.* FROM jsonb_array_elements_text(%s::jsonb) AS wanted(product)"
+            f" CROSS JOIN LATERAL (SELECT {columns} FROM {table}"
+            f" WHERE product_id = wanted.product AND kind = %s LIMIT 1{lock}) AS found")
 
 
 class DatabaseTier(Tier):
@@ -1027,7 +1031,7 @@ class DatabaseTier(Tier):
         if connection.vendor == "postgresql":
             table = connection.ops.quote_name(ProductMemoryEntry._meta.db_table)
             # locked inside a transaction: a save meanwhile would take the same version number
-            lock = f" FOR UPDATE OF {table}" if connection.in_atomic_block else ""
+            lock = " FOR UPDATE" if connection.in_atomic_block else ""
             columns = "product_id, version, payload::text, origin, author"
             with self._raw_cursor() as cursor:
                 for kind, ids in by_kind.items():

@@ -9,7 +9,7 @@ from django.db import connection, transaction
 from django.test import override_settings
 
 from memory.engine.memory import ProductMemory
-from memory.engine.tiers import DatabaseTier
+from memory.engine.tiers import DatabaseTier, json_array, keys_of_kind_sql
 from memory.io.export import iter_export
 from memory.io.importer import import_entries
 from memory.models import ContentVersion, ProductMemoryEntry
@@ -141,3 +141,21 @@ def test_a_bad_row_after_batches_were_copied_rolls_every_batch_back(monkeypatch,
     assert snapshot_table() == before
     assert redis_client.keys("*SKU00003*") == cached
     assert memory.get_product_data("SKU00003", count_hit=False).content == before[("SKU00003", "main_content")]["payload"]
+
+
+def test_the_lookup_of_a_batchs_keys_goes_by_the_unique_index_on_a_table_without_statistics():
+    """An import of 1M rows into a new database (no statistics until its one transaction commits)
+    read, for each batch, every row of the kind through the stats index: the import slowed as the
+    table grew (355 s, docs/benchmarks.md). Its lookups, and a batch check's, go one id at a time by
+    the unique index whatever the planner knows of the table."""
+    make_entries(3000, prefix="P")  # in the test's transaction: never analyzed
+    with connection.cursor() as cursor:
+        for lock in ("", " FOR UPDATE"):
+            cursor.execute("EXPLAIN " + keys_of_kind_sql("id, payload::text", "memory_productmemoryentry", lock=lock),
+                           [json_array([f"P{i:05d}" for i in range(0, 3000, 3)]), "main_content"])
+            plan = "\n".join(line for (line,) in cursor.fetchall())
+            assert "Index Scan using memory_entry_product_kind_uniq" in plan, plan
+            assert "memory_entry_stats_idx" not in plan, plan
+        cursor.execute(keys_of_kind_sql("product_id", "memory_productmemoryentry"),
+                       [json_array(["P00001", "P00002", "NONE"]), "main_content"])
+        assert sorted(cursor.fetchall()) == [("P00001",), ("P00002",)]
