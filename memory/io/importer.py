@@ -17,7 +17,6 @@ through :func:`import_entries`.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import tempfile
@@ -27,6 +26,7 @@ from queue import Full, Queue
 from dataclasses import dataclass, field
 from typing import IO, Iterable, Iterator
 
+import orjson
 from django.db import connection, transaction
 from django.utils import timezone
 
@@ -243,7 +243,7 @@ def _write(rows: Iterator[dict], report: ImportReport, on_progress: Progress | N
                 # Evicted from every tier once committed: until then the old row is the one
                 # readers get, and may cache (not memory.evict() here: it would queue a
                 # broadcast per batch until the commit).
-                written.writelines(json.dumps([r["product_id"], r["kind"]]) + "\n" for r in batch)
+                written.writelines(orjson.dumps([r["product_id"], r["kind"]]).decode() + "\n" for r in batch)
                 if on_progress:
                     on_progress("write", done, None)
             if report.error_count:
@@ -251,7 +251,7 @@ def _write(rows: Iterator[dict], report: ImportReport, on_progress: Progress | N
         written.seek(0)
         keys: list[tuple[str, str]] = []
         for line in written:
-            keys.append(tuple(json.loads(line)))
+            keys.append(tuple(orjson.loads(line)))
             if len(keys) >= IMPORT_BATCH_ROWS:
                 memory.evict(keys)
                 keys = []
