@@ -20,16 +20,17 @@ logger = logging.getLogger("memory")
 
 DEFAULT_PURGE_BATCH = 5000
 MIN_PURGE_BATCH = 100  # a batch timed out is halved down to this, then the purge gives up
-BATCH_TARGET_SECONDS = 0.25
+BATCH_TARGET_SECONDS = 0.2
 
 
 class BatchSize:
     """The purge's batch size, kept where a batch's statements take about
     :data:`BATCH_TARGET_SECONDS`: cut in proportion after a slower batch (down to
-    :data:`MIN_PURGE_BATCH`), grown by half after one under half the target (up to the size asked
-    for). The same batch takes several times as long while checkpoints keep the disk busy (a
-    ``DELETE`` of 5,000 entries: 382 ms median, 1.4 s at worst at 2M rows, docs/benchmarks.md): a
-    quarter of a second keeps those under a second without a plan of the machine's speed."""
+    :data:`MIN_PURGE_BATCH`), grown by a quarter after one under half the target (up to the size
+    asked for). The same batch takes several times as long while checkpoints keep the disk busy (a
+    ``DELETE`` of 5,000 entries: 382 ms median, 1.4 s at worst at 2M rows; growing by half, the
+    partitioned purge's batches overshot to 1.07 s: docs/benchmarks.md): a fifth of a second keeps
+    those under a second without a plan of the machine's speed."""
 
     def __init__(self, largest: int):
         self.largest = self.size = largest
@@ -38,7 +39,7 @@ class BatchSize:
         if seconds > BATCH_TARGET_SECONDS:
             self.size = max(MIN_PURGE_BATCH, int(self.size * BATCH_TARGET_SECONDS / seconds))
         elif seconds < BATCH_TARGET_SECONDS / 2:
-            self.size = min(self.largest, self.size + self.size // 2 + 1)
+            self.size = min(self.largest, self.size + self.size // 4 + 1)
 
     def timed_out(self) -> bool:
         """Halved after a batch past ``DB_STATEMENT_TIMEOUT``; False when it was the smallest already."""
