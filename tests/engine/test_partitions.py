@@ -386,6 +386,12 @@ def _raw_connection():
         "dbname", "user", "password", "host", "port")}, autocommit=False)
 
 
+def _sessions(watcher) -> list[tuple]:
+    """What each session of the test database is doing and who blocks it: a failed wait's message."""
+    return watcher.execute("SELECT pid, state, wait_event_type, wait_event, left(query, 120), pg_blocking_pids(pid)"
+                           " FROM pg_stat_activity WHERE datname = current_database()").fetchall()
+
+
 def test_a_concurrent_insert_of_the_same_key_waits_then_is_refused(committed_partitions):
     insert = ("INSERT INTO memory_productmemoryentry (product_id, kind, payload, source_data, input_fingerprint,"
               " generator_version, tokens_prompt, tokens_completion, hit_count, tokens_saved, created_at, updated_at,"
@@ -463,9 +469,12 @@ def test_a_save_racing_an_import_of_its_key_waits_and_then_updates_the_imported_
     try:
         thread.start()
         with _raw_connection() as watcher:
+            # the sessions the import's claim blocks (not any other lock wait of the database's)
             assert wait_for(lambda: watcher.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
-            ).fetchone() == (1,)), "the save did not wait for the import's claim"
+                "SELECT count(*) FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))",
+                [importer.info.backend_pid]).fetchone() == (1,)), (
+                f"the save did not wait for the import's claim (import {importer.info.backend_pid}, save {done}): "
+                f"{_sessions(watcher)}")
             watcher.rollback()
         importer.execute(
             "INSERT INTO memory_productmemoryentry (product_id, kind, payload, source_data, input_fingerprint,"
