@@ -521,7 +521,7 @@ class DatabaseTier(Tier):
         })
 
     def _select_snapshots(self, kind: str, product_ids: list[str], using: str = replicas.PRIMARY) -> list[Snapshot]:
-        """One SQL statement whatever the number of products (psycopg sends the list as one array)."""
+        """One SQL statement whatever the number of products (their ids sent as one JSON text: :func:`keys_of_kind_sql`)."""
         db = connections[using]
         table = db.ops.quote_name(ProductMemoryEntry._meta.db_table)
         with _dropping_broken_connection(db), db.cursor() as cursor:

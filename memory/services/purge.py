@@ -34,10 +34,11 @@ class BatchSize:
 
     def __init__(self, largest: int):
         self.largest = self.size = largest
+        self.smallest = min(MIN_PURGE_BATCH, largest)
 
     def took(self, seconds: float) -> None:
         if seconds > BATCH_TARGET_SECONDS:
-            self.size = max(MIN_PURGE_BATCH, int(self.size * BATCH_TARGET_SECONDS / seconds))
+            self.size = max(self.smallest, int(self.size * BATCH_TARGET_SECONDS / seconds))
         elif seconds < BATCH_TARGET_SECONDS / 2:
             self.size = min(self.largest, self.size + self.size // 4 + 1)
 

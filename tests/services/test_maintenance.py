@@ -144,3 +144,6 @@ def test_the_batch_size_stays_within_its_bounds():
     sizes.took(purge.BATCH_TARGET_SECONDS * 0.75)  # near the target: kept
     assert sizes.size == 5000
     assert sizes.timed_out() and sizes.size == 2500
+    small = purge.BatchSize(3)  # asked for fewer than the smallest: never more than asked
+    small.took(100.0)
+    assert small.size == 3
