@@ -44,9 +44,9 @@ class BatchSize:
 
     def timed_out(self) -> bool:
         """Halved after a batch past ``DB_STATEMENT_TIMEOUT``; False when it was the smallest already."""
-        if self.size <= MIN_PURGE_BATCH:
+        if self.size <= self.smallest:
             return False
-        self.size = max(MIN_PURGE_BATCH, self.size // 2)
+        self.size = max(self.smallest, self.size // 2)
         return True
 
 
@@ -110,12 +110,8 @@ def purge_expired(batch_size: int = DEFAULT_PURGE_BATCH, max_batches: int | None
                            "seguindo com lotes de %d", sizes.size)
             continue
         last_expires_at = rows[-1][3]
-        took = time.perf_counter() - batch_started
-        sizes.took(took)
+        _batch_done(time.perf_counter() - batch_started, sizes, result, deleted)
         memory.evict([(product_id, kind) for _, product_id, kind, _ in rows])
-        result.deleted += deleted
-        result.batches += 1
-        result.longest_batch_ms = max(result.longest_batch_ms, took * 1000)
     result.seconds = round(time.perf_counter() - started, 3)
     result.longest_batch_ms = round(result.longest_batch_ms, 2)
     logger.info(
@@ -123,6 +119,15 @@ def purge_expired(batch_size: int = DEFAULT_PURGE_BATCH, max_batches: int | None
         result.deleted, result.batches, formatting.seconds(result.seconds),
     )
     return result
+
+
+def _batch_done(seconds: float, sizes: BatchSize, result: PurgeResult, deleted: int) -> None:
+    """A batch's statements took ``seconds`` and deleted ``deleted`` rows: the next batch's size
+    follows, and the result counts it."""
+    sizes.took(seconds)
+    result.deleted += deleted
+    result.batches += 1
+    result.longest_batch_ms = max(result.longest_batch_ms, seconds * 1000)
 
 
 def _purge_partitions(now, sizes: BatchSize, memory: ProductMemory, result: PurgeResult) -> None:
@@ -140,12 +145,8 @@ def _purge_partitions(now, sizes: BatchSize, memory: ProductMemory, result: Purg
     for table in partitions.detach_expired(now):
         batch_started = time.perf_counter()
         for rows in partitions.drain_detached(table, lambda: sizes.size):
-            took = time.perf_counter() - batch_started
-            sizes.took(took)
+            _batch_done(time.perf_counter() - batch_started, sizes, result, len(rows))
             memory.evict([(product_id, kind) for _, product_id, kind in rows])
-            result.deleted += len(rows)
-            result.batches += 1
-            result.longest_batch_ms = max(result.longest_batch_ms, took * 1000)
             batch_started = time.perf_counter()
         partitions.drop_detached(table)
         result.partitions_dropped += 1
