@@ -72,6 +72,12 @@ def test_purge_batches_with_equal_expiry_times_all_go(redis_client):
     assert not ProductMemoryEntry.objects.exists()
 
 
+def _past_the_statement_timeout(execute, context):
+    """In place of a statement: one the server cancels at its statement timeout (a real QueryCanceled)."""
+    execute("SET LOCAL statement_timeout = '50ms'", None, False, context)
+    return execute("SELECT pg_sleep(5)", None, False, context)
+
+
 def test_a_purge_batch_past_the_statement_timeout_is_rolled_back_and_the_purge_goes_on_with_smaller_ones(caplog):
     """At 10M rows a batch's DELETE (its versions cascading, the disk busy with checkpoints) outlasted
     DB_STATEMENT_TIMEOUT and the whole purge failed. Here the first DELETE is made to time out on the
@@ -85,8 +91,7 @@ def test_a_purge_batch_past_the_statement_timeout_is_rolled_back_and_the_purge_g
     def first_delete_times_out(execute, sql, params, many, context):
         if sql.startswith("DELETE") and not timed_out:
             timed_out.append(sql)
-            execute("SET LOCAL statement_timeout = '50ms'", None, False, context)
-            return execute("SELECT pg_sleep(5)", None, False, context)
+            return _past_the_statement_timeout(execute, context)
         return execute(sql, params, many, context)
 
     with connection.execute_wrapper(first_delete_times_out):
@@ -102,8 +107,7 @@ def test_a_purge_gives_up_when_even_its_smallest_batch_times_out():
 
     def every_delete_times_out(execute, sql, params, many, context):
         if sql.startswith("DELETE"):
-            execute("SET LOCAL statement_timeout = '50ms'", None, False, context)
-            return execute("SELECT pg_sleep(5)", None, False, context)
+            return _past_the_statement_timeout(execute, context)
         return execute(sql, params, many, context)
 
     with connection.execute_wrapper(every_delete_times_out), pytest.raises(OperationalError):
@@ -111,8 +115,8 @@ def test_a_purge_gives_up_when_even_its_smallest_batch_times_out():
     assert ProductMemoryEntry.objects.count() == 1  # rolled back, nothing half-deleted
 
 
-def test_a_slow_purge_batch_makes_the_next_ones_smaller_and_fast_ones_bring_them_back(monkeypatch):
-    """The first DELETE is slowed on the server (a quarter second past the target): the next batch is
+def test_a_slow_purge_batch_makes_the_next_ones_smaller_and_fast_ones_bring_them_back():
+    """The first DELETE is slowed on the server (its batch takes twice the target): the next batch is
     cut in proportion, and the fast ones after it grow again, never past the size asked for."""
     make_entries(700, prefix="OLD", expires_at=timezone.now() - timedelta(minutes=1))
     limits, slowed = [], []
